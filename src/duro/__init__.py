@@ -1,0 +1,1 @@
+"""duro: Durable Objects for Python, self-hosted."""

@@ -1,0 +1,95 @@
+"""Durable Object IDs: derivation from names, random IDs, and parsing.
+
+Per namespace, ``key = SHA-256(unique_key)``. ``id_from_name(name)``: ``a = HMAC(key, name)[:16]``,
+``b = HMAC(key, a)[:16]``, ``id = hex(a || b)``. Unique IDs use 16 random bytes for ``a``. An ID
+string is valid for a namespace only if its second half is the HMAC of its first half, so IDs
+cannot be forged and an ID from another namespace is refused.
+
+This module imports nothing of duro but the error tree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+
+from .errors import InvalidIdError
+
+__all__ = ["DurableObjectId", "NamespaceKey"]
+
+_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+
+
+class NamespaceKey:
+    """The secret that mints and checks the IDs of one namespace."""
+
+    __slots__ = ("unique_key", "_key")
+
+    def __init__(self, unique_key: str) -> None:
+        self.unique_key = unique_key
+        self._key = hashlib.sha256(unique_key.encode()).digest()
+
+    def _tail(self, head: bytes) -> bytes:
+        return hmac.new(self._key, head, hashlib.sha256).digest()[:16]
+
+    def id_from_name(self, name: str) -> "DurableObjectId":
+        if not isinstance(name, str):
+            raise TypeError(f"id_from_name() takes a str, not {type(name).__name__}")
+        head = hmac.new(self._key, name.encode(), hashlib.sha256).digest()[:16]
+        return DurableObjectId((head + self._tail(head)).hex(), name=name, namespace=self.unique_key)
+
+    def new_unique_id(self) -> "DurableObjectId":
+        head = os.urandom(16)
+        return DurableObjectId((head + self._tail(head)).hex(), name=None, namespace=self.unique_key)
+
+    def id_from_string(self, text: str) -> "DurableObjectId":
+        if not isinstance(text, str) or not _HEX64.fullmatch(text):
+            raise InvalidIdError("Invalid Durable Object ID: must be 64 hex digits")
+        raw = bytes.fromhex(text)
+        if not hmac.compare_digest(raw[16:], self._tail(raw[:16])):
+            raise InvalidIdError("Durable Object ID is not valid for this namespace.")
+        return DurableObjectId(text.lower(), name=None, namespace=self.unique_key)
+
+    def is_valid(self, text: str) -> bool:
+        try:
+            self.id_from_string(text)
+        except InvalidIdError:
+            return False
+        return True
+
+
+class DurableObjectId:
+    """An object's identity: 64 lower-case hex digits, plus its name when it was derived from one."""
+
+    __slots__ = ("_hex", "name", "namespace", "jurisdiction")
+
+    def __init__(self, hex_id: str, *, name: str | None, namespace: str) -> None:
+        self._hex = hex_id
+        self.name = name
+        self.namespace = namespace
+        self.jurisdiction = None
+
+    def __str__(self) -> str:
+        return self._hex
+
+    def to_string(self) -> str:
+        return self._hex
+
+    toString = to_string  # noqa: N815 - Cloudflare spelling
+
+    def equals(self, other: object) -> bool:
+        return self == other
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, DurableObjectId):
+            return self._hex == other._hex and self.namespace == other.namespace
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._hex)
+
+    def __repr__(self) -> str:
+        label = f" name={self.name!r}" if self.name is not None else ""
+        return f"<DurableObjectId {self._hex[:12]}…{label}>"
