@@ -1,0 +1,439 @@
+"""Project configuration: find ``wrangler.jsonc``/``.json``/``.toml`` (read unchanged, plus an
+optional ``duro`` section) or ``[tool.duro]`` in ``pyproject.toml``, validate it, return a frozen
+:class:`ProjectConfig`. Every mistake is a :class:`ConfigError` naming file, dotted key and what is
+allowed. It only reads files: never imports user code, creates directories or opens data.
+
+Lenient on purpose: a bound class no migration creates is accepted as SQLite-backed (Cloudflare
+would refuse to deploy it); unknown top-level wrangler keys are ignored."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import keyword
+import math
+import os
+import pathlib
+import re
+import tomllib
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from duro.errors import ConfigError
+
+__all__ = ["Binding", "Limits", "ProjectConfig", "load_project", "find_config_file", "apply_overrides",
+           "WRANGLER_FILES"]
+
+WRANGLER_FILES = ("wrangler.jsonc", "wrangler.json", "wrangler.toml")
+_ENTRY_CANDIDATES = ("app.py", "main.py", "src/entry.py", "entry.py")
+_DURABILITY = ("fsync", "os")
+_TOOL_KEYS = ("main", "entrypoint", "name", "durability", "data_dir", "bindings", "vars", "limits", "migrations")
+_WRANGLER_DURO_KEYS = ("entrypoint", "durability", "data_dir", "limits")
+
+
+@dataclass(frozen=True)
+class Binding:
+    """A Durable Object namespace binding: ``env.<name>`` -> class ``class_name``."""
+
+    name: str
+    class_name: str
+    script_name: str | None = None  # cross-project binding; refused with a ConfigError for now
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-process and per-object limits. Seconds are floats; counts and sizes are ints."""
+
+    idle_timeout: float = 70.0  # seconds an idle instance stays in memory before eviction
+    hibernation_timeout: float = 10.0  # seconds before an instance with only hibernatable sockets is dropped
+    max_open_databases: int = 2000  # LRU bound on open SQLite files per process
+    max_queued_events: int = 1000  # per object; beyond that: "Too many requests queued."
+    cpu_ms: int = 30000  # wrangler limits.cpu_ms; recorded, not enforced yet
+    max_request_body: int = 100 * 1024 * 1024
+
+
+_LIMIT_KINDS = {f.name: type(f.default) for f in dataclasses.fields(Limits)}  # float: seconds; int: counts
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    """A project's validated configuration. Paths are absolute."""
+
+    root: pathlib.Path
+    source: pathlib.Path | None
+    name: str
+    main: pathlib.Path
+    entrypoint: str
+    bindings: tuple[Binding, ...]
+    sqlite_classes: frozenset[str]
+    kv_classes: frozenset[str]
+    vars: Mapping[str, Any] = field(hash=False)
+    durability: Literal["fsync", "os"]
+    limits: Limits
+    data_dir: pathlib.Path | None
+
+    def unique_key(self, class_name: str) -> str:
+        """The namespace's unique key, ``"<name>-<ClassName>"`` as Miniflare derives it."""
+        return f"{self.name}-{class_name}"
+
+
+# --- public functions ------------------------------------------------------------------------------
+
+
+def find_config_file(root: str | os.PathLike[str]) -> pathlib.Path | None:
+    """The config file :func:`load_project` would read in ``root``, or None."""
+    found = _find(pathlib.Path(root).resolve())
+    return found[0] if found else None
+
+
+def load_project(root: str | os.PathLike[str]) -> ProjectConfig:
+    """Find and read the configuration of the project in ``root``."""
+    root = pathlib.Path(root).resolve()
+    if not root.is_dir():
+        raise ConfigError(f"project directory {root} does not exist or is not a directory")
+    found = _find(root)
+    if found is None:
+        raise ConfigError(_no_config_message(root))
+    path, data = found
+    if path.name == "pyproject.toml":
+        return _from_tool_duro(root, path, data)
+    return _from_wrangler(root, path, data)
+
+
+def apply_overrides(cfg: ProjectConfig, **kw: Any) -> ProjectConfig:
+    """Return ``cfg`` with fields replaced, e.g. from CLI flags. ``None`` values are skipped; Limits
+    field names (``idle_timeout=5``) replace single limits; a relative ``data_dir`` is taken against
+    the current directory. Invalid values raise ConfigError keyed by the argument name."""
+    kw = {k: v for k, v in kw.items() if v is not None}
+    limit_changes = {k: kw.pop(k) for k in list(kw) if k in _LIMIT_KINDS}
+    if "durability" in kw:
+        kw["durability"] = _durability(kw["durability"], None, "durability")
+    if "data_dir" in kw:
+        kw["data_dir"] = pathlib.Path(kw["data_dir"]).absolute()
+    kw["limits"] = _limit_values(limit_changes, kw.get("limits", cfg.limits), None, "")
+    return dataclasses.replace(cfg, **kw)
+
+
+# --- finding and parsing files ---------------------------------------------------------------------
+
+
+def _find(root: pathlib.Path) -> tuple[pathlib.Path, dict[str, Any]] | None:
+    for name in WRANGLER_FILES:
+        path = root / name
+        if path.is_file():
+            return path, _load(path)
+    path = root / "pyproject.toml"
+    if path.is_file():
+        data = _load(path)
+        tool = data.get("tool")
+        if isinstance(tool, dict) and "duro" in tool:
+            return path, data
+    return None
+
+
+def _load(path: pathlib.Path) -> Any:
+    """Parse one config file; a syntax error names the file and the position."""
+    file = path.name
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+        return tomllib.loads(text) if file.endswith(".toml") else json.loads(_strip_jsonc(text, file))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"not valid UTF-8 (byte {e.start})", file=file) from None
+    except OSError as e:
+        raise ConfigError(f"cannot read: {e.strerror}", file=file) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"invalid TOML: {e}", file=file) from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"line {e.lineno}, column {e.colno}: invalid JSON: {e.msg}", file=file) from None
+
+
+# A JSON string, a // comment, or a /* comment (possibly unterminated). Scanning left to right, a
+# string is consumed whole from its opening quote, so "https://x" is never taken for a comment.
+# The second pattern, run after comments are gone, finds trailing commas outside strings.
+_JSONC_TOKEN = re.compile(r'"(?:[^"\\\n]|\\.)*"|//[^\n]*|/\*(?:[^*]|\*(?!/))*(?:\*/)?')
+_TRAILING_COMMA = re.compile(r'"(?:[^"\\\n]|\\.)*"|,(?=\s*[}\]])')
+
+
+def _strip_jsonc(text: str, file: str) -> str:
+    """Blank out comments and trailing commas. Every other character and every newline stays in
+    place, so JSON error positions still point into the original file."""
+
+    def blank(m: re.Match[str]) -> str:
+        t = m.group()
+        if t.startswith('"'):
+            return t
+        if t.startswith("/*") and (len(t) < 4 or not t.endswith("*/")):
+            line = text.count("\n", 0, m.start()) + 1
+            col = m.start() - text.rfind("\n", 0, m.start())
+            raise ConfigError(f"line {line}, column {col}: unterminated /* comment", file=file)
+        return re.sub(r"[^\n]", " ", t)
+
+    return _TRAILING_COMMA.sub(blank, _JSONC_TOKEN.sub(blank, text))
+
+
+# --- the two formats -------------------------------------------------------------------------------
+
+
+def _from_wrangler(root: pathlib.Path, path: pathlib.Path, data: Any) -> ProjectConfig:
+    file = path.name
+    if not isinstance(data, dict):
+        raise ConfigError(f"the top level must be an object, not {_show(data)}", file=file)
+    name = _name(data.get("name", root.name), file, "name")
+    if "main" not in data:
+        raise ConfigError('missing; set it to the Python entry file, e.g. "src/entry.py"', file=file, key="main")
+    main = _main(root, data["main"], file, "main")
+    duro = _table(data.get("duro", {}), file, "duro")
+    _check_keys(duro, _WRANGLER_DURO_KEYS, file, "duro")
+
+    bindings = _wrangler_bindings(_table(data.get("durable_objects", {}), file, "durable_objects"), name, file)
+    limits = Limits()
+    wl = _table(data.get("limits", {}), file, "limits")
+    if "cpu_ms" in wl:
+        limits = _limit_values({"cpu_ms": wl["cpu_ms"]}, limits, file, "limits")
+    limits = _limits(duro.get("limits", {}), limits, file, "duro.limits")
+    return _build(root, path, name, main, duro, "duro", bindings, data.get("migrations", []), "migrations",
+                  data.get("vars", {}), "vars", limits)
+
+
+def _wrangler_bindings(do: dict[str, Any], name: str, file: str) -> list[tuple[Binding, str]]:
+    """The bindings, each with the key of its class_name (for later messages)."""
+    out: list[tuple[Binding, str]] = []
+    seen: dict[str, str] = {}
+    for i, raw in enumerate(_list(do.get("bindings", []), file, "durable_objects.bindings")):
+        key = f"durable_objects.bindings[{i}]"
+        raw = _table(raw, file, key)
+        script = raw.get("script_name")
+        if script is not None and _str(script, file, f"{key}.script_name") != name:
+            raise ConfigError(f"bindings to another project ({_show(script)}) are not supported yet; define the "
+                              f"class in this project and remove script_name", file=file, key=f"{key}.script_name")
+        if "environment" in raw:
+            _str(raw["environment"], file, f"{key}.environment")
+        b = Binding(_ident(raw.get("name"), file, f"{key}.name"),
+                    _ident(raw.get("class_name"), file, f"{key}.class_name"))
+        if b.name in seen:
+            raise ConfigError(f"duplicate binding name {_show(b.name)} (also {seen[b.name]}); each env name may "
+                              f"be bound once", file=file, key=f"{key}.name")
+        seen[b.name] = key
+        out.append((b, f"{key}.class_name"))
+    return out
+
+
+def _from_tool_duro(root: pathlib.Path, path: pathlib.Path, data: dict[str, Any]) -> ProjectConfig:
+    file, prefix = path.name, "tool.duro"
+    tool = _table(data["tool"]["duro"], file, prefix)
+    _check_keys(tool, _TOOL_KEYS, file, prefix)
+    if "main" not in tool:
+        guess = next((c for c in _ENTRY_CANDIDATES if (root / c).is_file()), "app.py")
+        raise ConfigError(f'missing; set it to the entry file relative to the project root, e.g. main = "{guess}"',
+                          file=file, key=f"{prefix}.main")
+    main = _main(root, tool["main"], file, f"{prefix}.main")
+    project = data.get("project")
+    default_name = project.get("name") if isinstance(project, dict) else None
+    if "name" in tool:
+        name = _name(tool["name"], file, f"{prefix}.name")
+    else:
+        name = _name(default_name if isinstance(default_name, str) else root.name, file, "project.name")
+    bindings = [
+        (Binding(_ident(k, file, f"{prefix}.bindings.{k}"), _ident(v, file, f"{prefix}.bindings.{k}")),
+         f"{prefix}.bindings.{k}")
+        for k, v in _table(tool.get("bindings", {}), file, f"{prefix}.bindings").items()
+    ]
+    limits = _limits(tool.get("limits", {}), Limits(), file, f"{prefix}.limits")
+    return _build(root, path, name, main, tool, prefix, bindings, tool.get("migrations", []),
+                  f"{prefix}.migrations", tool.get("vars", {}), f"{prefix}.vars", limits)
+
+
+def _build(root: pathlib.Path, path: pathlib.Path, name: str, main: pathlib.Path, section: dict[str, Any],
+           prefix: str, keyed: list[tuple[Binding, str]], migrations: Any, mkey: str, vars_: Any, vkey: str,
+           limits: Limits) -> ProjectConfig:
+    """The part both formats share: entrypoint, durability, data_dir, migrations, vars."""
+    file = path.name
+    sqlite, kv, deleted = _migrations(migrations, file, mkey)
+    bindings = [b for b, _ in keyed]
+    for b, bkey in keyed:
+        if b.class_name in deleted:
+            raise ConfigError(f"Cannot apply --delete-class migration to class {b.class_name} without also "
+                              f"removing the binding that references it", file=file, key=bkey)
+    vars_ = _table(vars_, file, vkey)
+    for b in bindings:
+        if b.name in vars_:
+            raise ConfigError(f"{b.name} is both a var and a Durable Object binding; rename one",
+                              file=file, key=f"{vkey}.{b.name}")
+    sub = f"{prefix}." if prefix else ""
+    data_dir = section.get("data_dir")
+    if data_dir is not None:
+        data_dir = root / _str(data_dir, file, f"{sub}data_dir")
+    return ProjectConfig(
+        root=root,
+        source=path,
+        name=name,
+        main=main,
+        entrypoint=_ident(section.get("entrypoint", "Default"), file, f"{sub}entrypoint"),
+        bindings=tuple(bindings),
+        # Unmigrated bound classes are SQLite-backed: lenient where Cloudflare requires a migration.
+        sqlite_classes=frozenset(sqlite | {b.class_name for b in bindings if b.class_name not in kv}),
+        kv_classes=frozenset(kv),
+        vars=types.MappingProxyType(dict(vars_)),
+        durability=_durability(section.get("durability", "fsync"), file, f"{sub}durability"),
+        limits=limits,
+        data_dir=data_dir,
+    )
+
+
+def _migrations(raw: Any, file: str, key: str) -> tuple[set[str], set[str], set[str]]:
+    """Apply the ordered migration list; return (sqlite classes, kv classes, deleted classes)."""
+    sqlite: set[str] = set()
+    kv: set[str] = set()
+    deleted: set[str] = set()
+    tags: dict[str, int] = {}
+    for i, m in enumerate(_list(raw, file, key)):
+        mk = f"{key}[{i}]"
+        m = _table(m, file, mk)
+        if "tag" in m:
+            tag = _str(m["tag"], file, f"{mk}.tag")
+            if tag in tags:
+                raise ConfigError(f"duplicate tag {_show(tag)} (also {key}[{tags[tag]}]); every tag must be unique",
+                                  file=file, key=f"{mk}.tag")
+            tags[tag] = i
+        for directive, target in (("new_sqlite_classes", sqlite), ("new_classes", kv)):
+            for cls in _str_list(m.get(directive, []), file, f"{mk}.{directive}"):
+                if cls in sqlite or cls in kv:
+                    raise ConfigError(f"class {cls} already exists (created by an earlier migration)",
+                                      file=file, key=f"{mk}.{directive}")
+                target.add(cls)
+                deleted.discard(cls)
+        for j, r in enumerate(_list(m.get("renamed_classes", []), file, f"{mk}.renamed_classes")):
+            rk = f"{mk}.renamed_classes[{j}]"
+            r = _table(r, file, rk)
+            src, dst = (_str(r.get(k), file, f"{rk}.{k}") for k in ("from", "to"))
+            for classes in (sqlite, kv):
+                if src in classes:
+                    classes.discard(src)
+                    classes.add(dst)
+            deleted.discard(dst)
+        for cls in _str_list(m.get("deleted_classes", []), file, f"{mk}.deleted_classes"):
+            sqlite.discard(cls)
+            kv.discard(cls)
+            deleted.add(cls)
+        _list(m.get("transferred_classes", []), file, f"{mk}.transferred_classes")  # accepted, not applied
+    return sqlite, kv, deleted
+
+
+# --- value checks ----------------------------------------------------------------------------------
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, (str, bool)) or v is None:
+        return json.dumps(v, ensure_ascii=False)
+    if isinstance(v, (dict, list)):
+        return "a table {...}" if isinstance(v, dict) else "an array [...]"
+    return repr(v)
+
+
+def _table(v: Any, file: str, key: str) -> dict[str, Any]:
+    if not isinstance(v, dict):
+        raise ConfigError(f"must be a table/object, not {_show(v)}", file=file, key=key)
+    return v
+
+
+def _list(v: Any, file: str, key: str) -> list[Any]:
+    if not isinstance(v, list):
+        raise ConfigError(f"must be an array, not {_show(v)}", file=file, key=key)
+    return v
+
+
+def _str(v: Any, file: str, key: str) -> str:
+    if v is None:
+        raise ConfigError("missing; must be a non-empty string", file=file, key=key)
+    if not isinstance(v, str) or not v:
+        raise ConfigError(f"must be a non-empty string, not {_show(v)}", file=file, key=key)
+    return v
+
+
+def _str_list(v: Any, file: str, key: str) -> list[str]:
+    return [_str(s, file, f"{key}[{i}]") for i, s in enumerate(_list(v, file, key))]
+
+
+def _ident(v: Any, file: str, key: str) -> str:
+    v = _str(v, file, key)
+    if not v.isidentifier() or keyword.iskeyword(v):
+        raise ConfigError(f"{_show(v)} is not a valid Python identifier "
+                          f"(letters, digits and _, not starting with a digit, not a keyword)", file=file, key=key)
+    return v
+
+
+def _name(v: Any, file: str, key: str) -> str:
+    v = _str(v, file, key)
+    if v in (".", "..") or any(c in v for c in '/\\\0') or v != v.strip():
+        raise ConfigError(f"{_show(v)} cannot be used as a project name (it names directories); "
+                          f"use letters, digits, - and _", file=file, key=key)
+    return v
+
+
+def _main(root: pathlib.Path, v: Any, file: str, key: str) -> pathlib.Path:
+    path = root / _str(v, file, key)
+    if path.suffix != ".py":
+        raise ConfigError(f"{_show(v)} is not a Python file; duro runs Python entry modules (*.py)", file=file, key=key)
+    if not path.is_file():
+        raise ConfigError(f"entry file {path} does not exist", file=file, key=key)
+    return path
+
+
+def _durability(v: Any, file: str | None, key: str) -> Literal["fsync", "os"]:
+    if not isinstance(v, str) or v not in _DURABILITY:
+        raise ConfigError(f'must be "fsync" or "os", not {_show(v)}', file=file, key=key)
+    return v  # type: ignore[return-value]
+
+
+def _check_keys(table: dict[str, Any], valid: tuple[str, ...], file: str, key: str) -> None:
+    for k in table:
+        if k not in valid:
+            close = difflib.get_close_matches(k, valid, n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise ConfigError(f"unknown key; {hint}valid keys: {', '.join(valid)}", file=file, key=f"{key}.{k}")
+
+
+def _limits(raw: Any, base: Limits, file: str, key: str) -> Limits:
+    raw = _table(raw, file, key)
+    _check_keys(raw, tuple(_LIMIT_KINDS), file, key)
+    return _limit_values(raw, base, file, key)
+
+
+def _limit_values(raw: dict[str, Any], base: Limits, file: str | None, key: str) -> Limits:
+    changes: dict[str, Any] = {}
+    for k, v in raw.items():
+        lk = f"{key}.{k}" if key else k
+        if _LIMIT_KINDS[k] is float:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
+                raise ConfigError(f"must be a number of seconds, not {_show(v)}", file=file, key=lk)
+            if v < 0:
+                raise ConfigError(f"must be >= 0 seconds, not {v}", file=file, key=lk)
+            changes[k] = float(v)
+        else:
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ConfigError(f"must be a whole number, not {_show(v)}", file=file, key=lk)
+            if v < 1:
+                raise ConfigError(f"must be a positive whole number (>= 1), not {v}", file=file, key=lk)
+            changes[k] = v
+    return dataclasses.replace(base, **changes)
+
+
+def _no_config_message(root: pathlib.Path) -> str:
+    entry = next((c for c in _ENTRY_CANDIDATES if (root / c).is_file()), None)
+    pyproject = root / "pyproject.toml"
+    lines = [
+        f"no duro configuration in {root}",
+        f"looked for: {', '.join(WRANGLER_FILES)}, and a [tool.duro] table in pyproject.toml"
+        + (" (pyproject.toml exists but has no [tool.duro])" if pyproject.is_file() else ""),
+        f"found entry file {entry}; add to pyproject.toml:" if entry else "add to pyproject.toml, for example:",
+        "",
+        "    [tool.duro]",
+        f'    main = "{entry or "app.py"}"',
+        "",
+        "    [tool.duro.bindings]      # env name = Durable Object class",
+        '    COUNTER = "Counter"',
+    ]
+    return "\n".join(lines)
