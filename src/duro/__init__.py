@@ -1,1 +1,33 @@
-"""duro: Durable Objects for Python, self-hosted."""
+"""duro: Durable Objects for Python, self-hosted.
+
+Write a class, run ``duro dev``::
+
+    from duro import DurableObject, WorkerEntrypoint, Response
+
+    class Counter(DurableObject):
+        async def increment(self) -> int: ...
+"""
+
+from .api import (
+    DurableObject,
+    DurableObjectNamespace,
+    DurableObjectState,
+    DurableObjectStorage,
+    DurableObjectStub,
+    FetchResponse,
+    Headers,
+    Request,
+    Response,
+    WorkerEntrypoint,
+)
+from .errors import DuroError, DurableObjectAbort, ObjectResetError, OverloadedError, RemoteError
+from .ids import DurableObjectId
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DurableObject", "DurableObjectId", "DurableObjectNamespace", "DurableObjectState",
+    "DurableObjectStorage", "DurableObjectStub", "DuroError", "DurableObjectAbort", "FetchResponse",
+    "Headers", "ObjectResetError", "OverloadedError", "RemoteError", "Request", "Response",
+    "WorkerEntrypoint", "__version__",
+]

@@ -1,0 +1,14 @@
+"""The user surface: ``DurableObject``, ``WorkerEntrypoint``, ``ctx``, namespaces and stubs,
+``Request`` / ``Response``. Imports the runtime; never the http layer."""
+
+from .app import App, Env, ObjectClass
+from .fetch import FetchResponse, Headers, Request, Response
+from .namespace import DurableObjectNamespace, DurableObjectStub
+from .objects import DurableObject, DurableObjectState, ExecutionContext, WorkerEntrypoint
+from .storage import DurableObjectStorage, JsDict
+
+__all__ = [
+    "App", "DurableObject", "DurableObjectNamespace", "DurableObjectState", "DurableObjectStorage",
+    "DurableObjectStub", "Env", "ExecutionContext", "FetchResponse", "Headers", "JsDict", "ObjectClass",
+    "Request", "Response", "WorkerEntrypoint",
+]

@@ -1,0 +1,145 @@
+"""An application: the runtime wired to a project's classes, bindings and entrypoint.
+
+``App`` registers every bound ``DurableObject`` class with the runtime, builds ``env`` and runs the
+project's ``WorkerEntrypoint`` for each request. It knows nothing of sockets or of config files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from ..errors import ConfigError
+from ..runtime import Activation, Runtime
+from .fetch import Request, Response
+from .namespace import DurableObjectNamespace, call_handler
+from .objects import DurableObject, DurableObjectState, ExecutionContext, WorkerEntrypoint
+
+__all__ = ["App", "Env", "ObjectClass"]
+
+log = logging.getLogger("duro.app")
+
+
+class Env:
+    """``env``: one attribute per binding and variable. Also readable as ``env["NAME"]``."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self.__dict__.update(values)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.__dict__[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.__dict__
+
+    def __repr__(self) -> str:
+        return f"Env({', '.join(sorted(self.__dict__))})"
+
+
+@dataclass(frozen=True)
+class ObjectClass:
+    binding: str
+    cls: type
+    unique_key: str
+
+
+@dataclass
+class App:
+    """The runtime plus the project's classes. ``start()`` before use, ``close()`` after."""
+
+    runtime: Runtime
+    objects: list[ObjectClass]
+    entrypoint: Any = None  # a WorkerEntrypoint subclass, or a module-level fetch function
+    vars: Mapping[str, Any] = field(default_factory=dict)
+    namespaces: dict[str, DurableObjectNamespace] = field(default_factory=dict)
+    _tasks: set["asyncio.Task[Any]"] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        values: dict[str, Any] = dict(self.vars)
+        for oc in self.objects:
+            if not (isinstance(oc.cls, type) and issubclass(oc.cls, DurableObject)) and not _looks_like_object(oc.cls):
+                raise ConfigError(f"class {oc.cls.__name__} bound to {oc.binding} is not a DurableObject subclass",
+                                  key=f"bindings.{oc.binding}")
+            ns = self.namespaces.get(oc.unique_key)
+            if ns is None:
+                ns = DurableObjectNamespace(self.runtime, oc.unique_key, oc.cls.__name__, oc.binding)
+                self.namespaces[oc.unique_key] = ns
+                self.runtime.register(oc.unique_key, oc.cls.__name__, self._factory(oc.cls), oc.cls)
+            values[oc.binding] = ns
+        self.env = Env(values)
+
+    def _factory(self, cls: type) -> Any:
+        env_ref = self
+
+        def build(activation: Activation) -> Any:
+            ctx = DurableObjectState(activation)
+            activation.ctx = ctx  # type: ignore[attr-defined]
+            instance = cls.__new__(cls)
+            instance.ctx = ctx
+            instance.env = env_ref.env
+            instance.__init__(ctx, env_ref.env)
+            return instance
+        return build
+
+    async def start(self) -> None:
+        await self.runtime.start()
+
+    async def close(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self.runtime.close()
+
+    async def handle(self, request: Request) -> Response:
+        """Run the project's entrypoint for one request."""
+        ep = self.entrypoint
+        if ep is None:
+            return Response("this project has no WorkerEntrypoint", status=500)
+        if isinstance(ep, type):
+            instance = ep(ExecutionContext(self._tasks), self.env)
+            resp = await call_handler(instance, "fetch", request, self.env, instance.ctx)
+        else:  # a module-level ``on_fetch(request, env)`` / ``fetch(request, env, ctx)``
+            result = ep(*_fit(ep, (request, self.env, ExecutionContext(self._tasks))))
+            resp = await result if inspect.isawaitable(result) else result
+        if not isinstance(resp, Response):
+            raise TypeError(f"the entrypoint's fetch() must return a Response, not {type(resp).__name__}")
+        return resp
+
+
+def _fit(fn: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return args
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return args
+    n = sum(1 for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+    return args[:n]
+
+
+def _looks_like_object(cls: Any) -> bool:
+    # Cloudflare-style classes from the ``workers`` shim are DurableObject subclasses too; a plain
+    # class with a fetch handler is accepted as well (older Python Workers examples).
+    return isinstance(cls, type) and any(hasattr(cls, n) for n in ("fetch", "on_fetch"))
+
+
+def find_entrypoint(module: Any, name: str) -> Any:
+    """The WorkerEntrypoint subclass called ``name`` in ``module``, or a module-level fetch."""
+    ep = getattr(module, name, None)
+    if isinstance(ep, type) and issubclass(ep, WorkerEntrypoint):
+        return ep
+    if ep is not None and isinstance(ep, type):
+        return ep
+    for fn_name in ("on_fetch", "fetch"):
+        fn = getattr(module, fn_name, None)
+        if fn is not None and inspect.isfunction(fn) and fn.__module__ == module.__name__:
+            return fn
+    return None
+
+
+def iter_object_classes(module: Any) -> Iterable[type]:
+    for value in vars(module).values():
+        if isinstance(value, type) and issubclass(value, DurableObject) and value is not DurableObject:
+            yield value

@@ -1,0 +1,280 @@
+"""Namespaces, stubs and RPC: how code reaches an object.
+
+``env.NS.get_by_name("x")`` returns a stub; ``await stub.fetch(...)`` is delivered to the object's
+``fetch`` handler, ``await stub.method(*args, **kwargs)`` to a public method. Arguments and results
+are copied through the value codec; an exception raised in the object reaches the caller with its
+type, message and the ``remote`` / ``retryable`` / ``overloaded`` flags. Outgoing calls from an
+object wait at its output gate first.
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib
+import inspect
+from typing import TYPE_CHECKING, Any, Callable
+
+from .. import codec, errors
+from ..core.limits import RESERVED_RPC_NAMES, missing_method_text, reserved_method_text
+from ..ids import DurableObjectId, NamespaceKey
+from ..runtime import current_activation
+from .fetch import FetchResponse, Request, Response, as_fetch_response
+
+if TYPE_CHECKING:
+    from ..runtime import Activation, Runtime
+
+__all__ = ["DurableObjectNamespace", "DurableObjectStub", "call_handler"]
+
+_ROUTING_MODES = {None, "primary-only"}
+
+
+class DurableObjectNamespace:
+    """A binding to one Durable Object class (``env.MY_DO``)."""
+
+    def __init__(self, runtime: "Runtime", unique_key: str, class_name: str, binding: str | None = None) -> None:
+        self._runtime = runtime
+        self._key = NamespaceKey(unique_key)
+        self.unique_key = unique_key
+        self.class_name = class_name
+        self.binding = binding
+
+    def id_from_name(self, name: str) -> DurableObjectId:
+        return self._key.id_from_name(name)
+
+    def new_unique_id(self, options: Any = None, *, jurisdiction: str | None = None) -> DurableObjectId:
+        if isinstance(options, dict):
+            jurisdiction = options.get("jurisdiction", jurisdiction)
+        _check_jurisdiction(jurisdiction)
+        return self._key.new_unique_id()
+
+    def id_from_string(self, text: str) -> DurableObjectId:
+        return self._key.id_from_string(text)
+
+    def get(self, object_id: DurableObjectId, options: Any = None, **kwargs: Any) -> "DurableObjectStub":
+        if not isinstance(object_id, DurableObjectId):
+            raise TypeError(f"get() takes a DurableObjectId, not {type(object_id).__name__}; "
+                            "use get_by_name() for a name or id_from_string() for a hex ID")
+        if object_id.namespace != self.unique_key:
+            object_id = self._key.id_from_string(str(object_id))
+        opts = dict(options or {}, **kwargs)
+        mode = opts.get("routingMode", opts.get("routing_mode"))
+        if mode not in _ROUTING_MODES:
+            raise ValueError(f"unknown routingMode: {mode}")
+        return DurableObjectStub(self, object_id)
+
+    def get_by_name(self, name: str, options: Any = None, **kwargs: Any) -> "DurableObjectStub":
+        return self.get(self.id_from_name(name), options, **kwargs)
+
+    def jurisdiction(self, name: str | None) -> "DurableObjectNamespace":
+        _check_jurisdiction(name)
+        return self
+
+    idFromName = id_from_name  # noqa: N815
+    newUniqueId = new_unique_id  # noqa: N815
+    idFromString = id_from_string  # noqa: N815
+    getByName = get_by_name  # noqa: N815
+
+    def __repr__(self) -> str:
+        return f"<DurableObjectNamespace {self.class_name} ({self.unique_key})>"
+
+
+def _check_jurisdiction(j: str | None) -> None:
+    if j is not None:
+        raise errors.InvalidInputError("Jurisdiction restrictions are not implemented in duro.")
+
+
+class DurableObjectStub:
+    """A client for one object. Any attribute not defined here is an RPC method."""
+
+    def __init__(self, namespace: DurableObjectNamespace, object_id: DurableObjectId) -> None:
+        self._ns = namespace
+        self.id = object_id
+        self.name = object_id.name
+        self._act: "Activation | None" = None
+
+    def _target(self) -> "Activation":
+        act = self._ns._runtime.activation(self._ns.unique_key, self.id)
+        prev = self._act
+        if prev is not None and prev is not act and prev.broken is not None:
+            prev.check_usable()  # a stub that saw a reset stays broken
+        self._act = act
+        return act
+
+    async def _deliver(self, event: Callable[[Any], Any]) -> Any:
+        caller = current_activation()
+        if caller is not None:
+            await caller.output_gate()
+        act = self._target()
+        try:
+            return await act.run(event)
+        except BaseException as e:
+            raise _translate(e) from None
+
+    async def fetch(self, input: "str | Request", init: Any = None, **kwargs: Any) -> FetchResponse:
+        """Deliver an HTTP request to the object's ``fetch`` handler."""
+        opts = dict(init or {}, **kwargs)
+        if isinstance(input, Request):
+            request = Request(input, **opts) if opts else input
+        else:
+            request = Request(str(input), **opts)
+
+        async def event(instance: Any) -> Response:
+            return await call_handler(instance, "fetch", request)
+
+        resp = await self._deliver(event)
+        if not isinstance(resp, Response):
+            raise TypeError(f"fetch() of {type(resp).__name__} must return a Response, not {type(resp).__name__}")
+        return as_fetch_response(resp)
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("__"):
+            raise AttributeError(name)
+
+        async def rpc(*args: Any, **kwargs: Any) -> Any:
+            payload = codec.encode((args, kwargs))
+
+            async def event(instance: Any) -> bytes:
+                method = _resolve_rpc(instance, name)
+                a, kw = codec.decode(payload)
+                result = method(*a, **kw)
+                if inspect.isawaitable(result):
+                    result = await result
+                return codec.encode(result)
+
+            return codec.decode(await self._deliver(event))
+
+        rpc.__name__ = name
+        return rpc
+
+    def __repr__(self) -> str:
+        return f"<DurableObjectStub {self._ns.class_name} {self.id!r}>"
+
+
+def _resolve_rpc(instance: Any, name: str) -> Callable[..., Any]:
+    if name in RESERVED_RPC_NAMES:
+        raise TypeError(reserved_method_text(name))
+    if name.startswith("_"):
+        raise TypeError(missing_method_text(name))
+    attr = inspect.getattr_static(type(instance), name, None)
+    if attr is None or not (inspect.isfunction(attr) or isinstance(attr, (staticmethod, classmethod))):
+        raise TypeError(missing_method_text(name))
+    return getattr(instance, name)
+
+
+_HANDLER_ALIASES = {
+    "fetch": ("fetch", "on_fetch"),
+    "alarm": ("alarm", "on_alarm"),
+    "websocket_message": ("websocket_message", "webSocketMessage", "on_webSocketMessage", "on_websocket_message"),
+    "websocket_close": ("websocket_close", "webSocketClose", "on_webSocketClose", "on_websocket_close"),
+    "websocket_error": ("websocket_error", "webSocketError", "on_webSocketError", "on_websocket_error"),
+}
+
+
+def find_handler(instance: Any, kind: str) -> Callable[..., Any] | None:
+    for name in _HANDLER_ALIASES[kind]:
+        fn = getattr(instance, name, None)
+        if fn is not None and callable(fn):
+            return fn  # type: ignore[no-any-return]
+    return None
+
+
+def _arity(fn: Callable[..., Any]) -> int | None:
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+    n = 0
+    for p in sig.parameters.values():
+        if p.kind == p.VAR_POSITIONAL:
+            return None
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            n += 1
+    return n
+
+
+async def call_handler(instance: Any, kind: str, *args: Any) -> Any:
+    """Call a handler with "relaxed call" semantics: extra trailing arguments are dropped if the
+    handler does not take them (legacy ``on_fetch(self, request, env, ctx)`` gets all three)."""
+    fn = find_handler(instance, kind)
+    if fn is None:
+        if kind == "fetch":
+            raise TypeError(f"{type(instance).__name__} has no fetch() handler")
+        raise TypeError(f"{type(instance).__name__} has no {kind}() handler")
+    name = getattr(fn, "__name__", "")
+    if name.startswith("on_") and kind == "fetch":
+        args = (args[0], instance.env, instance.ctx)
+    n = _arity(fn)
+    if n is not None:
+        args = args[:n]
+    result = fn(*args)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+# ---------------------------------------------------------------------- errors across the boundary
+def _translate(exc: BaseException) -> BaseException:
+    """Rebuild ``exc`` for the caller: same type when it can be rebuilt, else ``RemoteError``,
+    always with the Cloudflare flags. Cancellation passes through untouched."""
+    import asyncio
+    if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit)):
+        return exc
+    if getattr(exc, "remote", False) and getattr(exc, "_duro_translated", False):
+        return exc
+    state = describe_exception(exc)
+    out = rebuild_exception(state)
+    out.__traceback__ = None
+    return out
+
+
+def describe_exception(exc: BaseException) -> dict[str, Any]:
+    """A codec-safe description of an exception (for crossing processes too)."""
+    try:
+        args = codec.copy(list(exc.args))
+    except TypeError:
+        args = [str(exc)]
+    return {
+        "module": type(exc).__module__, "qualname": type(exc).__qualname__, "args": args,
+        "message": str(exc),
+        "retryable": bool(getattr(exc, "retryable", False)),
+        "overloaded": bool(getattr(exc, "overloaded", False)),
+        "reset": bool(getattr(exc, "durable_object_reset", False)),
+        "remote": bool(getattr(exc, "remote", True)) if isinstance(exc, errors.DuroError) else True,
+    }
+
+
+def rebuild_exception(state: dict[str, Any]) -> BaseException:
+    cls: Any = None
+    module, qualname = state["module"], state["qualname"]
+    if module == "builtins":
+        cls = getattr(builtins, qualname, None)
+    else:
+        try:
+            mod = importlib.import_module(module)
+            cls = mod
+            for part in qualname.split("."):
+                cls = getattr(cls, part)
+        except Exception:
+            cls = None
+    out: BaseException | None = None
+    if isinstance(cls, type) and issubclass(cls, Exception):
+        try:
+            out = cls(*state["args"])
+        except Exception:
+            try:
+                out = cls.__new__(cls)
+                out.args = tuple(state["args"])
+            except Exception:
+                out = None
+    if out is None:
+        out = errors.RemoteError(qualname, state["message"])
+    errors.mark_remote(out, retryable=state["retryable"], overloaded=state["overloaded"])
+    if not state["remote"]:
+        out.remote = False  # type: ignore[attr-defined]
+    if state["reset"]:
+        try:
+            out.durable_object_reset = True  # type: ignore[attr-defined]
+        except AttributeError:  # pragma: no cover
+            pass
+    out._duro_translated = True  # type: ignore[attr-defined]
+    return out

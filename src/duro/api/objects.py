@@ -1,0 +1,111 @@
+"""The classes users write against: ``DurableObject``, ``WorkerEntrypoint``, and ``ctx``.
+
+``DurableObject.__init__(self, ctx, env)`` sets ``self.ctx`` and ``self.env`` (they are also set
+before a subclass's ``__init__`` runs, so code that never calls ``super().__init__`` still works).
+``ctx`` is a :class:`DurableObjectState`: ``id``, ``storage``, ``block_concurrency_while``,
+``wait_until``, ``abort`` and the WebSocket methods. Snake_case is the documented spelling; every
+Cloudflare camelCase name is an alias.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
+
+from ..errors import DurableObjectAbort, ObjectResetError
+from ..core.lifecycle import DeactivationReason
+from .storage import DurableObjectStorage
+
+if TYPE_CHECKING:
+    from ..runtime import Activation
+
+__all__ = ["DurableObject", "DurableObjectState", "WorkerEntrypoint", "ExecutionContext"]
+
+T = TypeVar("T")
+
+
+class DurableObject:
+    """Base class of every Durable Object. Public methods are callable over RPC."""
+
+    ctx: "DurableObjectState"
+    env: Any
+
+    def __init__(self, ctx: "DurableObjectState", env: Any) -> None:
+        self.ctx = ctx
+        self.env = env
+
+
+class DurableObjectState:
+    """``ctx`` of a Durable Object: the object's identity, storage and concurrency controls."""
+
+    def __init__(self, activation: "Activation") -> None:
+        self._act = activation
+        self.id = activation.id
+        self.storage = DurableObjectStorage(activation)
+        self._extensions: dict[str, Any] = {}
+
+    def block_concurrency_while(self, callback: Callable[[], Awaitable[T]]) -> "asyncio.Task[T]":
+        """Run ``callback`` with no other event delivered until it finishes; return its result
+        when awaited. Usable unawaited in ``__init__`` and as a decorator. If it raises (or runs
+        longer than 30 s) the object is reset."""
+        return self._act.block_concurrency_while(callback)
+
+    blockConcurrencyWhile = block_concurrency_while  # noqa: N815
+
+    def wait_until(self, awaitable: Awaitable[Any]) -> None:
+        """Keep the object alive until ``awaitable`` finishes."""
+        self._act.spawn(_await(awaitable))
+
+    waitUntil = wait_until  # noqa: N815
+
+    def abort(self, reason: str | None = None, options: Any = None, **kwargs: Any) -> None:
+        """Reset the object now: drop the instance and its unconfirmed writes. Never returns."""
+        err = DurableObjectAbort(reason)
+        retry = kwargs.get("retry_alarm", kwargs.get("retryAlarm"))
+        if options is not None and isinstance(options, dict):
+            retry = options.get("retryAlarm", options.get("retry_alarm", retry))
+        if retry is False:
+            self._act.suppress_alarm_retry = True  # type: ignore[attr-defined]
+        self._act.reset(ObjectResetError(err.reason), DeactivationReason.ABORT)
+        raise err
+
+    def __getattr__(self, name: str) -> Any:
+        # Later features (WebSockets, bookmarks) register their methods as extensions.
+        ext = self.__dict__.get("_extensions", {})
+        if name in ext:
+            return ext[name]
+        raise AttributeError(f"'DurableObjectState' has no attribute {name!r}")
+
+
+async def _await(aw: Awaitable[Any]) -> Any:
+    return await aw
+
+
+class ExecutionContext:
+    """``ctx`` of a ``WorkerEntrypoint``: ``wait_until`` and ``pass_through_on_exception``."""
+
+    def __init__(self, tasks: set["asyncio.Task[Any]"]) -> None:
+        self._tasks = tasks
+
+    def wait_until(self, awaitable: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(_await(awaitable))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    waitUntil = wait_until  # noqa: N815
+
+    def pass_through_on_exception(self) -> None:
+        """Accepted for compatibility; duro has no origin to pass through to."""
+
+    passThroughOnException = pass_through_on_exception  # noqa: N815
+
+
+class WorkerEntrypoint:
+    """The stateless front of a project: ``fetch(request)`` runs for every HTTP request."""
+
+    ctx: ExecutionContext
+    env: Any
+
+    def __init__(self, ctx: ExecutionContext, env: Any) -> None:
+        self.ctx = ctx
+        self.env = env

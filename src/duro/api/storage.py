@@ -1,0 +1,260 @@
+"""``ctx.storage``: the async KV API, ``sql``, ``kv``, transactions and ``sync`` for one object.
+
+Every method checks that the activation is still live (a stale instance after a reset must not
+write), then calls the synchronous storage layer. The async methods never suspend while they touch
+SQLite, so a read-modify-write cannot interleave with another event (the input gate). Writes join
+the activation's implicit transaction (write coalescing); outputs wait for them (output gate).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, TypeVar
+
+from ..core.limits import TEXT_DELETE_ALL_IN_TXN
+
+if TYPE_CHECKING:
+    from ..runtime import Activation
+
+__all__ = ["DurableObjectStorage", "JsDict", "Transaction"]
+
+T = TypeVar("T")
+
+_OPTION_NAMES = {
+    "allow_concurrency": "allow_concurrency", "allowConcurrency": "allow_concurrency",
+    "allow_unconfirmed": "allow_unconfirmed", "allowUnconfirmed": "allow_unconfirmed",
+    "no_cache": "no_cache", "noCache": "no_cache",
+}
+_LIST_NAMES = {
+    "start": "start", "start_after": "start_after", "startAfter": "start_after", "end": "end",
+    "prefix": "prefix", "reverse": "reverse", "limit": "limit",
+}
+
+
+class JsDict(dict):  # type: ignore[type-arg]
+    """A dict in key order, as Cloudflare's Python SDK returns maps; ``to_py()`` is a no-op."""
+
+    def to_py(self) -> "JsDict":
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def _options(method: str, opts: Any, kwargs: Mapping[str, Any], extra: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Merge a trailing options dict and keyword options; refuse unknown names."""
+    merged: dict[str, Any] = {}
+    items: list[tuple[str, Any]] = []
+    if opts is not None:
+        if not isinstance(opts, Mapping):
+            raise TypeError(f"{method}() options must be a dict of options, not {type(opts).__name__}")
+        items.extend(opts.items())
+    items.extend(kwargs.items())
+    for name, value in items:
+        canon = _OPTION_NAMES.get(name) or (extra or {}).get(name)
+        if canon is None:
+            raise TypeError(f"{method}() got an unknown option {name!r}")
+        merged[canon] = value
+    return merged
+
+
+def _check_key(key: Any) -> str:
+    if not isinstance(key, str):
+        raise TypeError(f"storage keys must be str, not {type(key).__name__}")
+    return key
+
+
+class _Guarded:
+    """Forwards to a storage-layer object after checking the activation is still live."""
+
+    __slots__ = ("_act", "_target")
+
+    def __init__(self, act: "Activation", target: Any) -> None:
+        self._act = act
+        self._target = target
+
+    def __getattr__(self, name: str) -> Any:
+        self._act.check_usable()
+        return getattr(self._target, name)
+
+
+class DurableObjectStorage:
+    """The storage of one object (``ctx.storage``)."""
+
+    def __init__(self, activation: "Activation") -> None:
+        self._act = activation
+        self._db = activation.db
+        self._txn_depth = 0
+        self.sql = _Guarded(activation, activation.db.sql)
+        self.kv = _Guarded(activation, activation.db.kv)
+
+    # ------------------------------------------------------------------ KV
+    async def get(self, key: str | list[str], opts: Any = None, **kwargs: Any) -> Any:
+        _options("get", opts, kwargs)
+        self._act.check_usable()
+        if isinstance(key, (list, tuple)):
+            return JsDict(self._db.kv_get_many([_check_key(k) for k in key]))
+        return self._db.kv_get(_check_key(key))
+
+    async def put(self, key: str | Mapping[str, Any], value: Any = None, opts: Any = None, **kwargs: Any) -> None:
+        if isinstance(key, Mapping):
+            if value is not None and opts is not None:
+                raise TypeError(
+                    "put() may only be called with a single key-value pair and optional options as "
+                    "put(key, value, options) or with multiple key-value pairs and optional options as "
+                    "put(entries, options)")
+            o = _options("put", value if value is not None else opts, kwargs)
+            entries = {_check_key(k): v for k, v in key.items()}
+            self._act.check_usable()
+            was_open = self._db.in_transaction
+            self._db.kv_put_many(entries)
+        else:
+            o = _options("put", opts, kwargs)
+            self._act.check_usable()
+            was_open = self._db.in_transaction
+            self._db.kv_put(_check_key(key), value)
+        self._after_write(o, was_open)
+
+    async def delete(self, key: str | list[str], opts: Any = None, **kwargs: Any) -> bool | int:
+        o = _options("delete", opts, kwargs)
+        self._act.check_usable()
+        was_open = self._db.in_transaction
+        if isinstance(key, (list, tuple)):
+            result: bool | int = self._db.kv_delete_many([_check_key(k) for k in key])
+        else:
+            result = self._db.kv_delete(_check_key(key))
+        self._after_write(o, was_open)
+        return result
+
+    async def list(self, opts: Any = None, **kwargs: Any) -> JsDict:
+        o = _options("list", opts, kwargs, _LIST_NAMES)
+        self._act.check_usable()
+        args = {k: o[k] for k in ("start", "start_after", "end", "prefix", "reverse", "limit") if k in o}
+        return JsDict(self._db.kv_list(**args))
+
+    def _after_write(self, o: Mapping[str, Any], was_open: bool) -> None:
+        # allow_unconfirmed exempts a transaction from the output gate only while every write in
+        # it asked for that; any ordinary write makes the whole transaction gate outputs again.
+        if o.get("allow_unconfirmed"):
+            if not was_open:
+                self._act.mark_unconfirmed_only()
+        else:
+            self._act.mark_confirmed()
+
+    async def delete_all(self, opts: Any = None, **kwargs: Any) -> None:
+        _options("deleteAll", opts, kwargs)
+        if self._txn_depth:
+            raise RuntimeError(TEXT_DELETE_ALL_IN_TXN)
+        self._act.check_usable()
+        self._db.delete_all()
+        self._act.mark_confirmed()
+        self._act.after_delete_all()
+
+    deleteAll = delete_all  # noqa: N815
+
+    # ------------------------------------------------------------------ transactions
+    def transaction_sync(self, fn: Callable[[], T]) -> T:
+        self._act.check_usable()
+        return self._db.transaction_sync(fn)
+
+    transactionSync = transaction_sync  # noqa: N815
+
+    async def transaction(self, closure: Callable[["Transaction"], Awaitable[T]]) -> T:
+        """Run ``closure(txn)`` atomically with the input gate closed. If it raises, every write
+        it made (including the alarm) is rolled back and the error re-raised; the object is not
+        reset."""
+        act = self._act
+        act.check_usable()
+        act.hold_commits()
+        self._txn_depth += 1
+        txn = Transaction(self)
+        try:
+            async with act.critical_section():
+                name = self._db.savepoint()
+                txn._savepoint = name
+                try:
+                    result = closure(txn)
+                    if hasattr(result, "__await__"):
+                        result = await result
+                except BaseException:
+                    if act.broken is None:
+                        self._db.rollback_to(name)
+                    raise
+                finally:
+                    txn._done = True
+                act.mark_confirmed()
+                self._db.release(name)
+                return result  # type: ignore[no-any-return]
+        finally:
+            self._txn_depth -= 1
+            act.release_commits()
+
+    async def sync(self) -> None:
+        """Wait until every write made so far is durable."""
+        self._act.check_usable()
+        await self._act.sync()
+
+    # ------------------------------------------------------------------ misc
+    @property
+    def database_size(self) -> int:
+        self._act.check_usable()
+        return int(self._db.database_size)
+
+
+class Transaction:
+    """The ``txn`` handed to a ``transaction()`` closure. Every storage call inside the closure is
+    part of the transaction anyway; ``txn`` exists for Cloudflare compatibility and ``rollback()``."""
+
+    def __init__(self, storage: DurableObjectStorage) -> None:
+        self._storage = storage
+        self._done = False
+        self._rolled_back = False
+        self._savepoint: str | None = None
+
+    def _check(self, op: str) -> None:
+        if self._done:
+            raise RuntimeError(f"Cannot call {op} on transaction that has already committed: "
+                               "did you move `txn` outside of the closure?")
+        if self._rolled_back:
+            raise RuntimeError(f"Cannot {op} on rolled back transaction")
+
+    async def get(self, *a: Any, **k: Any) -> Any:
+        self._check("get")
+        return await self._storage.get(*a, **k)
+
+    async def put(self, *a: Any, **k: Any) -> None:
+        self._check("put")
+        await self._storage.put(*a, **k)
+
+    async def delete(self, *a: Any, **k: Any) -> Any:
+        self._check("delete")
+        return await self._storage.delete(*a, **k)
+
+    async def list(self, *a: Any, **k: Any) -> JsDict:
+        self._check("list")
+        return await self._storage.list(*a, **k)
+
+    async def delete_all(self, *a: Any, **k: Any) -> None:
+        raise RuntimeError(TEXT_DELETE_ALL_IN_TXN)
+
+    deleteAll = delete_all  # noqa: N815
+
+    def rollback(self) -> None:
+        self._check("rollback")
+        assert self._savepoint is not None
+        self._storage._db.rollback_to(self._savepoint)
+        self._rolled_back = True
+
+    def __getattr__(self, name: str) -> Any:
+        # Alarm methods and any other storage method, with the same checks.
+        target = getattr(self._storage, name)
+        if not callable(target):
+            return target
+
+        async def call(*a: Any, **k: Any) -> Any:
+            self._check(name)
+            r = target(*a, **k)
+            return await r if hasattr(r, "__await__") else r
+        return call

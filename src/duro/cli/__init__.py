@@ -1,0 +1,1 @@
+"""The ``duro`` command line."""

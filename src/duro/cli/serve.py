@@ -1,0 +1,127 @@
+"""``duro serve`` and ``duro dev``: run a project's HTTP front on a real socket."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import pathlib
+import sys
+from typing import Any
+
+from ..errors import ConfigError
+
+log = logging.getLogger("duro.cli")
+
+
+def add_serve_args(p: argparse.ArgumentParser, *, dev: bool) -> None:
+    p.add_argument("project", nargs="?", default=".", metavar="PROJECT_DIR",
+                   help="folder with pyproject.toml ([tool.duro]) or wrangler.jsonc/.toml (default: current folder)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8787, help="port to listen on (default: 8787)")
+    p.add_argument("--data", metavar="DIR", default=None,
+                   help="data directory for object databases "
+                        + ("(default: PROJECT_DIR/.duro)" if dev else "(default: the config's data_dir, else PROJECT_DIR/.duro)"))
+    p.add_argument("--durability", choices=["fsync", "os"], default=None,
+                   help="fsync: a response leaves only after its writes are fsync'd (survives power loss; default); "
+                        "os: after they reach the OS (survives a crash of duro, not of the machine)")
+    p.add_argument("--idle-timeout", type=float, default=None, metavar="SECONDS",
+                   help="evict an object's instance after this many idle seconds (default from config: 70)")
+    p.add_argument("--hibernation-timeout", type=float, default=None, metavar="SECONDS",
+                   help="drop the instance of an object whose only work is hibernatable WebSockets after this many idle seconds (default 10)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                   help="log verbosity (default: info)")
+    if dev:
+        p.add_argument("--no-reload", action="store_true", help="do not restart when project files change")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+async def _run(args: argparse.Namespace) -> None:
+    from ..compat import load_app
+    from ..config import apply_overrides, load_project
+    from ..http import AsgiFront, serve
+    from ..http.websocket import websocket_handler
+
+    cfg = load_project(args.project)
+    overrides: dict[str, Any] = {}
+    if args.durability:
+        overrides["durability"] = args.durability
+    limits: dict[str, Any] = {}
+    if args.idle_timeout is not None:
+        limits["idle_timeout"] = args.idle_timeout
+    if args.hibernation_timeout is not None:
+        limits["hibernation_timeout"] = args.hibernation_timeout
+    if limits:
+        overrides["limits"] = limits
+    if overrides:
+        cfg = apply_overrides(cfg, **overrides)
+    app = load_app(cfg.root, data_dir=args.data, config=cfg)
+    front = AsgiFront(app, max_body=cfg.limits.max_request_body, debug=getattr(args, "dev", False),
+                      websocket_handler=websocket_handler)
+    log.info("duro serving %s on http://%s:%d (data: %s, durability: %s)", cfg.root, args.host, args.port,
+             app.runtime.data_dir, app.runtime.durability)
+    await serve(front, host=args.host, port=args.port, log_level=args.log_level)
+
+
+def run_server(args: argparse.Namespace) -> int:
+    _setup_logging(args.log_level)
+    try:
+        try:
+            import uvloop
+            uvloop.run(_run(args))
+        except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
+            asyncio.run(_run(args))
+    except ConfigError as e:
+        print(f"duro: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    args.dev = False
+    return run_server(args)
+
+
+def _dev_target(argv: list[str]) -> None:
+    from .main import build_parser
+    args = build_parser().parse_args(argv)
+    args.dev = True
+    sys.exit(run_server(args))
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    root = pathlib.Path(args.project).resolve()
+    if args.data is None:
+        args.data = str(root / ".duro")
+    argv = ["dev", str(root), "--host", args.host, "--port", str(args.port), "--data", args.data,
+            "--log-level", args.log_level, "--no-reload"]
+    if args.durability:
+        argv += ["--durability", args.durability]
+    if args.idle_timeout is not None:
+        argv += ["--idle-timeout", str(args.idle_timeout)]
+    if args.hibernation_timeout is not None:
+        argv += ["--hibernation-timeout", str(args.hibernation_timeout)]
+    if args.no_reload:
+        args.dev = True
+        return run_server(args)
+    import watchfiles
+
+    data = pathlib.Path(args.data).resolve()
+
+    def watch_filter(change: Any, path: str) -> bool:
+        p = pathlib.Path(path)
+        if data in p.parents or any(part in {".venv", "__pycache__", ".git", "node_modules", ".duro"} for part in p.parts):
+            return False
+        return p.suffix in {".py", ".toml", ".json", ".jsonc", ".html", ".js", ".css"}
+
+    print(f"duro dev: serving {root} on http://{args.host}:{args.port}, restarting on changes (Ctrl-C to stop)",
+          file=sys.stderr)
+    watchfiles.run_process(root, target=_dev_target, args=(argv,), watch_filter=watch_filter,
+                           sigint_timeout=10, sigkill_timeout=5)
+    return 0

@@ -1,0 +1,7 @@
+"""Cloudflare compatibility: the ``workers``, ``js`` and ``pyodide.ffi`` modules that Cloudflare
+Python Workers import resolve to duro, and a project (pyproject ``[tool.duro]`` or an unchanged
+``wrangler.jsonc`` / ``wrangler.toml``) is loaded into an :class:`~duro.api.App`."""
+
+from .project import install_shims, load_app, load_module
+
+__all__ = ["install_shims", "load_app", "load_module"]

@@ -1,0 +1,29 @@
+"""Numeric limits and fixed texts that several layers share (from the Cloudflare reference)."""
+
+from __future__ import annotations
+
+MAX_BCW_DEPTH = 64
+BCW_TIMEOUT_S = 30.0
+MAX_RPC_NAME = 256
+
+RESERVED_RPC_NAMES = frozenset({
+    "fetch", "connect", "alarm", "webSocketMessage", "webSocketClose", "webSocketError",
+    "websocket_message", "websocket_close", "websocket_error", "dup", "constructor",
+    "on_fetch", "on_alarm", "on_webSocketMessage", "on_webSocketClose", "on_webSocketError",
+})
+
+TEXT_ABORT = "Application called abort() to reset Durable Object."
+TEXT_CODE_UPDATED = "Durable Object reset because its code was updated."
+TEXT_BCW_NESTED = "blockConcurrencyWhile() calls are nested too deeply."
+TEXT_BCW_TIMEOUT = ("A call to blockConcurrencyWhile() in a Durable Object waited for too long. "
+                    "The call was canceled and the Durable Object was reset.")
+TEXT_OVERLOADED_QUEUE = "Durable Object is overloaded. Too many requests queued."
+TEXT_DELETE_ALL_IN_TXN = "Cannot call deleteAll() within a transaction"
+
+
+def reserved_method_text(name: str) -> str:
+    return f"'{name}' is a reserved method and cannot be called over RPC."
+
+
+def missing_method_text(name: str) -> str:
+    return f'The RPC receiver does not implement the method "{name}".'

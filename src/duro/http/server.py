@@ -1,0 +1,154 @@
+"""The HTTP front: an ASGI application served by uvicorn (httptools parser, uvloop).
+
+Every request runs the project's entrypoint. Malformed HTTP never reaches us (the parser answers
+400); a request body over the limit gets 413; an exception escaping user code is logged and answered
+with 500, and the server keeps serving. WebSocket upgrades are handed to ``websocket_handler``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from typing import Any, Awaitable, Callable
+
+from ..api import App, Request, Response
+
+__all__ = ["AsgiFront", "serve"]
+
+log = logging.getLogger("duro.http")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def _url(scope: Scope) -> str:
+    host = None
+    for k, v in scope["headers"]:
+        if k == b"host":
+            host = v.decode("latin-1")
+            break
+    if host is None:
+        server = scope.get("server") or ("localhost", None)
+        host = server[0] if server[1] in (None, 80, 443) else f"{server[0]}:{server[1]}"
+    qs = scope.get("query_string") or b""
+    path = scope.get("raw_path") or scope["path"].encode()
+    url = f"{scope.get('scheme', 'http')}://{host}{path.decode('latin-1')}"
+    if qs:
+        url += "?" + qs.decode("latin-1")
+    return url
+
+
+class AsgiFront:
+    """ASGI application around an :class:`App`."""
+
+    def __init__(self, app: App, *, max_body: int = 100 * 1024 * 1024, debug: bool = False,
+                 websocket_handler: Callable[..., Awaitable[None]] | None = None) -> None:
+        self.app = app
+        self.max_body = max_body
+        self.debug = debug
+        self.websocket_handler = websocket_handler
+        self.requests = 0
+        self.errors = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            if self.websocket_handler is None:
+                await send({"type": "websocket.close", "code": 1011})
+                return
+            await self.websocket_handler(self, scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.app.start()
+                except Exception as e:
+                    await send({"type": "lifespan.startup.failed", "message": str(e)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                try:
+                    await self.app.close()
+                finally:
+                    await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def build_request(self, scope: Scope, body: bytes) -> Request:
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+        return Request(_url(scope), method=scope.get("method", "GET"), headers=headers, body=body)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.requests += 1
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > self.max_body:
+                    await self._send(send, Response(
+                        f"request body is larger than the limit of {self.max_body} bytes", status=413))
+                    return
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        request = self.build_request(scope, b"".join(chunks))
+        resp = await self.run_entrypoint(request)
+        await self._send(send, resp)
+
+    async def run_entrypoint(self, request: Request) -> Response:
+        try:
+            return await self.app.handle(request)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:
+            self.errors += 1
+            log.error("unhandled exception in %s %s:\n%s", request.method, request.url,
+                      "".join(traceback.format_exception(e)))
+            text = "Internal Server Error"
+            if self.debug:
+                text += f"\n\n{type(e).__name__}: {e}"
+            return Response(text, status=500)
+
+    async def _send(self, send: Send, resp: Response) -> None:
+        body = resp._body
+        headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in resp.headers.items()
+                   if k.lower() != "content-length"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        status = resp.status if resp.status != 101 else 500
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+async def serve(front: AsgiFront, *, host: str = "127.0.0.1", port: int = 8787, log_level: str = "info",
+                ready: "asyncio.Event | None" = None, ws_max_size: int = 32 * 1024 * 1024) -> None:
+    """Serve ``front`` until cancelled or signalled (SIGINT/SIGTERM stop it gracefully)."""
+    import uvicorn
+
+    config = uvicorn.Config(front, host=host, port=port, loop="none", http="httptools",
+                            ws="websockets-sansio", lifespan="on", log_level=log_level, access_log=False,
+                            ws_max_size=ws_max_size, ws_ping_interval=None, server_header=False,
+                            date_header=False, timeout_graceful_shutdown=30)
+    server = uvicorn.Server(config)
+    if ready is not None:
+        async def _watch() -> None:
+            while not server.started:
+                await asyncio.sleep(0.01)
+            ready.set()
+        watcher = asyncio.ensure_future(_watch())
+    try:
+        await server.serve()
+    finally:
+        if ready is not None:
+            watcher.cancel()

@@ -1,0 +1,215 @@
+"""The runtime: the catalog of live activations, the data directory, eviction and the barrier.
+
+At most one activation per object ID lives in a process, and an exclusive lock on the data
+directory keeps a second process from opening the same objects. Idle activations are evicted
+after ``limits.idle_timeout`` (in-memory state is lost, storage is not); the number of open
+databases is bounded by ``limits.max_open_databases`` (least recently used idle ones are closed
+first; their instances stay).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import pathlib
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Literal, TypeVar
+
+from ..clock import Clock, SystemClock
+from ..core.lifecycle import DeactivationReason
+from ..errors import ConfigError, InternalError
+from ..ids import DurableObjectId
+from .activation import Activation
+from .barrier import DurabilityBarrier
+
+__all__ = ["Runtime", "RuntimeLimits", "ClassEntry"]
+
+T = TypeVar("T")
+log = logging.getLogger("duro.runtime")
+
+
+@dataclass(frozen=True)
+class RuntimeLimits:
+    idle_timeout: float = 70.0
+    hibernation_timeout: float = 10.0
+    max_open_databases: int = 2000
+    max_queued_events: int = 1000
+    sweep_interval: float = 1.0
+
+
+@dataclass
+class ClassEntry:
+    unique_key: str
+    class_name: str
+    factory: Callable[[Activation], Any]
+    cls: Any = None
+
+
+def _raise_fd_limit() -> None:
+    try:
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = hard if hard != resource.RLIM_INFINITY else 65536
+        if soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ImportError, ValueError, OSError):  # pragma: no cover - platform dependent
+        pass
+
+
+class Runtime:
+    """Owns every activation, the durability barrier and the background sweeper of one process."""
+
+    def __init__(self, data_dir: str | os.PathLike[str], *, durability: Literal["fsync", "os"] = "fsync",
+                 limits: RuntimeLimits | None = None, clock: Clock | None = None) -> None:
+        self.data_dir = pathlib.Path(data_dir).resolve()
+        self.durability = durability
+        self.limits = limits or RuntimeLimits()
+        self.clock = clock or SystemClock()
+        self.barrier = DurabilityBarrier(durability)
+        self.classes: dict[str, ClassEntry] = {}
+        self._activations: dict[tuple[str, str], Activation] = {}
+        self._lock_fd: int | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._services: list[Any] = []  # started/closed with the runtime (alarm scheduler, ...)
+        self.started = False
+
+    # ------------------------------------------------------------------ set-up
+    def register(self, unique_key: str, class_name: str, factory: Callable[[Activation], Any], cls: Any = None) -> ClassEntry:
+        entry = ClassEntry(unique_key, class_name, factory, cls)
+        self.classes[unique_key] = entry
+        return entry
+
+    def add_service(self, service: Any) -> None:
+        """A component with ``async start()`` and ``async close()`` that lives as long as the runtime."""
+        self._services.append(service)
+
+    def _lock_data_dir(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        path = self.data_dir / "duro.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise ConfigError(f"data directory {self.data_dir} is in use by another duro process (pid {other}); "
+                              "stop it or choose another --data directory") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
+
+    async def start(self) -> None:
+        if self.started:
+            return
+        _raise_fd_limit()
+        self._lock_data_dir()
+        self.barrier.start()
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever(), name="duro-sweeper")
+        for service in self._services:
+            await service.start()
+        self.started = True
+
+    async def close(self) -> None:
+        """Stop background work, commit and close every open database, release the data dir."""
+        for service in reversed(self._services):
+            try:
+                await service.close()
+            except Exception:
+                log.exception("closing %r failed", service)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            try:
+                await self._sweeper
+            except asyncio.CancelledError:
+                pass
+            self._sweeper = None
+        pending = [d for a in self._activations.values() if (d := a._last_durable) is not None and not d.done()]
+        for act in list(self._activations.values()):
+            act.close(DeactivationReason.SHUTDOWN)
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        self._activations.clear()
+        await self.barrier.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        self.started = False
+
+    # ------------------------------------------------------------------ catalog
+    def db_path(self, unique_key: str, object_id: DurableObjectId | str) -> pathlib.Path:
+        return self.data_dir / "do" / unique_key / f"{object_id}.sqlite"
+
+    def activation(self, unique_key: str, object_id: DurableObjectId) -> Activation:
+        """Get or create the one activation for ``object_id``."""
+        key = (unique_key, str(object_id))
+        act = self._activations.get(key)
+        if act is not None and act.broken is None:
+            if act.id.name is None and object_id.name is not None:
+                act.id = object_id
+            return act
+        entry = self.classes.get(unique_key)
+        if entry is None:
+            raise InternalError(f"no class registered for namespace {unique_key!r}")
+        act = Activation(self, unique_key, object_id, entry.factory, str(self.db_path(unique_key, object_id)))
+        self._activations[key] = act
+        if len(self._activations) > self.limits.max_open_databases:
+            self._close_lru_databases()
+        return act
+
+    def find(self, unique_key: str, hex_id: str) -> Activation | None:
+        return self._activations.get((unique_key, hex_id))
+
+    def activations(self) -> list[Activation]:
+        return list(self._activations.values())
+
+    def _forget(self, act: Activation) -> None:
+        key = (act.unique_key, str(act.id))
+        if self._activations.get(key) is act:
+            del self._activations[key]
+
+    async def deliver(self, unique_key: str, object_id: DurableObjectId, event: Callable[[Any], Awaitable[T]]) -> T:
+        return await self.activation(unique_key, object_id).run(event)
+
+    # ------------------------------------------------------------------ eviction
+    def _close_lru_databases(self) -> None:
+        open_acts = [a for a in self._activations.values() if a.db.is_open]
+        excess = len(open_acts) - self.limits.max_open_databases
+        if excess <= 0:
+            return
+        open_acts.sort(key=lambda a: a.last_used)
+        for act in open_acts:
+            if excess <= 0:
+                break
+            if act.is_idle:
+                act.close(DeactivationReason.IDLE)
+                self._forget(act)
+                excess -= 1
+
+    def sweep(self, now: float | None = None) -> int:
+        """Evict activations idle for longer than the idle timeout. Returns how many."""
+        now = time.monotonic() if now is None else now
+        evicted = 0
+        for act in list(self._activations.values()):
+            if act.is_idle and now - act.last_used >= self.limits.idle_timeout:
+                act.close(DeactivationReason.IDLE)
+                self._forget(act)
+                evicted += 1
+        if len(self._activations) > self.limits.max_open_databases:
+            self._close_lru_databases()
+        return evicted
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.limits.sweep_interval)
+            try:
+                self.sweep()
+            except Exception:
+                log.exception("sweep failed")
+
+    def statistics(self) -> dict[str, Any]:
+        return {"activations": len(self._activations),
+                "open_databases": sum(1 for a in self._activations.values() if a.db.is_open),
+                "barrier": self.barrier.statistics()}

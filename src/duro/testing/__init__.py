@@ -1,0 +1,144 @@
+"""Test harness for duro projects (used by duro's own tests, and by users for theirs).
+
+- :class:`ServerProcess` runs ``duro serve`` as a real subprocess on a free 127.0.0.1 port, with
+  ``kill()`` (SIGKILL) and ``restart()`` for crash tests.
+- :class:`LocalApp` runs a project in-process on the current event loop, optionally on a virtual
+  clock, and sends it requests without a socket.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+from ..api import App, Request, Response
+from ..clock import Clock
+from ..runtime import RuntimeLimits
+
+__all__ = ["LocalApp", "ServerProcess", "free_port", "wait_for"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.02, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns a truthy value or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class ServerProcess:
+    """``duro serve PROJECT`` in a subprocess. Use as a context manager or call start()/stop()."""
+
+    def __init__(self, project: str | os.PathLike[str], data_dir: str | os.PathLike[str], *,
+                 port: int | None = None, args: list[str] | None = None, env: dict[str, str] | None = None,
+                 log_path: str | os.PathLike[str] | None = None) -> None:
+        self.project = str(project)
+        self.data_dir = str(data_dir)
+        self.port = port or free_port()
+        self.args = list(args or [])
+        self.env = env
+        self.log_path = pathlib.Path(log_path) if log_path else pathlib.Path(self.data_dir).with_suffix(".log")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> "ServerProcess":
+        cmd = [sys.executable, "-m", "duro", "serve", self.project, "--port", str(self.port),
+               "--data", self.data_dir, *self.args]
+        env = dict(os.environ, **(self.env or {}))
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"duro serve exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        self.kill()
+        raise TimeoutError(f"duro serve did not start within {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """Graceful stop (SIGTERM), then SIGKILL if it does not exit in time."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        code = self.proc.returncode
+        self.proc = None
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs."""
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+            self._log.close()
+            self.proc = None
+
+    def restart(self) -> "ServerProcess":
+        self.stop()
+        return self.start()
+
+    def __enter__(self) -> "ServerProcess":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+class LocalApp:
+    """A project running in-process: ``async with LocalApp(dir, data) as app: await app.fetch("/x")``."""
+
+    def __init__(self, project: str | os.PathLike[str], data_dir: str | os.PathLike[str], *,
+                 clock: Clock | None = None, durability: str | None = None,
+                 limits: RuntimeLimits | None = None) -> None:
+        from ..compat import load_app
+        self.app: App = load_app(project, data_dir=data_dir, clock=clock, durability=durability, limits=limits)
+        self.env = self.app.env
+        self.runtime = self.app.runtime
+
+    async def __aenter__(self) -> "LocalApp":
+        await self.app.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.app.close()
+
+    async def fetch(self, path: str, method: str = "GET", body: Any = None, headers: Any = None) -> Response:
+        url = path if "://" in path else f"http://localhost{path}"
+        return await self.app.handle(Request(url, method=method, body=body, headers=headers))
