@@ -63,6 +63,7 @@ class Probe(DurableObject):
     async def critical(self, delay: float) -> str:
         async def work():
             await asyncio.sleep(delay)
+            self.memory += 100
             return "done"
         return await self.ctx.block_concurrency_while(work)
 
