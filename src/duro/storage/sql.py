@@ -1,0 +1,346 @@
+"""``ctx.storage.sql``: running user SQL and returning its results as cursors.
+
+Owns statement splitting (several ``;``-separated statements per call; bindings go to the last one),
+binding checks, the guarded re-run of ``ALTER TABLE`` (so ``RENAME TO _cf_x`` is refused), and the
+:class:`SqlCursor` / :class:`Row` types. Semantics follow reference §3.5 and §13.
+
+Known divergences from Cloudflare, on purpose:
+
+* **Python ints bind as INTEGER**, not REAL (§13.7 measured REAL on workerd, because JS numbers are
+  doubles). ``SELECT typeof(?)`` with ``1`` is ``integer`` here, and ``? / 2`` with ``3`` is ``1``.
+  Integer results come back as ``int`` at full 64-bit precision, not as doubles.
+* Each ``exec`` runs its statement to completion before returning and buffers the rows, so
+  ``rows_read`` / ``rows_written`` are final at once instead of growing during iteration.
+* ``rows_written`` is SQLite's count of rows inserted, updated or deleted by the call (all its
+  statements, triggers included; index entries are not counted). ``rows_read`` is the number of
+  rows the last statement returned, not the rows SQLite scanned: apsw does not expose workerd's
+  per-statement read counter.
+* A trailing comment after the last ``;`` is ignored instead of being an error.
+
+This module must never run duro's own statements with the user authorizer off, or commit.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import apsw
+
+from duro.errors import InvalidInputError, SqlError, StorageError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from duro.storage.database import ObjectDatabase
+
+__all__ = ["SqlStorage", "SqlCursor", "RawCursor", "Row", "split_statements"]
+
+_NO_STATEMENT = "SQL code did not contain a statement."
+_WRONG_BINDINGS = "Wrong number of parameter bindings for SQL query."
+_MULTI_BINDINGS = (
+    "When executing multiple SQL statements in a single call, only the last statement can have "
+    "parameters."
+)
+_NO_RESULTS = "Expected exactly one result from SQL query, but got no results."
+_MANY_RESULTS = "Expected exactly one result from SQL query, but got multiple results."
+_NOT_AUTHORIZED = "not authorized: SQLITE_AUTH"
+
+_BIND_TYPES = frozenset({type(None), int, float, str, bytes, bool})
+
+# Whitespace and comments only (an unterminated /* comment runs to the end, as in SQLite).
+_BLANK = re.compile(r"(?:\s+|--[^\n]*(?:\n|\Z)|/\*.*?(?:\*/|\Z))*\Z", re.S)
+
+
+@functools.lru_cache(maxsize=256)
+def split_statements(query: str) -> tuple[str, ...]:
+    """Split ``query`` into statements with SQLite's own notion of a complete statement
+    (``sqlite3_complete``, which knows strings, comments and trigger bodies). Empty statements and
+    a trailing comment are dropped."""
+    pieces = []
+    start = 0
+    pos = query.find(";")
+    while pos != -1:
+        candidate = query[start:pos + 1]
+        if apsw.complete(candidate):
+            if not _BLANK.match(candidate, 0, len(candidate) - 1):
+                pieces.append(candidate)
+            start = pos + 1
+        pos = query.find(";", pos + 1)
+    rest = query[start:]
+    if rest and not _BLANK.match(rest):
+        pieces.append(rest)
+    return tuple(pieces)
+
+
+def _check_bindings(bindings: tuple[Any, ...]) -> None:
+    for i, value in enumerate(bindings, 1):
+        if type(value) in _BIND_TYPES or isinstance(value, (int, float, str, bytes, bytearray, memoryview)):
+            continue
+        raise TypeError(
+            f"SQL binding {i} has type {type(value).__name__!r}, which cannot be bound; "
+            "use None, bool, int, float, str, bytes, bytearray or memoryview"
+        )
+
+
+def _bad_value(bindings: tuple[Any, ...], exc: Exception) -> InvalidInputError:
+    if isinstance(exc, OverflowError):
+        return InvalidInputError("an int SQL binding is outside the signed 64-bit range SQLite stores")
+    return InvalidInputError(f"SQL text or binding is not valid Unicode: {exc}")
+
+
+class Row(dict):
+    """One result row: a dict from column name to value that also allows ``row.name``.
+    With duplicate column names the last column wins. Names that are dict methods (``keys``,
+    ``items``, ...) must be read as ``row["keys"]``."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"row has no column {name!r}") from None
+
+    def to_py(self) -> Row:
+        """Cloudflare Python code calls ``.to_py()`` on JS results; a Row already is Python."""
+        return self
+
+
+def _done(value: Any = None, done: bool = False) -> Row:
+    return Row(done=done, value=value)
+
+
+class SqlCursor:
+    """The result of one ``exec``: an iterator of :class:`Row`.
+
+    ``next()`` is the JS iterator protocol (returns a row with ``done`` and ``value``);
+    ``__next__`` is Python's. ``raw()`` iterates the same rows as lists, sharing the position.
+    """
+
+    __slots__ = ("_rows", "_pos", "_desc", "_names", "rows_read", "rows_written")
+
+    def __init__(self, rows: list[tuple[Any, ...]], desc: tuple[tuple[str, Any], ...],
+                 rows_written: int) -> None:
+        self._rows = rows
+        self._pos = 0
+        self._desc = desc
+        self._names: tuple[str, ...] | None = None
+        self.rows_read = len(rows)
+        self.rows_written = rows_written
+
+    def _columns(self) -> tuple[str, ...]:
+        names = self._names
+        if names is None:
+            names = self._names = tuple(d[0] for d in self._desc)
+        return names
+
+    @property
+    def column_names(self) -> list[str]:
+        """The result's column names in order, duplicates kept; available after consumption."""
+        return list(self._columns())
+
+    columnNames = column_names  # noqa: N815 - Cloudflare spelling
+
+    @property
+    def rowsRead(self) -> int:  # noqa: N802 - Cloudflare spelling
+        return self.rows_read
+
+    @property
+    def rowsWritten(self) -> int:  # noqa: N802 - Cloudflare spelling
+        return self.rows_written
+
+    def __iter__(self) -> SqlCursor:
+        return self
+
+    def __next__(self) -> Row:
+        pos = self._pos
+        if pos >= len(self._rows):
+            raise StopIteration
+        self._pos = pos + 1
+        return Row(zip(self._columns(), self._rows[pos]))
+
+    def next(self) -> Row:
+        """JS iterator protocol: ``{"done": False, "value": row}`` or ``{"done": True, "value": None}``."""
+        for row in self:
+            return _done(row)
+        return _done(done=True)
+
+    def to_array(self) -> list[Row]:
+        """The remaining rows."""
+        names = self._columns()
+        rows = self._rows[self._pos:]
+        self._pos = len(self._rows)
+        return [Row(zip(names, r)) for r in rows]
+
+    toArray = to_array  # noqa: N815 - Cloudflare spelling
+
+    def one(self) -> Row:
+        """The only remaining row; ``StorageError`` if there is none or more than one."""
+        remaining = len(self._rows) - self._pos
+        if remaining == 0:
+            raise StorageError(_NO_RESULTS)
+        if remaining > 1:
+            raise StorageError(_MANY_RESULTS)
+        return next(self)
+
+    def raw(self) -> RawCursor:
+        """The rows as lists in column order, sharing this cursor's position."""
+        return RawCursor(self)
+
+    def __repr__(self) -> str:
+        return f"<SqlCursor columns={self.column_names} rows={len(self._rows)} at={self._pos}>"
+
+
+class RawCursor:
+    """``cursor.raw()``: the same rows as lists. Iterable, with ``next()`` and ``to_array()``."""
+
+    __slots__ = ("_cursor",)
+
+    def __init__(self, cursor: SqlCursor) -> None:
+        self._cursor = cursor
+
+    def __iter__(self) -> RawCursor:
+        return self
+
+    def __next__(self) -> list[Any]:
+        c = self._cursor
+        pos = c._pos
+        if pos >= len(c._rows):
+            raise StopIteration
+        c._pos = pos + 1
+        return list(c._rows[pos])
+
+    def next(self) -> Row:
+        for row in self:
+            return _done(row)
+        return _done(done=True)
+
+    def to_array(self) -> list[list[Any]]:
+        c = self._cursor
+        rows = c._rows[c._pos:]
+        c._pos = len(c._rows)
+        return [list(r) for r in rows]
+
+    toArray = to_array  # noqa: N815 - Cloudflare spelling
+
+    @property
+    def column_names(self) -> list[str]:
+        return self._cursor.column_names
+
+    columnNames = column_names  # noqa: N815 - Cloudflare spelling
+
+    @property
+    def rows_read(self) -> int:
+        return self._cursor.rows_read
+
+    @property
+    def rows_written(self) -> int:
+        return self._cursor.rows_written
+
+    rowsRead = rows_read  # noqa: N815
+    rowsWritten = rows_written  # noqa: N815
+
+
+class SqlStorage:
+    """``ctx.storage.sql`` of one object."""
+
+    __slots__ = ("_db", "_desc")
+
+    def __init__(self, db: ObjectDatabase) -> None:
+        self._db = db
+        self._desc: tuple[tuple[str, Any], ...] | None = None
+
+    def _trace(self, cursor: apsw.Cursor, sql: str, bindings: Any) -> bool:
+        # apsw's exec tracer runs after a statement is prepared and before it steps: the only
+        # moment the column names of a statement that returns no rows can be read. It also runs for
+        # text with no statement in it (has_vdbe is False), which must not count as one.
+        if cursor.has_vdbe:
+            self._desc = cursor.get_description()
+        return True
+
+    @property
+    def database_size(self) -> int:
+        return self._db.database_size
+
+    databaseSize = database_size  # noqa: N815 - Cloudflare spelling
+
+    def exec(self, query: str, *bindings: Any) -> SqlCursor:
+        """Run ``query`` now and return its cursor. See the module docstring for the rules."""
+        if type(query) is not str:
+            if not isinstance(query, str):
+                raise TypeError(f"exec() query must be a str, not {type(query).__name__}")
+        for value in bindings:
+            if type(value) not in _BIND_TYPES:
+                _check_bindings(bindings)
+                break
+        if ";" in query:
+            pieces = split_statements(query)
+            if not pieces:
+                raise SqlError(_NO_STATEMENT)
+        else:
+            pieces = (query,)
+        db = self._db
+        if db._conn is None:
+            db._open(True)
+        if not db._in_txn:
+            db._begin()
+        conn = db._conn
+        before = conn.total_changes()
+        last = len(pieces) - 1
+        for i in range(last):
+            self._run(pieces[i], (), False)
+        rows = self._run(pieces[last], bindings, True)
+        desc = self._desc
+        if desc is None:
+            raise SqlError(_NO_STATEMENT)
+        return SqlCursor(rows, desc, conn.total_changes() - before)
+
+    def _run(self, piece: str, bindings: tuple[Any, ...], is_last: bool) -> list[tuple[Any, ...]]:
+        """Run one statement; all rows when it is the last, else only its first step (as workerd)."""
+        db = self._db
+        auth = db._auth
+        auth.message = None
+        auth.alter_pending = False
+        self._desc = None
+        try:
+            cur = db._ucur.execute(piece, bindings)
+            return cur.fetchall() if is_last else []
+        except apsw.BindingsError:
+            raise SqlError(_WRONG_BINDINGS if is_last else _MULTI_BINDINGS) from None
+        except apsw.AuthError as e:
+            if auth.alter_pending:
+                return self._run_guarded_alter(piece, bindings)
+            if auth.message is not None:
+                raise SqlError(auth.message, code="SQLITE_AUTH") from None
+            raise db._error(e) from None
+        except apsw.Error as e:
+            raise db._error(e) from None
+        except (OverflowError, UnicodeEncodeError) as e:
+            raise _bad_value(bindings, e) from None
+
+    def _run_guarded_alter(self, piece: str, bindings: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """SQLite does not tell the authorizer the new name in ``ALTER TABLE ... RENAME TO``, so an
+        ALTER runs inside a savepoint and is undone if it made a ``_cf_`` name appear. It is never
+        cached, so it always comes back here."""
+        db = self._db
+        auth = db._auth
+        before = db._reserved_names()
+        db._internal("SAVEPOINT _cf_alter_guard")
+        auth.alter_guard = True
+        try:
+            rows = db._ucur.execute(piece, bindings, can_cache=False).fetchall()
+            allowed = not (db._reserved_names() - before)
+        except BaseException as e:
+            auth.alter_guard = False
+            db._abandon_savepoint("_cf_alter_guard")
+            if isinstance(e, apsw.Error):
+                raise db._error(e) from None
+            raise
+        finally:
+            auth.alter_guard = False
+        if not allowed:
+            db._abandon_savepoint("_cf_alter_guard")
+            raise SqlError(_NOT_AUTHORIZED, code="SQLITE_AUTH")
+        db._internal("RELEASE _cf_alter_guard")
+        return rows
