@@ -70,7 +70,10 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"duro serve exited with {self.proc.returncode}:\n{self.log()}")
+                code = self.proc.returncode
+                self._log.close()
+                self.proc = None
+                raise RuntimeError(f"duro serve exited with {code}:\n{self.log()}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
                     return self
