@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from duro.errors import CorruptDatabaseError, InternalError, SqlError, StorageError
+from duro.errors import CorruptDatabaseError, InternalError, SqlError, StorageError, StorageLimitError
 from duro.storage import ObjectDatabase
 
 
@@ -515,3 +515,23 @@ def test_statistics(db):
     assert stats["open"] is True and stats["commit_count"] == 1 and stats["database_size"] >= 4096
     assert stats["in_transaction"] is False and stats["savepoint_depth"] == 0
     assert os.fspath(db.path) == stats["path"]
+
+
+# ---- the size limit ----------------------------------------------------------------------------------------
+
+
+def test_database_full_is_a_storage_limit_error_and_fails_the_turn(db):
+    db.sql.exec("CREATE TABLE t(x)")
+    db.commit()
+    pages = db._internal("PRAGMA page_count")[0][0]
+    db._internal(f"PRAGMA max_page_count = {pages + 3}")  # stands in for the 10 GB limit
+    db.sql.exec("INSERT INTO t VALUES (1)")
+    with pytest.raises(StorageLimitError) as info:
+        db.sql.exec("INSERT INTO t VALUES (randomblob(100000))")
+    assert str(info.value) == "database or disk is full: SQLITE_FULL"
+    # SQLite rolled the whole transaction back, so this turn cannot commit.
+    with pytest.raises(SqlError, match="^Cannot commit transaction due to an earlier SQL critical error$"):
+        db.commit()
+    assert db.sql.exec("SELECT count(*) AS n FROM t").one().n == 0
+    db.sql.exec("INSERT INTO t VALUES (2)")
+    assert db.commit() is True

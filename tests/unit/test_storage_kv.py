@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from duro.errors import InvalidInputError, StorageError, StorageLimitError
 from duro.storage import KV_LIST_INVALIDATED_MESSAGE, ObjectDatabase
@@ -356,3 +358,32 @@ def test_data_survives_reopen(tmp_path):
     again = ObjectDatabase(path)
     assert again.kv_get("a") == {"x": 1}
     again.close()
+
+
+# ---- list() against a model --------------------------------------------------------------------------
+
+_ALPHABET = st.sampled_from(["a", "b", "\x00", "é", "\uffff", "\ue000", "\U0001f600", "\U0010ffff"])
+_TEXT = st.text(alphabet=_ALPHABET, max_size=3)
+
+
+@settings(max_examples=150, deadline=None)
+@given(keys=st.lists(_TEXT, unique=True, max_size=12), start=st.none() | _TEXT,
+       start_after=st.none() | _TEXT, end=st.none() | _TEXT, prefix=st.none() | _TEXT,
+       reverse=st.booleans(), limit=st.none() | st.integers(1, 5))
+def test_list_matches_a_model(tmp_path_factory, keys, start, start_after, end, prefix, reverse, limit):
+    if start is not None:
+        start_after = None
+    expected = sorted(
+        (k for k in keys
+         if (start is None or k >= start) and (start_after is None or k > start_after)
+         and (end is None or k < end) and (prefix is None or k.startswith(prefix))),
+        key=lambda k: k.encode("utf-8"), reverse=reverse)[:limit]
+    db = ObjectDatabase(tmp_path_factory.mktemp("model") / "obj.sqlite")
+    try:
+        db.kv_put_many({k: k for k in keys})
+        options = dict(start=start, start_after=start_after, end=end, prefix=prefix,
+                       reverse=reverse, limit=limit)
+        assert list(db.kv_list(**options)) == expected
+        assert [k for k, v in db.kv.list(**options) if k == v] == expected
+    finally:
+        db.close()

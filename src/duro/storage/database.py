@@ -458,7 +458,7 @@ class ObjectDatabase(KvMixin):
             self._internal(f"DROP TABLE IF EXISTS {_quote(name)}")
         for name in ("sqlite_stat1", "sqlite_stat4"):
             self._internal(f"DROP TABLE IF EXISTS {name}")
-        if self._conn.table_exists("main", "sqlite_sequence"):
+        if self._internal("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'"):
             self._internal("DELETE FROM sqlite_sequence")
         if not deferred:
             self._internal("PRAGMA defer_foreign_keys = OFF")
@@ -467,7 +467,7 @@ class ObjectDatabase(KvMixin):
         """Whether the open database holds any user schema, KV row or alarm."""
         if self._internal(_USER_SCHEMA + " LIMIT 1"):
             return True
-        if (self._kv_table or self._kv_table_exists()) and self._internal("SELECT 1 FROM _cf_KV LIMIT 1"):
+        if self._kv_ready() and self._internal("SELECT 1 FROM _cf_KV LIMIT 1"):
             return True
         return self._meta_table_exists() and bool(self._internal("SELECT 1 FROM _cf_METADATA LIMIT 1"))
 

@@ -139,7 +139,10 @@ class KvMixin:
             key = _check_key(key)
         if self._conn is None and self._open(False) is None:
             return None
-        if not (self._kv_table or self._kv_table_exists()):
+        exists = self._kv_table
+        if exists is None:
+            exists = self._kv_table_exists()
+        if not exists:
             return None
         auth = self._auth
         auth.bypass = True
@@ -181,7 +184,7 @@ class KvMixin:
             key = _check_key(key)
         if self._conn is None and self._open(False) is None:
             return False
-        if not (self._kv_table or self._kv_table_exists()):
+        if not self._kv_ready():
             return False
         if not self._in_txn:
             self._begin()
@@ -204,7 +207,7 @@ class KvMixin:
         keys = [_check_key(k) for k in _as_key_list(keys)]
         if self._conn is None and self._open(False) is None:
             return {}
-        if not (self._kv_table or self._kv_table_exists()):
+        if not self._kv_ready():
             return {}
         found: dict[str, bytes] = {}
         auth = self._auth
@@ -264,7 +267,7 @@ class KvMixin:
         keys = [_check_key(k) for k in _as_key_list(keys)]
         if self._conn is None and self._open(False) is None:
             return 0
-        if not keys or not (self._kv_table or self._kv_table_exists()):
+        if not keys or not self._kv_ready():
             return 0
         if not self._in_txn:
             self._begin()
@@ -302,7 +305,7 @@ class KvMixin:
                   limit: int) -> list[tuple[str, bytes]]:
         if self._conn is None and self._open(False) is None:
             return []
-        if not (self._kv_table or self._kv_table_exists()):
+        if not self._kv_ready():
             return []
         sql = _LIST_SQL[(lo is not None, hi is not None, reverse)]
         params: dict[str, Any] = {"limit": limit}
@@ -322,6 +325,12 @@ class KvMixin:
             auth.bypass = False
 
     # ---- table bookkeeping --------------------------------------------------------------------
+
+    def _kv_ready(self: ObjectDatabase) -> bool:
+        """Whether ``_cf_KV`` exists. Cached per connection: only duro creates or drops it, and
+        every rollback resets the cache."""
+        exists = self._kv_table
+        return self._kv_table_exists() if exists is None else exists
 
     def _kv_table_exists(self: ObjectDatabase) -> bool:
         try:
