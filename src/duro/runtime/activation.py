@@ -56,7 +56,7 @@ class Activation:
         self.factory = factory
         self.state = ActivationState.CREATED
         self.instance: Any = None
-        self.db = ObjectDatabase(db_path, on_transaction_open=self._on_transaction_open)
+        self.db = ObjectDatabase(db_path, on_transaction_open=self._on_transaction_open, name=object_id.name)
         self.broken: BaseException | None = None
         self.generation = 0
         self.inflight = 0
@@ -177,6 +177,8 @@ class Activation:
 
     # ------------------------------------------------------------------ implicit transaction
     def _on_transaction_open(self) -> None:
+        if self.db.name is None:  # the catalog learns the name later when first reached by ID
+            self.db.name = self.id.name
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         fut.add_done_callback(_retrieve)

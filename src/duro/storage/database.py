@@ -67,6 +67,9 @@ _META_CREATE = "CREATE TABLE IF NOT EXISTS _cf_METADATA (key INTEGER PRIMARY KEY
 _ALARM_GET = "SELECT value FROM _cf_METADATA WHERE key = 1"
 _ALARM_SET = "INSERT OR REPLACE INTO _cf_METADATA (key, value) VALUES (1, ?)"
 _ALARM_DELETE = "DELETE FROM _cf_METADATA WHERE key = 1"
+# Key 3: the object's name, when it was reached by name (``duro objects list`` shows it). Written
+# once per connection by the first commit that writes and leaves data; it is not data itself.
+_NAME_SET = "INSERT OR IGNORE INTO _cf_METADATA (key, value) VALUES (3, ?)"
 
 _USER_SCHEMA = (
     "SELECT type, name, sql FROM sqlite_master "
@@ -93,8 +96,10 @@ class ObjectDatabase(KvMixin):
     """
 
     def __init__(self, path: str | os.PathLike[str], *,
-                 on_transaction_open: Callable[[], None] | None = None) -> None:
+                 on_transaction_open: Callable[[], None] | None = None, name: str | None = None) -> None:
         self.path = pathlib.Path(path)
+        self.name = name  # recorded in _cf_METADATA key 3 (see _record_name)
+        self._name_recorded = False
         self.wal_path = pathlib.Path(str(self.path) + "-wal")
         self._shm_path = pathlib.Path(str(self.path) + "-shm")
         self._on_transaction_open = on_transaction_open
@@ -171,6 +176,7 @@ class ObjectDatabase(KvMixin):
         return conn
 
     def _close_connection(self) -> None:
+        self._name_recorded = False
         conn = self._conn
         self._conn = self._cur = self._ucur = None
         self._in_txn = False
@@ -291,6 +297,8 @@ class ObjectDatabase(KvMixin):
         conn = self._conn
         wrote = conn.txn_state() == apsw.SQLITE_TXN_WRITE
         try:
+            if wrote and self.name is not None and not self._name_recorded:
+                self._record_name()
             self._internal("COMMIT")
         except StorageError:
             self._txn_lost = None  # the error raised here is the report of that loss
@@ -437,6 +445,7 @@ class ObjectDatabase(KvMixin):
         self._internal("RELEASE _cf_delete_all")
         self._kv_table = False
         self._meta_table = False
+        self._name_recorded = False
 
     def _drop_everything(self) -> None:
         objects = self._internal(_USER_SCHEMA)
@@ -469,7 +478,18 @@ class ObjectDatabase(KvMixin):
             return True
         if self._kv_ready() and self._internal("SELECT 1 FROM _cf_KV LIMIT 1"):
             return True
-        return self._meta_table_exists() and bool(self._internal("SELECT 1 FROM _cf_METADATA LIMIT 1"))
+        return self._meta_table_exists() and bool(self._internal("SELECT 1 FROM _cf_METADATA WHERE key <> 3 LIMIT 1"))
+
+    def _record_name(self) -> None:
+        """Store :attr:`name` in key 3 if absent, inside a transaction that already writes (never
+        turning a read into a write), and only if the object holds data (not after deleteAll)."""
+        if not self._has_data():
+            return
+        if not self._meta_table_exists():
+            self._internal(_META_CREATE)
+            self._meta_table = True
+        self._internal(_NAME_SET, (self.name,))
+        self._name_recorded = True
 
     def _reserved_names(self) -> set[str]:
         return {row[0] for row in self._internal(_RESERVED_NAMES)}
