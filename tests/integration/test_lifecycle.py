@@ -1,0 +1,45 @@
+"""Lifecycle: the bound on open databases, durability modes, files left on disk."""
+
+import asyncio
+
+from duro.runtime import RuntimeLimits
+from duro.testing import LocalApp
+
+from .conftest import PROJECTS
+
+
+async def test_open_databases_are_bounded(tmp_path):
+    limits = RuntimeLimits(max_open_databases=5)
+    async with LocalApp(PROJECTS / "gates", tmp_path / "d", limits=limits) as app:
+        for i in range(30):
+            assert await app.env.PROBE.get_by_name(f"o{i}").rmw() == 1
+            assert app.runtime.statistics()["open_databases"] <= 6
+        # Every object's data is still there after its database was closed.
+        values = await asyncio.gather(*(app.env.PROBE.get_by_name(f"o{i}").get_n() for i in range(30)))
+        assert values == [1] * 30
+
+
+async def test_os_durability_mode_skips_fsync_but_keeps_data(tmp_path):
+    async with LocalApp(PROJECTS / "gates", tmp_path / "d", durability="os") as app:
+        assert await app.env.PROBE.get_by_name("x").rmw() == 1
+        assert app.runtime.barrier.statistics()["flushes"] == 0
+    async with LocalApp(PROJECTS / "gates", tmp_path / "d", durability="fsync") as app:
+        assert await app.env.PROBE.get_by_name("x").rmw() == 2
+        assert app.runtime.barrier.statistics()["flushes"] >= 1
+
+
+async def test_group_commit_shares_fsyncs_across_objects(tmp_path):
+    async with LocalApp(PROJECTS / "gates", tmp_path / "d") as app:
+        await asyncio.gather(*(app.env.PROBE.get_by_name(f"g{i}").rmw() for i in range(200)))
+        stats = app.runtime.barrier.statistics()
+        assert stats["commits"] >= 200
+        assert stats["flushes"] < stats["commits"] / 4, stats
+
+
+async def test_reading_objects_leave_no_files(tmp_path):
+    async with LocalApp(PROJECTS / "gates", tmp_path / "d") as app:
+        for i in range(5):
+            assert await app.env.PROBE.get_by_name(f"r{i}").get_n() is None
+        await app.env.PROBE.get_by_name("w").rmw()
+    files = sorted(p.name for p in (tmp_path / "d").rglob("*.sqlite*"))
+    assert len(files) == 1, files
