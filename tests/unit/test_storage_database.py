@@ -535,3 +535,19 @@ def test_database_full_is_a_storage_limit_error_and_fails_the_turn(db):
     assert db.sql.exec("SELECT count(*) AS n FROM t").one().n == 0
     db.sql.exec("INSERT INTO t VALUES (2)")
     assert db.commit() is True
+
+
+def test_reads_leave_no_statement_that_blocks_dropping_tables(db):
+    db.kv_put_many({"a": 1, "b": 2})
+    db.sql.exec("CREATE TABLE t(x); CREATE TABLE u(x); INSERT INTO u VALUES (1), (2)")
+    db.commit()
+    assert db.kv_get("a") == 1
+    assert db.kv_get_many(["a", "b"]) == {"a": 1, "b": 2}
+    it = db.kv.list()
+    next(it)
+    db.sql.exec("SELECT x FROM u; SELECT 1")
+    db.sql.exec("DROP TABLE t")
+    assert db.get_alarm() is None
+    db.delete_all()
+    assert db.commit() is True
+    assert db.discard_files_if_empty() is True

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import apsw
@@ -83,7 +82,7 @@ def _check_bindings(bindings: tuple[Any, ...]) -> None:
         )
 
 
-def _bad_value(bindings: tuple[Any, ...], exc: Exception) -> InvalidInputError:
+def _bad_value(exc: Exception) -> InvalidInputError:
     if isinstance(exc, OverflowError):
         return InvalidInputError("an int SQL binding is outside the signed 64-bit range SQLite stores")
     return InvalidInputError(f"SQL text or binding is not valid Unicode: {exc}")
@@ -317,7 +316,7 @@ class SqlStorage:
         except apsw.Error as e:
             raise db._error(e) from None
         except (OverflowError, UnicodeEncodeError) as e:
-            raise _bad_value(bindings, e) from None
+            raise _bad_value(e) from None
 
     def _run_guarded_alter(self, piece: str, bindings: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         """SQLite does not tell the authorizer the new name in ``ALTER TABLE ... RENAME TO``, so an
