@@ -13,6 +13,7 @@ import traceback
 from typing import Any, Awaitable, Callable
 
 from ..api import App, Request, Response
+from .admin import ADMIN_PREFIX, AdminEndpoint
 
 __all__ = ["AsgiFront", "serve"]
 
@@ -49,6 +50,7 @@ class AsgiFront:
         self.max_body = max_body
         self.debug = debug
         self.websocket_handler = websocket_handler
+        self.admin = AdminEndpoint(app)  # /__duro/admin/..., for duro objects
         self.requests = 0
         self.errors = 0
 
@@ -70,12 +72,14 @@ class AsgiFront:
             if message["type"] == "lifespan.startup":
                 try:
                     await self.app.start()
+                    self.admin.start()
                 except Exception as e:
                     await send({"type": "lifespan.startup.failed", "message": str(e)})
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 try:
+                    self.admin.close()
                     await self.app.close()
                 finally:
                     await send({"type": "lifespan.shutdown.complete"})
@@ -103,6 +107,9 @@ class AsgiFront:
                 chunks.append(chunk)
             if not message.get("more_body", False):
                 break
+        if scope["path"].startswith(ADMIN_PREFIX):
+            await self._send(send, await self.admin.handle(scope, b"".join(chunks)))
+            return
         request = self.build_request(scope, b"".join(chunks))
         resp = await self.run_entrypoint(request)
         await self._send(send, resp)

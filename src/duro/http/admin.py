@@ -1,0 +1,172 @@
+"""The server's admin endpoint, ``POST /__duro/admin/<operation>``, used by ``duro objects`` to
+change an object's data while the server runs (``sql --write``, ``import``, ``restore``,
+``branch``).
+
+Every request must carry ``authorization: Bearer <token>``, the random token the server writes at
+start to ``DATA/admin.token`` (mode 0600; removed at shutdown); anything else gets 403. Before it
+touches an object's files, an operation resets the object's activation, so no instance has it open;
+the change itself runs synchronously on the event loop, so no request can reach the object in the
+middle of it. The CLI resolves names and namespaces; this endpoint only checks that the ID belongs
+to a namespace this server serves. Answers are JSON: the result, or ``{"error": message}`` with
+400 (bad input), 403, 404 (unknown operation or object), 409 (target exists) or 501.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import logging
+import os
+import pathlib
+import secrets
+from typing import Any
+
+from ..api import Response
+from ..core.lifecycle import DeactivationReason
+from ..errors import DuroError, ObjectResetError
+from ..ids import NamespaceKey
+from ..storage import maintenance
+
+__all__ = ["AdminEndpoint", "ADMIN_PREFIX", "TOKEN_FILE"]
+
+ADMIN_PREFIX = "/__duro/admin/"
+TOKEN_FILE = "admin.token"
+log = logging.getLogger("duro.admin")
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"$base64": base64.b64encode(bytes(value)).decode()}
+    return value
+
+
+class AdminEndpoint:
+    """Owns the token file and answers admin requests for one App."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.token: str | None = None
+        self.token_path: pathlib.Path | None = None
+
+    # ---- the token ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Write a fresh token to ``DATA/admin.token`` (called once the runtime holds the lock)."""
+        self.token = secrets.token_urlsafe(32)
+        path = pathlib.Path(self.app.runtime.data_dir) / TOKEN_FILE
+        tmp = path.with_name(TOKEN_FILE + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, self.token.encode())
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        self.token_path = path
+
+    def close(self) -> None:
+        if self.token_path is not None:
+            self.token_path.unlink(missing_ok=True)
+            self.token_path = None
+        self.token = None
+
+    def authorized(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        if self.token is None:
+            return False
+        for k, v in headers:
+            if k == b"authorization":
+                given = v.decode("latin-1")
+                return given.startswith("Bearer ") and hmac.compare_digest(given[7:].encode(), self.token.encode())
+        return False
+
+    # ---- requests -------------------------------------------------------------------------------
+
+    async def handle(self, scope: dict[str, Any], body: bytes) -> Response:
+        if not self.authorized(scope["headers"]):
+            return Response.json({"error": "forbidden: a valid admin token is required "
+                                           f"(authorization: Bearer <contents of DATA/{TOKEN_FILE}>)"},
+                                 status=403)
+        op = scope["path"][len(ADMIN_PREFIX):].strip("/")
+        handler = getattr(self, f"_op_{op.replace('-', '_')}", None) if op.isidentifier() else None
+        if handler is None or scope.get("method") != "POST":
+            return Response.json({"error": f"unknown admin operation {scope.get('method')} {op!r}"}, status=404)
+        try:
+            args = json.loads(body or b"{}")
+            if not isinstance(args, dict):
+                raise ValueError("the body must be a JSON object")
+            result = handler(args)
+        except _Refused as e:
+            return Response.json({"error": str(e)}, status=e.status)
+        except maintenance.HistoryUnavailable as e:
+            return Response.json({"error": str(e), "type": type(e).__name__}, status=501)
+        except (DuroError, ValueError, KeyError, TypeError) as e:
+            msg = f"missing field {e}" if isinstance(e, KeyError) else str(e)
+            return Response.json({"error": msg, "type": type(e).__name__}, status=400)
+        log.info("admin %s done: %s", op, {k: v for k, v in args.items() if k != "sql"})
+        return Response.json(result)
+
+    # ---- helpers --------------------------------------------------------------------------------
+
+    def _target(self, args: dict[str, Any], id_field: str = "id") -> tuple[str, str, pathlib.Path]:
+        runtime = self.app.runtime
+        unique_key = args["namespace"]
+        if unique_key not in runtime.classes:
+            raise _Refused(404, f"this server serves no namespace {unique_key!r} "
+                                f"(it serves {', '.join(sorted(runtime.classes)) or 'none'})")
+        hex_id = NamespaceKey(unique_key).id_from_string(args[id_field]).to_string()
+        return unique_key, hex_id, runtime.db_path(unique_key, hex_id)
+
+    def _reset(self, unique_key: str, hex_id: str, why: str) -> None:
+        act = self.app.runtime.find(unique_key, hex_id)
+        if act is not None:
+            act.reset(ObjectResetError(f"The Durable Object was reset by an administrator ({why})."),
+                      DeactivationReason.ABORT)
+
+    # ---- operations -----------------------------------------------------------------------------
+
+    def _op_ping(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "data_dir": str(self.app.runtime.data_dir), "pid": os.getpid()}
+
+    def _op_sql(self, args: dict[str, Any]) -> dict[str, Any]:
+        uk, hex_id, path = self._target(args)
+        if not path.is_file():
+            raise _Refused(404, f"object {hex_id} has no stored data")
+        self._reset(uk, hex_id, "duro objects sql --write")
+        res = maintenance.run_sql(path, args["sql"], args.get("bindings") or (), write=True)
+        return {"columns": list(res.columns), "rows": [[_jsonable(v) for v in r] for r in res.rows],
+                "changes": res.changes}
+
+    def _op_import(self, args: dict[str, Any]) -> dict[str, Any]:
+        uk, hex_id, path = self._target(args)
+        maintenance.check_sqlite_file(args["file"])
+        if path.exists() and not args.get("force"):
+            raise _Refused(409, f"object {hex_id} already exists; pass --force to replace it")
+        self._reset(uk, hex_id, "duro objects import")
+        maintenance.import_database(args["file"], path, name=args.get("name"))
+        return {"ok": True, "id": hex_id, "path": str(path)}
+
+    def _op_restore(self, args: dict[str, Any]) -> dict[str, Any]:
+        uk, hex_id, path = self._target(args)
+        if not path.is_file():
+            raise _Refused(404, f"object {hex_id} has no stored data")
+        bookmark = maintenance.find_bookmark(path, bookmark=args.get("bookmark"), at_ms=args.get("at_ms"))
+        self._reset(uk, hex_id, "duro objects restore")
+        return dict(maintenance.restore_object(path, bookmark), id=hex_id)
+
+    def _op_branch(self, args: dict[str, Any]) -> dict[str, Any]:
+        uk, src_id, src = self._target(args)
+        _, dst_id, dst = self._target(args, "to_id")
+        if not src.is_file():
+            raise _Refused(404, f"object {src_id} has no stored data")
+        if dst.exists():
+            raise _Refused(409, f"object {dst_id} already exists; branch into a new name")
+        bookmark = maintenance.find_bookmark(src, bookmark=args.get("bookmark"), at_ms=args.get("at_ms"))
+        self._reset(uk, dst_id, "duro objects branch")
+        return dict(maintenance.branch_object(src, dst, bookmark, args.get("to_name")), id=dst_id)

@@ -1,0 +1,367 @@
+"""Offline work on one object's database file, for ``duro objects`` and the server's admin
+endpoint: read-only inspection, SQL, export and import.
+
+Reads never create a file: a database is opened read-only, and ``immutable`` when no ``-wal`` file
+exists (a read-only WAL connection would otherwise create ``-wal`` and ``-shm`` and leave them
+behind). Writes (:func:`run_sql` with ``write=True``, :func:`import_database`) must only run while no
+live instance has the database open: the caller holds the data directory's lock, or is the server
+after resetting the object. An import replaces the file atomically (temporary file, fsync, rename).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import urllib.parse
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import apsw
+
+from duro.errors import InvalidInputError, StorageError
+
+__all__ = ["ObjectSummary", "SqlResult", "open_readonly", "summarize", "run_sql", "export_database",
+           "check_sqlite_file", "import_database", "write_name", "set_name", "files_of", "remove_files",
+           "HistoryUnavailable", "history", "find_bookmark", "restore_object", "branch_object"]
+
+Progress = Callable[[int, int], None]  # (done, total) in pages
+SQLITE_HEADER = b"SQLite format 3\x00"
+_BACKUP_STEP = 1024  # pages per backup step: 4 MiB with 4 KiB pages
+_META = "_cf_METADATA"
+
+
+@dataclass(frozen=True)
+class ObjectSummary:
+    """What ``duro objects list`` and ``show`` print about one database file."""
+
+    path: pathlib.Path
+    size: int  # bytes on disk: the database file plus its -wal
+    last_write_ms: int  # modification time of the database or its -wal, whichever is later
+    alarm_ms: int | None
+    name: str | None
+    # Filled by summarize(detail=True) only:
+    database_size: int | None = None  # page_count * page_size
+    tables: tuple[tuple[str, int], ...] = field(default=())  # (user table, row count)
+    kv_keys: int | None = None
+
+
+@dataclass(frozen=True)
+class SqlResult:
+    columns: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
+    changes: int
+
+
+def files_of(path: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path, pathlib.Path]:
+    """The database file and its ``-wal`` and ``-shm`` companions."""
+    return path, pathlib.Path(str(path) + "-wal"), pathlib.Path(str(path) + "-shm")
+
+
+def remove_files(path: pathlib.Path) -> None:
+    for p in files_of(path):
+        p.unlink(missing_ok=True)
+
+
+def _error(exc: apsw.Error, path: pathlib.Path, doing: str) -> StorageError:
+    return StorageError(f"{doing} {path}: {exc}")
+
+
+def open_readonly(path: str | os.PathLike[str]) -> apsw.Connection:
+    """A read-only connection that creates no file. Raises StorageError if the file is missing or
+    is not a readable SQLite database."""
+    path = pathlib.Path(path).absolute()
+    if not path.is_file():
+        raise StorageError(f"no database file at {path}")
+    flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
+    uri = "file:" + urllib.parse.quote(str(path))
+    if not files_of(path)[1].exists():
+        # No -wal: nothing has the database open (or nothing wrote since it was checkpointed).
+        uri += "?immutable=1"
+    try:
+        conn = apsw.Connection(uri, flags=flags)
+        conn.limit(apsw.SQLITE_LIMIT_ATTACHED, 0)
+        conn.set_busy_timeout(5000)
+        conn.execute("PRAGMA query_only = ON; PRAGMA schema_version").fetchall()
+    except apsw.Error as e:
+        raise _error(e, path, "cannot read database") from e
+    return conn
+
+
+def _disk_stats(path: pathlib.Path) -> tuple[int, int]:
+    size = 0
+    mtime = 0
+    for p in files_of(path)[:2]:
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            continue
+        size += st.st_size
+        mtime = max(mtime, st.st_mtime_ns // 1_000_000)
+    return size, mtime
+
+
+def _user_tables(conn: apsw.Connection) -> list[str]:
+    rows = conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND substr(name, 1, 7) <> 'sqlite_' "
+        "AND lower(substr(name, 1, 4)) <> '_cf_' ORDER BY name").fetchall()
+    return [r[0] for r in rows]
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def summarize(path: str | os.PathLike[str], *, detail: bool = False) -> ObjectSummary:
+    """Size, last write, alarm and name of one object; with ``detail``, also its tables with row
+    counts, the number of KV keys and the SQLite database size."""
+    path = pathlib.Path(path)
+    conn = open_readonly(path)
+    try:
+        size, mtime = _disk_stats(path)
+        alarm = name = None
+        try:
+            if conn.table_exists("main", _META):
+                for key, value in conn.execute(f"SELECT key, value FROM {_META} WHERE key IN (1, 3)"):
+                    if key == 1:
+                        alarm = value
+                    else:
+                        name = value if isinstance(value, str) else bytes(value).decode(errors="replace")
+            if not detail:
+                return ObjectSummary(path, size, mtime, alarm, name)
+            tables = tuple((t, conn.execute(f"SELECT count(*) FROM {_quote(t)}").fetchall()[0][0])
+                           for t in _user_tables(conn))
+            kv = conn.execute("SELECT count(*) FROM _cf_KV").fetchall()[0][0] \
+                if conn.table_exists("main", "_cf_KV") else 0
+            pages = conn.execute("PRAGMA page_count").fetchall()[0][0]
+            page_size = conn.execute("PRAGMA page_size").fetchall()[0][0]
+        except apsw.Error as e:
+            raise _error(e, path, "cannot read database") from e
+        return ObjectSummary(path, size, mtime, alarm, name, pages * page_size, tables, kv)
+    finally:
+        conn.close()
+
+
+def run_sql(path: str | os.PathLike[str], sql: str, bindings: Sequence[Any] = (), *,
+            write: bool = False) -> SqlResult:
+    """Run ``sql`` (one or more statements) on an existing database; the rows and columns are
+    those of the last statement. Without ``write`` the connection is read-only and a statement
+    that writes fails with InvalidInputError. With ``write`` everything runs in one transaction,
+    committed with a full fsync, or rolled back entirely on error."""
+    path = pathlib.Path(path)
+    if write:
+        if not path.is_file():
+            raise StorageError(f"no database file at {path}")
+        try:
+            conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE)
+            conn.limit(apsw.SQLITE_LIMIT_ATTACHED, 0)
+            conn.set_busy_timeout(5000)
+            conn.execute("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON").fetchall()
+        except apsw.Error as e:
+            raise _error(e, path, "cannot open database") from e
+    else:
+        conn = open_readonly(path)
+    state: dict[str, Any] = {"columns": (), "rows": []}
+
+    def trace(cursor: apsw.Cursor, statement: str, bindings: Any) -> bool:
+        try:
+            state["columns"] = tuple(d[0] for d in cursor.description)
+        except apsw.ExecutionCompleteError:  # pragma: no cover - description of a finished statement
+            state["columns"] = ()
+        state["rows"] = []
+        return True
+
+    try:
+        before = conn.total_changes()
+        cur = conn.cursor()
+        cur.exec_trace = trace
+        try:
+            if write:
+                conn.execute("BEGIN IMMEDIATE")
+            for row in cur.execute(sql, tuple(bindings)):
+                state["rows"].append(row)
+            if write:
+                conn.execute("COMMIT")
+        except apsw.ReadOnlyError as e:
+            raise InvalidInputError(
+                "this SQL writes to the database; reading is the default — add --write to change data") from e
+        except apsw.Error as e:
+            if write and not conn.get_autocommit():
+                conn.execute("ROLLBACK")
+            raise InvalidInputError(f"SQL error: {e}") from e
+        return SqlResult(state["columns"], state["rows"], conn.total_changes() - before)
+    finally:
+        conn.close()
+
+
+def _backup(src: apsw.Connection, dst: apsw.Connection, progress: Progress | None) -> None:
+    with dst.backup("main", src, "main") as b:
+        while not b.done:
+            b.step(_BACKUP_STEP)
+            if progress is not None:
+                progress(b.page_count - b.remaining, b.page_count)
+
+
+def _fsync(path: pathlib.Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def export_database(path: str | os.PathLike[str], out: str | os.PathLike[str], *,
+                    progress: Progress | None = None) -> int:
+    """Copy an object's database, consistent as of one moment, into ``out`` as a standalone
+    SQLite file (rollback journal, no ``-wal``). ``out`` is replaced if it exists. Returns its
+    size in bytes."""
+    path, out = pathlib.Path(path), pathlib.Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    remove_files(tmp)
+    src = open_readonly(path)
+    try:
+        dst = apsw.Connection(str(tmp))
+        try:
+            _backup(src, dst, progress)
+            dst.execute("PRAGMA journal_mode = DELETE").fetchall()
+        finally:
+            dst.close()
+    except apsw.Error as e:
+        remove_files(tmp)
+        raise _error(e, out, "cannot write") from e
+    except BaseException:
+        remove_files(tmp)
+        raise
+    finally:
+        src.close()
+    _fsync(tmp)
+    os.replace(tmp, out)
+    return out.stat().st_size
+
+
+def check_sqlite_file(path: str | os.PathLike[str]) -> None:
+    """Raise InvalidInputError unless ``path`` is a readable SQLite database."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise InvalidInputError(f"{path} does not exist or is not a file")
+    with open(path, "rb") as f:
+        header = f.read(len(SQLITE_HEADER))
+    if header != SQLITE_HEADER:
+        raise InvalidInputError(f"{path} is not a SQLite database (it does not start with the SQLite header)")
+    try:
+        open_readonly(path).close()
+    except StorageError as e:
+        raise InvalidInputError(f"{path} is not a readable SQLite database: {e}") from e
+
+
+def write_name(conn: apsw.Connection, name: str | None) -> None:
+    """Set (or, with None, remove) the name in key 3 of ``_cf_METADATA``."""
+    if name is None:
+        if conn.table_exists("main", _META):
+            conn.execute(f"DELETE FROM {_META} WHERE key = 3")
+        return
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {_META} (key INTEGER PRIMARY KEY, value BLOB)")
+    conn.execute(f"INSERT OR REPLACE INTO {_META} (key, value) VALUES (3, ?)", (name,))
+
+
+def import_database(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, name: str | None,
+                    progress: Progress | None = None) -> None:
+    """Make ``dst`` a copy of the SQLite file ``src``, in WAL mode, named ``name``. Any database
+    already at ``dst`` (and its ``-wal``/``-shm``) is replaced atomically; on error ``dst`` is left
+    as it was."""
+    src, dst = pathlib.Path(src), pathlib.Path(dst)
+    check_sqlite_file(src)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".import-tmp")
+    remove_files(tmp)
+    source = open_readonly(src)
+    try:
+        conn = apsw.Connection(str(tmp))
+        try:
+            _backup(source, conn, progress)
+            conn.execute("PRAGMA journal_mode = WAL").fetchall()
+            with conn:
+                write_name(conn, name)
+        finally:
+            conn.close()  # checkpoints and removes tmp's -wal
+    except apsw.Error as e:
+        remove_files(tmp)
+        raise _error(e, src, "cannot import") from e
+    except BaseException:
+        remove_files(tmp)
+        raise
+    finally:
+        source.close()
+    _fsync(tmp)
+    # The old database's WAL must never be replayed into the new file.
+    for p in files_of(dst)[1:]:
+        p.unlink(missing_ok=True)
+    os.replace(tmp, dst)
+    _fsync(dst.parent)
+
+
+def set_name(path: str | os.PathLike[str], name: str | None) -> None:
+    """Record ``name`` (key 3) in an existing database, with a full fsync."""
+    try:
+        conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE)
+    except apsw.Error as e:
+        raise _error(e, pathlib.Path(path), "cannot open database") from e
+    try:
+        conn.execute("PRAGMA synchronous = FULL").fetchall()
+        with conn:
+            write_name(conn, name)
+    except apsw.Error as e:
+        raise _error(e, pathlib.Path(path), "cannot write the name into") from e
+    finally:
+        conn.close()
+
+
+# ---- point-in-time history (storage/history.py) -------------------------------------------------
+
+
+class HistoryUnavailable(StorageError):
+    """This build has no point-in-time history (storage/history.py is missing)."""
+
+
+def history() -> Any:
+    """The history module, or HistoryUnavailable."""
+    try:
+        from duro.storage import history as module
+    except ImportError:
+        raise HistoryUnavailable("point-in-time history is not available in this build") from None
+    return module
+
+
+def find_bookmark(path: str | os.PathLike[str], *, bookmark: str | None = None, at_ms: int | None = None) -> str:
+    """The bookmark to go back to: ``bookmark`` itself (checked), or the one for ``at_ms``. Bad
+    input raises before anything is changed."""
+    h = history()
+    if bookmark is None:
+        if at_ms is None:
+            raise InvalidInputError("give a time (--at) or a bookmark (--bookmark)")
+        return str(h.bookmark_for_time(path, at_ms))
+    check = getattr(h, "check_bookmark", None)
+    if check is not None:
+        check(path, bookmark)
+    return bookmark
+
+
+def restore_object(path: str | os.PathLike[str], bookmark: str) -> dict[str, Any]:
+    """Restore the object at ``path`` to ``bookmark``. Returns the bookmark and the bookmark that
+    undoes the restore (the state just before it)."""
+    h = history()
+    undo = h.restore(path, bookmark)
+    return {"bookmark": bookmark, "undo": None if undo is None else str(undo)}
+
+
+def branch_object(src: str | os.PathLike[str], dst: str | os.PathLike[str], bookmark: str,
+                  name: str | None) -> dict[str, Any]:
+    """Create ``dst`` as ``src`` was at ``bookmark``, named ``name``."""
+    h = history()
+    dst = pathlib.Path(dst)
+    if dst.exists():
+        raise InvalidInputError(f"{dst} already exists")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    h.branch(src, dst, bookmark)
+    set_name(dst, name)
+    return {"bookmark": bookmark}
