@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping
 from ..errors import ConfigError
 from ..runtime import Activation, Runtime
 from .fetch import Request, Response
-from .namespace import DurableObjectNamespace, call_handler
+from .namespace import DurableObjectNamespace, call_handler, find_handler
 from .objects import DurableObject, DurableObjectState, ExecutionContext, WorkerEntrypoint
 
 __all__ = ["App", "Env", "ObjectClass"]
@@ -70,6 +70,7 @@ class App:
                 self.runtime.register(oc.unique_key, oc.cls.__name__, self._factory(oc.cls), oc.cls)
             values[oc.binding] = ns
         self.env = Env(values)
+        self.runtime.alarms.invoke = invoke_alarm
 
     def _factory(self, cls: type) -> Any:
         env_ref = self
@@ -106,6 +107,15 @@ class App:
         if not isinstance(resp, Response):
             raise TypeError(f"the entrypoint's fetch() must return a Response, not {type(resp).__name__}")
         return resp
+
+
+async def invoke_alarm(instance: Any, info: Any) -> bool:
+    """The scheduler's way into user code: ``alarm(info)`` (or ``alarm()``, or ``on_alarm``).
+    False if the class has no alarm handler."""
+    if find_handler(instance, "alarm") is None:
+        return False
+    await call_handler(instance, "alarm", info)
+    return True
 
 
 def _fit(fn: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -8,9 +8,13 @@ the activation's implicit transaction (write coalescing); outputs wait for them 
 
 from __future__ import annotations
 
+import datetime
+import math
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, TypeVar
 
-from ..core.limits import TEXT_DELETE_ALL_IN_TXN
+from ..core.lifecycle import ActivationState
+from ..core.limits import TEXT_ALARM_NO_HANDLER, TEXT_ALARM_TIME_NOT_POSITIVE, TEXT_DELETE_ALL_IN_TXN
+from .namespace import find_handler
 
 if TYPE_CHECKING:
     from ..runtime import Activation
@@ -149,10 +153,49 @@ class DurableObjectStorage:
             raise RuntimeError(TEXT_DELETE_ALL_IN_TXN)
         self._act.check_usable()
         self._db.delete_all()
+        self._act.runtime.alarms.note_delete_all(self._act)  # the alarm goes too (§13.10)
         self._act.mark_confirmed()
         self._act.after_delete_all()
 
     deleteAll = delete_all  # noqa: N815
+
+    # ------------------------------------------------------------------ alarms
+    async def get_alarm(self, opts: Any = None, **kwargs: Any) -> int | None:
+        """The alarm time in epoch milliseconds, or None. None also while ``alarm()`` runs, unless
+        a new alarm was set meanwhile; a failed alarm waiting for its retry still counts as set."""
+        _options("getAlarm", opts, kwargs)
+        self._act.check_usable()
+        return self._act.runtime.alarms.get_alarm(self._act)
+
+    async def set_alarm(self, scheduled_time: Any, opts: Any = None, **kwargs: Any) -> None:
+        """Replace the object's alarm: ``alarm()`` runs at ``scheduled_time`` (epoch milliseconds, or
+        a ``datetime``; naive means UTC). A time in the past fires at once. The write joins the
+        implicit transaction like any other."""
+        o = _options("setAlarm", opts, kwargs)
+        when = alarm_time_ms(scheduled_time)
+        act = self._act
+        act.check_usable()
+        # Inside the constructor the handler is not checked (as on Cloudflare); a class without one
+        # then has its alarm dropped when it fires.
+        if act.instance is not None and act.state is not ActivationState.CONSTRUCTING \
+                and find_handler(act.instance, "alarm") is None:
+            raise TypeError(TEXT_ALARM_NO_HANDLER)
+        was_open = self._db.in_transaction
+        act.runtime.alarms.set_alarm(act, when)
+        self._after_write(o, was_open)
+
+    async def delete_alarm(self, opts: Any = None, **kwargs: Any) -> None:
+        """Remove the alarm. Does not stop a running ``alarm()``; called inside it, it prevents the
+        retry should that call fail."""
+        o = _options("deleteAlarm", opts, kwargs)
+        self._act.check_usable()
+        was_open = self._db.in_transaction
+        self._act.runtime.alarms.delete_alarm(self._act)
+        self._after_write(o, was_open)
+
+    getAlarm = get_alarm  # noqa: N815
+    setAlarm = set_alarm  # noqa: N815
+    deleteAlarm = delete_alarm  # noqa: N815
 
     # ------------------------------------------------------------------ transactions
     def transaction_sync(self, fn: Callable[[], T]) -> T:
@@ -201,6 +244,28 @@ class DurableObjectStorage:
     def database_size(self) -> int:
         self._act.check_usable()
         return int(self._db.database_size)
+
+
+def alarm_time_ms(when: Any) -> int:
+    """``set_alarm``'s argument as whole epoch milliseconds (fractions are truncated, §13.9)."""
+    if isinstance(when, datetime.datetime):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.timezone.utc)
+        ms = (when - _EPOCH) // datetime.timedelta(milliseconds=1)
+        if ms <= 0:
+            raise TypeError(TEXT_ALARM_TIME_NOT_POSITIVE)
+        return int(ms)
+    if isinstance(when, bool) or not isinstance(when, (int, float)):
+        raise TypeError(f"setAlarm() takes a time in epoch milliseconds (int or float) or a datetime, "
+                        f"not {type(when).__name__}")
+    if isinstance(when, float) and not math.isfinite(when):
+        raise TypeError(f"setAlarm() takes a finite time, not {when}")
+    if when <= 0:
+        raise TypeError(TEXT_ALARM_TIME_NOT_POSITIVE)
+    return int(when)
+
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 
 
 class Transaction:

@@ -20,6 +20,10 @@ TEXT_BCW_TIMEOUT = ("A call to blockConcurrencyWhile() in a Durable Object waite
 TEXT_OVERLOADED_QUEUE = "Durable Object is overloaded. Too many requests queued."
 TEXT_DELETE_ALL_IN_TXN = "Cannot call deleteAll() within a transaction"
 
+ALARM_HANDLER_TIMEOUT_S = 15 * 60.0  # wall time of one alarm() call (§5)
+TEXT_ALARM_TIME_NOT_POSITIVE = "setAlarm() cannot be called with an alarm time <= 0"
+TEXT_ALARM_NO_HANDLER = "Your Durable Object class must have an alarm() handler in order to call setAlarm()"
+
 
 def reserved_method_text(name: str) -> str:
     return f"'{name}' is a reserved method and cannot be called over RPC."

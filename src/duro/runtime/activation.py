@@ -78,6 +78,7 @@ class Activation:
         self.on_commit: list[Callable[["Activation"], None]] = []
         self.on_reset: list[Callable[["Activation", BaseException], None]] = []
         self.pins: set[str] = set()  # reasons this activation must not be evicted (e.g. "websocket")
+        self.suppress_alarm_retry = False  # set by ``ctx.abort(retryAlarm=False)``
 
     # ------------------------------------------------------------------ state
     def _set_state(self, new: ActivationState) -> None:
@@ -168,6 +169,17 @@ class Activation:
                 raise dur.exception()  # type: ignore[misc]
         if self.broken is not None:
             raise self._broken_copy()
+
+    def durable_future(self) -> "asyncio.Future[Any] | None":
+        """Resolves when every commit so far is durable; None when none is still in flight."""
+        dur = self._last_durable
+        return dur if dur is not None and not dur.done() else None
+
+    def hold_outputs_for(self, fut: "asyncio.Future[Any]") -> None:
+        """Outputs from now on also wait for ``fut``: another file that must be durable together
+        with this object's last commit (the alarm index)."""
+        prev = self._last_durable
+        self._last_durable = fut if prev is None or prev.done() else asyncio.gather(prev, fut)
 
     async def output_gate(self) -> None:
         """Public form of the output gate, for sockets and outgoing calls."""

@@ -23,6 +23,7 @@ from ..core.lifecycle import DeactivationReason
 from ..errors import ConfigError, InternalError
 from ..ids import DurableObjectId
 from .activation import Activation
+from .alarms import AlarmScheduler
 from .barrier import DurabilityBarrier
 
 __all__ = ["Runtime", "RuntimeLimits", "ClassEntry"]
@@ -74,6 +75,8 @@ class Runtime:
         self._lock_fd: int | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._services: list[Any] = []  # started/closed with the runtime (alarm scheduler, ...)
+        self.alarms = AlarmScheduler(self)  # the api layer installs ``alarms.invoke``
+        self._services.append(self.alarms)
         self.started = False
 
     # ------------------------------------------------------------------ set-up
