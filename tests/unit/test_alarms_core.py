@@ -76,9 +76,10 @@ def test_pop_due_runs_each_record_once_and_respects_the_limit():
     assert t.next_due() is None
 
 
-def _run_once(t, now, outcome, row, scheduled, rand=ZERO):
+def _run_once(t, now, outcome, row, scheduled, rand=ZERO, read=True):
+    """One attempt; ``read``: it got to read the row (a reset or an infrastructure failure does not)."""
     assert t.pop_due(now, 1) == [K]
-    result = AttemptResult(outcome, t.gen(K), row)
+    result = AttemptResult(outcome, t.gen(K), row) if read else AttemptResult(outcome)
     return t.finish(K, result, now, rand, scheduled)
 
 
@@ -131,13 +132,13 @@ def test_settle_during_an_attempt_is_kept_until_it_ends():
 def test_no_retry_drops_and_infrastructure_failures_do_not_count():
     t = AlarmTable()
     t.lower(K, None, 1000)
-    assert _run_once(t, 1000, AttemptOutcome.NO_RETRY, 1000, 1000) is Decision.DROP
+    assert _run_once(t, 1000, AttemptOutcome.NO_RETRY, None, 1000, read=False) is Decision.DROP
     t.finish(K, AttemptResult(AttemptOutcome.DROPPED, t.gen(K), None), 1000, ZERO)
     assert t.get(K) is None
     t.lower(K, None, 1000)
     now = 1000
     for _ in range(20):
-        assert _run_once(t, now, AttemptOutcome.INFRA_FAILED, None, None) is Decision.DONE
+        assert _run_once(t, now, AttemptOutcome.INFRA_FAILED, None, None, read=False) is Decision.DONE
         now = t.get(K).due_ms
     rec = t.get(K)
     assert rec.retries == 0 and rec.infra_failures == 20 and rec.state is AlarmState.RETRYING
