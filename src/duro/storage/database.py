@@ -24,6 +24,8 @@ import apsw
 
 from duro.errors import CorruptDatabaseError, InternalError, SqlError, StorageError
 from duro.storage.authorizer import Authorizer
+from duro.storage.history import apply_pending_restore
+from duro.storage.journal import HistoryOptions, ObjectHistory
 from duro.storage.kv import INTERNAL, KvMixin, SyncKv
 from duro.storage.sql import SqlStorage
 from duro.storage.translate import CORRUPT_CODES, corrupt_error, translate
@@ -96,8 +98,11 @@ class ObjectDatabase(KvMixin):
     """
 
     def __init__(self, path: str | os.PathLike[str], *,
-                 on_transaction_open: Callable[[], None] | None = None, name: str | None = None) -> None:
+                 on_transaction_open: Callable[[], None] | None = None, name: str | None = None,
+                 history: HistoryOptions | None = None) -> None:
         self.path = pathlib.Path(path)
+        # Point-in-time recovery (journal.py): None when history is off.
+        self.history = ObjectHistory(self.path, history) if history is not None else None
         self.name = name  # recorded in _cf_METADATA key 3 (see _record_name)
         self._name_recorded = False
         self.wal_path = pathlib.Path(str(self.path) + "-wal")
@@ -132,6 +137,16 @@ class ObjectDatabase(KvMixin):
     def in_transaction(self) -> bool:
         return self._in_txn
 
+    def attached_history(self) -> ObjectHistory:
+        """The history, in step with the database (which is opened if it exists). Raises
+        StorageError when history is off."""
+        if self.history is None:
+            raise StorageError("point-in-time recovery is off for this project (history_retention = 0); "
+                               "set history_retention to a number of days in [tool.duro] to keep history")
+        if self._conn is None:
+            self._open(False)
+        return self.history
+
     # ---- opening and closing ------------------------------------------------------------------
 
     def _open(self, create: bool) -> apsw.Connection | None:
@@ -141,7 +156,12 @@ class ObjectDatabase(KvMixin):
             raise self._corrupt
         if self._conn is not None:
             return self._conn
-        if not self.path.exists():
+        history = self.history
+        if history is not None and not history.restore_checked:
+            history.restore_checked = True  # once per instance: a restore waits for the next session
+            apply_pending_restore(self.path, history.options)
+        existed = self.path.exists()
+        if not existed:
             if not create:
                 return None
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -173,10 +193,18 @@ class ObjectDatabase(KvMixin):
         self._ucur.exec_trace = self.sql._trace
         self._kv_table = None
         self._meta_table = None
+        if history is not None:
+            try:
+                history.attach(self._internal_uncached, self._checkpoint, existed)
+            except BaseException:
+                self._close_connection()
+                raise
         return conn
 
     def _close_connection(self) -> None:
         self._name_recorded = False
+        if self.history is not None:
+            self.history.close()
         conn = self._conn
         self._conn = self._cur = self._ucur = None
         self._in_txn = False
@@ -223,6 +251,8 @@ class ObjectDatabase(KvMixin):
         self._close_connection()
         for p in (self.path, self.wal_path, self._shm_path):
             p.unlink(missing_ok=True)
+        if self.history is not None:
+            self.history.after_discard()  # the history stays, ending in the empty state
         return True
 
     # ---- running duro's own statements ---------------------------------------------------------
@@ -240,6 +270,24 @@ class ObjectDatabase(KvMixin):
             raise self._error(e) from e
         finally:
             auth.bypass = False
+
+    def _internal_uncached(self, sql: str, bindings: Any = None) -> list[tuple[Any, ...]]:
+        """:meth:`_internal` for statements whose text changes every time (``PRAGMA user_version =
+        N``): kept out of the statement cache so they never evict the user's statements."""
+        auth = self._auth
+        auth.bypass = True
+        try:
+            return self._cur.execute(sql, bindings, can_cache=False, prepare_flags=INTERNAL).fetchall()
+        except apsw.Error as e:
+            raise self._error(e) from e
+        finally:
+            auth.bypass = False
+
+    def _checkpoint(self) -> None:
+        try:
+            self._conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE)
+        except apsw.Error as e:
+            raise self._error(e) from e
 
     def _error(self, exc: apsw.Error) -> StorageError:
         """Translate ``exc`` and update our state: a damaged database is closed and stays failed;
@@ -299,6 +347,8 @@ class ObjectDatabase(KvMixin):
         try:
             if wrote and self.name is not None and not self._name_recorded:
                 self._record_name()
+            if wrote and self.history is not None:
+                self.history.prepare_commit(self._internal_uncached)
             self._internal("COMMIT")
         except StorageError:
             self._txn_lost = None  # the error raised here is the report of that loss
@@ -310,6 +360,8 @@ class ObjectDatabase(KvMixin):
         self._in_txn = False
         if wrote:
             self.commit_count += 1
+            if self.history is not None:
+                self.history.after_commit()
         return wrote
 
     def rollback(self) -> None:

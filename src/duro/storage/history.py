@@ -1,0 +1,322 @@
+"""Point-in-time recovery on closed objects: bookmarks, restore, branch, materialise, prune.
+
+These functions work on an object's files (``<hex>.sqlite`` and its ``<hex>.history``, see
+journal.py) while no live instance has the database open: the CLI calls them with the server
+stopped; the runtime calls :func:`apply_pending_restore` just before an object's database opens and
+:func:`prune` from its pruning service. Every function first brings the history in step with the
+database (a history that missed commits gets a snapshot), so answers are about what is on disk.
+
+A restore never rewrites history: it writes the state at the bookmark as a new record, so it is a
+new point in history and can itself be undone. Bad input (a malformed or unknown bookmark, a time
+outside the retention window) raises :class:`~duro.errors.InvalidInputError` and changes nothing.
+
+Never: run while a live connection has the database open; use asyncio or threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import os
+import pathlib
+from collections.abc import Iterator
+from typing import Any
+
+import apsw
+
+from duro.errors import InvalidInputError, StorageError
+from duro.storage.journal import (BASE, DAY_MS, RESTORE, HistoryFile, HistoryOptions, ObjectHistory,
+                                  fsync_dir, history_path, marker_path, materialize_index, parse_bookmark)
+
+__all__ = ["HistoryOptions", "bookmark_range", "current_bookmark", "bookmark_for_time", "restore", "branch",
+           "materialize", "prune", "schedule_restore", "apply_pending_restore", "to_epoch_ms",
+           "history_path", "marker_path"]
+
+_SETUP = "PRAGMA page_size=4096; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+
+
+def to_epoch_ms(t: Any) -> int:
+    """Epoch milliseconds from an int/float of epoch ms or a ``datetime`` (naive = UTC)."""
+    if isinstance(t, _dt.datetime):
+        if t.tzinfo is None:
+            t = t.replace(tzinfo=_dt.timezone.utc)
+        return int(t.timestamp() * 1000)
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or t != t:
+        raise TypeError(f"time must be epoch milliseconds (int) or a datetime, not {type(t).__name__}")
+    return int(t)
+
+
+def _options(options: HistoryOptions | None) -> HistoryOptions:
+    return options if options is not None else HistoryOptions()
+
+
+def _connect(path: pathlib.Path) -> apsw.Connection:
+    try:
+        conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE)
+        conn.execute(_SETUP).fetchall()
+    except apsw.Error as e:
+        raise StorageError(f"cannot open database file {str(path)!r}: {e}") from e
+    return conn
+
+
+def _unlink(*paths: pathlib.Path) -> None:
+    for p in paths:
+        p.unlink(missing_ok=True)
+
+
+def _side_files(db: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+    return pathlib.Path(str(db) + "-wal"), pathlib.Path(str(db) + "-shm")
+
+
+@contextlib.contextmanager
+def _attached(db_path: str | os.PathLike[str], options: HistoryOptions | None,
+              create: bool = True) -> Iterator[tuple[ObjectHistory, apsw.Connection | None]]:
+    """The object's history brought in step with its database (healed if needed), and a
+    connection to the database if it exists. With ``create=False`` an object with neither file
+    yields a history whose ``file`` is None."""
+    db = pathlib.Path(db_path)
+    h = ObjectHistory(db, _options(options))
+    conn = None
+    try:
+        if db.exists():
+            conn = _connect(db)
+            c = conn
+            h.attach(lambda sql, b=None: c.execute(sql, b).fetchall(),
+                     lambda: c.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE), True)
+        elif create or history_path(db).exists():
+            h.attach(None, None, False)  # type: ignore[arg-type]
+            h.current()  # creates an empty history for an object that has none
+        yield h, conn
+    finally:
+        if conn is not None:
+            conn.close()
+        h.close()
+
+
+def _stamp(path: pathlib.Path, seq: int) -> None:
+    """Store ``seq`` as the database's last commit (its ``user_version``) and leave it checkpointed."""
+    _unlink(*_side_files(path))
+    conn = _connect(path)
+    try:
+        conn.execute(f"PRAGMA user_version = {seq % 2**32}")
+        conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE)
+    finally:
+        conn.close()
+    _unlink(*_side_files(path))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ---- queries --------------------------------------------------------------------------------------
+
+
+def bookmark_range(db_path: str | os.PathLike[str], *, options: HistoryOptions | None = None) -> tuple[str, str] | None:
+    """(first, last) bookmark kept for the object, or None if it has neither database nor history."""
+    with _attached(db_path, options, create=False) as (h, _):
+        if h.file is None:
+            return None
+        first, last = h.file.first, h.file.last
+        assert first is not None and last is not None
+        return first.bookmark, last.bookmark
+
+
+def current_bookmark(db_path: str | os.PathLike[str], *, options: HistoryOptions | None = None) -> str | None:
+    """The bookmark of the object's current state, or None if it has neither database nor history."""
+    with _attached(db_path, options, create=False) as (h, _):
+        return h.current().bookmark if h.file is not None else None
+
+
+def bookmark_for_time(db_path: str | os.PathLike[str], when: Any, *,
+                      options: HistoryOptions | None = None) -> str:
+    """The bookmark of the state at ``when`` (epoch ms or datetime) — the last commit at or before
+    it. A time in the future or older than the retention window raises InvalidInputError."""
+    ms = to_epoch_ms(when)
+    with _attached(db_path, options) as (h, _):
+        return h.for_time(ms).bookmark
+
+
+# ---- restore, branch, materialise ----------------------------------------------------------------
+
+
+def restore(db_path: str | os.PathLike[str], bookmark: str, *, options: HistoryOptions | None = None) -> str:
+    """Put the object's database back to its state at ``bookmark``; returns the bookmark of the
+    restore (a new point in history; the bookmark before it undoes the restore). The database is
+    replaced atomically (temporary file, fsync, rename, fsync of the directory)."""
+    parse_bookmark(bookmark)
+    db = pathlib.Path(db_path)
+    with _attached(db, options) as (h, conn):
+        rec = h.resolve(bookmark)
+        hf = h.file
+        assert hf is not None and hf.last is not None
+        seq = hf.last.seq + 1
+        tmp = db.with_name(db.name + ".restore-tmp")
+        size = materialize_index(hf, rec.index, tmp)
+        if conn is not None:
+            conn.close()  # the last connection: checkpoints and removes the WAL
+        wal, shm = _side_files(db)
+        if size == 0:
+            _unlink(tmp, db, wal, shm)
+            fsync_dir(db.parent)
+            hf.append(seq, h._now(), 0, {}, flags=BASE | RESTORE)
+        else:
+            _stamp(tmp, seq)
+            _unlink(wal, shm)
+            os.replace(tmp, db)
+            fsync_dir(db.parent)
+            hf.append_file_snapshot(seq, h._now(), db, flags=RESTORE)
+        hf.fsync()
+        return hf.last.bookmark
+
+
+def branch(src_db_path: str | os.PathLike[str], dst_db_path: str | os.PathLike[str], bookmark: str, *,
+           options: HistoryOptions | None = None) -> str:
+    """Create a new object at ``dst_db_path`` whose database starts as ``src`` was at ``bookmark``,
+    with a history of its own. Returns the new object's first bookmark. The destination must not
+    exist."""
+    parse_bookmark(bookmark)
+    dst = pathlib.Path(dst_db_path)
+    if dst.exists() or history_path(dst).exists():
+        raise InvalidInputError(f"cannot branch into {str(dst)!r}: that object already has data; "
+                                "choose a new object")
+    with _attached(src_db_path, options) as (h, _):
+        rec = h.resolve(bookmark)
+        assert h.file is not None
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(dst.name + ".branch-tmp")
+        size = materialize_index(h.file, rec.index, tmp)
+        now = h._now()
+    hf = HistoryFile.open(history_path(dst), create=True)
+    assert hf is not None
+    try:
+        if size == 0:
+            tmp.unlink()
+            hf.append(0, now, 0, {}, flags=BASE)
+        else:
+            _stamp(tmp, 1)
+            os.replace(tmp, dst)
+            hf.append_file_snapshot(1, now, dst, flags=RESTORE)
+        hf.fsync()
+        fsync_dir(dst.parent)
+        assert hf.last is not None
+        return hf.last.bookmark
+    finally:
+        hf.close()
+
+
+def materialize(db_path: str | os.PathLike[str], bookmark: str, out_path: str | os.PathLike[str], *,
+                options: HistoryOptions | None = None) -> int:
+    """Write the object's database as of ``bookmark`` to ``out_path`` (a standalone SQLite file;
+    0 bytes for the empty state). Changes nothing of the object. Returns the size in bytes."""
+    parse_bookmark(bookmark)
+    out = pathlib.Path(out_path)
+    with _attached(db_path, options) as (h, _):
+        rec = h.resolve(bookmark)
+        assert h.file is not None
+        tmp = out.with_name(out.name + ".tmp")
+        size = materialize_index(h.file, rec.index, tmp)
+    os.replace(tmp, out)
+    return size * 4096
+
+
+# ---- restores scheduled by a live object ---------------------------------------------------------
+
+
+def schedule_restore(db_path: str | os.PathLike[str], bookmark: str) -> None:
+    """Leave a marker so that the next open of the database restores it to ``bookmark``."""
+    marker = marker_path(db_path)
+    tmp = marker.with_name(marker.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, (bookmark + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, marker)
+    fsync_dir(marker.parent)
+
+
+def apply_pending_restore(db_path: str | os.PathLike[str], options: HistoryOptions) -> str | None:
+    """Carry out a restore left by :func:`schedule_restore`, if any; returns the restore's bookmark.
+    The marker is removed either way; a restore that cannot be done raises StorageError and leaves
+    the database as it was."""
+    marker = marker_path(db_path)
+    try:
+        bookmark = marker.read_text().strip()
+    except FileNotFoundError:
+        return None
+    try:
+        return restore(db_path, bookmark, options=options)
+    except InvalidInputError as e:
+        raise StorageError(f"the restore to {bookmark!r} scheduled by on_next_session_restore_bookmark() "
+                           f"was not done and has been dropped ({e}); the database is unchanged") from e
+    finally:
+        marker.unlink(missing_ok=True)
+        fsync_dir(marker.parent)
+
+
+# ---- retention ------------------------------------------------------------------------------------
+
+
+def prune(db_path: str | os.PathLike[str], *, options: HistoryOptions | None = None,
+          live: ObjectHistory | None = None) -> bool:
+    """Drop history older than the retention window: the last state at or before the window's
+    start becomes the new base (bookmarks from then on stay valid). A history whose object is
+    empty and whose every record is older than the window is removed. ``live`` is the history of
+    an open database (its file is reopened afterwards). Returns True if the file changed."""
+    opts = live.options if live is not None else _options(options)
+    db = pathlib.Path(db_path)
+    path = history_path(db)
+    hf = live.file if live is not None and live.file is not None else HistoryFile.open(path)
+    if hf is None:
+        return False
+    owned = live is None or live.file is not hf
+    try:
+        boundary = int(opts.now_ms()) - opts.retention_ms
+        k = hf.find_time(boundary)
+        last = hf.last
+        if k is None or last is None:
+            return False
+        if k == len(hf) - 1 and last.db_pages == 0 and not db.exists():
+            hf.close()
+            path.unlink(missing_ok=True)
+            fsync_dir(path.parent)
+            if live is not None:
+                live.file = None
+            return True
+        if k == 0:
+            return False
+        rec = hf.record(k)
+        tmp_path = path.with_name(path.name + ".prune-tmp")
+        tmp_path.unlink(missing_ok=True)
+        new = HistoryFile.open(tmp_path, create=True)
+        assert new is not None
+        try:
+            if rec.is_base:
+                new.copy_records_from(hf, k)
+            else:
+                state = path.with_name(path.name + ".prune-state")
+                try:
+                    size = materialize_index(hf, k, state)
+                    new.append_file_snapshot(rec.seq, rec.ms, state if size else None, tag=rec.tag)
+                finally:
+                    state.unlink(missing_ok=True)
+                new.copy_records_from(hf, k + 1)
+            new.fsync()
+        finally:
+            new.close()
+        os.replace(tmp_path, path)
+        fsync_dir(path.parent)
+        hf.close()
+        if live is not None:
+            live.file = None  # reopened on next use
+        return True
+    finally:
+        if owned:
+            hf.close()
+
+
+def retention_days(options: HistoryOptions) -> float:
+    return options.retention_ms / DAY_MS

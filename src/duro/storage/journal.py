@@ -1,0 +1,719 @@
+"""The commit journal of one object: its history file, and the hooks that keep it in step with
+the database for point-in-time recovery.
+
+A history file ``<hex>.history`` sits next to ``<hex>.sqlite``. It is a physical redo log: after
+each write commit the pages that commit appended to the WAL are read back and appended as one
+record ``(seq, epoch ms, tag, db size in pages, [(pgno, page)])``, pages zlib-compressed (level 1).
+A *base* record holds every page (a snapshot); a record of size 0 is the empty state (no file).
+The state at record *i* is the last base at or before *i* with every later page image applied in
+order, truncated to the record's size. The database keeps the seq of its last commit in its header
+(``PRAGMA user_version``, mod 2**32), so on open a history that missed commits (crash between commit
+and append, a file swapped in from outside) is detected and healed with a fresh snapshot.
+
+Format (little-endian): a 32-byte header ``b"DUROHIS1", version u32, page size u32, 16 reserved``,
+then records ``[body length u64][crc32(body) u32][body][body length u64]``; body
+``seq u64, ms u64, tag u32, db pages u32, flags u32, n u32, n x pgno u32 (absent for a base),
+zlib(pages)``.
+
+Never: fsync on the commit path (the database's ``user_version`` detects a lost tail; restores and
+rewrites are fsync'd), use threads or asyncio, or let an OSError escape untranslated.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import mmap
+import os
+import pathlib
+import random
+import re
+import struct
+import zlib
+from array import array
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from duro.clock import now_ms as _wall_ms
+from duro.errors import InvalidInputError, StorageError
+
+__all__ = ["HistoryOptions", "HistoryFile", "ObjectHistory", "Record", "WalTail", "format_bookmark",
+           "parse_bookmark", "history_path", "marker_path", "DAY_MS", "fsync_dir"]
+
+DAY_MS = 86_400_000
+PAGE_SIZE = 4096
+MAGIC = b"DUROHIS1"
+VERSION = 1
+_FILE_HEADER = struct.Struct("<8sII16x")
+_PREFIX = struct.Struct("<QI")  # body length, crc32(body)
+_SUFFIX = struct.Struct("<Q")  # body length again: lets the last record be found from the end
+_BODY = struct.Struct("<QQIIII")  # seq, ms, tag, db pages, flags, n
+BASE = 1  # every page of the state, pages 1..n, no pgno list
+RESTORE = 2  # written by a restore (informational)
+HEAL = 4  # a snapshot taken because the history had missed commits (informational)
+_CHUNK_PAGES = 256
+
+_BOOKMARK = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{12})-([0-9a-f]{8})$")
+
+# The SQLite WAL format (https://www.sqlite.org/fileformat.html#the_write_ahead_log).
+_WAL_HEADER = 32
+_FRAME_HEADER = 24
+_WAL_MAGIC = (0x377F0682, 0x377F0683)
+
+
+def history_path(db_path: str | os.PathLike[str]) -> pathlib.Path:
+    return pathlib.Path(db_path).with_suffix(".history")
+
+
+def marker_path(db_path: str | os.PathLike[str]) -> pathlib.Path:
+    """The pending-restore marker ``on_next_session_restore_bookmark`` leaves for the next open."""
+    return pathlib.Path(db_path).with_suffix(".restore")
+
+
+def fsync_dir(path: pathlib.Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class HistoryOptions:
+    """History settings of a runtime: records older than ``retention_ms`` are pruned; ``now_ms``
+    stamps records (the runtime passes its clock, benchmarks and tests a fake one)."""
+
+    retention_ms: int = 30 * DAY_MS
+    now_ms: Callable[[], int] = field(default=_wall_ms, compare=False)
+
+    @classmethod
+    def from_days(cls, days: float, now_ms: Callable[[], int] | None = None) -> "HistoryOptions | None":
+        """Options for a retention of ``days``; None when ``days`` is 0 (history off)."""
+        if days <= 0:
+            return None
+        return cls(int(days * DAY_MS), now_ms or _wall_ms)
+
+
+# ---- bookmarks ------------------------------------------------------------------------------------
+
+
+def format_bookmark(seq: int, ms: int, tag: int) -> str:
+    """Bookmarks are ``{seq:016x}-{ms:012x}-{tag:08x}``: fixed width, so they sort in commit order."""
+    return f"{seq:016x}-{ms:012x}-{tag:08x}"
+
+
+def parse_bookmark(bookmark: Any) -> tuple[int, int, int]:
+    """(seq, ms, tag) of a well-formed bookmark, else ``InvalidInputError('Invalid bookmark: ...')``."""
+    if not isinstance(bookmark, str):
+        raise InvalidInputError(f"Invalid bookmark: expected a string, not {type(bookmark).__name__}")
+    m = _BOOKMARK.match(bookmark)
+    if m is None:
+        shown = bookmark if len(bookmark) <= 80 else bookmark[:77] + "..."
+        raise InvalidInputError(f"Invalid bookmark: {shown!r} is not a bookmark; bookmarks look like "
+                                "'000000000000002a-018c2b3f4e5a-9f3c0a1b' (from get_current_bookmark() "
+                                "or get_bookmark_for_time())")
+    return int(m.group(1), 16), int(m.group(2), 16), int(m.group(3), 16)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One record's header, as indexed."""
+
+    index: int
+    offset: int
+    seq: int
+    ms: int
+    tag: int
+    db_pages: int
+    flags: int
+    n: int
+
+    @property
+    def bookmark(self) -> str:
+        return format_bookmark(self.seq, self.ms, self.tag)
+
+    @property
+    def is_base(self) -> bool:
+        return bool(self.flags & BASE)
+
+
+# ---- the history file -----------------------------------------------------------------------------
+
+
+def _os_error(what: str, path: pathlib.Path, e: OSError) -> StorageError:
+    return StorageError(f"cannot {what} history file {str(path)!r}: {e.strerror or e}")
+
+
+class HistoryFile:
+    """One ``.history`` file open for reading and appending. Single writer (the process holding
+    the data directory). The index of record headers is built on first use and kept up to date."""
+
+    def __init__(self, path: pathlib.Path, fd: int, end: int) -> None:
+        self.path = path
+        self._fd = fd
+        self.end = end
+        self._idx: dict[str, array] | None = None
+        self._last: Record | None = None
+
+    # -- opening
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, create: bool = False) -> "HistoryFile | None":
+        """Open ``path``; a torn last record (crash mid-append) is cut off. With ``create`` a
+        missing file is created empty (header only); otherwise a missing file gives None."""
+        path = pathlib.Path(path)
+        try:
+            if create:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o644)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise _os_error("open", path, e) from e
+        try:
+            size = os.fstat(fd).st_size
+            if size == 0 and create:
+                os.pwrite(fd, _FILE_HEADER.pack(MAGIC, VERSION, PAGE_SIZE), 0)
+                size = _FILE_HEADER.size
+            head = os.pread(fd, _FILE_HEADER.size, 0)
+            if len(head) < _FILE_HEADER.size or _FILE_HEADER.unpack(head)[0] != MAGIC:
+                raise StorageError(f"{str(path)!r} is not a duro history file (bad header)")
+            _, version, page_size = _FILE_HEADER.unpack(head)
+            if version != VERSION or page_size != PAGE_SIZE:
+                raise StorageError(f"history file {str(path)!r} has version {version}, page size "
+                                   f"{page_size}; this duro reads version {VERSION}, page size {PAGE_SIZE}")
+        except OSError as e:
+            os.close(fd)
+            raise _os_error("read", path, e) from e
+        except BaseException:
+            os.close(fd)
+            raise
+        hf = cls(path, fd, size)
+        if size > _FILE_HEADER.size and hf._read_last(size) is None:
+            hf._repair()
+        return hf
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def fsync(self) -> None:
+        try:
+            os.fsync(self._fd)
+        except OSError as e:
+            raise _os_error("sync", self.path, e) from e
+
+    # -- reading
+    def _read_last(self, end: int) -> Record | None:
+        """The record that ends at ``end``, if it is whole and its checksum holds."""
+        if end - _FILE_HEADER.size < _PREFIX.size + _BODY.size + _SUFFIX.size:
+            return None
+        (length,) = _SUFFIX.unpack(os.pread(self._fd, _SUFFIX.size, end - _SUFFIX.size))
+        start = end - _SUFFIX.size - length - _PREFIX.size
+        if length < _BODY.size or start < _FILE_HEADER.size:
+            return None
+        blob = os.pread(self._fd, _PREFIX.size + min(length, 1 << 20), start)
+        plen, crc = _PREFIX.unpack_from(blob)
+        if plen != length:
+            return None
+        # A big base is written prefix-last, so a torn one fails the length check; small records
+        # are checked in full (the common torn tail).
+        if length <= 1 << 20 and zlib.crc32(memoryview(blob)[_PREFIX.size:]) != crc:
+            return None
+        rec = Record(-1, start, *_BODY.unpack_from(blob, _PREFIX.size))
+        self._last = rec
+        return rec
+
+    def _scan(self) -> dict[str, array]:
+        """Walk every record header from the start (checksums are checked when read in full)."""
+        idx = {k: array("Q") for k in ("off", "seq", "ms")}
+        idx.update({k: array("I") for k in ("tag", "pages", "flags", "n")})
+        end = self.end
+        if end > _FILE_HEADER.size:
+            with mmap.mmap(self._fd, end, prot=mmap.PROT_READ) as mm:
+                pos = _FILE_HEADER.size
+                while pos + _PREFIX.size + _BODY.size + _SUFFIX.size <= end:
+                    length, _ = _PREFIX.unpack_from(mm, pos)
+                    stop = pos + _PREFIX.size + length + _SUFFIX.size
+                    if length < _BODY.size or stop > end or _SUFFIX.unpack_from(mm, stop - _SUFFIX.size)[0] != length:
+                        break
+                    seq, ms, tag, pages, flags, n = _BODY.unpack_from(mm, pos + _PREFIX.size)
+                    if idx["seq"] and seq <= idx["seq"][-1]:
+                        break
+                    for k, v in (("off", pos), ("seq", seq), ("ms", ms), ("tag", tag), ("pages", pages),
+                                 ("flags", flags), ("n", n)):
+                        idx[k].append(v)
+                    pos = stop
+                if pos != end:
+                    self.end = pos  # damaged tail: the caller repairs
+        return idx
+
+    def _repair(self) -> None:
+        idx = self._scan()
+        try:
+            os.ftruncate(self._fd, self.end)
+        except OSError as e:
+            raise _os_error("repair", self.path, e) from e
+        self._idx = idx
+        self._last = self.record(len(idx["seq"]) - 1) if idx["seq"] else None
+
+    @property
+    def index(self) -> dict[str, array]:
+        if self._idx is None:
+            self._idx = self._scan()
+        return self._idx
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __len__(self) -> int:
+        return len(self.index["seq"])
+
+    def record(self, i: int) -> Record:
+        x = self.index
+        if i < 0:
+            i += len(x["seq"])
+        return Record(i, x["off"][i], x["seq"][i], x["ms"][i], x["tag"][i], x["pages"][i], x["flags"][i], x["n"][i])
+
+    @property
+    def last(self) -> Record | None:
+        if self._last is None and self.end > _FILE_HEADER.size:
+            self._last = self.record(-1) if len(self) else None
+        return self._last
+
+    @property
+    def first(self) -> Record | None:
+        return self.record(0) if len(self) else None
+
+    def find_seq(self, seq: int) -> int | None:
+        seqs = self.index["seq"]
+        i = bisect.bisect_left(seqs, seq)
+        return i if i < len(seqs) and seqs[i] == seq else None
+
+    def find_time(self, ms: int) -> int | None:
+        """Index of the last record stamped at or before ``ms``."""
+        i = bisect.bisect_right(self.index["ms"], ms) - 1
+        return i if i >= 0 else None
+
+    def read_body(self, rec: Record) -> bytes:
+        try:
+            (length, crc) = _PREFIX.unpack(os.pread(self._fd, _PREFIX.size, rec.offset))
+            body = os.pread(self._fd, length, rec.offset + _PREFIX.size)
+        except OSError as e:
+            raise _os_error("read", self.path, e) from e
+        if len(body) != length or zlib.crc32(body) != crc:
+            raise StorageError(f"history file {str(self.path)!r} is damaged at seq {rec.seq} (checksum mismatch)")
+        return body
+
+    def pgnos(self, rec: Record) -> array:
+        """The page numbers a delta record holds (read without decompressing)."""
+        if rec.is_base:
+            return array("I", range(1, rec.n + 1))
+        raw = os.pread(self._fd, 4 * rec.n, rec.offset + _PREFIX.size + _BODY.size)
+        out = array("I")
+        out.frombytes(raw)
+        return out
+
+    def iter_pages(self, rec: Record) -> Iterator[tuple[int, bytes]]:
+        """(pgno, page) for every page of ``rec``, decompressing as it goes."""
+        body = self.read_body(rec)
+        if rec.is_base:
+            pgnos: Any = range(1, rec.n + 1)
+            data_at = _BODY.size
+        else:
+            pgnos = array("I")
+            pgnos.frombytes(body[_BODY.size:_BODY.size + 4 * rec.n])
+            data_at = _BODY.size + 4 * rec.n
+        d = zlib.decompressobj()
+        view = memoryview(body)[data_at:]
+        step = PAGE_SIZE * _CHUNK_PAGES
+        buf, at, pos = b"", 0, 0
+        for pgno in pgnos:
+            while len(buf) - at < PAGE_SIZE:
+                if pos < len(view):
+                    more = d.decompress(view[pos:pos + step])
+                    pos += step
+                else:
+                    more = d.flush()
+                    if not more:
+                        raise StorageError(f"history file {str(self.path)!r} is damaged at seq {rec.seq} (short record)")
+                buf, at = buf[at:] + more, 0
+            yield pgno, buf[at:at + PAGE_SIZE]
+            at += PAGE_SIZE
+
+    # -- appending
+    def append(self, seq: int, ms: int, db_pages: int, pages: dict[int, bytes] | None = None, *,
+               flags: int = 0, tag: int | None = None, source: Callable[[int], bytes] | None = None) -> Record:
+        """Append one record. A delta gives ``pages``; a base gives ``flags=BASE`` and either
+        ``pages`` (all of them) or ``source(i)`` returning ``_CHUNK_PAGES`` pages starting at page
+        ``i`` (1-based). Returns the record."""
+        last = self.last
+        if last is not None and seq <= last.seq:
+            raise StorageError(f"history append out of order: seq {seq} after {last.seq}")
+        if last is not None and ms < last.ms:
+            ms = last.ms  # keep stamps monotonic when the wall clock steps back
+        tag = random.getrandbits(32) if tag is None else tag
+        start = self.end
+        try:
+            if flags & BASE:
+                n = db_pages
+                head = _BODY.pack(seq, ms, tag, db_pages, flags, n)
+                rec = self._append_base(start, head, n, pages, source)
+            else:
+                order = sorted(pages or ())
+                n = len(order)
+                head = _BODY.pack(seq, ms, tag, db_pages, flags, n)
+                data = zlib.compress(b"".join([pages[p] for p in order]), 1) if order else b""  # type: ignore[index]
+                body = b"".join((head, array("I", order).tobytes(), data))
+                blob = b"".join((_PREFIX.pack(len(body), zlib.crc32(body)), body, _SUFFIX.pack(len(body))))
+                written = os.pwrite(self._fd, blob, start)
+                if written != len(blob):
+                    raise OSError(28, "short write")
+                self.end = start + len(blob)
+                rec = Record(-1, start, seq, ms, tag, db_pages, flags, n)
+        except OSError as e:
+            try:
+                os.ftruncate(self._fd, start)
+            except OSError:
+                pass  # the torn tail is cut off on the next open
+            self.end = start
+            raise _os_error("append to", self.path, e) from e
+        if self._idx is not None:
+            x = self._idx
+            for k, v in (("off", start), ("seq", seq), ("ms", ms), ("tag", tag), ("pages", db_pages),
+                         ("flags", flags), ("n", rec.n)):
+                x[k].append(v)
+            rec = dataclasses.replace(rec, index=len(x["seq"]) - 1)
+        self._last = rec
+        return rec
+
+    def _append_base(self, start: int, head: bytes, n: int, pages: dict[int, bytes] | None,
+                     source: Callable[[int], bytes] | None) -> Record:
+        comp = zlib.compressobj(1)
+        pos = start + _PREFIX.size
+        os.pwrite(self._fd, head, pos)
+        crc = zlib.crc32(head)
+        length = len(head)
+        pos += len(head)
+        for first in range(1, n + 1, _CHUNK_PAGES):
+            if source is not None:
+                raw = source(first)
+            else:
+                raw = b"".join(pages[p] for p in range(first, min(n, first + _CHUNK_PAGES - 1) + 1))  # type: ignore[index]
+            out = comp.compress(raw)
+            if out:
+                os.pwrite(self._fd, out, pos)
+                crc = zlib.crc32(out, crc)
+                length += len(out)
+                pos += len(out)
+        out = comp.flush()
+        os.pwrite(self._fd, out + _SUFFIX.pack(length + len(out)), pos)
+        crc = zlib.crc32(out, crc)
+        length += len(out)
+        os.pwrite(self._fd, _PREFIX.pack(length, crc), start)
+        self.end = pos + len(out) + _SUFFIX.size
+        seq, ms, tag, db_pages, flags, _ = _BODY.unpack(head)
+        return Record(-1, start, seq, ms, tag, db_pages, flags, n)
+
+    def append_file_snapshot(self, seq: int, ms: int, db_file: pathlib.Path | None, *, flags: int = 0,
+                             tag: int | None = None) -> Record:
+        """Append a base record holding every page of ``db_file`` (None or missing: the empty
+        state). The file must be quiescent (checkpointed, no writer)."""
+        if db_file is None or not db_file.exists():
+            return self.append(seq, ms, 0, {}, flags=flags | BASE, tag=tag)
+        fd = os.open(db_file, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            n = size // PAGE_SIZE
+
+            def source(first: int) -> bytes:
+                count = min(_CHUNK_PAGES, n - first + 1)
+                return os.pread(fd, count * PAGE_SIZE, (first - 1) * PAGE_SIZE)
+
+            return self.append(seq, ms, n, flags=flags | BASE, tag=tag, source=source)
+        finally:
+            os.close(fd)
+
+    def copy_records_from(self, other: "HistoryFile", start_index: int) -> None:
+        """Append the raw bytes of ``other``'s records from ``start_index`` on (pruning)."""
+        if start_index >= len(other):
+            return
+        off = other.record(start_index).offset
+        pos = self.end
+        while off < other.end:
+            chunk = os.pread(other._fd, min(1 << 22, other.end - off), off)
+            os.pwrite(self._fd, chunk, pos)
+            off += len(chunk)
+            pos += len(chunk)
+        self.end = pos
+        self._idx = None
+        self._last = None
+
+
+# ---- materialising a state ------------------------------------------------------------------------
+
+
+def materialize_index(hf: HistoryFile, i: int, out: pathlib.Path) -> int:
+    """Write the database as of record ``i`` to ``out`` (created or replaced in place, not
+    synced). Returns its size in pages; 0 means the empty state (``out`` is left empty).
+
+    Walks back from ``i`` to the last base and takes each page from the newest record that holds
+    it, so restoring one hour back reads only that hour's page lists plus one base."""
+    target = hf.record(i)
+    size = target.db_pages
+    b = i
+    while not hf.record(b).is_base:
+        b -= 1
+        if b < 0:
+            raise StorageError(f"history file {str(hf.path)!r} has no base before seq {target.seq}")
+    owner: dict[int, int] = {}
+    for j in range(i, b, -1):
+        for p in hf.pgnos(hf.record(j)):
+            if p <= size and p not in owner:
+                owner[p] = j
+    by_record: dict[int, set[int]] = {}
+    for p, j in owner.items():
+        by_record.setdefault(j, set()).add(p)
+    base = hf.record(b)
+    fd = os.open(out, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        if size and base.n:
+            batch: list[bytes] = []
+            first = 1
+            for pgno, page in hf.iter_pages(base):
+                if pgno > size:
+                    break
+                batch.append(page)
+                if len(batch) == _CHUNK_PAGES:
+                    os.pwrite(fd, b"".join(batch), (first - 1) * PAGE_SIZE)
+                    first += len(batch)
+                    batch = []
+            if batch:
+                os.pwrite(fd, b"".join(batch), (first - 1) * PAGE_SIZE)
+        for j, wanted in by_record.items():
+            for pgno, page in hf.iter_pages(hf.record(j)):
+                if pgno in wanted:
+                    os.pwrite(fd, page, (pgno - 1) * PAGE_SIZE)
+        missing = size - min(size, base.n)
+        if missing:
+            covered = sum(1 for p in owner if p > base.n)
+            if covered != missing:
+                raise StorageError(f"history file {str(hf.path)!r} is incomplete: seq {target.seq} needs "
+                                   f"pages up to {size}, {missing - covered} of them are in no record")
+        os.ftruncate(fd, size * PAGE_SIZE)
+    finally:
+        os.close(fd)
+    return size
+
+
+# ---- reading what one commit appended to the WAL -------------------------------------------------
+
+
+class WalTail:
+    """Follows one connection's ``-wal`` file and returns the pages each commit appended.
+
+    Called right after COMMIT, on the same thread, before anything else can write: the frames from
+    our offset up to the last commit frame (same salt as the header) are that commit's. A WAL that
+    was restarted (new salt, or shorter than our offset) is read from its first frame."""
+
+    def __init__(self, wal_path: pathlib.Path) -> None:
+        self.path = wal_path
+        self._fd = -1
+        self._salt = b""
+        self._offset = 0
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd = -1
+        self._salt = b""
+        self._offset = 0
+
+    def read_commit(self) -> tuple[int, dict[int, bytes]]:
+        """(db size in pages after the commit, {pgno: page image}) of the last commit."""
+        if self._fd < 0:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        fd = self._fd
+        head = os.pread(fd, _WAL_HEADER, 0)
+        magic, _, page_size = struct.unpack_from(">III", head) if len(head) == _WAL_HEADER else (0, 0, 0)
+        if magic not in _WAL_MAGIC or page_size != PAGE_SIZE:
+            raise StorageError(f"cannot read the commit from {str(self.path)!r}: not a WAL with {PAGE_SIZE}-byte pages")
+        salt = head[16:24]
+        if salt != self._salt or self._offset < _WAL_HEADER:
+            self._salt = salt
+            self._offset = _WAL_HEADER
+        frame = _FRAME_HEADER + PAGE_SIZE
+        pos = self._offset
+        frames: list[tuple[int, bytes]] = []
+        committed = 0
+        commit_size = 0
+        done = False
+        while not done:
+            chunk = os.pread(fd, frame * 64, pos)
+            if len(chunk) < frame:
+                break
+            for at in range(0, len(chunk) - frame + 1, frame):
+                if chunk[at + 8:at + 16] != salt:
+                    done = True
+                    break
+                pgno, size = struct.unpack_from(">II", chunk, at)
+                frames.append((pgno, chunk[at + _FRAME_HEADER:at + frame]))
+                if size:
+                    committed = len(frames)
+                    commit_size = size
+            pos += len(chunk) - len(chunk) % frame
+            if len(chunk) < frame * 64:
+                break
+        if not committed:
+            raise StorageError(f"cannot find the last commit in {str(self.path)!r} (offset {self._offset})")
+        self._offset += committed * frame
+        return commit_size, dict(frames[:committed])
+
+
+# ---- the live hooks -------------------------------------------------------------------------------
+
+
+Run = Callable[..., list[tuple[Any, ...]]]
+
+
+class ObjectHistory:
+    """The history of one object's database, driven by :class:`~duro.storage.ObjectDatabase`:
+
+    - ``attach(run, checkpoint, existed)`` after the connection opens: checkpoint, compare the
+      database's seq with the history's, heal with a snapshot if they differ;
+    - ``prepare_commit(run)`` inside a write transaction before COMMIT: store the next seq;
+    - ``after_commit()`` after COMMIT: append the pages the commit wrote;
+    - ``after_discard()`` when the files of an emptied database are removed: record the empty state;
+    - ``close()`` with the connection.
+    """
+
+    def __init__(self, db_path: str | os.PathLike[str], options: HistoryOptions) -> None:
+        self.db_path = pathlib.Path(db_path)
+        self.path = history_path(self.db_path)
+        self.options = options
+        self.file: HistoryFile | None = None
+        self.wal = WalTail(pathlib.Path(str(self.db_path) + "-wal"))
+        self._seq = 0  # seq of the commit being prepared
+        self.restore_checked = False
+
+    # -- the file
+    def _open_file(self, create: bool) -> HistoryFile | None:
+        if self.file is None:
+            self.file = HistoryFile.open(self.path, create=create)
+        return self.file
+
+    def _now(self) -> int:
+        return int(self.options.now_ms())
+
+    def _start_empty(self) -> HistoryFile:
+        """A history that starts from the empty database at seq 0."""
+        hf = self._open_file(True)
+        assert hf is not None
+        if hf.last is None:
+            hf.append(0, self._now(), 0, {}, flags=BASE)
+        return hf
+
+    # -- hooks
+    def attach(self, run: Run, checkpoint: Callable[[], None], existed: bool) -> None:
+        self.wal.close()
+        hf = self._open_file(False)
+        if not existed:
+            # A brand-new file: the state is empty. A history that says otherwise (its database
+            # was removed from outside, or a power loss kept the unlink but not the record) gets
+            # an empty record; a missing history is created at the first commit.
+            if hf is not None and hf.last is not None and hf.last.db_pages:
+                hf.append(hf.last.seq + 1, self._now(), 0, {}, flags=BASE | HEAL)
+            return
+        checkpoint()  # the WAL is now empty: every frame we read later is a new commit's
+        db_seq = run("PRAGMA user_version")[0][0]
+        if hf is None:
+            hf = self._open_file(True)
+            assert hf is not None
+        last = hf.last
+        if last is not None and last.db_pages and db_seq == last.seq % 2**32 \
+                and run("PRAGMA page_count")[0][0] == last.db_pages:
+            return
+        # The history missed commits, or never had this database: snapshot it as a new base.
+        seq = 0 if last is None else last.seq + 1
+        if seq % 2**32 != db_seq:
+            run("BEGIN IMMEDIATE")
+            try:
+                run(f"PRAGMA user_version = {seq % 2**32}")
+            except BaseException:
+                run("ROLLBACK")
+                raise
+            run("COMMIT")
+            checkpoint()
+        hf.append_file_snapshot(seq, self._now(), self.db_path, flags=0 if last is None else HEAL)
+
+    def prepare_commit(self, run: Run) -> None:
+        hf = self.file or self._open_file(False) or self._start_empty()
+        last = hf.last
+        self._seq = (last.seq if last is not None else 0) + 1
+        run(f"PRAGMA user_version = {self._seq % 2**32}")
+
+    def after_commit(self) -> None:
+        hf = self.file
+        assert hf is not None
+        try:
+            size, pages = self.wal.read_commit()
+        except OSError as e:
+            raise StorageError(f"the commit succeeded but its pages could not be read from "
+                               f"{str(self.wal.path)!r} for history: {e.strerror or e}") from e
+        hf.append(self._seq, self._now(), size, pages)
+
+    def after_discard(self) -> None:
+        """The database's files were removed because it holds nothing: record the empty state."""
+        self.wal.close()
+        hf = self._open_file(False)
+        if hf is not None and hf.last is not None and hf.last.db_pages:
+            hf.append(hf.last.seq + 1, self._now(), 0, {}, flags=BASE)
+        self.close()
+
+    def close(self) -> None:
+        self.wal.close()
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+    # -- queries (the database must be attached, or have no file)
+    def current(self) -> Record:
+        hf = self.file or self._open_file(False) or self._start_empty()
+        last = hf.last
+        assert last is not None
+        return last
+
+    def resolve(self, bookmark: str) -> Record:
+        """The record ``bookmark`` names in this history, else InvalidInputError."""
+        seq, ms, tag = parse_bookmark(bookmark)
+        hf = self.file or self._open_file(False)
+        i = hf.find_seq(seq) if hf is not None else None
+        rec = hf.record(i) if i is not None and hf is not None else None
+        if rec is None or rec.ms != ms or rec.tag != tag:
+            first = hf.first if hf is not None else None
+            if first is not None and seq < first.seq:
+                raise InvalidInputError(f"Invalid bookmark: {bookmark!r} is older than this object's history, "
+                                        f"which starts at {first.bookmark} (history is kept for "
+                                        f"{self.options.retention_ms / DAY_MS:g} days)")
+            raise InvalidInputError(f"Invalid bookmark: {bookmark!r} does not name a point in this object's history")
+        return rec
+
+    def for_time(self, when_ms: int) -> Record:
+        now = self._now()
+        window = self.options.retention_ms
+        if when_ms > now:
+            raise InvalidInputError(f"time {when_ms} (epoch ms) is in the future (now is {now})")
+        if when_ms < now - window:
+            raise InvalidInputError(f"time {when_ms} (epoch ms) is outside the retention window: history is "
+                                    f"kept for {window / DAY_MS:g} days, back to {now - window}")
+        hf = self.file or self._open_file(False) or self._start_empty()
+        i = hf.find_time(when_ms)
+        if i is None:
+            first = hf.first
+            assert first is not None
+            if first.seq == 0 and first.db_pages == 0:
+                return first  # the object did not exist yet: its state was empty
+            raise InvalidInputError(f"time {when_ms} (epoch ms) is before this object's history, which starts "
+                                    f"at {first.ms}")
+        return hf.record(i)
