@@ -18,6 +18,9 @@ from .api import (
     Headers,
     Request,
     Response,
+    WebSocket,
+    WebSocketPair,
+    WebSocketRequestResponsePair,
     WorkerEntrypoint,
 )
 from .errors import DuroError, DurableObjectAbort, ObjectResetError, OverloadedError, RemoteError
@@ -29,5 +32,5 @@ __all__ = [
     "DurableObject", "DurableObjectId", "DurableObjectNamespace", "DurableObjectState",
     "DurableObjectStorage", "DurableObjectStub", "DuroError", "DurableObjectAbort", "FetchResponse",
     "Headers", "ObjectResetError", "OverloadedError", "RemoteError", "Request", "Response",
-    "WorkerEntrypoint", "__version__",
+    "WebSocket", "WebSocketPair", "WebSocketRequestResponsePair", "WorkerEntrypoint", "__version__",
 ]

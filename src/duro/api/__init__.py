@@ -6,9 +6,10 @@ from .fetch import FetchResponse, Headers, Request, Response
 from .namespace import DurableObjectNamespace, DurableObjectStub
 from .objects import DurableObject, DurableObjectState, ExecutionContext, WorkerEntrypoint
 from .storage import DurableObjectStorage, JsDict
+from .websocket import WebSocket, WebSocketPair, WebSocketRequestResponsePair
 
 __all__ = [
     "App", "DurableObject", "DurableObjectNamespace", "DurableObjectState", "DurableObjectStorage",
     "DurableObjectStub", "Env", "ExecutionContext", "FetchResponse", "Headers", "JsDict", "ObjectClass",
-    "Request", "Response", "WorkerEntrypoint",
+    "Request", "Response", "WebSocket", "WebSocketPair", "WebSocketRequestResponsePair", "WorkerEntrypoint",
 ]

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
 from ..errors import DurableObjectAbort, ObjectResetError
 from ..core.lifecycle import DeactivationReason
 from .storage import DurableObjectStorage
+from .websocket import WebSocketStateMixin
 
 if TYPE_CHECKING:
     from ..runtime import Activation
@@ -35,7 +36,7 @@ class DurableObject:
         self.env = env
 
 
-class DurableObjectState:
+class DurableObjectState(WebSocketStateMixin):
     """``ctx`` of a Durable Object: the object's identity, storage and concurrency controls."""
 
     def __init__(self, activation: "Activation") -> None:

@@ -68,10 +68,7 @@ class console:  # noqa: N801 - JS spelling
 
 
 def __getattr__(name: str) -> Any:
-    if name == "WebSocketPair":
-        try:
-            from ..api.websocket import WebSocketPair
-        except ImportError as e:  # pragma: no cover - until WebSockets land
-            raise AttributeError("WebSocketPair is not available in this duro build") from e
-        return WebSocketPair
+    if name in ("WebSocketPair", "WebSocketRequestResponsePair", "WebSocket"):
+        from ..api import websocket
+        return getattr(websocket, name)
     raise AttributeError(f"module 'js' has no attribute {name!r} in duro")

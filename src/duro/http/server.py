@@ -14,6 +14,7 @@ from typing import Any, Awaitable, Callable
 
 from ..api import App, Request, Response
 from .admin import ADMIN_PREFIX, AdminEndpoint
+from .websocket import upgrade_required
 
 __all__ = ["AsgiFront", "serve"]
 
@@ -129,12 +130,13 @@ class AsgiFront:
             return Response(text, status=500)
 
     async def _send(self, send: Send, resp: Response) -> None:
+        if resp.status == 101:  # a WebSocket answer to a plain HTTP request
+            resp = upgrade_required(resp, self.app.runtime)
         body = resp._body
         headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in resp.headers.items()
                    if k.lower() != "content-length"]
         headers.append((b"content-length", str(len(body)).encode()))
-        status = resp.status if resp.status != 101 else 500
-        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.start", "status": resp.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
 
@@ -146,7 +148,7 @@ async def serve(front: AsgiFront, *, host: str = "127.0.0.1", port: int = 8787, 
     config = uvicorn.Config(front, host=host, port=port, loop="none", http="httptools",
                             ws="websockets-sansio", lifespan="on", log_level=log_level, access_log=False,
                             ws_max_size=ws_max_size, ws_ping_interval=None, server_header=False,
-                            date_header=False, timeout_graceful_shutdown=30)
+                            date_header=False, timeout_graceful_shutdown=30, proxy_headers=False)
     server = uvicorn.Server(config)
     if ready is not None:
         async def _watch() -> None:

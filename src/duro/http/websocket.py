@@ -1,14 +1,174 @@
-"""WebSocket connections at the front. Until hibernatable WebSockets land, upgrades are refused
-with close code 1011 and a clear log line."""
+"""WebSocket connections at the front: the handshake, the read pump and the ASGI transport.
+
+An upgrade request runs the project's entrypoint like any request. A ``101`` response with
+``web_socket=client`` accepts the connection; any other response is sent back as the HTTP answer
+to the upgrade (ASGI ``websocket.http.response``). After the handshake this coroutine reads frames
+and delivers them to the socket's object one at a time, in order (the object's input gate applies);
+auto-responses are answered here without waking the object. Frames the object sends leave through
+the channel's flusher, after the object's output gate.
+
+Connections belong to the front, not to object instances: a hibernated object's sockets are just
+these coroutines waiting in ``receive()``.
+
+Ends of a connection, and what the object sees:
+- the peer sends a Close frame: ``websocket_close(ws, code, reason, True)``;
+- the peer vanishes without one: ``websocket_close(ws, 1006, "WebSocket disconnected without sending
+  Close frame.", False)``;
+- a protocol error (message over the size limit, invalid UTF-8 in a text frame): the peer gets close
+  1009 / 1007 / 1002 and the object ``websocket_error(ws, WebSocketError)``;
+- the object called ``ws.close()``, or the server is shutting down: no event.
+"""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
+from ..api import Response
+from ..api.websocket import (
+    TEXT_ABRUPT_CLOSE,
+    WebSocketError,
+    deliver,
+    release,
+    unlist,
+    response_channel,
+    try_auto_response,
+)
+from ..runtime.sockets import CLOSED, HIBERNATABLE, SocketChannel
+
+__all__ = ["websocket_handler", "upgrade_required"]
+
 log = logging.getLogger("duro.http")
+
+_PROTOCOL_ERRORS = {1002: "WebSocket protocol error", 1007: "WebSocket received invalid UTF-8 in a text frame",
+                    1009: "WebSocket received a message larger than the limit"}
+
+
+class _AsgiTransport:
+    __slots__ = ("_send",)
+
+    def __init__(self, send: Any) -> None:
+        self._send = send
+
+    async def send_text(self, data: str) -> None:
+        await self._send({"type": "websocket.send", "text": data})
+
+    async def send_bytes(self, data: bytes) -> None:
+        await self._send({"type": "websocket.send", "bytes": data})
+
+    async def close(self, code: int, reason: str) -> None:
+        await self._send({"type": "websocket.close", "code": code, "reason": reason})
 
 
 async def websocket_handler(front: Any, scope: dict[str, Any], receive: Any, send: Any) -> None:
-    log.warning("WebSocket upgrade for %s refused: WebSockets are not enabled in this build", scope.get("path"))
-    await send({"type": "websocket.close", "code": 1011})
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    channel = await _handshake(front, scope, send)
+    if channel is None:
+        return
+    runtime = front.app.runtime
+    try:
+        await _pump(runtime, channel, receive)
+    finally:
+        release(runtime, channel)
+        await channel.detach()
+
+
+async def _handshake(front: Any, scope: dict[str, Any], send: Any) -> SocketChannel | None:
+    request = front.build_request(scope, b"")
+    resp = await front.run_entrypoint(request)
+    channel = response_channel(resp) if resp.status == 101 else None
+    if channel is None:
+        if resp.status == 101:
+            log.error("%s returned status 101 without web_socket=client; answering 500", request.url)
+            resp = Response("Internal Server Error", status=500)
+        await _deny(send, resp)
+        return None
+    if not channel.accepted or channel.attached or channel.ready_state == CLOSED:
+        why = "was never accepted (call ctx.accept_websocket(server) or server.accept())" if not channel.accepted \
+            else "was already used in another response"
+        log.error("WebSocket returned by %s %s; answering 500", request.url, why)
+        release(front.app.runtime, channel)
+        await _deny(send, Response("Internal Server Error", status=500))
+        return None
+    accept: dict[str, Any] = {"type": "websocket.accept"}
+    subprotocol = resp.headers.get("sec-websocket-protocol")
+    if subprotocol:
+        accept["subprotocol"] = subprotocol
+    extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in resp.headers.items()
+             if k.lower() not in ("sec-websocket-protocol", "content-length", "content-type", "upgrade", "connection")]
+    if extra:
+        accept["headers"] = extra
+    try:
+        await send(accept)
+    except Exception:  # the client left during the handshake
+        await _closed_before_open(front.app.runtime, channel)
+        return None
+    channel.attach(_AsgiTransport(send))
+    return channel
+
+
+async def _closed_before_open(runtime: Any, channel: SocketChannel) -> None:
+    unlist(runtime, channel)
+    await deliver(runtime, channel, "websocket_close", 1006, TEXT_ABRUPT_CLOSE, False)
+    release(runtime, channel)
+    await channel.detach()
+
+
+async def _deny(send: Any, resp: Response) -> None:
+    headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in resp.headers.items()
+               if k.lower() != "content-length"]
+    try:
+        await send({"type": "websocket.http.response.start", "status": resp.status, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": resp._body})
+    except Exception as e:  # pragma: no cover - the client left
+        log.debug("could not send the upgrade refusal: %s", e)
+
+
+async def _pump(runtime: Any, channel: SocketChannel, receive: Any) -> None:
+    hibernatable = channel.mode == HIBERNATABLE
+    while True:
+        message = await receive()
+        kind = message["type"]
+        if kind == "websocket.receive":
+            text = message.get("text")
+            if text is not None:
+                if hibernatable and try_auto_response(runtime, channel, text):
+                    continue
+                await deliver(runtime, channel, "websocket_message", text)
+            else:
+                await deliver(runtime, channel, "websocket_message", message.get("bytes") or b"")
+        elif kind == "websocket.disconnect":
+            await _disconnected(runtime, channel, message)
+            return
+
+
+async def _disconnected(runtime: Any, channel: SocketChannel, message: dict[str, Any]) -> None:
+    if channel.close_sent:
+        return  # the object closed it; it needs no event
+    code = int(message.get("code", 1005))
+    if "reason" not in message:
+        if code == 1012:
+            return  # the server is shutting down; the instance goes too
+        unlist(runtime, channel)
+        await deliver(runtime, channel, "websocket_close", 1006, TEXT_ABRUPT_CLOSE, False)
+        return
+    reason = message.get("reason") or ""
+    unlist(runtime, channel)
+    if code in _PROTOCOL_ERRORS:
+        text = _PROTOCOL_ERRORS[code] + (f": {reason}" if reason else "")
+        await deliver(runtime, channel, "websocket_error", WebSocketError(text, code))
+        return
+    await deliver(runtime, channel, "websocket_close", code, reason, True)
+
+
+def upgrade_required(resp: Response, runtime: Any) -> Response:
+    """A 101 answer to a plain HTTP request: drop the socket the handler accepted and answer
+    426 Upgrade Required."""
+    channel = response_channel(resp)
+    if channel is not None and not channel.attached:
+        release(runtime, channel)
+    return Response("Expected Upgrade: websocket", status=426, headers={"upgrade": "websocket"})
+
+

@@ -25,6 +25,7 @@ from ..ids import DurableObjectId
 from .activation import Activation
 from .alarms import AlarmScheduler
 from .barrier import DurabilityBarrier
+from .hibernation import HibernationRegistry
 
 __all__ = ["Runtime", "RuntimeLimits", "ClassEntry"]
 
@@ -72,6 +73,7 @@ class Runtime:
         self.barrier = DurabilityBarrier(durability)
         self.classes: dict[str, ClassEntry] = {}
         self._activations: dict[tuple[str, str], Activation] = {}
+        self.hibernation = HibernationRegistry()  # hibernatable sockets; outlive instances
         self._lock_fd: int | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._services: list[Any] = []  # started/closed with the runtime (alarm scheduler, ...)
@@ -196,10 +198,16 @@ class Runtime:
         now = time.monotonic() if now is None else now
         evicted = 0
         for act in list(self._activations.values()):
-            if act.is_idle and now - act.last_used >= self.limits.idle_timeout:
-                act.close(DeactivationReason.IDLE)
+            # Hibernation: an object whose only work is open hibernatable sockets loses its
+            # instance sooner; the sockets stay open and the next event builds a new one.
+            hibernating = self.hibernation.has_sockets(act.unique_key, str(act.id))
+            timeout = min(self.limits.idle_timeout, self.limits.hibernation_timeout) if hibernating \
+                else self.limits.idle_timeout
+            if act.is_idle and now - act.last_used >= timeout:
+                act.close(DeactivationReason.HIBERNATION if hibernating else DeactivationReason.IDLE)
                 self._forget(act)
                 evicted += 1
+        self.hibernation.sweep(now, lambda key, hex_id: (key, hex_id) in self._activations)
         if len(self._activations) > self.limits.max_open_databases:
             self._close_lru_databases()
         return evicted

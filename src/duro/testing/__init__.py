@@ -15,11 +15,14 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..api import App, Request, Response
 from ..clock import Clock
 from ..runtime import RuntimeLimits
+
+if TYPE_CHECKING:
+    from .websocket import LocalWebSocket
 
 __all__ = ["LocalApp", "ServerProcess", "free_port", "wait_for"]
 
@@ -145,3 +148,14 @@ class LocalApp:
     async def fetch(self, path: str, method: str = "GET", body: Any = None, headers: Any = None) -> Response:
         url = path if "://" in path else f"http://localhost{path}"
         return await self.app.handle(Request(url, method=method, body=body, headers=headers))
+
+    async def websocket(self, path: str, headers: list[tuple[str, str]] | None = None) -> "LocalWebSocket":
+        """Open an in-process WebSocket to ``path`` through the real front (see
+        :mod:`duro.testing.websocket`)."""
+        from ..http import AsgiFront
+        from ..http.websocket import websocket_handler
+        from .websocket import LocalWebSocket
+        front = getattr(self, "_front", None)
+        if front is None:
+            front = self._front = AsgiFront(self.app, websocket_handler=websocket_handler)
+        return await LocalWebSocket(front, path, headers).connect()

@@ -1,0 +1,543 @@
+"""WebSockets as objects see them: ``WebSocketPair``, ``WebSocket``, the ``ctx`` methods of the
+hibernation API, and the delivery of incoming events to objects.
+
+Two ways to accept the server end of a pair:
+
+- ``ctx.accept_websocket(server, tags)`` (hibernatable): events go to the class handlers
+  ``websocket_message`` / ``websocket_close`` / ``websocket_error`` (or their camelCase and legacy
+  ``on_`` spellings); the socket survives the instance, which may be dropped while it is idle.
+- ``server.accept()`` (standard): events go to ``add_event_listener`` listeners; the instance is
+  pinned in memory while the socket is open and the socket is closed if the object is reset.
+
+A ``WebSocket`` object is a thin handle on a runtime :class:`~duro.runtime.sockets.SocketChannel`.
+Within one instance, a hibernatable socket is always the same Python object (usable as a dict key);
+after hibernation the new instance gets new handles, as on Cloudflare.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import inspect
+import logging
+import time
+import weakref
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+from .. import codec
+from ..errors import DuroError, InvalidInputError, ObjectResetError, OverloadedError
+from ..runtime import current_activation
+from ..runtime.hibernation import (
+    MAX_ATTACHMENT_BYTES,
+    MAX_AUTO_RESPONSE_BYTES,
+    MAX_EVENT_TIMEOUT_MS,
+    TEXT_EVENT_TIMEOUT,
+    attachment_too_large_text,
+    auto_response_too_large_text,
+)
+from ..runtime.sockets import CLOSED, CLOSING, CONNECTING, HIBERNATABLE, OPEN, STANDARD, SocketChannel
+from .namespace import call_handler, find_handler
+
+if TYPE_CHECKING:
+    from ..runtime import Activation, Runtime
+
+__all__ = ["WebSocket", "WebSocketPair", "WebSocketRequestResponsePair", "WebSocketError",
+           "WebSocketStateError", "MessageEvent", "CloseEvent", "ErrorEvent", "WebSocketStateMixin"]
+
+log = logging.getLogger("duro.websocket")
+
+TEXT_NOT_ACCEPTED = ("You must call one of accept() or state.acceptWebSocket() on this WebSocket before "
+                     "sending messages.")
+TEXT_SEND_AFTER_CLOSE = "Can't call WebSocket send() after close()."
+TEXT_ALREADY_ACCEPTED = "Cannot call `acceptWebSocket()` if the WebSocket was already accepted via `accept()`"
+TEXT_ABRUPT_CLOSE = "WebSocket disconnected without sending Close frame."
+_MAX_CLOSE_REASON_BYTES = 123
+# Close codes an endpoint may put in a close frame (RFC 6455 7.4; 1005, 1006, 1015 are never sent).
+_SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
+
+
+class WebSocketError(DuroError):
+    """A WebSocket failed on the protocol level (a message over 32 MiB, invalid UTF-8 in a text
+    frame, a malformed frame). Passed to ``websocket_error``; the connection is closed with the
+    matching code (1009, 1007, 1002). The object and its other sockets are unaffected."""
+
+    def __init__(self, message: str, code: int) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+class WebSocketStateError(DuroError, RuntimeError):
+    """A WebSocket method was called in the wrong state (send before accept, send after close,
+    accept twice). Raised before anything is sent; the socket is unchanged."""
+
+
+# ---------------------------------------------------------------------- events for listeners
+class MessageEvent:
+    __slots__ = ("type", "data")
+
+    def __init__(self, data: str | bytes) -> None:
+        self.type = "message"
+        self.data = data
+
+
+class CloseEvent:
+    __slots__ = ("type", "code", "reason", "was_clean")
+
+    def __init__(self, code: int, reason: str, was_clean: bool) -> None:
+        self.type = "close"
+        self.code = code
+        self.reason = reason
+        self.was_clean = was_clean
+
+    @property
+    def wasClean(self) -> bool:  # noqa: N802 - JS spelling
+        return self.was_clean
+
+
+class ErrorEvent:
+    __slots__ = ("type", "error", "message")
+
+    def __init__(self, error: BaseException) -> None:
+        self.type = "error"
+        self.error = error
+        self.message = str(error)
+
+
+# ---------------------------------------------------------------------- the socket
+class WebSocket:
+    """One end of a WebSocket. ``send``, ``close``, ``accept``, attachments and listeners."""
+
+    CONNECTING = READY_STATE_CONNECTING = CONNECTING
+    OPEN = READY_STATE_OPEN = OPEN
+    CLOSING = READY_STATE_CLOSING = CLOSING
+    CLOSED = READY_STATE_CLOSED = CLOSED
+
+    __slots__ = ("_channel", "_peer", "_listeners", "__weakref__")
+
+    def __init__(self, channel: SocketChannel | None = None, peer: "WebSocket | None" = None) -> None:
+        self._channel = channel  # None for the client end of a pair
+        self._peer = peer
+        self._listeners: dict[str, list[Callable[..., Any]]] | None = None
+
+    def _server(self, what: str) -> SocketChannel:
+        if self._channel is None:
+            raise WebSocketStateError(
+                f"{what}() is not available on the client end of a WebSocketPair: return it with "
+                "Response(None, status=101, web_socket=client) and use the server end")
+        return self._channel
+
+    # -------------------------------------------------------------- accept
+    def accept(self) -> None:
+        """Accept as a standard (non-hibernating) socket: events go to the listeners, and the
+        object stays in memory while the socket is open."""
+        ch = self._server("accept")
+        if ch.mode == HIBERNATABLE:
+            raise WebSocketStateError("Cannot call accept() on a WebSocket accepted with acceptWebSocket()")
+        if ch.mode == STANDARD:
+            return
+        ch.mode = STANDARD
+        ch.listener_socket = self
+        act = current_activation()
+        if act is not None:
+            ch.activation = act
+            act.pins.add(_pin(ch))
+            ch.reset_hook = _reset_hook(ch)
+            act.on_reset.append(ch.reset_hook)
+
+    # -------------------------------------------------------------- output
+    def send(self, message: str | bytes | bytearray | memoryview) -> None:
+        """Queue a text (``str``) or binary message; it leaves in order, after the writes made
+        before it are durable."""
+        ch = self._server("send")
+        if ch.mode is None:
+            raise WebSocketStateError(TEXT_NOT_ACCEPTED)
+        if ch.close_sent:
+            raise WebSocketStateError(TEXT_SEND_AFTER_CLOSE)
+        if isinstance(message, (bytearray, memoryview)):
+            message = bytes(message)
+        elif not isinstance(message, (str, bytes)):
+            raise TypeError(f"WebSocket.send() takes str or bytes, not {type(message).__name__}")
+        ch.send(message, current_activation())
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        """Close the connection (code 1000 unless given). A second call does nothing."""
+        ch = self._server("close")
+        if code is None:
+            code = 1000
+        if not isinstance(code, int) or not (code in _SENDABLE_CODES or 3000 <= code <= 4999):
+            raise InvalidInputError(f"invalid WebSocket close code {code!r}: use 1000, 1001-1003, 1007-1014 "
+                                    "or 3000-4999 (1005, 1006 and 1015 cannot be sent)")
+        reason = reason or ""
+        if len(reason.encode()) > _MAX_CLOSE_REASON_BYTES:
+            raise InvalidInputError(f"WebSocket close reason is {len(reason.encode())} bytes; the limit is "
+                                    f"{_MAX_CLOSE_REASON_BYTES} bytes of UTF-8")
+        if ch.mode is None:
+            raise WebSocketStateError("You must call one of accept() or state.acceptWebSocket() on this "
+                                      "WebSocket before closing it.")
+        ch.close(code, reason, current_activation())
+
+    # -------------------------------------------------------------- attachments
+    def serialize_attachment(self, value: Any) -> None:
+        """Keep a copy of ``value`` with the socket (it survives hibernation); at most 16 KiB
+        encoded. Later changes to ``value`` are not kept unless serialized again."""
+        ch = self._server("serializeAttachment")
+        data = codec.encode(value)
+        if len(data) > MAX_ATTACHMENT_BYTES:
+            raise InvalidInputError(attachment_too_large_text(len(data)))
+        ch.attachment = data
+
+    def deserialize_attachment(self) -> Any:
+        """A fresh copy of the serialized attachment, or ``None``."""
+        ch = self._server("deserializeAttachment")
+        return None if ch.attachment is None else codec.decode(ch.attachment)
+
+    serializeAttachment = serialize_attachment  # noqa: N815
+    deserializeAttachment = deserialize_attachment  # noqa: N815
+
+    # -------------------------------------------------------------- listeners
+    def add_event_listener(self, type: str, listener: Callable[..., Any], options: Any = None) -> None:
+        """Listen for ``"message"``, ``"close"`` or ``"error"`` (standard sockets only: a
+        hibernatable socket's events go to the class handlers)."""
+        if type not in ("message", "close", "error"):
+            raise ValueError(f"unknown WebSocket event type {type!r}; use 'message', 'close' or 'error'")
+        if self._listeners is None:
+            self._listeners = {}
+        self._listeners.setdefault(type, []).append(listener)
+
+    def remove_event_listener(self, type: str, listener: Callable[..., Any], options: Any = None) -> None:
+        if self._listeners and listener in self._listeners.get(type, ()):
+            self._listeners[type].remove(listener)
+
+    addEventListener = add_event_listener  # noqa: N815
+    removeEventListener = remove_event_listener  # noqa: N815
+
+    async def _dispatch(self, event: Any) -> None:
+        for fn in list((self._listeners or {}).get(event.type, ())):
+            try:
+                result = fn(event)
+                if inspect.isawaitable(result):
+                    await result
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("WebSocket %s listener failed", event.type)
+
+    # -------------------------------------------------------------- properties
+    @property
+    def ready_state(self) -> int:
+        if self._channel is None:
+            return self._peer.ready_state if self._peer is not None else CLOSED
+        return self._channel.ready_state
+
+    readyState = ready_state  # noqa: N815
+
+    @property
+    def url(self) -> None:
+        return None
+
+    @property
+    def protocol(self) -> str:
+        return ""
+
+    @property
+    def extensions(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        if self._channel is None:
+            return "<WebSocket client end>"
+        return f"<WebSocket {self._channel.id} {self._channel.mode or 'not accepted'} readyState={self.ready_state}>"
+
+
+class WebSocketPair:
+    """Two connected ends: ``client, server = WebSocketPair()`` (or Cloudflare's
+    ``WebSocketPair.new().object_values()``). Return ``client`` in the 101 response; accept and
+    use ``server``."""
+
+    __slots__ = ("client", "server")
+
+    def __init__(self) -> None:
+        self.server = WebSocket(SocketChannel())
+        self.client = WebSocket(None, peer=self.server)
+
+    @classmethod
+    def new(cls) -> "WebSocketPair":
+        return cls()
+
+    def object_values(self) -> tuple[WebSocket, WebSocket]:
+        return (self.client, self.server)
+
+    def __iter__(self) -> Iterator[WebSocket]:
+        return iter((self.client, self.server))
+
+    def __getitem__(self, index: int | str) -> WebSocket:
+        return (self.client, self.server)[int(index)]
+
+    def __len__(self) -> int:
+        return 2
+
+
+class WebSocketRequestResponsePair:
+    """An auto-response: an incoming text message equal to ``request`` is answered with
+    ``response`` by the runtime, without waking the object. Each at most 2,048 bytes."""
+
+    __slots__ = ("_request", "_response")
+
+    def __init__(self, request: str, response: str) -> None:
+        if not isinstance(request, str) or not isinstance(response, str):
+            raise TypeError("WebSocketRequestResponsePair takes two strings")
+        for which, text in (("request", request), ("response", response)):
+            size = len(text.encode())
+            if size > MAX_AUTO_RESPONSE_BYTES:
+                raise InvalidInputError(auto_response_too_large_text(which, size))
+        self._request = request
+        self._response = response
+
+    @property
+    def request(self) -> str:
+        return self._request
+
+    @property
+    def response(self) -> str:
+        return self._response
+
+    def get_request(self) -> str:
+        return self._request
+
+    def get_response(self) -> str:
+        return self._response
+
+    getRequest = get_request  # noqa: N815
+    getResponse = get_response  # noqa: N815
+
+    def __repr__(self) -> str:
+        return f"WebSocketRequestResponsePair({self._request!r}, {self._response!r})"
+
+
+# ---------------------------------------------------------------------- ctx methods
+def _channel_of(ws: Any, what: str) -> SocketChannel:
+    if not isinstance(ws, WebSocket):
+        raise TypeError(f"{what}() takes a WebSocket, not {type(ws).__name__}")
+    return ws._server(what)
+
+
+def _handles(act: "Activation") -> "weakref.WeakValueDictionary[int, WebSocket]":
+    """Per-instance handles, so that one socket is one Python object for the instance's life."""
+    ctx = getattr(act, "ctx", None)
+    cache = getattr(ctx, "_ws_handles", None)
+    if cache is None:
+        cache = weakref.WeakValueDictionary()
+        if ctx is not None:
+            ctx._ws_handles = cache
+    return cache
+
+
+def handle_for(act: "Activation", channel: SocketChannel) -> WebSocket:
+    cache = _handles(act)
+    ws = cache.get(channel.id)
+    if ws is None:
+        ws = WebSocket(channel)
+        cache[channel.id] = ws
+    return ws
+
+
+class WebSocketStateMixin:
+    """The WebSocket part of ``ctx`` (mixed into :class:`DurableObjectState`)."""
+
+    _act: "Activation"
+
+    def accept_websocket(self, ws: WebSocket, tags: Any = None) -> None:
+        """Accept ``ws`` (the server end of a pair) as a hibernatable socket with up to 10 tags."""
+        ch = _channel_of(ws, "acceptWebSocket")
+        if ch.mode == STANDARD:
+            raise WebSocketStateError(TEXT_ALREADY_ACCEPTED)
+        if ch.mode == HIBERNATABLE:
+            raise WebSocketStateError("Cannot call `acceptWebSocket()` twice on the same WebSocket")
+        if ch.ready_state == CLOSED:
+            raise WebSocketStateError("Cannot call `acceptWebSocket()` on a closed WebSocket")
+        act = self._act
+        act.check_usable()
+        act.runtime.hibernation.accept(act.unique_key, act.id, ch, tags)
+        _handles(act)[ch.id] = ws
+
+    def get_websockets(self, tag: str | None = None) -> list[WebSocket]:
+        """The hibernatable sockets of this object (only those with ``tag``, if given)."""
+        act = self._act
+        ent = act.runtime.hibernation.get(act.unique_key, str(act.id))
+        if ent is None:
+            return []
+        return [handle_for(act, ch) for ch in ent.sockets(tag)]
+
+    def get_tags(self, ws: WebSocket) -> list[str]:
+        ch = _channel_of(ws, "getTags")
+        if ch.mode != HIBERNATABLE:
+            raise WebSocketStateError("getTags() can only be called on a WebSocket accepted with acceptWebSocket()")
+        return list(ch.tags)
+
+    def set_websocket_auto_response(self, pair: WebSocketRequestResponsePair | None = None) -> None:
+        """Answer ``pair.request`` with ``pair.response`` without waking the object; no argument clears."""
+        act = self._act
+        if pair is not None and not isinstance(pair, WebSocketRequestResponsePair):
+            raise TypeError("setWebSocketAutoResponse() takes a WebSocketRequestResponsePair or nothing")
+        ent = act.runtime.hibernation.entry(act.unique_key, act.id)
+        ent.auto_response = None if pair is None else (pair.request, pair.response)
+
+    def get_websocket_auto_response(self) -> WebSocketRequestResponsePair | None:
+        act = self._act
+        ent = act.runtime.hibernation.get(act.unique_key, str(act.id))
+        if ent is None or ent.auto_response is None:
+            return None
+        return WebSocketRequestResponsePair(*ent.auto_response)
+
+    def get_websocket_auto_response_timestamp(self, ws: WebSocket) -> datetime.datetime | None:
+        """When ``ws`` last received an auto-response (UTC), or ``None``."""
+        ch = _channel_of(ws, "getWebSocketAutoResponseTimestamp")
+        if ch.auto_response_at is None:
+            return None
+        return datetime.datetime.fromtimestamp(ch.auto_response_at, tz=datetime.timezone.utc)
+
+    def set_hibernatable_websocket_event_timeout(self, timeout_ms: int | None = None) -> None:
+        """Cap the wall time of each hibernatable WebSocket event; 0 or nothing removes the cap."""
+        if timeout_ms is not None and (not isinstance(timeout_ms, (int, float)) or timeout_ms < 0):
+            raise TypeError("the event timeout must be a non-negative number of milliseconds")
+        if timeout_ms is not None and timeout_ms > MAX_EVENT_TIMEOUT_MS:
+            raise InvalidInputError(TEXT_EVENT_TIMEOUT)
+        act = self._act
+        ent = act.runtime.hibernation.entry(act.unique_key, act.id)
+        ent.event_timeout_ms = int(timeout_ms) if timeout_ms else None
+
+    def get_hibernatable_websocket_event_timeout(self) -> int | None:
+        act = self._act
+        ent = act.runtime.hibernation.get(act.unique_key, str(act.id))
+        return None if ent is None else ent.event_timeout_ms
+
+    acceptWebSocket = accept_websocket  # noqa: N815
+    getWebSockets = get_websockets  # noqa: N815
+    getTags = get_tags  # noqa: N815
+    setWebSocketAutoResponse = set_websocket_auto_response  # noqa: N815
+    getWebSocketAutoResponse = get_websocket_auto_response  # noqa: N815
+    getWebSocketAutoResponseTimestamp = get_websocket_auto_response_timestamp  # noqa: N815
+    setHibernatableWebSocketEventTimeout = set_hibernatable_websocket_event_timeout  # noqa: N815
+    getHibernatableWebSocketEventTimeout = get_hibernatable_websocket_event_timeout  # noqa: N815
+
+
+# ---------------------------------------------------------------------- standard-socket pinning
+def _pin(ch: SocketChannel) -> str:
+    return f"websocket:{ch.id}"
+
+
+def _reset_hook(ch: SocketChannel) -> Callable[[Any, BaseException], None]:
+    def on_reset(act: Any, error: BaseException) -> None:
+        # Standard sockets belong to the instance: a reset closes them.
+        if ch.ready_state != CLOSED:
+            ch.close(1011, "Durable Object reset", None)
+    return on_reset
+
+
+# ---------------------------------------------------------------------- the front's side
+def response_channel(resp: Any) -> SocketChannel | None:
+    """The server channel behind a 101 response's ``web_socket`` (the client end), or None."""
+    ws = getattr(resp, "web_socket", None)
+    if not isinstance(ws, WebSocket):
+        return None
+    server = ws._peer if ws._channel is None else ws
+    return None if server is None else server._channel
+
+
+def unlist(runtime: "Runtime", channel: SocketChannel) -> None:
+    """The connection ended: the socket leaves ``get_websockets()`` (before its close event)."""
+    channel.ready_state = CLOSED
+    if channel.mode == HIBERNATABLE:
+        runtime.hibernation.remove(channel)
+
+
+def release(runtime: "Runtime", channel: SocketChannel) -> None:
+    """Forget a channel whose connection ended (or never started): leave the registry, unpin."""
+    channel.ready_state = CLOSED
+    if channel.mode == HIBERNATABLE:
+        runtime.hibernation.remove(channel)
+    elif channel.mode == STANDARD and channel.activation is not None:
+        act = channel.activation
+        act.pins.discard(_pin(channel))
+        if channel.reset_hook in act.on_reset:
+            act.on_reset.remove(channel.reset_hook)
+        channel.reset_hook = None
+        channel.activation = None
+        channel.listener_socket = None
+
+
+def try_auto_response(runtime: "Runtime", channel: SocketChannel, text: str) -> bool:
+    """Answer ``text`` from the object's auto-response pair without waking it."""
+    owner = channel.owner
+    if owner is None:
+        return False
+    ent = runtime.hibernation.get(*owner)
+    if ent is None or ent.auto_response is None or ent.auto_response[0] != text:
+        return False
+    channel.auto_response_at = time.time()
+    channel.send_direct(ent.auto_response[1])
+    return True
+
+
+async def deliver(runtime: "Runtime", channel: SocketChannel, kind: str, *args: Any) -> None:
+    """Deliver one event (``websocket_message`` / ``websocket_close`` / ``websocket_error``) to the
+    socket's object through its input gate; errors are logged, never raised."""
+    try:
+        if channel.mode == HIBERNATABLE:
+            await _deliver_hibernatable(runtime, channel, kind, args)
+        elif channel.mode == STANDARD:
+            await _deliver_standard(channel, kind, args)
+    except asyncio.CancelledError:
+        raise
+    except OverloadedError as e:
+        log.warning("WebSocket %d: %s; closing it with 1013", channel.id, e)
+        if not channel.close_sent:
+            channel.close(1013, "Durable Object is overloaded", None)
+    except ObjectResetError as e:
+        log.warning("WebSocket %d: %s failed, the object was reset: %s", channel.id, kind, e)
+    except Exception:
+        log.exception("WebSocket %d: %s handler failed", channel.id, kind)
+
+
+async def _deliver_hibernatable(runtime: "Runtime", channel: SocketChannel, kind: str, args: tuple[Any, ...]) -> None:
+    assert channel.owner is not None and channel.object_id is not None
+    unique_key = channel.owner[0]
+    entry = runtime.classes.get(unique_key)
+    if entry is not None and entry.cls is not None and find_handler(entry.cls, kind) is None:
+        if kind == "websocket_message":
+            log.warning("%s has no webSocketMessage() handler; a message was dropped", entry.class_name)
+        return  # nothing to call: do not wake the object
+    ent = runtime.hibernation.get(*channel.owner)
+    timeout_ms = ent.event_timeout_ms if ent is not None else None
+    act = runtime.activation(unique_key, channel.object_id)
+
+    async def event(instance: Any) -> None:
+        ws = handle_for(act, channel)
+        if timeout_ms:
+            async with asyncio.timeout(timeout_ms / 1000):
+                await call_handler(instance, kind, ws, *args)
+        else:
+            await call_handler(instance, kind, ws, *args)
+
+    await act.run(event)
+
+
+_LISTENER_EVENTS = {"websocket_message": MessageEvent, "websocket_close": CloseEvent, "websocket_error": ErrorEvent}
+
+
+async def _deliver_standard(channel: SocketChannel, kind: str, args: tuple[Any, ...]) -> None:
+    ws = channel.listener_socket
+    if ws is None:
+        return
+    ev = _LISTENER_EVENTS[kind](*args)
+    act = channel.activation
+    if act is None:  # accepted outside any object (a stateless entrypoint)
+        await ws._dispatch(ev)
+        return
+    if act.broken is not None:
+        return
+
+    async def event(instance: Any) -> None:
+        await ws._dispatch(ev)
+
+    await act.run(event)
