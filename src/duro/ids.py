@@ -25,11 +25,14 @@ _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 class NamespaceKey:
     """The secret that mints and checks the IDs of one namespace."""
 
-    __slots__ = ("unique_key", "_key")
+    __slots__ = ("unique_key", "_key", "_names")
+
+    _MAX_CACHED_NAMES = 100_000
 
     def __init__(self, unique_key: str) -> None:
         self.unique_key = unique_key
         self._key = hashlib.sha256(unique_key.encode()).digest()
+        self._names: dict[str, str] = {}  # name -> hex; two HMACs per lookup otherwise
 
     def _tail(self, head: bytes) -> bytes:
         return hmac.new(self._key, head, hashlib.sha256).digest()[:16]
@@ -37,8 +40,14 @@ class NamespaceKey:
     def id_from_name(self, name: str) -> "DurableObjectId":
         if not isinstance(name, str):
             raise TypeError(f"id_from_name() takes a str, not {type(name).__name__}")
-        head = hmac.new(self._key, name.encode(), hashlib.sha256).digest()[:16]
-        return DurableObjectId((head + self._tail(head)).hex(), name=name, namespace=self.unique_key)
+        hex_id = self._names.get(name)
+        if hex_id is None:
+            head = hmac.new(self._key, name.encode(), hashlib.sha256).digest()[:16]
+            hex_id = (head + self._tail(head)).hex()
+            if len(self._names) >= self._MAX_CACHED_NAMES:
+                self._names.clear()
+            self._names[name] = hex_id
+        return DurableObjectId(hex_id, name=name, namespace=self.unique_key)
 
     def new_unique_id(self) -> "DurableObjectId":
         head = os.urandom(16)

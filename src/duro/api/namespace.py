@@ -178,17 +178,33 @@ def find_handler(instance: Any, kind: str) -> Callable[..., Any] | None:
     return None
 
 
+_ARITY: dict[Any, int | None] = {}
+
+
 def _arity(fn: Callable[..., Any]) -> int | None:
+    """How many positional arguments ``fn`` takes (None: any number). Cached per function: this
+    runs on every request."""
+    key = getattr(fn, "__func__", fn)
+    try:
+        return _ARITY[key]
+    except (KeyError, TypeError):
+        pass
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
-        return None
-    n = 0
-    for p in sig.parameters.values():
-        if p.kind == p.VAR_POSITIONAL:
-            return None
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
-            n += 1
+        n: int | None = None
+    else:
+        n = 0
+        for p in sig.parameters.values():
+            if p.kind == p.VAR_POSITIONAL:
+                n = None
+                break
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+                n += 1
+    try:
+        _ARITY[key] = n
+    except TypeError:  # unhashable callable
+        pass
     return n
 
 
