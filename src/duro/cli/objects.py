@@ -226,6 +226,11 @@ def _command(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Name
     return run
 
 
+def _options(ctx: DataContext) -> Any:
+    """The project's history settings (retention window), as the server uses them."""
+    return maintenance.history_options(ctx.config)
+
+
 def _context(args: argparse.Namespace, *, must_exist: bool = True) -> DataContext:
     return load_context(args.project, args.data, must_exist=must_exist)
 
@@ -268,25 +273,16 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _bookmarks(path: pathlib.Path) -> dict[str, Any]:
+    """The bookmark range, read from the .history file without changing anything."""
     try:
-        h = maintenance.history()
+        maintenance.history()
     except maintenance.HistoryUnavailable as e:
         return {"available": False, "reason": str(e)}
-    try:
-        rng = h.bookmark_range(path)
-    except DuroError as e:
-        return {"available": False, "reason": str(e)}
+    rng = maintenance.history_range(path)
     if rng is None:
-        return {"available": True, "first": None, "last": None}
-    if isinstance(rng, (tuple, list)) and len(rng) == 2:
-        return {"available": True, "first": _plain(rng[0]), "last": _plain(rng[1])}
-    if isinstance(rng, dict):
-        return {"available": True, **{k: _plain(v) for k, v in rng.items()}}
-    return {"available": True, "range": _plain(rng)}
-
-
-def _plain(v: Any) -> Any:
-    return v if v is None or isinstance(v, (str, int, float, bool)) else str(v)
+        return {"available": False, "reason": "no history for this object (history is off, or the object "
+                                              "was not written since it was turned on)"}
+    return {"available": True, "first": rng[0], "last": rng[1]}
 
 
 @_command
@@ -303,12 +299,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         return 0
     ns = t.namespace
     b = info["bookmarks"]
-    if not b["available"]:
-        bookmarks = f"- ({b['reason']})"
-    elif "first" in b:
-        bookmarks = f"{b['first']} … {b['last']}" if b["first"] is not None else "- (no history yet)"
-    else:
-        bookmarks = ", ".join(f"{k}: {v}" for k, v in b.items() if k != "available")
+    bookmarks = f"{b['first']} … {b['last']}" if b["available"] else f"- ({b['reason']})"
     pairs = [
         ("namespace", ns.label + (f" (class {ns.class_name}, key {ns.unique_key})" if ns.binding else "")),
         ("id", t.id),
@@ -372,6 +363,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
     if args.write:
         with ctx.exclusive(f"write to {t.describe()}"):
             res = maintenance.run_sql(t.path, args.sql, params, write=True)
+            maintenance.after_outside_write(t.path, _options(ctx))
     else:
         res = maintenance.run_sql(t.path, args.sql, params)
     rows = [[jsonable(v) if args.json else v for v in r] for r in res.rows]
@@ -452,6 +444,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     else:
         with ctx.exclusive(what), Progress("importing", unit="pages") as progress:
             maintenance.import_database(src, t.path, name=t.name, progress=progress.update)
+            maintenance.after_outside_write(t.path, _options(ctx))
     if args.json:
         print_json({"namespace": t.namespace.label, "id": t.id, "name": t.name, "path": str(t.path)})
     else:
@@ -474,19 +467,21 @@ def cmd_restore(args: argparse.Namespace) -> int:
     what = f"restore {t.describe()}"
     _refuse_if_running(ctx, what, args.server)
     maintenance.history()  # "not available in this build" before anything else
+    maintenance.check_point(bookmark, at_ms, _options(ctx))
     if args.server:
         result = _admin(ctx, args.server, "restore", {"namespace": t.namespace.unique_key, "id": t.id,
                                                       "bookmark": bookmark, "at_ms": at_ms})
     else:
         with ctx.exclusive(what):
-            found = maintenance.find_bookmark(t.path, bookmark=bookmark, at_ms=at_ms)
-            result = maintenance.restore_object(t.path, found)
+            found = maintenance.find_bookmark(t.path, bookmark=bookmark, at_ms=at_ms, options=_options(ctx))
+            result = maintenance.restore_object(t.path, found, _options(ctx))
     if args.json:
         print_json({"namespace": t.namespace.label, "id": t.id, "name": t.name, **result})
         return 0
     print(f"restored {t.describe()} to bookmark {result['bookmark']}")
     if result.get("undo"):
-        print(f"to undo: duro objects restore {t.name or t.id} --bookmark {result['undo']}")
+        print(f"to undo: duro objects restore {t.name or t.id} --bookmark {result['undo']}"
+              + (f" --server {args.server}" if args.server else ""))
     return 0
 
 
@@ -500,6 +495,7 @@ def cmd_branch(args: argparse.Namespace) -> int:
     what = f"branch {src.describe()} into {args.to!r}"
     _refuse_if_running(ctx, what, args.server)
     maintenance.history()
+    maintenance.check_point(bookmark, at_ms, _options(ctx))
     if dst.path.exists():
         raise InvalidInputError(f"{dst.describe()} already exists; branch into a new name. Nothing was changed.")
     if args.server:
@@ -508,8 +504,8 @@ def cmd_branch(args: argparse.Namespace) -> int:
                                                      "bookmark": bookmark, "at_ms": at_ms})
     else:
         with ctx.exclusive(what):
-            found = maintenance.find_bookmark(src.path, bookmark=bookmark, at_ms=at_ms)
-            result = maintenance.branch_object(src.path, dst.path, found, dst.name)
+            found = maintenance.find_bookmark(src.path, bookmark=bookmark, at_ms=at_ms, options=_options(ctx))
+            result = maintenance.branch_object(src.path, dst.path, found, dst.name, _options(ctx))
     if args.json:
         print_json({"namespace": dst.namespace.label, "id": dst.id, "name": dst.name, "from": src.id,
                     "bookmark": result["bookmark"]})

@@ -134,12 +134,16 @@ class AdminEndpoint:
     def _op_ping(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "data_dir": str(self.app.runtime.data_dir), "pid": os.getpid()}
 
+    def _options(self) -> Any:
+        return maintenance.history_options(getattr(self.app, "config", None))
+
     def _op_sql(self, args: dict[str, Any]) -> dict[str, Any]:
         uk, hex_id, path = self._target(args)
         if not path.is_file():
             raise _Refused(404, f"object {hex_id} has no stored data")
         self._reset(uk, hex_id, "duro objects sql --write")
         res = maintenance.run_sql(path, args["sql"], args.get("bindings") or (), write=True)
+        maintenance.after_outside_write(path, self._options())
         return {"columns": list(res.columns), "rows": [[_jsonable(v) for v in r] for r in res.rows],
                 "changes": res.changes}
 
@@ -150,15 +154,21 @@ class AdminEndpoint:
             raise _Refused(409, f"object {hex_id} already exists; pass --force to replace it")
         self._reset(uk, hex_id, "duro objects import")
         maintenance.import_database(args["file"], path, name=args.get("name"))
+        maintenance.after_outside_write(path, self._options())
         return {"ok": True, "id": hex_id, "path": str(path)}
 
     def _op_restore(self, args: dict[str, Any]) -> dict[str, Any]:
         uk, hex_id, path = self._target(args)
         if not path.is_file():
             raise _Refused(404, f"object {hex_id} has no stored data")
-        bookmark = maintenance.find_bookmark(path, bookmark=args.get("bookmark"), at_ms=args.get("at_ms"))
+        options = self._options()
+        maintenance.history()
+        maintenance.check_point(args.get("bookmark"), args.get("at_ms"), options)
+        # The history functions open the database themselves: no instance may have it open.
         self._reset(uk, hex_id, "duro objects restore")
-        return dict(maintenance.restore_object(path, bookmark), id=hex_id)
+        bookmark = maintenance.find_bookmark(path, bookmark=args.get("bookmark"), at_ms=args.get("at_ms"),
+                                             options=options)
+        return dict(maintenance.restore_object(path, bookmark, options), id=hex_id)
 
     def _op_branch(self, args: dict[str, Any]) -> dict[str, Any]:
         uk, src_id, src = self._target(args)
@@ -167,6 +177,12 @@ class AdminEndpoint:
             raise _Refused(404, f"object {src_id} has no stored data")
         if dst.exists():
             raise _Refused(409, f"object {dst_id} already exists; branch into a new name")
-        bookmark = maintenance.find_bookmark(src, bookmark=args.get("bookmark"), at_ms=args.get("at_ms"))
+        options = self._options()
+        maintenance.history()
+        maintenance.check_point(args.get("bookmark"), args.get("at_ms"), options)
+        # Reading the source's history opens its database: its instance is reset (data untouched).
+        self._reset(uk, src_id, "duro objects branch")
         self._reset(uk, dst_id, "duro objects branch")
-        return dict(maintenance.branch_object(src, dst, bookmark, args.get("to_name")), id=dst_id)
+        bookmark = maintenance.find_bookmark(src, bookmark=args.get("bookmark"), at_ms=args.get("at_ms"),
+                                             options=options)
+        return dict(maintenance.branch_object(src, dst, bookmark, args.get("to_name"), options), id=dst_id)

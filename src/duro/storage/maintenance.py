@@ -10,6 +10,7 @@ after resetting the object. An import replaces the file atomically (temporary fi
 
 from __future__ import annotations
 
+import datetime
 import os
 import pathlib
 import urllib.parse
@@ -23,7 +24,8 @@ from duro.errors import InvalidInputError, StorageError
 
 __all__ = ["ObjectSummary", "SqlResult", "open_readonly", "summarize", "run_sql", "export_database",
            "check_sqlite_file", "import_database", "write_name", "set_name", "files_of", "remove_files",
-           "HistoryUnavailable", "history", "find_bookmark", "restore_object", "branch_object"]
+           "HistoryUnavailable", "history", "history_options", "history_range", "check_point", "find_bookmark",
+           "restore_object", "branch_object", "after_outside_write"]
 
 Progress = Callable[[int, int], None]  # (done, total) in pages
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -181,6 +183,7 @@ def run_sql(path: str | os.PathLike[str], sql: str, bindings: Sequence[Any] = ()
             for row in cur.execute(sql, tuple(bindings)):
                 state["rows"].append(row)
             if write:
+                _desync(conn, path)
                 conn.execute("COMMIT")
         except apsw.ReadOnlyError as e:
             raise InvalidInputError(
@@ -254,6 +257,18 @@ def check_sqlite_file(path: str | os.PathLike[str]) -> None:
         raise InvalidInputError(f"{path} is not a readable SQLite database: {e}") from e
 
 
+def _desync(conn: apsw.Connection, path: pathlib.Path) -> None:
+    """In a write made outside ObjectDatabase: set ``user_version`` (where the database keeps the
+    seq of its last commit) to one its history has not recorded, so that the history notices the
+    change and snapshots it instead of applying later page images to a stale base."""
+    rng = history_range(path)
+    if rng is None:
+        return
+    from duro.storage.journal import parse_bookmark
+    last_seq = parse_bookmark(rng[1])[0]
+    conn.execute(f"PRAGMA user_version = {(last_seq + 1) % 2**32}")
+
+
 def write_name(conn: apsw.Connection, name: str | None) -> None:
     """Set (or, with None, remove) the name in key 3 of ``_cf_METADATA``."""
     if name is None:
@@ -282,6 +297,7 @@ def import_database(src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
             conn.execute("PRAGMA journal_mode = WAL").fetchall()
             with conn:
                 write_name(conn, name)
+                _desync(conn, dst)
         finally:
             conn.close()  # checkpoints and removes tmp's -wal
     except apsw.Error as e:
@@ -310,13 +326,18 @@ def set_name(path: str | os.PathLike[str], name: str | None) -> None:
         conn.execute("PRAGMA synchronous = FULL").fetchall()
         with conn:
             write_name(conn, name)
+            _desync(conn, pathlib.Path(path))
     except apsw.Error as e:
         raise _error(e, pathlib.Path(path), "cannot write the name into") from e
     finally:
         conn.close()
 
 
-# ---- point-in-time history (storage/history.py) -------------------------------------------------
+# ---- point-in-time history (storage/history.py, storage/journal.py) --------------------------------
+# The history functions attach a read-write connection and may heal the history (append a
+# snapshot): they run only where nothing else has the object open — under the data directory's
+# lock, or in the server after the object's reset. Reading the bookmark range (``show``) uses
+# history_range(), which only reads the .history file.
 
 
 class HistoryUnavailable(StorageError):
@@ -332,36 +353,145 @@ def history() -> Any:
     return module
 
 
-def find_bookmark(path: str | os.PathLike[str], *, bookmark: str | None = None, at_ms: int | None = None) -> str:
-    """The bookmark to go back to: ``bookmark`` itself (checked), or the one for ``at_ms``. Bad
-    input raises before anything is changed."""
+def history_options(config: Any) -> Any:
+    """The HistoryOptions for a project config (its ``history_retention`` in days, when it has
+    one), else the default 30 days; None when history is off or unavailable."""
+    try:
+        from duro.storage.journal import HistoryOptions
+    except ImportError:
+        return None
+    days = None
+    for holder in (config, getattr(config, "limits", None)):
+        if holder is not None and getattr(holder, "history_retention", None) is not None:
+            days = holder.history_retention
+            break
+    if days is None:
+        return HistoryOptions()
+    return HistoryOptions.from_days(float(days))
+
+
+def history_range(path: str | os.PathLike[str]) -> tuple[str, str] | None:
+    """(first, last) bookmark in the object's ``.history`` file, read without changing anything;
+    None when there is no history file (or no history in this build). A last record that is being
+    appended right now is skipped."""
+    try:
+        from duro.storage import journal
+    except ImportError:
+        return None
+    hpath = journal.history_path(path)
+    try:
+        f = open(hpath, "rb")
+    except FileNotFoundError:
+        return None
+    with f:
+        header, prefix, suffix, body = journal._FILE_HEADER, journal._PREFIX, journal._SUFFIX, journal._BODY
+        head = f.read(header.size)
+        if len(head) < header.size or header.unpack(head)[0] != journal.MAGIC:
+            raise StorageError(f"{hpath} is not a duro history file")
+        end = f.seek(0, os.SEEK_END)
+
+        def bookmark_at(start: int) -> str | None:
+            f.seek(start)
+            blob = f.read(prefix.size + body.size)
+            if len(blob) < prefix.size + body.size:
+                return None
+            seq, ms, tag = body.unpack_from(blob, prefix.size)[:3]
+            return journal.format_bookmark(seq, ms, tag)
+
+        first = bookmark_at(header.size)
+        if first is None:
+            return None
+        last = None
+        pos = end
+        while pos > header.size and last is None:  # skip a torn tail
+            f.seek(pos - suffix.size)
+            (length,) = suffix.unpack(f.read(suffix.size))
+            start = pos - suffix.size - length - prefix.size
+            if start < header.size:
+                break
+            f.seek(start)
+            if prefix.unpack(f.read(prefix.size))[0] != length:
+                break
+            last = bookmark_at(start)
+        return first, (last or first)
+
+
+def check_point(bookmark: str | None, at_ms: int | None, options: Any) -> None:
+    """Checks that need no file: the bookmark's form, and a time inside the retention window."""
+    if bookmark is not None:
+        from duro.storage.journal import parse_bookmark
+        parse_bookmark(bookmark)
+        return
+    if at_ms is None:
+        raise InvalidInputError("give a time (--at) or a bookmark (--bookmark)")
+    if options is None:
+        raise HistoryUnavailable("point-in-time history is off for this project (history_retention = 0)")
+    now = int(options.now_ms())
+    if at_ms > now:
+        raise InvalidInputError(f"time {_iso(at_ms)} is in the future (now is {_iso(now)})")
+    if at_ms < now - options.retention_ms:
+        raise InvalidInputError(f"time {_iso(at_ms)} is outside the retention window: history is kept for "
+                                f"{options.retention_ms / 86_400_000:g} days, back to {_iso(now - options.retention_ms)}")
+
+
+def _iso(ms: int) -> str:
+    t = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+def find_bookmark(path: str | os.PathLike[str], *, bookmark: str | None = None, at_ms: int | None = None,
+                  options: Any = None) -> str:
+    """The bookmark to go back to: ``bookmark`` itself (checked against the history), or the one
+    for ``at_ms``. Bad input raises InvalidInputError before anything is changed."""
     h = history()
+    check_point(bookmark, at_ms, options)
     if bookmark is None:
-        if at_ms is None:
-            raise InvalidInputError("give a time (--at) or a bookmark (--bookmark)")
-        return str(h.bookmark_for_time(path, at_ms))
-    check = getattr(h, "check_bookmark", None)
-    if check is not None:
-        check(path, bookmark)
+        return str(h.bookmark_for_time(path, at_ms, options=options))
+    from duro.storage.journal import ObjectHistory
+    oh = ObjectHistory(pathlib.Path(path), options or _default_options())
+    try:
+        oh.resolve(bookmark)
+    finally:
+        oh.close()
     return bookmark
 
 
-def restore_object(path: str | os.PathLike[str], bookmark: str) -> dict[str, Any]:
-    """Restore the object at ``path`` to ``bookmark``. Returns the bookmark and the bookmark that
-    undoes the restore (the state just before it)."""
+def _default_options() -> Any:
+    from duro.storage.journal import HistoryOptions
+    return HistoryOptions()
+
+
+def restore_object(path: str | os.PathLike[str], bookmark: str, options: Any = None) -> dict[str, Any]:
+    """Restore the object at ``path`` to ``bookmark``. Returns the bookmark gone back to, the
+    bookmark of the restore itself, and the one that undoes it (the state just before)."""
     h = history()
-    undo = h.restore(path, bookmark)
-    return {"bookmark": bookmark, "undo": None if undo is None else str(undo)}
+    before = h.current_bookmark(path, options=options)
+    after = h.restore(path, bookmark, options=options)
+    return {"bookmark": bookmark, "restore_bookmark": after, "undo": before}
 
 
 def branch_object(src: str | os.PathLike[str], dst: str | os.PathLike[str], bookmark: str,
-                  name: str | None) -> dict[str, Any]:
-    """Create ``dst`` as ``src`` was at ``bookmark``, named ``name``."""
+                  name: str | None, options: Any = None) -> dict[str, Any]:
+    """Create ``dst`` (with its own history) as ``src`` was at ``bookmark``, named ``name``."""
     h = history()
     dst = pathlib.Path(dst)
     if dst.exists():
         raise InvalidInputError(f"{dst} already exists")
     dst.parent.mkdir(parents=True, exist_ok=True)
-    h.branch(src, dst, bookmark)
-    set_name(dst, name)
+    h.branch(src, dst, bookmark, options=options)
+    if dst.exists():  # an empty state leaves no database
+        set_name(dst, name)
+        after_outside_write(dst, options)
     return {"bookmark": bookmark}
+
+
+def after_outside_write(path: str | os.PathLike[str], options: Any) -> None:
+    """After a write made outside ObjectDatabase (the database's ``user_version`` no longer
+    matches its history): let the history take a snapshot now, if the object has a history."""
+    try:
+        from duro.storage import journal
+    except ImportError:
+        return
+    if options is None or not journal.history_path(path).exists():
+        return
+    history().current_bookmark(path, options=options)
