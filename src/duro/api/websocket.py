@@ -162,6 +162,8 @@ class WebSocket:
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         """Close the connection (code 1000 unless given). A second call does nothing."""
         ch = self._server("close")
+        if ch.ready_state == CLOSED:
+            return  # the peer is gone (Cloudflare's examples reciprocate in webSocketClose, even for 1006)
         if code is None:
             code = 1000
         if not isinstance(code, int) or not (code in _SENDABLE_CODES or 3000 <= code <= 4999):

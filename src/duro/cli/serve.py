@@ -55,8 +55,7 @@ async def _run(args: argparse.Namespace) -> None:
         limits["idle_timeout"] = args.idle_timeout
     if args.hibernation_timeout is not None:
         limits["hibernation_timeout"] = args.hibernation_timeout
-    if limits:
-        overrides["limits"] = limits
+    overrides.update(limits)  # Limits field names replace single limits
     if overrides:
         cfg = apply_overrides(cfg, **overrides)
     app = load_app(cfg.root, data_dir=args.data, config=cfg)

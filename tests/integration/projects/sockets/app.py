@@ -158,6 +158,9 @@ class Plain(DurableObject):
 class Default(WorkerEntrypoint):
     async def fetch(self, request):
         parts = request.path.strip("/").split("/")
+        if parts[0] == "live" and len(parts) == 2:  # is the object's instance in memory?
+            ns = self.env.ROOM
+            return Response.json(ns._runtime.find(ns.unique_key, str(ns.id_from_name(parts[1]))) is not None)
         if parts[0] == "stats":
             return Response.json({"constructed": CONSTRUCTED, "events": EVENTS})
         if parts[0] == "room" and len(parts) == 2:
