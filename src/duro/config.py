@@ -30,8 +30,9 @@ __all__ = ["Binding", "Limits", "ProjectConfig", "load_project", "find_config_fi
 WRANGLER_FILES = ("wrangler.jsonc", "wrangler.json", "wrangler.toml")
 _ENTRY_CANDIDATES = ("app.py", "main.py", "src/entry.py", "entry.py")
 _DURABILITY = ("fsync", "os")
-_TOOL_KEYS = ("main", "entrypoint", "name", "durability", "data_dir", "bindings", "vars", "limits", "migrations")
-_WRANGLER_DURO_KEYS = ("entrypoint", "durability", "data_dir", "limits")
+_TOOL_KEYS = ("main", "entrypoint", "name", "durability", "data_dir", "bindings", "vars", "limits", "migrations",
+              "history_retention")
+_WRANGLER_DURO_KEYS = ("entrypoint", "durability", "data_dir", "limits", "history_retention")
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class ProjectConfig:
     durability: Literal["fsync", "os"]
     limits: Limits
     data_dir: pathlib.Path | None
+    history_retention: float = 30.0  # days of point-in-time-recovery history kept; 0 = history off
 
     def unique_key(self, class_name: str) -> str:
         """The namespace's unique key, ``"<name>-<ClassName>"`` as Miniflare derives it."""
@@ -280,6 +282,7 @@ def _build(root: pathlib.Path, path: pathlib.Path, name: str, main: pathlib.Path
         durability=_durability(section.get("durability", "fsync"), file, f"{sub}durability"),
         limits=limits,
         data_dir=data_dir,
+        history_retention=_retention(section.get("history_retention", 30.0), file, f"{sub}history_retention"),
     )
 
 
@@ -386,6 +389,12 @@ def _durability(v: Any, file: str | None, key: str) -> Literal["fsync", "os"]:
     if not isinstance(v, str) or v not in _DURABILITY:
         raise ConfigError(f'must be "fsync" or "os", not {_show(v)}', file=file, key=key)
     return v  # type: ignore[return-value]
+
+
+def _retention(v: Any, file: str | None, key: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v) or math.isinf(v) or v < 0:
+        raise ConfigError(f"must be a number of days >= 0 (0 turns history off), not {_show(v)}", file=file, key=key)
+    return float(v)
 
 
 def _check_keys(table: dict[str, Any], valid: tuple[str, ...], file: str, key: str) -> None:

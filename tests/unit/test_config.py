@@ -254,6 +254,17 @@ def test_tool_duro(tmp_path):
     assert cfg.limits == Limits(30.0, 2.5, 10, 5, 1000, 1024)
 
 
+def test_history_retention(tmp_path):
+    write(tmp_path, {"pyproject.toml": '[tool.duro]\nmain = "app.py"\n', "app.py": ""})
+    assert load_project(tmp_path).history_retention == 30.0
+    write(tmp_path, {"pyproject.toml": '[tool.duro]\nmain = "app.py"\nhistory_retention = 0\n'})
+    assert load_project(tmp_path).history_retention == 0.0  # history off
+    write(tmp_path, {"pyproject.toml": '[tool.duro]\nmain = "app.py"\nhistory_retention = 7.5\n'})
+    assert load_project(tmp_path).history_retention == 7.5
+    write(tmp_path, {"wrangler.jsonc": '{"main": "app.py", "duro": {"history_retention": 2}}'})
+    assert load_project(tmp_path).history_retention == 2.0
+
+
 def test_tool_duro_minimal_and_name_defaults(tmp_path):
     write(tmp_path, {"pyproject.toml": '[tool.duro]\nmain = "app.py"\nentrypoint = "Front"\n', "app.py": ""})
     cfg = load_project(tmp_path)
@@ -333,6 +344,10 @@ def tool_duro_error(tmp_path, body: str, *, extra: str = "") -> str:
 @pytest.mark.parametrize(("body", "expected"), [
     ('durability = "fast"', 'pyproject.toml: tool.duro.durability: must be "fsync" or "os", not "fast"'),
     ("durability = 1", 'pyproject.toml: tool.duro.durability: must be "fsync" or "os", not 1'),
+    ("history_retention = -1",
+     "pyproject.toml: tool.duro.history_retention: must be a number of days >= 0 (0 turns history off), not -1"),
+    ('history_retention = "30d"',
+     'pyproject.toml: tool.duro.history_retention: must be a number of days >= 0 (0 turns history off), not "30d"'),
     ('entrypoint = "my-entry"', 'pyproject.toml: tool.duro.entrypoint: "my-entry" is not a valid Python identifier'),
     ("data_dir = 3", "pyproject.toml: tool.duro.data_dir: must be a non-empty string, not 3"),
     ('bindings = "COUNTER"', 'pyproject.toml: tool.duro.bindings: must be a table/object, not "COUNTER"'),
