@@ -192,6 +192,15 @@ def test_offline_reads_create_no_files_and_writes_hold_the_lock(tmp_path):
         assert counter_value(srv, "figs") == 40
         assert counter_value(srv, "dates") == 2
 
+    # An alarm written from outside reaches the node's alarm index, so the scheduler will look.
+    when = 4_102_444_800_000  # 2100-01-01
+    ok(data, "sql", "dates", "INSERT OR REPLACE INTO _cf_METADATA (key, value) VALUES (1, ?)", "--param",
+       str(when), "--write")
+    assert json.loads(ok(data, "show", "dates", "--json"))["alarm_ms"] == when
+    with sqlite3.connect(data / "alarms.sqlite") as conn:
+        rows = conn.execute("SELECT object_id, due_ms FROM alarms").fetchall()
+    assert (str(KEY.id_from_name("dates")), when) in rows
+
 
 @pytest.mark.skipif(HAS_HISTORY, reason="history is available")
 def test_restore_and_branch_say_history_is_missing(running):

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from ..config import ProjectConfig, find_config_file, load_project
 from ..errors import DuroError, InvalidInputError
 from ..ids import NamespaceKey
+from ..storage import maintenance
 
 __all__ = ["Namespace", "Target", "DataContext", "ServerRunning", "UnknownObject", "load_context"]
 
@@ -143,7 +144,7 @@ class DataContext:
             if not path.is_file():
                 raise UnknownObject(f"object {hex_id} in {ns.label} has no stored data "
                                     f"(no file {path}); `duro objects list` shows the stored objects")
-            return Target(ns, hex_id, None, path)
+            return Target(ns, hex_id, maintenance.summarize(path).name, path)
         hits = []
         for ns in spaces:
             hex_id = ns.key().id_from_name(text).to_string()

@@ -356,7 +356,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
     t = ctx.resolve(args.object, args.namespace)
     params = [_param(p) for p in args.param]
     if args.write and args.server:
-        res = _admin(ctx, args.server, "sql", {"namespace": t.namespace.unique_key, "id": t.id,
+        res = _admin(ctx, args.server, "sql", {"namespace": t.namespace.unique_key, "id": t.id, "name": t.name,
                                                "sql": args.sql, "bindings": params})
         _print_sql(args, res["columns"], [[_unblob(v) for v in r] for r in res["rows"]], res["changes"])
         return 0
@@ -364,6 +364,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
         with ctx.exclusive(f"write to {t.describe()}"):
             res = maintenance.run_sql(t.path, args.sql, params, write=True)
             maintenance.after_outside_write(t.path, _options(ctx))
+            _index_alarm(ctx, t)
     else:
         res = maintenance.run_sql(t.path, args.sql, params)
     rows = [[jsonable(v) if args.json else v for v in r] for r in res.rows]
@@ -419,6 +420,12 @@ def _admin(ctx: DataContext, url: str, op: str, body: dict[str, Any]) -> dict[st
         raise ServerError(f"cannot reach the server at {url}: {reason}. Nothing was changed.", 503) from None
 
 
+def _index_alarm(ctx: DataContext, t: Target) -> None:
+    """Offline, after the object's files changed: keep the alarm index in step (an alarm that the
+    change brought back must fire)."""
+    maintenance.index_alarm_offline(ctx.data_dir, t.namespace.unique_key, t.id, t.name, t.path)
+
+
 def _refuse_if_running(ctx: DataContext, what: str, server: str | None) -> None:
     if server is None:
         pid = ctx.server_pid()
@@ -445,6 +452,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         with ctx.exclusive(what), Progress("importing", unit="pages") as progress:
             maintenance.import_database(src, t.path, name=t.name, progress=progress.update)
             maintenance.after_outside_write(t.path, _options(ctx))
+            _index_alarm(ctx, t)
     if args.json:
         print_json({"namespace": t.namespace.label, "id": t.id, "name": t.name, "path": str(t.path)})
     else:
@@ -470,11 +478,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
     maintenance.check_point(bookmark, at_ms, _options(ctx))
     if args.server:
         result = _admin(ctx, args.server, "restore", {"namespace": t.namespace.unique_key, "id": t.id,
-                                                      "bookmark": bookmark, "at_ms": at_ms})
+                                                      "name": t.name, "bookmark": bookmark, "at_ms": at_ms})
     else:
         with ctx.exclusive(what):
             found = maintenance.find_bookmark(t.path, bookmark=bookmark, at_ms=at_ms, options=_options(ctx))
             result = maintenance.restore_object(t.path, found, _options(ctx))
+            _index_alarm(ctx, t)
     if args.json:
         print_json({"namespace": t.namespace.label, "id": t.id, "name": t.name, **result})
         return 0
@@ -506,6 +515,7 @@ def cmd_branch(args: argparse.Namespace) -> int:
         with ctx.exclusive(what):
             found = maintenance.find_bookmark(src.path, bookmark=bookmark, at_ms=at_ms, options=_options(ctx))
             result = maintenance.branch_object(src.path, dst.path, found, dst.name, _options(ctx))
+            _index_alarm(ctx, dst)
     if args.json:
         print_json({"namespace": dst.namespace.label, "id": dst.id, "name": dst.name, "from": src.id,
                     "bookmark": result["bookmark"]})

@@ -134,6 +134,18 @@ class AdminEndpoint:
     def _op_ping(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "data_dir": str(self.app.runtime.data_dir), "pid": os.getpid()}
 
+    def _note_alarm(self, unique_key: str, hex_id: str, name: str | None, path: pathlib.Path) -> None:
+        """The object's files changed outside the runtime: if it now has an alarm, have the
+        scheduler look at it by then (an early look is a harmless phantom)."""
+        when = maintenance.alarm_of(path)
+        scheduler = getattr(self.app.runtime, "alarms", None)
+        if when is None or scheduler is None:
+            return
+        scheduler._ensure_index()
+        if scheduler.table.lower((unique_key, hex_id), name, when):
+            scheduler._flush()
+            scheduler._wake(when)
+
     def _options(self) -> Any:
         return maintenance.history_options(getattr(self.app, "config", None))
 
@@ -144,6 +156,7 @@ class AdminEndpoint:
         self._reset(uk, hex_id, "duro objects sql --write")
         res = maintenance.run_sql(path, args["sql"], args.get("bindings") or (), write=True)
         maintenance.after_outside_write(path, self._options())
+        self._note_alarm(uk, hex_id, args.get("name"), path)
         return {"columns": list(res.columns), "rows": [[_jsonable(v) for v in r] for r in res.rows],
                 "changes": res.changes}
 
@@ -155,6 +168,7 @@ class AdminEndpoint:
         self._reset(uk, hex_id, "duro objects import")
         maintenance.import_database(args["file"], path, name=args.get("name"))
         maintenance.after_outside_write(path, self._options())
+        self._note_alarm(uk, hex_id, args.get("name"), path)
         return {"ok": True, "id": hex_id, "path": str(path)}
 
     def _op_restore(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -168,7 +182,9 @@ class AdminEndpoint:
         self._reset(uk, hex_id, "duro objects restore")
         bookmark = maintenance.find_bookmark(path, bookmark=args.get("bookmark"), at_ms=args.get("at_ms"),
                                              options=options)
-        return dict(maintenance.restore_object(path, bookmark, options), id=hex_id)
+        result = maintenance.restore_object(path, bookmark, options)
+        self._note_alarm(uk, hex_id, args.get("name"), path)
+        return dict(result, id=hex_id)
 
     def _op_branch(self, args: dict[str, Any]) -> dict[str, Any]:
         uk, src_id, src = self._target(args)
@@ -185,4 +201,6 @@ class AdminEndpoint:
         self._reset(uk, dst_id, "duro objects branch")
         bookmark = maintenance.find_bookmark(src, bookmark=args.get("bookmark"), at_ms=args.get("at_ms"),
                                              options=options)
-        return dict(maintenance.branch_object(src, dst, bookmark, args.get("to_name"), options), id=dst_id)
+        result = maintenance.branch_object(src, dst, bookmark, args.get("to_name"), options)
+        self._note_alarm(uk, dst_id, args.get("to_name"), dst)
+        return dict(result, id=dst_id)

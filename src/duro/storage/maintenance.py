@@ -25,7 +25,7 @@ from duro.errors import InvalidInputError, StorageError
 __all__ = ["ObjectSummary", "SqlResult", "open_readonly", "summarize", "run_sql", "export_database",
            "check_sqlite_file", "import_database", "write_name", "set_name", "files_of", "remove_files",
            "HistoryUnavailable", "history", "history_options", "history_range", "check_point", "find_bookmark",
-           "restore_object", "branch_object", "after_outside_write"]
+           "restore_object", "branch_object", "after_outside_write", "alarm_of", "index_alarm_offline"]
 
 Progress = Callable[[int, int], None]  # (done, total) in pages
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -495,3 +495,36 @@ def after_outside_write(path: str | os.PathLike[str], options: Any) -> None:
     if options is None or not journal.history_path(path).exists():
         return
     history().current_bookmark(path, options=options)
+
+
+# ---- the node's alarm index (storage/alarm_index.py, runtime/alarms.py) ----------------------------
+
+
+def alarm_of(path: str | os.PathLike[str]) -> int | None:
+    """The object's alarm time (epoch ms), or None (also when it has no file)."""
+    if not pathlib.Path(path).is_file():
+        return None
+    return summarize(path).alarm_ms
+
+
+def index_alarm_offline(data_dir: str | os.PathLike[str], unique_key: str, hex_id: str, name: str | None,
+                        path: str | os.PathLike[str]) -> int | None:
+    """After a write made outside the runtime, with no server running: if the object now has an
+    alarm, make sure ``DATA/alarms.sqlite`` will look at it by then (the scheduler's invariant: an
+    index row no later than the object's alarm; an early row is a harmless phantom). Returns the
+    alarm time, or None."""
+    when = alarm_of(path)
+    if when is None:
+        return None
+    from duro.storage.alarm_index import AlarmIndex, IndexRow
+    index = AlarmIndex(pathlib.Path(data_dir) / "alarms.sqlite")
+    try:
+        current = next((r for r in index.load() if (r.namespace, r.object_id) == (unique_key, hex_id)), None)
+        if current is None:
+            index.apply([IndexRow(unique_key, hex_id, name, int(when))], [])
+        elif current.due_ms > when:
+            index.apply([current._replace(due_ms=int(when))], [])
+    finally:
+        index.close()
+    _fsync(index.path)
+    return when
