@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, TypeVar
 
 from ..core.lifecycle import ActivationState
 from ..core.limits import TEXT_ALARM_NO_HANDLER, TEXT_ALARM_TIME_NOT_POSITIVE, TEXT_DELETE_ALL_IN_TXN
+from ..storage.history import schedule_restore, to_epoch_ms
+from ..storage.journal import parse_bookmark
 from .namespace import find_handler
 
 if TYPE_CHECKING:
@@ -238,6 +240,39 @@ class DurableObjectStorage:
         """Wait until every write made so far is durable."""
         self._act.check_usable()
         await self._act.sync()
+
+    # ------------------------------------------------------------------ point-in-time recovery
+    async def _commit_for_bookmark(self) -> None:
+        self._act.check_usable()
+        if self._db.in_transaction and not self._txn_depth:
+            await self._act.sync()  # a bookmark covers every write made before asking for it
+
+    async def get_current_bookmark(self) -> str:
+        """A bookmark (opaque string, sorts in commit order) for the current state."""
+        await self._commit_for_bookmark()
+        return self._db.attached_history().current().bookmark
+
+    async def get_bookmark_for_time(self, timestamp: Any) -> str:
+        """The bookmark of the state at ``timestamp`` (epoch ms or ``datetime``; naive = UTC), which
+        must lie within the retention window (30 days by default)."""
+        ms = to_epoch_ms(timestamp)
+        self._act.check_usable()
+        return self._db.attached_history().for_time(ms).bookmark
+
+    async def on_next_session_restore_bookmark(self, bookmark: str) -> str:
+        """Restore the database to ``bookmark`` when the object next starts; call ``ctx.abort()``
+        to make that now. Returns a bookmark of the state just before the restore (to undo it)."""
+        parse_bookmark(bookmark)
+        await self._commit_for_bookmark()
+        history = self._db.attached_history()
+        history.resolve(bookmark)
+        undo = history.current().bookmark
+        schedule_restore(self._db.path, bookmark)
+        return undo
+
+    getCurrentBookmark = get_current_bookmark  # noqa: N815
+    getBookmarkForTime = get_bookmark_for_time  # noqa: N815
+    onNextSessionRestoreBookmark = on_next_session_restore_bookmark  # noqa: N815
 
     # ------------------------------------------------------------------ misc
     @property

@@ -89,7 +89,8 @@ def load_app(root: str | os.PathLike[str], *, data_dir: str | os.PathLike[str] |
     entry = find_entrypoint(module, cfg.entrypoint)
     data = pathlib.Path(data_dir) if data_dir is not None else (cfg.data_dir or cfg.root / ".duro")
     runtime = Runtime(data, durability=durability or cfg.durability,  # type: ignore[arg-type]
-                      limits=limits or runtime_limits(cfg), clock=clock)
+                      limits=limits or runtime_limits(cfg), clock=clock,
+                      history_retention=cfg.history_retention)
     app = App(runtime, objects, entry, dict(cfg.vars))
     app.config = cfg  # type: ignore[attr-defined]
     app.module = module  # type: ignore[attr-defined]

@@ -23,6 +23,7 @@ from ..core.limits import BCW_TIMEOUT_S, MAX_BCW_DEPTH, TEXT_BCW_NESTED, TEXT_BC
 from ..errors import DurableObjectAbort, ObjectResetError, OverloadedError, mark_remote
 from ..ids import DurableObjectId
 from ..storage import ObjectDatabase
+from ..storage.journal import marker_path
 
 if TYPE_CHECKING:
     from .catalog import Runtime
@@ -56,7 +57,8 @@ class Activation:
         self.factory = factory
         self.state = ActivationState.CREATED
         self.instance: Any = None
-        self.db = ObjectDatabase(db_path, on_transaction_open=self._on_transaction_open, name=object_id.name)
+        self.db = ObjectDatabase(db_path, on_transaction_open=self._on_transaction_open, name=object_id.name,
+                                 history=runtime.history)
         self.broken: BaseException | None = None
         self.generation = 0
         self.inflight = 0
@@ -147,6 +149,7 @@ class Activation:
         self._set_state(ActivationState.CONSTRUCTING)
         self.constructions += 1
         try:
+            self._apply_pending_restore()
             self.instance = self.factory(self)
         except DurableObjectAbort as e:
             self.reset(ObjectResetError(e.reason), DeactivationReason.ABORT)
@@ -155,6 +158,17 @@ class Activation:
             self.reset(e, DeactivationReason.CONSTRUCTOR_FAILED)
             raise
         self._set_state(ActivationState.ACTIVE)
+
+    def _apply_pending_restore(self) -> None:
+        """A restore scheduled by ``on_next_session_restore_bookmark`` happens before the constructor
+        runs. The restored alarm is set again through the scheduler, so its index knows it."""
+        db = self.db
+        if db.history is None or not marker_path(db.path).exists():
+            return
+        db.attached_history()  # opening the database carries out the restore
+        when = db.get_alarm()
+        if when is not None:
+            self.runtime.alarms.set_alarm(self, when)
 
     async def _settle_output(self) -> None:
         """The output gate: wait until every write made so far is committed and durable."""

@@ -22,9 +22,11 @@ from ..clock import Clock, SystemClock
 from ..core.lifecycle import DeactivationReason
 from ..errors import ConfigError, InternalError
 from ..ids import DurableObjectId
+from ..storage.journal import HistoryOptions
 from .activation import Activation
 from .alarms import AlarmScheduler
 from .barrier import DurabilityBarrier
+from .pruning import HistoryPruner
 from .hibernation import HibernationRegistry
 
 __all__ = ["Runtime", "RuntimeLimits", "ClassEntry"]
@@ -65,7 +67,8 @@ class Runtime:
     """Owns every activation, the durability barrier and the background sweeper of one process."""
 
     def __init__(self, data_dir: str | os.PathLike[str], *, durability: Literal["fsync", "os"] = "fsync",
-                 limits: RuntimeLimits | None = None, clock: Clock | None = None) -> None:
+                 limits: RuntimeLimits | None = None, clock: Clock | None = None,
+                 history_retention: float = 30.0) -> None:
         self.data_dir = pathlib.Path(data_dir).resolve()
         self.durability = durability
         self.limits = limits or RuntimeLimits()
@@ -79,6 +82,10 @@ class Runtime:
         self._services: list[Any] = []  # started/closed with the runtime (alarm scheduler, ...)
         self.alarms = AlarmScheduler(self)  # the api layer installs ``alarms.invoke``
         self._services.append(self.alarms)
+        # Point-in-time recovery: days of history kept per object (0 = off), pruned in the background.
+        self.history = HistoryOptions.from_days(history_retention, self.clock.now_ms)
+        if self.history is not None:
+            self._services.append(HistoryPruner(self, self.history))
         self.started = False
 
     # ------------------------------------------------------------------ set-up
