@@ -192,6 +192,14 @@ def test_offline_reads_create_no_files_and_writes_hold_the_lock(tmp_path):
         assert counter_value(srv, "figs") == 40
         assert counter_value(srv, "dates") == 2
 
+    # A name stored in two namespaces is ambiguous until --namespace picks one.
+    other = NamespaceKey("other-Thing").id_from_name("figs")
+    (data / "do" / "other-Thing").mkdir()
+    (tmp_path / "figs.sqlite").rename(data / "do" / "other-Thing" / f"{other}.sqlite")
+    proc = objects(data, "show", "figs")
+    assert proc.returncode == 2 and "several namespaces (COUNTER, other-Thing)" in proc.stderr
+    assert json.loads(ok(data, "show", "figs", "--namespace", "other-Thing", "--json"))["id"] == str(other)
+
     # An alarm written from outside reaches the node's alarm index, so the scheduler will look.
     when = 4_102_444_800_000  # 2100-01-01
     ok(data, "sql", "dates", "INSERT OR REPLACE INTO _cf_METADATA (key, value) VALUES (1, ?)", "--param",

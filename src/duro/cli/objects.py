@@ -208,9 +208,7 @@ def _command(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Name
         except ServerRunning as e:
             code, msg = _EXIT_SERVER_RUNNING, str(e)
         except ServerError as e:
-            code = _EXIT_UNKNOWN if e.status == 404 else (1 if e.status >= 500 and e.status != 501 else _EXIT_BAD_INPUT)
-            if e.status == 403:
-                code = 1
+            code = {404: _EXIT_UNKNOWN, 400: _EXIT_BAD_INPUT, 409: _EXIT_BAD_INPUT, 501: _EXIT_BAD_INPUT}.get(e.status, 1)
             msg = str(e)
         except maintenance.HistoryUnavailable as e:
             code, msg = _EXIT_BAD_INPUT, str(e)
