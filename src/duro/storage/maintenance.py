@@ -16,7 +16,7 @@ import pathlib
 import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import apsw
 
@@ -69,16 +69,18 @@ def _error(exc: apsw.Error, path: pathlib.Path, doing: str) -> StorageError:
     return StorageError(f"{doing} {path}: {exc}")
 
 
-def open_readonly(path: str | os.PathLike[str]) -> apsw.Connection:
+def open_readonly(path: str | os.PathLike[str], *, immutable: bool | None = None) -> apsw.Connection:
     """A read-only connection that creates no file. Raises StorageError if the file is missing or
-    is not a readable SQLite database."""
+    is not a readable SQLite database. ``immutable`` defaults to "no -wal file exists": nothing has
+    the database open, and opening it through SQLite's locking would create -wal and -shm files."""
     path = pathlib.Path(path).absolute()
     if not path.is_file():
         raise StorageError(f"no database file at {path}")
     flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
     uri = "file:" + urllib.parse.quote(str(path))
-    if not files_of(path)[1].exists():
-        # No -wal: nothing has the database open (or nothing wrote since it was checkpointed).
+    if immutable is None:
+        immutable = not files_of(path)[1].exists()
+    if immutable:
         uri += "?immutable=1"
     try:
         conn = apsw.Connection(uri, flags=flags)
@@ -88,6 +90,45 @@ def open_readonly(path: str | os.PathLike[str]) -> apsw.Connection:
     except apsw.Error as e:
         raise _error(e, path, "cannot read database") from e
     return conn
+
+
+def _fingerprint(path: pathlib.Path) -> tuple[Any, ...]:
+    out: list[Any] = []
+    for p in files_of(path)[:2]:
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            out.append(None)
+        else:
+            out.append((st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+T = TypeVar("T")
+
+
+def _read_consistently(path: pathlib.Path, read: Callable[[apsw.Connection], T]) -> T:
+    """``read(conn)`` on a read-only connection. An immutable read (no -wal when it began) takes no
+    lock, so it is only right if nothing wrote meanwhile: if the files changed under it (a server
+    opened the object and wrote), it is done again through SQLite's locking."""
+    before = _fingerprint(path)
+    immutable = before[1] is None
+    conn = open_readonly(path, immutable=immutable)
+    try:
+        result = read(conn)
+    except (StorageError, InvalidInputError):
+        if not immutable or _fingerprint(path) == before:
+            raise
+    else:
+        if not immutable or _fingerprint(path) == before:
+            return result
+    finally:
+        conn.close()
+    conn = open_readonly(path, immutable=False)
+    try:
+        return read(conn)
+    finally:
+        conn.close()
 
 
 def _disk_stats(path: pathlib.Path) -> tuple[int, int]:
@@ -118,8 +159,8 @@ def summarize(path: str | os.PathLike[str], *, detail: bool = False) -> ObjectSu
     """Size, last write, alarm and name of one object; with ``detail``, also its tables with row
     counts, the number of KV keys and the SQLite database size."""
     path = pathlib.Path(path)
-    conn = open_readonly(path)
-    try:
+
+    def read(conn: apsw.Connection) -> ObjectSummary:
         size, mtime = _disk_stats(path)
         alarm = name = None
         try:
@@ -140,8 +181,8 @@ def summarize(path: str | os.PathLike[str], *, detail: bool = False) -> ObjectSu
         except apsw.Error as e:
             raise _error(e, path, "cannot read database") from e
         return ObjectSummary(path, size, mtime, alarm, name, pages * page_size, tables, kv)
-    finally:
-        conn.close()
+
+    return _read_consistently(path, read)
 
 
 def run_sql(path: str | os.PathLike[str], sql: str, bindings: Sequence[Any] = (), *,
@@ -151,18 +192,25 @@ def run_sql(path: str | os.PathLike[str], sql: str, bindings: Sequence[Any] = ()
     that writes fails with InvalidInputError. With ``write`` everything runs in one transaction,
     committed with a full fsync, or rolled back entirely on error."""
     path = pathlib.Path(path)
-    if write:
-        if not path.is_file():
-            raise StorageError(f"no database file at {path}")
-        try:
-            conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE)
-            conn.limit(apsw.SQLITE_LIMIT_ATTACHED, 0)
-            conn.set_busy_timeout(5000)
-            conn.execute("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON").fetchall()
-        except apsw.Error as e:
-            raise _error(e, path, "cannot open database") from e
-    else:
-        conn = open_readonly(path)
+    if not write:
+        return _read_consistently(path, lambda conn: _execute(conn, path, sql, bindings, False))
+    if not path.is_file():
+        raise StorageError(f"no database file at {path}")
+    try:
+        conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE)
+        conn.limit(apsw.SQLITE_LIMIT_ATTACHED, 0)
+        conn.set_busy_timeout(5000)
+        conn.execute("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON").fetchall()
+    except apsw.Error as e:
+        raise _error(e, path, "cannot open database") from e
+    try:
+        return _execute(conn, path, sql, bindings, True)
+    finally:
+        conn.close()
+
+
+def _execute(conn: apsw.Connection, path: pathlib.Path, sql: str, bindings: Sequence[Any],
+             write: bool) -> SqlResult:
     state: dict[str, Any] = {"columns": (), "rows": []}
 
     def trace(cursor: apsw.Cursor, statement: str, bindings: Any) -> bool:
@@ -173,28 +221,25 @@ def run_sql(path: str | os.PathLike[str], sql: str, bindings: Sequence[Any] = ()
         state["rows"] = []
         return True
 
+    before = conn.total_changes()
+    cur = conn.cursor()
+    cur.exec_trace = trace
     try:
-        before = conn.total_changes()
-        cur = conn.cursor()
-        cur.exec_trace = trace
-        try:
-            if write:
-                conn.execute("BEGIN IMMEDIATE")
-            for row in cur.execute(sql, tuple(bindings)):
-                state["rows"].append(row)
-            if write:
-                _desync(conn, path)
-                conn.execute("COMMIT")
-        except apsw.ReadOnlyError as e:
-            raise InvalidInputError(
-                "this SQL writes to the database; reading is the default — add --write to change data") from e
-        except apsw.Error as e:
-            if write and not conn.get_autocommit():
-                conn.execute("ROLLBACK")
-            raise InvalidInputError(f"SQL error: {e}") from e
-        return SqlResult(state["columns"], state["rows"], conn.total_changes() - before)
-    finally:
-        conn.close()
+        if write:
+            conn.execute("BEGIN IMMEDIATE")
+        for row in cur.execute(sql, tuple(bindings)):
+            state["rows"].append(row)
+        if write:
+            _desync(conn, path)
+            conn.execute("COMMIT")
+    except apsw.ReadOnlyError as e:
+        raise InvalidInputError(
+            "this SQL writes to the database; reading is the default — add --write to change data") from e
+    except apsw.Error as e:
+        if write and not conn.get_autocommit():
+            conn.execute("ROLLBACK")
+        raise InvalidInputError(f"SQL error: {e}") from e
+    return SqlResult(state["columns"], state["rows"], conn.total_changes() - before)
 
 
 def _backup(src: apsw.Connection, dst: apsw.Connection, progress: Progress | None) -> None:
@@ -220,23 +265,24 @@ def export_database(path: str | os.PathLike[str], out: str | os.PathLike[str], *
     size in bytes."""
     path, out = pathlib.Path(path), pathlib.Path(out)
     tmp = out.with_name(out.name + ".tmp")
-    remove_files(tmp)
-    src = open_readonly(path)
-    try:
-        dst = apsw.Connection(str(tmp))
-        try:
-            _backup(src, dst, progress)
-            dst.execute("PRAGMA journal_mode = DELETE").fetchall()
-        finally:
-            dst.close()
-    except apsw.Error as e:
+
+    def copy(src: apsw.Connection) -> None:
         remove_files(tmp)
-        raise _error(e, out, "cannot write") from e
+        try:
+            dst = apsw.Connection(str(tmp))
+            try:
+                _backup(src, dst, progress)
+                dst.execute("PRAGMA journal_mode = DELETE").fetchall()
+            finally:
+                dst.close()
+        except apsw.Error as e:
+            raise _error(e, out, "cannot write") from e
+
+    try:
+        _read_consistently(path, copy)
     except BaseException:
         remove_files(tmp)
         raise
-    finally:
-        src.close()
     _fsync(tmp)
     os.replace(tmp, out)
     return out.stat().st_size
