@@ -170,8 +170,8 @@ class DataContext:
         elif len(self.namespaces) == 1:
             ns = self.namespaces[0]
         elif not self.namespaces:
-            raise InvalidInputError(f"no namespace is known in {self.data_dir}: pass --project DIR "
-                                    "(to read the bindings) or --namespace UNIQUE_KEY")
+            raise InvalidInputError(f"no namespace is known for {self.data_dir}: pass --project DIR, the "
+                                    "project whose configuration binds the classes")
         else:
             raise InvalidInputError("several namespaces here ("
                                     + ", ".join(n.label for n in self.namespaces) + "); pass --namespace")
