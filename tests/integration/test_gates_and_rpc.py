@@ -210,3 +210,62 @@ async def test_objects_call_each_other(gates):
     a = gates.env.PROBE.get_by_name("caller")
     assert await a.call_other("callee") == 1
     assert await gates.env.PROBE.get_by_name("callee").get_n() == 1
+
+
+async def test_storage_errors_cross_the_stub_with_their_details(gates):
+    from duro.errors import SqlError
+    ns = gates.env.PROBE
+    act = gates.runtime.activation(ns.unique_key, ns.id_from_name("sqlerr"))
+
+    async def event(instance):
+        instance.ctx.storage.sql.exec("CREATE TABLE u(id PRIMARY KEY)")
+        instance.ctx.storage.sql.exec("INSERT INTO u VALUES (1)")
+        instance.ctx.storage.sql.exec("INSERT INTO u VALUES (1)")
+    with pytest.raises(SqlError) as info:
+        await ns.get_by_name("sqlerr")._deliver(event)
+    assert info.value.code == "SQLITE_CONSTRAINT" and info.value.remote is True
+    assert info.value.extended == "SQLITE_CONSTRAINT_PRIMARYKEY"
+
+
+async def test_sync_inside_transaction_returns(gates):
+    ns = gates.env.PROBE
+    act = gates.runtime.activation(ns.unique_key, ns.id_from_name("syncintxn"))
+
+    async def event(instance):
+        async def body(txn):
+            await txn.put("a", 1)
+            await instance.ctx.storage.sync()
+            return "ok"
+        return await instance.ctx.storage.transaction(body)
+    assert await asyncio.wait_for(act.run(event), 5) == "ok"
+
+
+async def test_sql_after_unconfirmed_put_still_waits_for_durability(gates):
+    barrier = HeldBarrier()
+    gates.runtime.barrier = barrier
+    ns = gates.env.PROBE
+    act = gates.runtime.activation(ns.unique_key, ns.id_from_name("unconfirmed"))
+
+    async def event(instance):
+        await instance.ctx.storage.put("a", 1, allow_unconfirmed=True)
+        instance.ctx.storage.sql.exec("CREATE TABLE t(x)")
+        return "sent"
+    task = asyncio.ensure_future(act.run(event))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not task.done()
+    barrier.release_all()
+    assert await task == "sent"
+
+
+async def test_unconfirmed_put_alone_does_not_wait(gates):
+    barrier = HeldBarrier()
+    gates.runtime.barrier = barrier
+    ns = gates.env.PROBE
+    act = gates.runtime.activation(ns.unique_key, ns.id_from_name("unconfirmed2"))
+
+    async def event(instance):
+        await instance.ctx.storage.put("a", 1, allowUnconfirmed=True)
+        return "sent"
+    assert await asyncio.wait_for(act.run(event), 5) == "sent"
+    barrier.release_all()

@@ -123,7 +123,7 @@ class DurableObjectStub:
 
         resp = await self._deliver(event)
         if not isinstance(resp, Response):
-            raise TypeError(f"fetch() of {type(resp).__name__} must return a Response, not {type(resp).__name__}")
+            raise TypeError(f"fetch() of {self._ns.class_name} must return a Response, not {type(resp).__name__}")
         return as_fetch_response(resp)
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
@@ -255,8 +255,27 @@ def describe_exception(exc: BaseException) -> dict[str, Any]:
         "retryable": bool(getattr(exc, "retryable", False)),
         "overloaded": bool(getattr(exc, "overloaded", False)),
         "reset": bool(getattr(exc, "durable_object_reset", False)),
-        "remote": bool(getattr(exc, "remote", True)) if isinstance(exc, errors.DuroError) else True,
+        # Raised inside the callee (its code, its storage, its constructor): remote. Refused before
+        # delivery because of overload: not remote.
+        "remote": not isinstance(exc, errors.OverloadedError),
+        "attrs": _plain_attrs(exc),
     }
+
+
+_FLAG_ATTRS = {"remote", "retryable", "overloaded", "durable_object_reset", "_duro_translated"}
+
+
+def _plain_attrs(exc: BaseException) -> dict[str, Any]:
+    """Instance attributes that the codec can carry (``SqlError.code`` and the like)."""
+    out: dict[str, Any] = {}
+    for k, v in vars(exc).items():
+        if k in _FLAG_ATTRS or k.startswith("__"):
+            continue
+        try:
+            out[k] = codec.copy(v)
+        except TypeError:
+            continue
+    return out
 
 
 def rebuild_exception(state: dict[str, Any]) -> BaseException:
@@ -284,6 +303,12 @@ def rebuild_exception(state: dict[str, Any]) -> BaseException:
                 out = None
     if out is None:
         out = errors.RemoteError(qualname, state["message"])
+    else:
+        for k, v in state.get("attrs", {}).items():
+            try:
+                setattr(out, k, v)
+            except (AttributeError, TypeError):
+                pass
     errors.mark_remote(out, retryable=state["retryable"], overloaded=state["overloaded"])
     if not state["remote"]:
         out.remote = False  # type: ignore[attr-defined]

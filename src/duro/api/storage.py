@@ -82,7 +82,11 @@ class _Guarded:
         self._target = target
 
     def __getattr__(self, name: str) -> Any:
-        self._act.check_usable()
+        act = self._act
+        act.check_usable()
+        # SQL and sync-KV calls may write: the open transaction gates outputs again, even if it
+        # began with an allow_unconfirmed put.
+        act.mark_confirmed()
         return getattr(self._target, name)
 
 

@@ -46,6 +46,15 @@ def _retrieve(fut: asyncio.Future[Any]) -> None:
         fut.exception()
 
 
+def _log_failure(task: "asyncio.Task[Any]") -> None:
+    """Background work (``wait_until``) has no caller to raise to: log its failure."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.error("background task %s failed: %r", task.get_name(), exc, exc_info=exc)
+
+
 class Activation:
     """The single instance of one object in this process, and everything that gates its events."""
 
@@ -111,7 +120,7 @@ class Activation:
         if self.broken is not None:
             raise self._broken_copy()
         limit = self.runtime.limits.max_queued_events
-        if self.inflight + self.waiting >= limit:
+        if self.inflight >= limit:  # events waiting at a closed gate are in flight too
             raise OverloadedError(TEXT_OVERLOADED_QUEUE)
         self.inflight += 1
         token = _current.set(self)
@@ -285,14 +294,13 @@ class Activation:
             asyncio.get_running_loop().call_soon(self._commit_turn)
 
     async def sync(self) -> None:
-        """Wait until every write issued so far is durable (``storage.sync()``)."""
+        """Wait until every write issued so far is durable (``storage.sync()``). Inside
+        ``transaction()`` the open transaction cannot commit yet; then this waits for everything
+        committed before it."""
         if self._txn_future is not None and self._hold_commits == 0:
             self.commit_now()
-        await self._settle_output_all()
-
-    async def _settle_output_all(self) -> None:
         fut = self._txn_future
-        if fut is not None:
+        if fut is not None and self._hold_commits == 0:
             await fut
         dur = self._last_durable
         if dur is not None and not dur.done():
@@ -356,8 +364,19 @@ class Activation:
         task = asyncio.get_running_loop().create_task(coro, name=name, context=ctx)  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(_retrieve)
+        task.add_done_callback(_log_failure)
         return task
+
+    async def drain(self, timeout: float) -> None:
+        """Give background tasks (``wait_until``) up to ``timeout`` seconds, then cancel them."""
+        tasks = [t for t in self._tasks if not t.done()]
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        for t in pending:
+            t.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
 
     # ------------------------------------------------------------------ resets and closing
     def reset(self, error: BaseException, reason: DeactivationReason) -> None:

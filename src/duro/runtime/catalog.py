@@ -3,8 +3,8 @@
 At most one activation per object ID lives in a process, and an exclusive lock on the data
 directory keeps a second process from opening the same objects. Idle activations are evicted
 after ``limits.idle_timeout`` (in-memory state is lost, storage is not); the number of open
-databases is bounded by ``limits.max_open_databases`` (least recently used idle ones are closed
-first; their instances stay).
+databases is bounded by ``limits.max_open_databases`` (when over it, the least recently used idle
+activations are evicted first).
 """
 
 from __future__ import annotations
@@ -138,6 +138,8 @@ class Runtime:
             except asyncio.CancelledError:
                 pass
             self._sweeper = None
+        # wait_until work gets a short grace period, then is cancelled: no task outlives the runtime.
+        await asyncio.gather(*(a.drain(5.0) for a in list(self._activations.values())), return_exceptions=True)
         pending = [d for a in self._activations.values() if (d := a._last_durable) is not None and not d.done()]
         for act in list(self._activations.values()):
             act.close(DeactivationReason.SHUTDOWN)

@@ -18,6 +18,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..api import App, Request, Response
+from ..api.fetch import as_fetch_response
 from ..clock import Clock
 from ..runtime import RuntimeLimits
 
@@ -147,7 +148,7 @@ class LocalApp:
 
     async def fetch(self, path: str, method: str = "GET", body: Any = None, headers: Any = None) -> Response:
         url = path if "://" in path else f"http://localhost{path}"
-        return await self.app.handle(Request(url, method=method, body=body, headers=headers))
+        return as_fetch_response(await self.app.handle(Request(url, method=method, body=body, headers=headers)))
 
     async def websocket(self, path: str, headers: list[tuple[str, str]] | None = None) -> "LocalWebSocket":
         """Open an in-process WebSocket to ``path`` through the real front (see
