@@ -70,7 +70,7 @@ class AlarmScheduler:
     none; the api layer installs it. ``rand`` is the jitter source (tests set it)."""
 
     def __init__(self, runtime: "Runtime", *, policy: RetryPolicy | None = None,
-                 rand: Callable[[], float] | None = None, max_concurrent: int = 1000,
+                 rand: Callable[[], float] | None = None, max_concurrent: int = 10_000,
                  shutdown_grace: float = 10.0) -> None:
         self.runtime = runtime
         self.table = AlarmTable(policy)
@@ -345,6 +345,9 @@ class AlarmScheduler:
     # ------------------------------------------------------------------ one attempt
     def _activation(self, key: Key, name: str | None) -> "Activation":
         unique_key, hex_id = key
+        act = self.runtime.find(unique_key, hex_id)
+        if act is not None and act.broken is None and (act.id.name is not None or name is None):
+            return act  # (skips rebuilding and checking the ID)
         if unique_key not in self.runtime.classes:
             raise InternalError(f"no class registered for namespace {unique_key!r}")
         ns = self._ns_keys.get(unique_key)
@@ -452,6 +455,7 @@ class AlarmScheduler:
             if self.table.gen(key) == gen and db.get_alarm() == row:
                 db.delete_alarm()
                 self._note_change(act, key)
+                return AttemptResult(AttemptOutcome.SUCCEEDED, self.table.gen(key), None)
             return AttemptResult(AttemptOutcome.SUCCEEDED, self.table.gen(key), db.get_alarm())
         if isinstance(error, TimeoutError):
             error = TimeoutError(f"alarm() ran longer than {ALARM_HANDLER_TIMEOUT_S:.0f} s")
