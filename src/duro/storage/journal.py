@@ -3,8 +3,9 @@ the database for point-in-time recovery.
 
 A history file ``<hex>.history`` sits next to ``<hex>.sqlite``. It is a physical redo log: after
 each write commit the pages that commit appended to the WAL are read back and appended as one
-record ``(seq, epoch ms, tag, db size in pages, [(pgno, page)])``, pages zlib-compressed (level 1).
-A *base* record holds every page (a snapshot); a record of size 0 is the empty state (no file).
+record ``(seq, epoch ms, tag, db size in pages, [(pgno, page)])``. A *base* record holds every page (a snapshot); a record of size 0 is the empty state (no file).
+Bases and big deltas are zlib-compressed (level 1); small deltas are stored raw, because setting
+up deflate costs more than the rest of a small commit.
 The state at record *i* is the last base at or before *i* with every later page image applied in
 order, truncated to the record's size. The database keeps the seq of its last commit in its header
 (``PRAGMA user_version``, mod 2**32), so on open a history that missed commits (crash between commit
@@ -12,8 +13,10 @@ and append, a file swapped in from outside) is detected and healed with a fresh 
 
 Format (little-endian): a 32-byte header ``b"DUROHIS1", version u32, page size u32, 16 reserved``,
 then records ``[body length u64][crc32(body) u32][body][body length u64]``; body
-``seq u64, ms u64, tag u32, db pages u32, flags u32, n u32, n x pgno u32 (absent for a base),
-zlib(pages)``.
+``seq u64, ms u64, tag u32, db pages u32, flags u32, n u32``, then for a delta ``n x (pgno u32,
+hole u32)`` and the pages with each page's hole (a run of zeros in a b-tree page's free space,
+``start << 16 | end``) left out; a base has pages 1..n whole. Pages are zlib-compressed when
+flags has ZLIB.
 
 Never: fsync on the commit path (the database's ``user_version`` detects a lost tail; restores and
 rewrites are fsync'd), use threads or asyncio, or let an OSError escape untranslated.
@@ -52,6 +55,8 @@ _BODY = struct.Struct("<QQIIII")  # seq, ms, tag, db pages, flags, n
 BASE = 1  # every page of the state, pages 1..n, no pgno list
 RESTORE = 2  # written by a restore (informational)
 HEAL = 4  # a snapshot taken because the history had missed commits (informational)
+ZLIB = 8  # the pages are zlib-compressed (bases always; deltas of _COMPRESS_FROM pages or more)
+_COMPRESS_FROM = 16  # smaller deltas stay raw: deflate's set-up costs more than a small write
 _CHUNK_PAGES = 256
 
 _BOOKMARK = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{12})-([0-9a-f]{8})$")
@@ -139,6 +144,32 @@ class Record:
 
 
 # ---- the history file -----------------------------------------------------------------------------
+
+
+_BTREE_HEADER = {2: 12, 5: 12, 10: 8, 13: 8}  # page type -> header size
+
+
+def _hole(page: bytes, pgno: int) -> tuple[int, int]:
+    """The longest run of zero bytes in a b-tree page's unallocated space (between the cell
+    pointer array and the cell content area), as (start, end); (0, 0) if none is worth eliding.
+    Only bytes that are zero are elided, so a page is always restored byte for byte; a page that
+    is not a b-tree page (overflow, freelist) has a first byte of 0 (a page number < 2**24)."""
+    h = 100 if pgno == 1 else 0
+    size = _BTREE_HEADER.get(page[h])
+    if size is None:
+        return 0, 0
+    cells, content = struct.unpack_from(">HH", page, h + 3)
+    a, b = h + size + 2 * cells, content or 65536
+    if not a + 64 <= b <= PAGE_SIZE:
+        return 0, 0
+    if page.count(0, a, b) != b - a:  # old bytes left by deletes: keep the longest zero end
+        gap = page[a:b]
+        lead = len(gap) - len(gap.lstrip(b"\0"))
+        trail = len(gap) - len(gap.rstrip(b"\0"))
+        a, b = (a, a + lead) if lead >= trail else (b - trail, b)
+        if b - a < 64:
+            return 0, 0
+    return a, b
 
 
 def _os_error(what: str, path: pathlib.Path, e: OSError) -> StorageError:
@@ -310,21 +341,36 @@ class HistoryFile:
         """The page numbers a delta record holds (read without decompressing)."""
         if rec.is_base:
             return array("I", range(1, rec.n + 1))
-        raw = os.pread(self._fd, 4 * rec.n, rec.offset + _PREFIX.size + _BODY.size)
+        raw = os.pread(self._fd, 8 * rec.n, rec.offset + _PREFIX.size + _BODY.size)
         out = array("I")
         out.frombytes(raw)
-        return out
+        return out[::2]
 
     def iter_pages(self, rec: Record) -> Iterator[tuple[int, bytes]]:
         """(pgno, page) for every page of ``rec``, decompressing as it goes."""
         body = self.read_body(rec)
-        if rec.is_base:
-            pgnos: Any = range(1, rec.n + 1)
-            data_at = _BODY.size
-        else:
-            pgnos = array("I")
-            pgnos.frombytes(body[_BODY.size:_BODY.size + 4 * rec.n])
-            data_at = _BODY.size + 4 * rec.n
+        if not rec.is_base:
+            ents = array("I")
+            ents.frombytes(body[_BODY.size:_BODY.size + 8 * rec.n])
+            data = body[_BODY.size + 8 * rec.n:]
+            if rec.flags & ZLIB:
+                data = zlib.decompress(data)
+            pos = 0
+            for k in range(0, 2 * rec.n, 2):
+                a, b = ents[k + 1] >> 16, ents[k + 1] & 0xFFFF
+                if a < b:
+                    stop = pos + PAGE_SIZE - (b - a)
+                    page = b"".join((data[pos:pos + a], bytes(b - a), data[pos + a:stop]))
+                else:
+                    stop = pos + PAGE_SIZE
+                    page = data[pos:stop]
+                if len(page) != PAGE_SIZE:
+                    raise StorageError(f"history file {str(self.path)!r} is damaged at seq {rec.seq} (short record)")
+                yield ents[k], page
+                pos = stop
+            return
+        pgnos = range(1, rec.n + 1)
+        data_at = _BODY.size
         d = zlib.decompressobj()
         view = memoryview(body)[data_at:]
         step = PAGE_SIZE * _CHUNK_PAGES
@@ -358,14 +404,26 @@ class HistoryFile:
         try:
             if flags & BASE:
                 n = db_pages
+                flags |= ZLIB
                 head = _BODY.pack(seq, ms, tag, db_pages, flags, n)
                 rec = self._append_base(start, head, n, pages, source)
             else:
                 order = sorted(pages or ())
                 n = len(order)
+                ents = array("I")
+                parts: list[bytes] = []
+                for p in order:
+                    page = pages[p]  # type: ignore[index]
+                    a, b = _hole(page, p)
+                    ents.append(p)
+                    ents.append(a << 16 | b)
+                    parts.append(page[:a] + page[b:] if a < b else page)
+                data = b"".join(parts)
+                if n >= _COMPRESS_FROM:
+                    data = zlib.compress(data, 1)
+                    flags |= ZLIB
                 head = _BODY.pack(seq, ms, tag, db_pages, flags, n)
-                data = zlib.compress(b"".join([pages[p] for p in order]), 1) if order else b""  # type: ignore[index]
-                body = b"".join((head, array("I", order).tobytes(), data))
+                body = b"".join((head, ents.tobytes(), data))
                 blob = b"".join((_PREFIX.pack(len(body), zlib.crc32(body)), body, _SUFFIX.pack(len(body))))
                 written = os.pwrite(self._fd, blob, start)
                 if written != len(blob):
@@ -545,12 +603,13 @@ class WalTail:
             self._offset = _WAL_HEADER
         frame = _FRAME_HEADER + PAGE_SIZE
         pos = self._offset
+        end = os.fstat(fd).st_size
         frames: list[tuple[int, bytes]] = []
         committed = 0
         commit_size = 0
         done = False
         while not done:
-            chunk = os.pread(fd, frame * 64, pos)
+            chunk = os.pread(fd, min(frame * 64, end - pos), pos) if end > pos else b""
             if len(chunk) < frame:
                 break
             for at in range(0, len(chunk) - frame + 1, frame):
