@@ -132,6 +132,14 @@ class AlarmScheduler:
         """``delete_all()`` removed the alarm along with everything else."""
         self._note_change(act, self._key(act))
 
+    def note_outside_alarm(self, unique_key: str, hex_id: str, name: str | None, when_ms: int) -> None:
+        """An object's files were changed outside the runtime (restore, import, ``sql --write``) and
+        now hold an alarm at ``when_ms``: make sure the index looks at the object by then."""
+        self._ensure_index()
+        if self.table.lower((unique_key, hex_id), name, int(when_ms)):
+            self._flush()
+            self._wake(int(when_ms))
+
     def _note_change(self, act: "Activation", key: Key) -> None:
         self.table.changed(key)
         self._dirty.add(act)
