@@ -92,3 +92,21 @@ async def test_bad_input_is_a_clear_error_that_changes_nothing(app):
     stub = await restart(app, "bad")
     assert (await stub.state())["notes"] == ["keep"]
     assert await stub.bookmark() == b1
+
+
+async def test_the_pruner_drops_history_older_than_the_window(app):
+    stub = app.env.NOTES.get_by_name("old")
+    b1 = await stub.add("kept as the base")
+    first = await stub.bookmark_for_time(app.clock.now_ms())
+    assert first == b1
+    pruner = next(s for s in app.runtime._services if type(s).__name__ == "HistoryPruner")
+    assert pruner.statistics()["pruned"] == 0
+    await app.clock.advance(31 * 86_400)  # the pruner's hourly pass runs on the runtime's clock
+    assert pruner.statistics()["pruned"] == 1 and pruner.statistics()["failures"] == 0
+    b2 = await stub.add("recent")
+    assert await pruner.prune_all() == 0  # nothing more to drop
+    b3 = await stub.add("after pruning")  # appends to the rewritten file
+    assert b1 < b2 < b3
+    await stub.schedule_only(b1)  # the state at the window's start is still there
+    stub = await restart(app, "old")
+    assert (await stub.state())["notes"] == ["kept as the base"]
