@@ -23,13 +23,14 @@ from .api import (
     WebSocketRequestResponsePair,
     WorkerEntrypoint,
 )
+from .core.alarms import AlarmInvocationInfo
 from .errors import DuroError, DurableObjectAbort, ObjectResetError, OverloadedError, RemoteError
 from .ids import DurableObjectId
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "DurableObject", "DurableObjectId", "DurableObjectNamespace", "DurableObjectState",
+    "AlarmInvocationInfo", "DurableObject", "DurableObjectId", "DurableObjectNamespace", "DurableObjectState",
     "DurableObjectStorage", "DurableObjectStub", "DuroError", "DurableObjectAbort", "FetchResponse",
     "Headers", "ObjectResetError", "OverloadedError", "RemoteError", "Request", "Response",
     "WebSocket", "WebSocketPair", "WebSocketRequestResponsePair", "WorkerEntrypoint", "__version__",

@@ -388,3 +388,12 @@ async def test_fsync_durability_path(tmp_path, clock):
             assert len(await s.log()) == 1
             assert await s.get() is None
         assert local.runtime.alarms.statistics()["records"] == 0
+
+
+async def test_local_app_advance_runs_retries_inside_the_step(h):
+    a = h.env.ALARMED.get_by_name("harness")
+    await a.behave("fail_times", 3)
+    await a.set(h.now() + 1000)
+    await h.local.advance(1 + 2 + 4 + 8)  # first attempt and three retries, in one call
+    assert [e["retry"] for e in await a.log()] == [0, 1, 2, 3]
+    assert await a.get() is None

@@ -146,6 +146,24 @@ class LocalApp:
     async def __aexit__(self, *exc: Any) -> None:
         await self.app.close()
 
+    async def advance(self, seconds: float) -> None:
+        """Move a virtual clock forward (``LocalApp(..., clock=VirtualClock())``) and wait until every
+        alarm that came due has run, including retries that fall inside the step."""
+        clock = self.runtime.clock
+        if not hasattr(clock, "advance"):
+            raise TypeError("advance() needs a virtual clock: LocalApp(project, data, clock=VirtualClock())")
+        alarms = self.runtime.alarms
+        await alarms.wait_idle()
+        target = clock.now() + seconds
+        while True:
+            nxt = alarms.table.next_due()
+            if nxt is None or nxt / 1000 > target:
+                break
+            await clock.advance(max(0.0, nxt / 1000 - clock.now()))
+            await alarms.wait_idle()
+        await clock.advance(max(0.0, target - clock.now()))
+        await alarms.wait_idle()
+
     async def fetch(self, path: str, method: str = "GET", body: Any = None, headers: Any = None) -> Response:
         url = path if "://" in path else f"http://localhost{path}"
         return as_fetch_response(await self.app.handle(Request(url, method=method, body=body, headers=headers)))
