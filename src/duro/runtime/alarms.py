@@ -89,7 +89,7 @@ class AlarmScheduler:
         self._sleep_until: int | None = None
         self._attempts: set[asyncio.Task[None]] = set()
         self._dirty: set["Activation"] = set()     # changed the alarm in the open transaction
-        self._lowered: set["Activation"] = set()   # ... and made the index earlier for it
+        self._armed: set["Activation"] = set()     # ... by setting one (relies on an index row)
         self._watched: "weakref.WeakSet[Activation]" = weakref.WeakSet()
         self._running: dict[Key, tuple[int, int]] = {}  # handler running: (row, gen at start)
         self._ns_keys: dict[str, NamespaceKey] = {}
@@ -119,9 +119,9 @@ class AlarmScheduler:
         self._ensure_index()
         if self.table.lower(key, act.id.name, when):
             self._flush()
-            self._lowered.add(act)
             self._wake(when)
         act.db.set_alarm(when)
+        self._armed.add(act)
         self._note_change(act, key)
 
     def delete_alarm(self, act: "Activation") -> None:
@@ -156,8 +156,9 @@ class AlarmScheduler:
         key = self._key(act)
         gen = self.table.gen(key)
         value = act.db.get_alarm()  # just committed: no transaction is open
-        if act in self._lowered:
-            self._lowered.discard(act)
+        if act in self._armed:
+            # The index row this alarm relies on must be durable before the commit is acknowledged.
+            self._armed.discard(act)
             fut = self._index_durable()
             if fut is not None:
                 act.hold_outputs_for(fut)
@@ -170,7 +171,7 @@ class AlarmScheduler:
     def _on_reset(self, act: "Activation", error: BaseException) -> None:
         # Its uncommitted alarm changes are gone; any index row they lowered is a harmless phantom.
         self._dirty.discard(act)
-        self._lowered.discard(act)
+        self._armed.discard(act)
 
     def _settle_if_durable(self, key: Key, gen: int, value: int | None, fut: "asyncio.Future[Any]") -> None:
         if not fut.cancelled() and fut.exception() is None:
