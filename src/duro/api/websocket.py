@@ -21,7 +21,6 @@ import datetime
 import inspect
 import logging
 import time
-import weakref
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .. import codec
@@ -323,12 +322,14 @@ def _channel_of(ws: Any, what: str) -> SocketChannel:
     return ws._server(what)
 
 
-def _handles(act: "Activation") -> "weakref.WeakValueDictionary[int, WebSocket]":
-    """Per-instance handles, so that one socket is one Python object for the instance's life."""
+def _handles(act: "Activation") -> dict[int, WebSocket]:
+    """Per-instance handles, so that one socket is one Python object for the instance's life.
+    Kept on ``ctx``: dropped with the instance (hibernation, eviction, reset); a closed socket's
+    handle is removed by :func:`unlist`."""
     ctx = getattr(act, "ctx", None)
     cache = getattr(ctx, "_ws_handles", None)
     if cache is None:
-        cache = weakref.WeakValueDictionary()
+        cache = {}
         if ctx is not None:
             ctx._ws_handles = cache
     return cache
@@ -458,6 +459,11 @@ def release(runtime: "Runtime", channel: SocketChannel) -> None:
     channel.ready_state = CLOSED
     if channel.mode == HIBERNATABLE:
         runtime.hibernation.remove(channel)
+        # The close event has been delivered (with this handle): the instance can let it go.
+        act = runtime.find(*channel.owner) if channel.owner is not None else None
+        handles = getattr(getattr(act, "ctx", None), "_ws_handles", None)
+        if handles is not None:
+            handles.pop(channel.id, None)
     elif channel.mode == STANDARD and channel.activation is not None:
         act = channel.activation
         act.pins.discard(_pin(channel))

@@ -141,13 +141,18 @@ class AsgiFront:
 
 
 async def serve(front: AsgiFront, *, host: str = "127.0.0.1", port: int = 8787, log_level: str = "info",
-                ready: "asyncio.Event | None" = None, ws_max_size: int = 32 * 1024 * 1024) -> None:
-    """Serve ``front`` until cancelled or signalled (SIGINT/SIGTERM stop it gracefully)."""
+                ready: "asyncio.Event | None" = None, ws_max_size: int = 32 * 1024 * 1024,
+                ws_compression: bool = False) -> None:
+    """Serve ``front`` until cancelled or signalled (SIGINT/SIGTERM stop it gracefully).
+
+    WebSocket permessage-deflate is off by default: its per-connection zlib state (~40 KB) would
+    dominate the memory of idle hibernated connections."""
     import uvicorn
 
     config = uvicorn.Config(front, host=host, port=port, loop="none", http="httptools",
                             ws="websockets-sansio", lifespan="on", log_level=log_level, access_log=False,
                             ws_max_size=ws_max_size, ws_ping_interval=None, server_header=False,
+                            ws_per_message_deflate=ws_compression,
                             date_header=False, timeout_graceful_shutdown=30, proxy_headers=False)
     server = uvicorn.Server(config)
     if ready is not None:

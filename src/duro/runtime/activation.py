@@ -210,6 +210,14 @@ class Activation:
             raise self._broken_copy()
         await self._settle_output()
 
+    def output_open(self) -> bool:
+        """True when ``output_gate()`` would return at once: no write is waiting to be durable.
+        Lets sockets send without scheduling a task in the common case."""
+        if self.broken is not None or (self._txn_future is not None and self._txn_gated):
+            return False
+        dur = self._last_durable
+        return dur is None or (dur.done() and not dur.cancelled() and dur.exception() is None)
+
     # ------------------------------------------------------------------ implicit transaction
     def _on_transaction_open(self) -> None:
         if self.db.name is None:  # the catalog learns the name later when first reached by ID

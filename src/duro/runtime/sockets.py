@@ -111,8 +111,68 @@ class SocketChannel:
             return  # the peer is gone; the close event is on its way to the object
         if self._outbox is None:
             self._outbox = collections.deque()
+        transport = self._transport
+        if (transport is not None and self._flusher is None and not self._outbox
+                and (gate is None or gate.output_open())):
+            # Fast path (a broadcast to many idle sockets): nothing queued and nothing to wait
+            # for, so hand the frame to the transport now, without a task.
+            self._write_now(transport, kind, data)
+            return
         self._outbox.append((kind, data, gate))
-        if self._transport is not None and self._flusher is None:
+        if transport is not None and self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+
+    def _write_now(self, transport: SocketTransport, kind: int, data: Any) -> None:
+        if kind == _TEXT or kind == _DIRECT_TEXT:
+            coro = transport.send_text(data)
+        elif kind == _BINARY:
+            coro = transport.send_bytes(data)
+        else:
+            coro = transport.close(*data)
+        try:
+            waiting_on = coro.send(None)
+        except StopIteration:
+            return  # sent without suspending: the usual case
+        except Exception as e:
+            log.debug("WebSocket %d: send failed: %s", self.id, e)
+            self._dead = True
+            return
+        # The transport is applying back-pressure: a flusher task finishes this send, and later
+        # frames queue behind it.
+        self._flusher = asyncio.get_running_loop().create_task(self._finish_send(coro, waiting_on))
+
+    async def _finish_send(self, coro: Any, waiting_on: Any) -> None:
+        try:
+            while True:
+                if waiting_on is None:
+                    await asyncio.sleep(0)
+                else:
+                    # Take over the wait as a Task would: clear the future's "blocking" flag
+                    # (the asyncio future protocol), await it, then resume the send.
+                    waiting_on._asyncio_future_blocking = False
+                    try:
+                        await waiting_on
+                    except asyncio.CancelledError:
+                        if (t := asyncio.current_task()) is not None and t.cancelling():
+                            coro.close()
+                            raise
+                    except Exception:
+                        pass  # the send coroutine sees the error when resumed
+                try:
+                    waiting_on = coro.send(None)
+                except StopIteration:
+                    break
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.debug("WebSocket %d: send failed: %s", self.id, e)
+            self._dead = True
+            if self._outbox:
+                self._outbox.clear()
+            self._flusher = None
+            return
+        self._flusher = None
+        if self._outbox and not self._dead and self._transport is not None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
 
     async def _flush(self) -> None:
