@@ -25,7 +25,7 @@ from typing import Any
 import apsw
 
 from duro.errors import InvalidInputError, StorageError
-from duro.storage.journal import (BASE, DAY_MS, RESTORE, HistoryFile, HistoryOptions, ObjectHistory,
+from duro.storage.journal import (BASE, DAY_MS, PAGE_SIZE, RESTORE, HistoryFile, HistoryOptions, ObjectHistory,
                                   fsync_dir, history_path, marker_path, materialize_index, parse_bookmark)
 
 __all__ = ["HistoryOptions", "bookmark_range", "current_bookmark", "bookmark_for_time", "restore", "branch",
@@ -163,12 +163,41 @@ def restore(db_path: str | os.PathLike[str], bookmark: str, *, options: HistoryO
             hf.append(seq, h._now(), 0, {}, flags=BASE | RESTORE)
         else:
             _stamp(tmp, seq)
+            changed = _changed_pages(db, tmp)
             _unlink(wal, shm)
             os.replace(tmp, db)
             fsync_dir(db.parent)
-            hf.append_file_snapshot(seq, h._now(), db, flags=RESTORE)
+            if changed is None:
+                hf.append_file_snapshot(seq, h._now(), db, flags=RESTORE)
+            else:  # only what differs from the state before: restoring an hour back stays cheap
+                hf.append(seq, h._now(), size, changed, flags=RESTORE)
         hf.fsync()
         return hf.last.bookmark
+
+
+_MAX_DELTA_PAGES = 16384  # 64 MiB: a restore that changes more is recorded as a new base
+
+
+def _changed_pages(old: pathlib.Path, new: pathlib.Path) -> dict[int, bytes] | None:
+    """The pages of ``new`` that differ from ``old`` (both checkpointed files), or None when
+    ``old`` is missing or too much differs."""
+    if not old.exists():
+        return None
+    changed: dict[int, bytes] = {}
+    step = 256 * PAGE_SIZE
+    with open(old, "rb") as a, open(new, "rb") as b:
+        offset = 0
+        while True:
+            x, y = a.read(step), b.read(step)
+            if not y:
+                return changed
+            if x != y:
+                for i in range(0, len(y), PAGE_SIZE):
+                    if x[i:i + PAGE_SIZE] != y[i:i + PAGE_SIZE]:
+                        changed[(offset + i) // PAGE_SIZE + 1] = y[i:i + PAGE_SIZE]
+                if len(changed) > _MAX_DELTA_PAGES:
+                    return None
+            offset += len(y)
 
 
 def branch(src_db_path: str | os.PathLike[str], dst_db_path: str | os.PathLike[str], bookmark: str, *,
