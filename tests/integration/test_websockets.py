@@ -263,6 +263,10 @@ async def test_at_most_32768_sockets_per_object(app):
     refused = await app.env.ROOM.get_by_name("full").fill(32769)
     assert refused == [32768, "OverloadedError",
                        "only 32768 websockets can be accepted on a single Durable Object instance"]
+    # None of them was ever returned in a 101 response: the sweeper drops them after 30 s.
+    assert app.runtime.hibernation.statistics()["sockets"] == 32768
+    app.runtime.sweep(now=time.monotonic() + 31)
+    assert app.runtime.hibernation.statistics()["sockets"] == 0
 
 
 async def test_cloudflare_spellings(app):

@@ -89,7 +89,9 @@ async def _handshake(front: Any, scope: dict[str, Any], send: Any) -> SocketChan
         why = "was never accepted (call ctx.accept_websocket(server) or server.accept())" if not channel.accepted \
             else "was already used in another response"
         log.error("WebSocket returned by %s %s; answering 500", request.url, why)
-        release(front.app.runtime, channel)
+        if not channel.attached:
+            release(front.app.runtime, channel)
+            channel.abandon()
         await _deny(send, Response("Internal Server Error", status=500))
         return None
     accept: dict[str, Any] = {"type": "websocket.accept"}
@@ -169,6 +171,7 @@ def upgrade_required(resp: Response, runtime: Any) -> Response:
     channel = response_channel(resp)
     if channel is not None and not channel.attached:
         release(runtime, channel)
+        channel.abandon()
     return Response("Expected Upgrade: websocket", status=426, headers={"upgrade": "websocket"})
 
 

@@ -141,7 +141,7 @@ class HibernationRegistry:
         for key, ent in list(self._objects.items()):
             for ch in list(ent.channels.values()):
                 if not ch.attached and ch.ready_state != CLOSED and now - ch.created >= PENDING_TIMEOUT_S:
-                    ch.ready_state = CLOSED
+                    ch.abandon()
                     del ent.channels[ch.id]
                     dropped += 1
             if not ent.channels and not is_live(*key):

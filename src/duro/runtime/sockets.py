@@ -225,6 +225,12 @@ class SocketChannel:
         if task is not None:
             await asyncio.wait_for(asyncio.shield(task), timeout)
 
+    def abandon(self) -> None:
+        """The connection will never start (no 101 went out): drop what was queued for it."""
+        self.ready_state = CLOSED
+        self._dead = True
+        self._outbox = None
+
     async def detach(self) -> None:
         """The connection ended: drop unsent frames, stop the flusher and wait for it."""
         self.ready_state = CLOSED
