@@ -88,10 +88,6 @@ class ObjectSockets:
             return [c for c in self.channels.values() if c.ready_state != CLOSED]
         return [c for c in self.channels.values() if c.ready_state != CLOSED and tag in c.tags]
 
-    @property
-    def empty(self) -> bool:
-        return not self.channels and self.auto_response is None and self.event_timeout_ms is None
-
 
 class HibernationRegistry:
     """Every object's hibernatable sockets in this process. Owned by the :class:`Runtime`."""

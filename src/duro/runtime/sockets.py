@@ -219,12 +219,6 @@ class SocketChannel:
         if self._outbox and self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
 
-    async def drain(self, timeout: float | None = None) -> None:
-        """Wait until the queued frames have been handed to the transport."""
-        task = self._flusher
-        if task is not None:
-            await asyncio.wait_for(asyncio.shield(task), timeout)
-
     def abandon(self) -> None:
         """The connection will never start (no 101 went out): drop what was queued for it."""
         self.ready_state = CLOSED
