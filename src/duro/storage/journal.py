@@ -25,7 +25,6 @@ rewrites are fsync'd), use threads or asyncio, or let an OSError escape untransl
 from __future__ import annotations
 
 import bisect
-import dataclasses
 import mmap
 import os
 import pathlib
@@ -36,7 +35,7 @@ import zlib
 from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from duro.clock import now_ms as _wall_ms
 from duro.errors import InvalidInputError, StorageError
@@ -121,9 +120,8 @@ def parse_bookmark(bookmark: Any) -> tuple[int, int, int]:
     return int(m.group(1), 16), int(m.group(2), 16), int(m.group(3), 16)
 
 
-@dataclass(frozen=True)
-class Record:
-    """One record's header, as indexed."""
+class Record(NamedTuple):
+    """One record's header, as indexed (a tuple: built on every commit, so cheap to make)."""
 
     index: int
     offset: int
@@ -442,7 +440,7 @@ class HistoryFile:
             for k, v in (("off", start), ("seq", seq), ("ms", ms), ("tag", tag), ("pages", db_pages),
                          ("flags", flags), ("n", rec.n)):
                 x[k].append(v)
-            rec = dataclasses.replace(rec, index=len(x["seq"]) - 1)
+            rec = rec._replace(index=len(x["seq"]) - 1)
         self._last = rec
         return rec
 
@@ -571,9 +569,9 @@ def materialize_index(hf: HistoryFile, i: int, out: pathlib.Path) -> int:
 class WalTail:
     """Follows one connection's ``-wal`` file and returns the pages each commit appended.
 
-    Called right after COMMIT, on the same thread, before anything else can write: the frames from
-    our offset up to the last commit frame (same salt as the header) are that commit's. A WAL that
-    was restarted (new salt, or shorter than our offset) is read from its first frame."""
+    Called right after each COMMIT, on the same thread, before anything else can write: the frames
+    from our offset up to the first commit frame are that commit's (all with the header's salt). A
+    WAL that was restarted (new salt) is read from its first frame."""
 
     def __init__(self, wal_path: pathlib.Path) -> None:
         self.path = wal_path
@@ -603,31 +601,24 @@ class WalTail:
             self._offset = _WAL_HEADER
         frame = _FRAME_HEADER + PAGE_SIZE
         pos = self._offset
-        end = os.fstat(fd).st_size
-        frames: list[tuple[int, bytes]] = []
-        committed = 0
-        commit_size = 0
-        done = False
-        while not done:
-            chunk = os.pread(fd, min(frame * 64, end - pos), pos) if end > pos else b""
-            if len(chunk) < frame:
-                break
+        pages: dict[int, bytes] = {}
+        want = 4  # frames per read: small commits are 1-3 frames; a WAL past a restart holds stale ones
+        while True:
+            chunk = os.pread(fd, frame * want, pos)
             for at in range(0, len(chunk) - frame + 1, frame):
                 if chunk[at + 8:at + 16] != salt:
-                    done = True
-                    break
+                    raise StorageError(f"cannot find the last commit in {str(self.path)!r} "
+                                       f"(offset {self._offset}, frame at {pos + at} is stale)")
                 pgno, size = struct.unpack_from(">II", chunk, at)
-                frames.append((pgno, chunk[at + _FRAME_HEADER:at + frame]))
+                pages[pgno] = chunk[at + _FRAME_HEADER:at + frame]  # a later image of a page wins
                 if size:
-                    committed = len(frames)
-                    commit_size = size
-            pos += len(chunk) - len(chunk) % frame
-            if len(chunk) < frame * 64:
-                break
-        if not committed:
-            raise StorageError(f"cannot find the last commit in {str(self.path)!r} (offset {self._offset})")
-        self._offset += committed * frame
-        return commit_size, dict(frames[:committed])
+                    # One commit per call (we are called after each one): its commit frame ends it.
+                    self._offset = pos + at + frame
+                    return size, pages
+            if len(chunk) < frame * want:
+                raise StorageError(f"cannot find the last commit in {str(self.path)!r} (offset {self._offset})")
+            pos += len(chunk)
+            want = 64
 
 
 # ---- the live hooks -------------------------------------------------------------------------------
