@@ -2,10 +2,13 @@
 
 import datetime
 import os
+import pathlib
+import shutil
 
 import apsw
 import pytest
 
+from duro.codec import encode
 from duro.errors import InvalidInputError, StorageError
 from duro.storage import ObjectDatabase
 from duro.storage import history as H
@@ -248,6 +251,91 @@ def test_history_heals_after_missed_commits(path, opts):
     assert state(path) == {"kv": {"a": 2, "b": 1}}
 
 
+def _crash_image(path, to):
+    """The object's files as a crash would leave them: database and WAL as they are on disk now
+    (the connection still open, nothing checkpointed), the history as given."""
+    to.mkdir()
+    for suffix in ("", "-wal"):
+        src = pathlib.Path(str(path) + suffix)
+        if src.exists():
+            shutil.copyfile(src, pathlib.Path(str(to / path.name) + suffix))
+    shutil.copyfile(history_path(path), history_path(to / path.name))
+    return to / path.name
+
+
+def test_a_crash_between_commit_and_history_append_is_healed(path, opts, tmp_path):
+    db = ObjectDatabase(path, history=opts)
+    b1 = put(db, a=1)
+    db.history.after_commit = lambda: None  # the process dies right after COMMIT
+    db.kv_put("a", 2)
+    db.commit()
+    image = _crash_image(path, tmp_path / "crash")
+    db.history.after_commit = type(db.history).after_commit.__get__(db.history)
+    cur = H.current_bookmark(image, options=opts)
+    assert cur > b1
+    H.restore(image, b1, options=opts)
+    assert state(image) == {"kv": {"a": 1}}
+    H.restore(image, cur, options=opts)
+    assert state(image) == {"kv": {"a": 2}}
+    db.close()
+
+
+def test_a_crashed_commit_on_other_pages_is_found_in_the_wal(path, opts, tmp_path):
+    db = ObjectDatabase(path, history=opts)
+    for i in range(200):
+        db.kv_put(f"k{i:03}", "x" * 200)  # many leaf pages
+    db.commit()
+    b1 = put(db, k000="first leaf")
+    db.history.after_commit = lambda: None
+    db.kv_put("k199", "last leaf")  # a page the last record does not hold
+    db.commit()
+    image = _crash_image(path, tmp_path / "crash")
+    db.history.after_commit = type(db.history).after_commit.__get__(db.history)
+    cur = H.current_bookmark(image, options=opts)
+    assert cur > b1
+    H.restore(image, b1, options=opts)
+    assert state(image)["kv"]["k199"] == "x" * 200
+    H.restore(image, cur, options=opts)
+    assert state(image)["kv"]["k199"] == "last leaf"
+    db.close()
+
+
+def test_a_lost_history_tail_with_the_commits_in_the_wal_is_healed(path, opts, tmp_path):
+    db = ObjectDatabase(path, history=opts)
+    b1 = put(db, a=1)
+    put(db, b=2)
+    put(db, c=3)
+    hf = HistoryFile.open(history_path(path))
+    cut = hf.record(-2).offset
+    hf.close()
+    image = _crash_image(path, tmp_path / "crash")
+    os.truncate(history_path(image), cut)  # a power loss kept the WAL, not the history's tail
+    cur = H.current_bookmark(image, options=opts)
+    H.restore(image, b1, options=opts)
+    assert state(image) == {"kv": {"a": 1}}
+    H.restore(image, cur, options=opts)
+    assert state(image) == {"kv": {"a": 1, "b": 2, "c": 3}}
+    db.close()
+
+
+def test_a_database_marked_changed_outside_is_healed(path, opts):
+    db = ObjectDatabase(path, history=opts)
+    b1 = put(db, a=1)
+    db.close()
+    conn = apsw.Connection(str(path))  # a tool writes, and marks the database as changed outside
+    conn.execute("BEGIN; INSERT INTO _cf_KV VALUES ('outside', ?); PRAGMA user_version = 7; COMMIT", (encode(1),))
+    conn.close()
+    cur = H.current_bookmark(path, options=opts)
+    assert cur > b1
+    H.restore(path, b1, options=opts)
+    assert "outside" not in state(path)["kv"]
+    H.restore(path, cur, options=opts)
+    assert "outside" in state(path)["kv"]
+    conn = apsw.Connection(str(path))
+    assert conn.execute("PRAGMA user_version").fetchall()[0][0] == 0
+    conn.close()
+
+
 def test_history_heals_when_the_database_is_replaced(path, opts, tmp_path):
     db = ObjectDatabase(path, history=opts)
     b1 = put(db, a=1)
@@ -307,6 +395,31 @@ def test_read_only_transactions_write_nothing(path, opts):
     assert db.commit() is False
     assert os.path.getsize(history_path(path)) == size
     db.close()
+
+
+def test_write_transactions_that_change_nothing_make_no_record(path, opts):
+    db = ObjectDatabase(path, history=opts)
+    b1 = put(db, a=1)
+    for _ in range(3):
+        db.kv_delete("missing")  # a write statement that matches nothing: no page changes
+        db.sql.exec("CREATE TABLE IF NOT EXISTS t(x)") if _ == 2 else None
+        db.commit()
+    b2 = db.attached_history().current().bookmark
+    db.sql.exec("DELETE FROM t WHERE x = 1")
+    db.commit()
+    assert db.attached_history().current().bookmark == b2 > b1
+    # a rolled-back transaction that spilled pages to the WAL, then a no-op write
+    for i in range(3000):
+        db.kv_put(f"big{i}", "y" * 1000)
+    db.rollback()
+    db.kv_delete("missing")
+    db.commit()
+    b3 = put(db, c=3)
+    db.close()
+    H.restore(path, b2, options=opts)
+    assert state(path)["kv"] == {"a": 1}
+    H.restore(path, b3, options=opts)
+    assert state(path)["kv"] == {"a": 1, "c": 3}
 
 
 def test_a_reader_of_a_missing_object_creates_no_files(path, opts):

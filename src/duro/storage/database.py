@@ -195,6 +195,7 @@ class ObjectDatabase(KvMixin):
         self._meta_table = None
         if history is not None:
             try:
+                conn.wal_autocheckpoint(0)  # the history checkpoints, after syncing itself
                 history.attach(self._internal_uncached, self._checkpoint, existed)
             except BaseException:
                 self._close_connection()
@@ -244,6 +245,8 @@ class ObjectDatabase(KvMixin):
                 return True
         if self._has_data():
             return False
+        if self.history is not None:
+            self.history.sync()  # a checkpoint must not get ahead of the history
         try:
             self._conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE)
         except apsw.Error as e:
@@ -272,8 +275,8 @@ class ObjectDatabase(KvMixin):
             auth.bypass = False
 
     def _internal_uncached(self, sql: str, bindings: Any = None) -> list[tuple[Any, ...]]:
-        """:meth:`_internal` for statements whose text changes every time (``PRAGMA user_version =
-        N``): kept out of the statement cache so they never evict the user's statements."""
+        """:meth:`_internal` for the history's rare statements: kept out of the statement cache so
+        they never evict the user's statements."""
         auth = self._auth
         auth.bypass = True
         try:
@@ -348,7 +351,7 @@ class ObjectDatabase(KvMixin):
             if wrote and self.name is not None and not self._name_recorded:
                 self._record_name()
             if wrote and self.history is not None:
-                self.history.prepare_commit(self._internal_uncached)
+                self.history.prepare_commit()
             self._internal("COMMIT")
         except StorageError:
             self._txn_lost = None  # the error raised here is the report of that loss

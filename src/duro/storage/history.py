@@ -88,17 +88,22 @@ def _attached(db_path: str | os.PathLike[str], options: HistoryOptions | None,
             h.current()  # creates an empty history for an object that has none
         yield h, conn
     finally:
-        if conn is not None:
-            conn.close()
-        h.close()
+        try:
+            h.sync()  # before the connection's close checkpoints
+        finally:
+            if conn is not None:
+                conn.close()
+            h.close()
 
 
-def _stamp(path: pathlib.Path, seq: int) -> None:
-    """Store ``seq`` as the database's last commit (its ``user_version``) and leave it checkpointed."""
+def _stamp(path: pathlib.Path) -> None:
+    """Clear ``user_version`` (a tool's "changed outside" mark) in a materialised database, leave
+    it checkpointed and fsync it."""
     _unlink(*_side_files(path))
     conn = _connect(path)
     try:
-        conn.execute(f"PRAGMA user_version = {seq % 2**32}")
+        if conn.execute("PRAGMA user_version").fetchall()[0][0]:
+            conn.execute("PRAGMA user_version = 0")
         conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE)
     finally:
         conn.close()
@@ -162,7 +167,7 @@ def restore(db_path: str | os.PathLike[str], bookmark: str, *, options: HistoryO
             fsync_dir(db.parent)
             hf.append(seq, h._now(), 0, {}, flags=BASE | RESTORE)
         else:
-            _stamp(tmp, seq)
+            _stamp(tmp)
             changed = _changed_pages(db, tmp)
             _unlink(wal, shm)
             os.replace(tmp, db)
@@ -224,7 +229,7 @@ def branch(src_db_path: str | os.PathLike[str], dst_db_path: str | os.PathLike[s
             tmp.unlink()
             hf.append(0, now, 0, {}, flags=BASE)
         else:
-            _stamp(tmp, 1)
+            _stamp(tmp)
             os.replace(tmp, dst)
             hf.append_file_snapshot(1, now, dst, flags=RESTORE)
         hf.fsync()

@@ -7,9 +7,9 @@ record ``(seq, epoch ms, tag, db size in pages, [(pgno, page)])``. A *base* reco
 Bases and big deltas are zlib-compressed (level 1); small deltas are stored raw, because setting
 up deflate costs more than the rest of a small commit.
 The state at record *i* is the last base at or before *i* with every later page image applied in
-order, truncated to the record's size. The database keeps the seq of its last commit in its header
-(``PRAGMA user_version``, mod 2**32), so on open a history that missed commits (crash between commit
-and append, a file swapped in from outside) is detected and healed with a fresh snapshot.
+order, truncated to the record's size. On open, a history that does not hold the database's state
+(a crash between a commit and its append, a file changed from outside) is detected and healed with
+a fresh snapshot; see :class:`ObjectHistory`.
 
 Format (little-endian): a 32-byte header ``b"DUROHIS1", version u32, page size u32, 16 reserved``,
 then records ``[body length u64][crc32(body) u32][body][body length u64]``; body
@@ -18,8 +18,8 @@ hole u32)`` and the pages with each page's hole (a run of zeros in a b-tree page
 ``start << 16 | end``) left out; a base has pages 1..n whole. Pages are zlib-compressed when
 flags has ZLIB.
 
-Never: fsync on the commit path (the database's ``user_version`` detects a lost tail; restores and
-rewrites are fsync'd), use threads or asyncio, or let an OSError escape untranslated.
+Never: fsync on the commit path (the history is fsynced before each checkpoint and close instead;
+restores and rewrites are fsync'd), use threads or asyncio, or let an OSError escape untranslated.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ VERSION = 1
 _FILE_HEADER = struct.Struct("<8sII16x")
 _PREFIX = struct.Struct("<QI")  # body length, crc32(body)
 _SUFFIX = struct.Struct("<Q")  # body length again: lets the last record be found from the end
-_BODY = struct.Struct("<QQIIII")  # seq, ms, tag, db pages, flags, n
+_BODY = struct.Struct("<QQIIII16s")  # seq, ms, tag, db pages, flags, n, WAL commit frame identity
 BASE = 1  # every page of the state, pages 1..n, no pgno list
 RESTORE = 2  # written by a restore (informational)
 HEAL = 4  # a snapshot taken because the history had missed commits (informational)
@@ -131,6 +131,7 @@ class Record(NamedTuple):
     db_pages: int
     flags: int
     n: int
+    ident: bytes = b""  # salts + checksum of the WAL commit frame this record was read from
 
     @property
     def bookmark(self) -> str:
@@ -267,7 +268,7 @@ class HistoryFile:
                     stop = pos + _PREFIX.size + length + _SUFFIX.size
                     if length < _BODY.size or stop > end or _SUFFIX.unpack_from(mm, stop - _SUFFIX.size)[0] != length:
                         break
-                    seq, ms, tag, pages, flags, n = _BODY.unpack_from(mm, pos + _PREFIX.size)
+                    seq, ms, tag, pages, flags, n, _ = _BODY.unpack_from(mm, pos + _PREFIX.size)
                     if idx["seq"] and seq <= idx["seq"][-1]:
                         break
                     for k, v in (("off", pos), ("seq", seq), ("ms", ms), ("tag", tag), ("pages", pages),
@@ -305,10 +306,14 @@ class HistoryFile:
             i += len(x["seq"])
         return Record(i, x["off"][i], x["seq"][i], x["ms"][i], x["tag"][i], x["pages"][i], x["flags"][i], x["n"][i])
 
+    def _record_header(self, offset: int) -> Record:
+        (seq, ms, tag, pages, flags, n, ident) = _BODY.unpack(os.pread(self._fd, _BODY.size, offset + _PREFIX.size))
+        return Record(-1, offset, seq, ms, tag, pages, flags, n, ident)
+
     @property
     def last(self) -> Record | None:
-        if self._last is None and self.end > _FILE_HEADER.size:
-            self._last = self.record(-1) if len(self) else None
+        if self._last is None and self.end > _FILE_HEADER.size and len(self):
+            self._last = self._record_header(self.index["off"][-1])._replace(index=len(self) - 1)
         return self._last
 
     @property
@@ -388,7 +393,8 @@ class HistoryFile:
 
     # -- appending
     def append(self, seq: int, ms: int, db_pages: int, pages: dict[int, bytes] | None = None, *,
-               flags: int = 0, tag: int | None = None, source: Callable[[int], bytes] | None = None) -> Record:
+               flags: int = 0, tag: int | None = None, source: Callable[[int], bytes] | None = None,
+               ident: bytes = b"") -> Record:
         """Append one record. A delta gives ``pages``; a base gives ``flags=BASE`` and either
         ``pages`` (all of them) or ``source(i)`` returning ``_CHUNK_PAGES`` pages starting at page
         ``i`` (1-based). Returns the record."""
@@ -403,7 +409,7 @@ class HistoryFile:
             if flags & BASE:
                 n = db_pages
                 flags |= ZLIB
-                head = _BODY.pack(seq, ms, tag, db_pages, flags, n)
+                head = _BODY.pack(seq, ms, tag, db_pages, flags, n, b"")
                 rec = self._append_base(start, head, n, pages, source)
             else:
                 order = sorted(pages or ())
@@ -420,14 +426,14 @@ class HistoryFile:
                 if n >= _COMPRESS_FROM:
                     data = zlib.compress(data, 1)
                     flags |= ZLIB
-                head = _BODY.pack(seq, ms, tag, db_pages, flags, n)
+                head = _BODY.pack(seq, ms, tag, db_pages, flags, n, ident)
                 body = b"".join((head, ents.tobytes(), data))
                 blob = b"".join((_PREFIX.pack(len(body), zlib.crc32(body)), body, _SUFFIX.pack(len(body))))
                 written = os.pwrite(self._fd, blob, start)
                 if written != len(blob):
                     raise OSError(28, "short write")
                 self.end = start + len(blob)
-                rec = Record(-1, start, seq, ms, tag, db_pages, flags, n)
+                rec = Record(-1, start, seq, ms, tag, db_pages, flags, n, ident)
         except OSError as e:
             try:
                 os.ftruncate(self._fd, start)
@@ -469,8 +475,8 @@ class HistoryFile:
         length += len(out)
         os.pwrite(self._fd, _PREFIX.pack(length, crc), start)
         self.end = pos + len(out) + _SUFFIX.size
-        seq, ms, tag, db_pages, flags, _ = _BODY.unpack(head)
-        return Record(-1, start, seq, ms, tag, db_pages, flags, n)
+        seq, ms, tag, db_pages, flags, _, ident = _BODY.unpack(head)
+        return Record(-1, start, seq, ms, tag, db_pages, flags, n, ident)
 
     def append_file_snapshot(self, seq: int, ms: int, db_file: pathlib.Path | None, *, flags: int = 0,
                              tag: int | None = None) -> Record:
@@ -586,13 +592,25 @@ class WalTail:
         self._salt = b""
         self._offset = 0
 
-    def read_commit(self) -> tuple[int, dict[int, bytes]]:
-        """(db size in pages after the commit, {pgno: page image}) of the last commit."""
+    @property
+    def frames(self) -> int:
+        """Frames in the WAL up to the end of the last commit read."""
+        return max(0, (self._offset - _WAL_HEADER) // (_FRAME_HEADER + PAGE_SIZE))
+
+    def read_commit(self) -> tuple[int, dict[int, bytes], bytes] | None:
+        """(db size in pages after the commit, {pgno: page image}, the commit frame's identity:
+        salts + checksum) of the last commit, or None if it wrote no frame (a write transaction
+        that changed no page, e.g. a DELETE that matched nothing)."""
         if self._fd < 0:
-            self._fd = os.open(self.path, os.O_RDONLY)
+            try:
+                self._fd = os.open(self.path, os.O_RDONLY)
+            except FileNotFoundError:
+                return None
         fd = self._fd
         head = os.pread(fd, _WAL_HEADER, 0)
-        magic, _, page_size = struct.unpack_from(">III", head) if len(head) == _WAL_HEADER else (0, 0, 0)
+        if len(head) < _WAL_HEADER:
+            return None  # truncated by a checkpoint, and nothing written since
+        magic, _, page_size = struct.unpack_from(">III", head)
         if magic not in _WAL_MAGIC or page_size != PAGE_SIZE:
             raise StorageError(f"cannot read the commit from {str(self.path)!r}: not a WAL with {PAGE_SIZE}-byte pages")
         salt = head[16:24]
@@ -607,18 +625,47 @@ class WalTail:
             chunk = os.pread(fd, frame * want, pos)
             for at in range(0, len(chunk) - frame + 1, frame):
                 if chunk[at + 8:at + 16] != salt:
-                    raise StorageError(f"cannot find the last commit in {str(self.path)!r} "
-                                       f"(offset {self._offset}, frame at {pos + at} is stale)")
+                    return None  # a frame of an earlier WAL generation: this commit wrote nothing
                 pgno, size = struct.unpack_from(">II", chunk, at)
                 pages[pgno] = chunk[at + _FRAME_HEADER:at + frame]  # a later image of a page wins
                 if size:
                     # One commit per call (we are called after each one): its commit frame ends it.
                     self._offset = pos + at + frame
-                    return size, pages
+                    return size, pages, chunk[at + 8:at + 24]
             if len(chunk) < frame * want:
-                raise StorageError(f"cannot find the last commit in {str(self.path)!r} (offset {self._offset})")
+                return None  # only frames a rolled-back transaction spilled: this commit wrote nothing
             pos += len(chunk)
             want = 64
+
+
+def wal_last_commit(wal_path: pathlib.Path) -> bytes | None:
+    """The identity (salts + checksum) of the last commit frame in a WAL file that carries the
+    header's salts, or None if it has none. Checksums are not verified (that needs the whole
+    chain), so a torn frame may be taken for a commit: the caller only uses this to decide that
+    a history needs a snapshot, which is safe when wrong."""
+    try:
+        fd = os.open(wal_path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        head = os.pread(fd, _WAL_HEADER, 0)
+        if len(head) < _WAL_HEADER:
+            return None
+        salt = head[16:24]
+        frame = _FRAME_HEADER + PAGE_SIZE
+        pos, found = _WAL_HEADER, None
+        while True:
+            chunk = os.pread(fd, frame * 256, pos)
+            for at in range(0, len(chunk) - frame + 1, frame):
+                if chunk[at + 8:at + 16] != salt:
+                    return found
+                if chunk[at + 4:at + 8] != b"\0\0\0\0":
+                    found = chunk[at + 8:at + 24]
+            if len(chunk) < frame * 256:
+                return found
+            pos += len(chunk)
+    finally:
+        os.close(fd)
 
 
 # ---- the live hooks -------------------------------------------------------------------------------
@@ -630,13 +677,25 @@ Run = Callable[..., list[tuple[Any, ...]]]
 class ObjectHistory:
     """The history of one object's database, driven by :class:`~duro.storage.ObjectDatabase`:
 
-    - ``attach(run, checkpoint, existed)`` after the connection opens: checkpoint, compare the
-      database's seq with the history's, heal with a snapshot if they differ;
-    - ``prepare_commit(run)`` inside a write transaction before COMMIT: store the next seq;
-    - ``after_commit()`` after COMMIT: append the pages the commit wrote;
+    - ``attach(run, checkpoint, existed)`` after the connection opens: decide whether the history
+      holds the database's current state (below), heal it with a snapshot if not, checkpoint;
+    - ``prepare_commit()`` inside a write transaction before COMMIT: number the commit;
+    - ``after_commit()`` after COMMIT: append the pages the commit wrote; every ~1,000 WAL frames
+      fsync the history, then checkpoint (SQLite's own auto-checkpoint is off, see below);
     - ``after_discard()`` when the files of an emptied database are removed: record the empty state;
-    - ``close()`` with the connection.
+    - ``close()`` before the connection closes (and checkpoints): fsync the history.
+
+    Why the history always holds the database's state, or notices that it does not. The history
+    is not fsynced per commit. It is fsynced before every checkpoint and before the connection
+    closes, so a commit can only reach the database file once its record is durable. A commit
+    that is only in the WAL at open (a crash before its record was appended or synced) shows up as
+    a WAL commit frame that is not the history's last record. A last record that the database
+    does not hold (its WAL frames were lost) shows up as a page that differs. A database changed
+    or replaced from outside shows up as a nonzero ``user_version`` (tools set it) or another page
+    count. Any of these: the database as SQLite recovers it is appended as a new base (HEAL).
     """
+
+    CHECKPOINT_FRAMES = 1000  # SQLite's default auto-checkpoint threshold
 
     def __init__(self, db_path: str | os.PathLike[str], options: HistoryOptions) -> None:
         self.db_path = pathlib.Path(db_path)
@@ -645,6 +704,8 @@ class ObjectHistory:
         self.file: HistoryFile | None = None
         self.wal = WalTail(pathlib.Path(str(self.db_path) + "-wal"))
         self._seq = 0  # seq of the commit being prepared
+        self._unsynced = False
+        self._checkpoint: Callable[[], None] | None = None
         self.restore_checked = False
 
     # -- the file
@@ -664,9 +725,16 @@ class ObjectHistory:
             hf.append(0, self._now(), 0, {}, flags=BASE)
         return hf
 
+    def sync(self) -> None:
+        """fsync the history if anything was appended since the last sync."""
+        if self._unsynced and self.file is not None:
+            self.file.fsync()
+        self._unsynced = False
+
     # -- hooks
     def attach(self, run: Run, checkpoint: Callable[[], None], existed: bool) -> None:
         self.wal.close()
+        self._checkpoint = checkpoint
         hf = self._open_file(False)
         if not existed:
             # A brand-new file: the state is empty. A history that says otherwise (its database
@@ -674,44 +742,67 @@ class ObjectHistory:
             # an empty record; a missing history is created at the first commit.
             if hf is not None and hf.last is not None and hf.last.db_pages:
                 hf.append(hf.last.seq + 1, self._now(), 0, {}, flags=BASE | HEAL)
+                self._unsynced = True
             return
+        in_wal = wal_last_commit(self.wal.path)
         checkpoint()  # the WAL is now empty: every frame we read later is a new commit's
-        db_seq = run("PRAGMA user_version")[0][0]
         if hf is None:
             hf = self._open_file(True)
             assert hf is not None
         last = hf.last
-        if last is not None and last.db_pages and db_seq == last.seq % 2**32 \
-                and run("PRAGMA page_count")[0][0] == last.db_pages:
+        marked = run("PRAGMA user_version")[0][0]
+        if (last is not None and last.db_pages and not marked
+                and (in_wal is None or in_wal == last.ident)
+                and run("PRAGMA page_count")[0][0] == last.db_pages
+                and (last.is_base or self._holds(hf, last))):
             return
         # The history missed commits, or never had this database: snapshot it as a new base.
-        seq = 0 if last is None else last.seq + 1
-        if seq % 2**32 != db_seq:
+        if marked:
             run("BEGIN IMMEDIATE")
             try:
-                run(f"PRAGMA user_version = {seq % 2**32}")
+                run("PRAGMA user_version = 0")
             except BaseException:
                 run("ROLLBACK")
                 raise
             run("COMMIT")
             checkpoint()
+        seq = 0 if last is None else last.seq + 1
         hf.append_file_snapshot(seq, self._now(), self.db_path, flags=0 if last is None else HEAL)
+        hf.fsync()
 
-    def prepare_commit(self, run: Run) -> None:
+    def _holds(self, hf: HistoryFile, rec: Record) -> bool:
+        """Whether the (checkpointed) database has every page image of delta ``rec``."""
+        fd = os.open(self.db_path, os.O_RDONLY)
+        try:
+            for pgno, page in hf.iter_pages(rec):
+                if pgno <= rec.db_pages and os.pread(fd, PAGE_SIZE, (pgno - 1) * PAGE_SIZE) != page:
+                    return False
+            return True
+        finally:
+            os.close(fd)
+
+    def prepare_commit(self) -> None:
         hf = self.file or self._open_file(False) or self._start_empty()
         last = hf.last
         self._seq = (last.seq if last is not None else 0) + 1
-        run(f"PRAGMA user_version = {self._seq % 2**32}")
 
     def after_commit(self) -> None:
         hf = self.file
         assert hf is not None
         try:
-            size, pages = self.wal.read_commit()
+            got = self.wal.read_commit()
         except OSError as e:
             raise StorageError(f"the commit succeeded but its pages could not be read from "
                                f"{str(self.wal.path)!r} for history: {e.strerror or e}") from e
-        hf.append(self._seq, self._now(), size, pages)
+        if got is None:
+            return  # nothing changed: no new point in history
+        size, pages, ident = got
+        hf.append(self._seq, self._now(), size, pages, ident=ident)
+        self._unsynced = True
+        if self.wal.frames >= self.CHECKPOINT_FRAMES and self._checkpoint is not None:
+            hf.fsync()  # before the pages reach the database file (see the class docstring)
+            self._unsynced = False
+            self._checkpoint()
 
     def after_discard(self) -> None:
         """The database's files were removed because it holds nothing: record the empty state."""
@@ -719,13 +810,18 @@ class ObjectHistory:
         hf = self._open_file(False)
         if hf is not None and hf.last is not None and hf.last.db_pages:
             hf.append(hf.last.seq + 1, self._now(), 0, {}, flags=BASE)
+            self._unsynced = True
         self.close()
 
     def close(self) -> None:
-        self.wal.close()
-        if self.file is not None:
-            self.file.close()
-            self.file = None
+        """Called before the connection closes (which checkpoints): the history is synced first."""
+        try:
+            self.sync()
+        finally:
+            self.wal.close()
+            if self.file is not None:
+                self.file.close()
+                self.file = None
 
     # -- queries (the database must be attached, or have no file)
     def current(self) -> Record:
