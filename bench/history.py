@@ -18,7 +18,7 @@ million small writes, and the time to restore a 100 MB object to one hour back.
    the run takes seconds, not hours. Restore = materialise the target state, swap it in, fsync,
    and append the restore's own record (the pages that differ from the state before it).
 
-Results go to bench/results/history.json.
+Results go to bench/results/history.json (ignored by git).
 """
 
 from __future__ import annotations
