@@ -508,6 +508,12 @@ def test_history_file_format_detects_foreign_files(tmp_path):
     p.write_bytes(b"not a history file at all, sorry" * 2)
     with pytest.raises(StorageError, match="not a duro history file"):
         HistoryFile.open(p)
+    p.write_bytes(b"")  # created, then a crash before its header was written
+    hf = HistoryFile.open(p)
+    assert hf is not None and hf.last is None
+    hf.close()
+    with pytest.raises(TypeError, match="finite"):
+        H.to_epoch_ms(float("inf"))
 
 
 def test_history_is_a_physical_copy(path, opts):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import math
 import os
 import pathlib
 from collections.abc import Iterator
@@ -41,8 +42,10 @@ def to_epoch_ms(t: Any) -> int:
         if t.tzinfo is None:
             t = t.replace(tzinfo=_dt.timezone.utc)
         return int(t.timestamp() * 1000)
-    if isinstance(t, bool) or not isinstance(t, (int, float)) or t != t:
+    if isinstance(t, bool) or not isinstance(t, (int, float)):
         raise TypeError(f"time must be epoch milliseconds (int) or a datetime, not {type(t).__name__}")
+    if isinstance(t, float) and not math.isfinite(t):
+        raise TypeError(f"time must be a finite number of epoch milliseconds, not {t}")
     return int(t)
 
 

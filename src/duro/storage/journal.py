@@ -202,8 +202,10 @@ class HistoryFile:
             raise _os_error("open", path, e) from e
         try:
             size = os.fstat(fd).st_size
-            if size == 0 and create:
+            if size < _FILE_HEADER.size and (create or os.pread(fd, size, 0) == MAGIC[:size]):
+                # New, or its creation was cut short by a crash: (re)write the header.
                 os.pwrite(fd, _FILE_HEADER.pack(MAGIC, VERSION, PAGE_SIZE), 0)
+                os.ftruncate(fd, _FILE_HEADER.size)
                 size = _FILE_HEADER.size
             head = os.pread(fd, _FILE_HEADER.size, 0)
             if len(head) < _FILE_HEADER.size or _FILE_HEADER.unpack(head)[0] != MAGIC:
@@ -350,46 +352,72 @@ class HistoryFile:
         return out[::2]
 
     def iter_pages(self, rec: Record) -> Iterator[tuple[int, bytes]]:
-        """(pgno, page) for every page of ``rec``, decompressing as it goes."""
-        body = self.read_body(rec)
-        if not rec.is_base:
-            ents = array("I")
-            ents.frombytes(body[_BODY.size:_BODY.size + 8 * rec.n])
-            data = body[_BODY.size + 8 * rec.n:]
-            if rec.flags & ZLIB:
-                data = zlib.decompress(data)
-            pos = 0
-            for k in range(0, 2 * rec.n, 2):
-                a, b = ents[k + 1] >> 16, ents[k + 1] & 0xFFFF
-                if a < b:
-                    stop = pos + PAGE_SIZE - (b - a)
-                    page = b"".join((data[pos:pos + a], bytes(b - a), data[pos + a:stop]))
-                else:
-                    stop = pos + PAGE_SIZE
-                    page = data[pos:stop]
-                if len(page) != PAGE_SIZE:
-                    raise StorageError(f"history file {str(self.path)!r} is damaged at seq {rec.seq} (short record)")
-                yield ents[k], page
-                pos = stop
+        """(pgno, page) for every page of ``rec``, decompressing as it goes. A base is read from
+        the file in chunks (it can be as big as the database); its checksum is checked at the end."""
+        if rec.is_base:
+            yield from self._iter_base(rec)
             return
-        pgnos = range(1, rec.n + 1)
-        data_at = _BODY.size
-        d = zlib.decompressobj()
-        view = memoryview(body)[data_at:]
-        step = PAGE_SIZE * _CHUNK_PAGES
-        buf, at, pos = b"", 0, 0
-        for pgno in pgnos:
-            while len(buf) - at < PAGE_SIZE:
-                if pos < len(view):
-                    more = d.decompress(view[pos:pos + step])
-                    pos += step
-                else:
-                    more = d.flush()
-                    if not more:
-                        raise StorageError(f"history file {str(self.path)!r} is damaged at seq {rec.seq} (short record)")
-                buf, at = buf[at:] + more, 0
-            yield pgno, buf[at:at + PAGE_SIZE]
-            at += PAGE_SIZE
+        body = self.read_body(rec)
+        ents = array("I")
+        ents.frombytes(body[_BODY.size:_BODY.size + 8 * rec.n])
+        data = body[_BODY.size + 8 * rec.n:]
+        if rec.flags & ZLIB:
+            try:
+                data = zlib.decompress(data)
+            except zlib.error as e:
+                raise StorageError(f"history file {str(self.path)!r} is damaged at seq {rec.seq} ({e})") from e
+        pos = 0
+        for k in range(0, 2 * rec.n, 2):
+            a, b = ents[k + 1] >> 16, ents[k + 1] & 0xFFFF
+            if a < b:
+                stop = pos + PAGE_SIZE - (b - a)
+                page = b"".join((data[pos:pos + a], bytes(b - a), data[pos + a:stop]))
+            else:
+                stop = pos + PAGE_SIZE
+                page = data[pos:stop]
+            if len(page) != PAGE_SIZE:
+                raise StorageError(f"history file {str(self.path)!r} is damaged at seq {rec.seq} (short record)")
+            yield ents[k], page
+            pos = stop
+
+    def _iter_base(self, rec: Record) -> Iterator[tuple[int, bytes]]:
+        damaged = f"history file {str(self.path)!r} is damaged at seq {rec.seq}"
+        try:
+            length, crc = _PREFIX.unpack(os.pread(self._fd, _PREFIX.size, rec.offset))
+            at = rec.offset + _PREFIX.size
+            stop = at + length
+            running = zlib.crc32(os.pread(self._fd, _BODY.size, at))
+            at += _BODY.size
+            d = zlib.decompressobj()
+            buf, used = b"", 0
+            for pgno in range(1, rec.n + 1):
+                while len(buf) - used < PAGE_SIZE:
+                    if at < stop:
+                        chunk = os.pread(self._fd, min(1 << 20, stop - at), at)
+                        if not chunk:
+                            raise StorageError(damaged + " (short record)")
+                        at += len(chunk)
+                        running = zlib.crc32(chunk, running)
+                        more = d.decompress(chunk)
+                    else:
+                        more = d.flush()
+                        if not more:
+                            raise StorageError(damaged + " (short record)")
+                    buf, used = buf[used:] + more, 0
+                yield pgno, buf[used:used + PAGE_SIZE]
+                used += PAGE_SIZE
+            while at < stop:  # the rest of the record, for the checksum
+                chunk = os.pread(self._fd, min(1 << 20, stop - at), at)
+                if not chunk:
+                    raise StorageError(damaged + " (short record)")
+                at += len(chunk)
+                running = zlib.crc32(chunk, running)
+        except OSError as e:
+            raise _os_error("read", self.path, e) from e
+        except zlib.error as e:
+            raise StorageError(f"{damaged} ({e})") from e
+        if running != crc:
+            raise StorageError(damaged + " (checksum mismatch)")
 
     # -- appending
     def append(self, seq: int, ms: int, db_pages: int, pages: dict[int, bytes] | None = None, *,
