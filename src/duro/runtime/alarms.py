@@ -70,12 +70,14 @@ class AlarmScheduler:
     none; the api layer installs it. ``rand`` is the jitter source (tests set it)."""
 
     def __init__(self, runtime: "Runtime", *, policy: RetryPolicy | None = None,
-                 rand: Callable[[], float] | None = None, max_concurrent: int = 10_000,
+                 rand: Callable[[], float] | None = None, max_concurrent: int | None = None,
                  shutdown_grace: float = 10.0) -> None:
         self.runtime = runtime
         self.table = AlarmTable(policy)
         self.rand = rand or random.random
-        self.max_concurrent = max_concurrent
+        # Each running attempt holds its object's database open (three file descriptors): stay well
+        # inside the catalog's bound on open databases.
+        self.max_concurrent = max_concurrent or max(16, min(1000, runtime.limits.max_open_databases // 2))
         self.shutdown_grace = shutdown_grace
         self.invoke: Invoke | None = None
         self.path = runtime.data_dir / "alarms.sqlite"
@@ -88,8 +90,10 @@ class AlarmScheduler:
         self._wakeup: asyncio.Event | None = None
         self._sleep_until: int | None = None
         self._attempts: set[asyncio.Task[None]] = set()
-        self._dirty: set["Activation"] = set()     # changed the alarm in the open transaction
-        self._armed: set["Activation"] = set()     # ... by setting one (relies on an index row)
+        # Activations whose open transaction changed the alarm / set one (relying on an index row).
+        # Weak: an evicted activation whose change was rolled back never commits again.
+        self._dirty: "weakref.WeakSet[Activation]" = weakref.WeakSet()
+        self._armed: "weakref.WeakSet[Activation]" = weakref.WeakSet()
         self._watched: "weakref.WeakSet[Activation]" = weakref.WeakSet()
         self._running: dict[Key, tuple[int, int]] = {}  # handler running: (row, gen at start)
         self._ns_keys: dict[str, NamespaceKey] = {}
