@@ -336,6 +336,25 @@ def test_a_database_marked_changed_outside_is_healed(path, opts):
     conn.close()
 
 
+def test_writes_made_with_history_off_are_noticed(path, opts):
+    db = ObjectDatabase(path, history=opts)
+    for i in range(200):
+        db.kv_put(f"k{i:03}", "x" * 200)
+    db.commit()
+    b1 = put(db, k000="on")
+    db.close()
+    off = ObjectDatabase(path)  # history_retention = 0 for a while
+    off.kv_put("k199", "off")  # a page the last record does not hold
+    off.commit()
+    off.close()
+    cur = H.current_bookmark(path, options=opts)
+    assert cur > b1
+    H.restore(path, b1, options=opts)
+    assert state(path)["kv"]["k199"] == "x" * 200
+    H.restore(path, cur, options=opts)
+    assert state(path)["kv"]["k199"] == "off"
+
+
 def test_history_heals_when_the_database_is_replaced(path, opts, tmp_path):
     db = ObjectDatabase(path, history=opts)
     b1 = put(db, a=1)

@@ -25,7 +25,7 @@ import apsw
 from duro.errors import CorruptDatabaseError, InternalError, SqlError, StorageError
 from duro.storage.authorizer import Authorizer
 from duro.storage.history import apply_pending_restore
-from duro.storage.journal import HistoryOptions, ObjectHistory
+from duro.storage.journal import HistoryOptions, ObjectHistory, history_path
 from duro.storage.kv import INTERNAL, KvMixin, SyncKv
 from duro.storage.sql import SqlStorage
 from duro.storage.translate import CORRUPT_CODES, corrupt_error, translate
@@ -103,6 +103,7 @@ class ObjectDatabase(KvMixin):
         self.path = pathlib.Path(path)
         # Point-in-time recovery (journal.py): None when history is off.
         self.history = ObjectHistory(self.path, history) if history is not None else None
+        self._mark_changed = False  # history off, but a history exists: tell it we write (commit())
         self.name = name  # recorded in _cf_METADATA key 3 (see _record_name)
         self._name_recorded = False
         self.wal_path = pathlib.Path(str(self.path) + "-wal")
@@ -161,6 +162,7 @@ class ObjectDatabase(KvMixin):
             history.restore_checked = True  # once per instance: a restore waits for the next session
             apply_pending_restore(self.path, history.options)
         existed = self.path.exists()
+        self._mark_changed = history is None and existed and history_path(self.path).exists()
         if not existed:
             if not create:
                 return None
@@ -352,6 +354,10 @@ class ObjectDatabase(KvMixin):
                 self._record_name()
             if wrote and self.history is not None:
                 self.history.prepare_commit()
+            elif wrote and self._mark_changed:
+                # Writes made with history off: the history must snapshot when it is next used.
+                self._internal_uncached("PRAGMA user_version = 1")
+                self._mark_changed = False
             self._internal("COMMIT")
         except StorageError:
             self._txn_lost = None  # the error raised here is the report of that loss
