@@ -5,7 +5,7 @@ import asyncio
 import pytest
 
 from duro.errors import ObjectResetError, OverloadedError, RemoteError
-from duro.runtime import DurabilityBarrier
+from duro.testing import HeldBarrier
 
 
 async def test_concurrent_read_modify_write_loses_nothing(gates):
@@ -137,22 +137,6 @@ async def test_overload_is_refused_with_cloudflare_text(tmp_path):
         assert "done" in results
 
 
-class HeldBarrier(DurabilityBarrier):
-    """A barrier whose flushes the test resolves by hand."""
-
-    def __init__(self):
-        super().__init__("os")
-        self.held = []
-
-    def submit(self, path, *, sync_dir=False):
-        fut = asyncio.get_running_loop().create_future()
-        self.held.append(fut)
-        return fut
-
-    def release_all(self):
-        for f in self.held:
-            if not f.done():
-                f.set_result(None)
 
 
 async def test_response_waits_for_durability(gates):

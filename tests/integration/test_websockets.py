@@ -10,7 +10,7 @@ import time
 import pytest
 
 from duro.runtime import DurabilityBarrier
-from duro.testing import LocalApp
+from duro.testing import HeldBarrier, LocalApp
 from duro.testing.websocket import WebSocketClosed, WebSocketRefused
 
 PROJECT = pathlib.Path(__file__).parent / "projects" / "sockets"
@@ -136,20 +136,6 @@ async def test_socket_accepted_by_entrypoint(app):
     await ws.close()
 
 
-class HeldBarrier(DurabilityBarrier):
-    def __init__(self):
-        super().__init__("os")
-        self.held = []
-
-    def submit(self, path, *, sync_dir=False):
-        fut = asyncio.get_running_loop().create_future()
-        self.held.append(fut)
-        return fut
-
-    def release_all(self):
-        for f in self.held:
-            if not f.done():
-                f.set_result(None)
 
 
 async def test_message_after_write_waits_for_durability(app):

@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 from ..api import App, Request, Response
 from ..api.fetch import as_fetch_response
 from ..clock import Clock
-from ..runtime import RuntimeLimits
+from ..runtime import DurabilityBarrier, RuntimeLimits
 
 if TYPE_CHECKING:
     from .websocket import LocalWebSocket
 
-__all__ = ["LocalApp", "ServerProcess", "free_port", "wait_for"]
+__all__ = ["HeldBarrier", "LocalApp", "ServerProcess", "free_port", "wait_for"]
 
 
 def free_port() -> int:
@@ -178,3 +178,24 @@ class LocalApp:
         if front is None:
             front = self._front = AsgiFront(self.app, websocket_handler=websocket_handler)
         return await LocalWebSocket(front, path, headers).connect()
+
+
+class HeldBarrier(DurabilityBarrier):
+    """A durability barrier whose flushes the test resolves by hand, to see what waits for them:
+    ``app.runtime.barrier = HeldBarrier()``, act, check nothing left, then ``release_all()`` (or
+    ``held[-1].set_exception(OSError(...))`` to simulate a failed fsync)."""
+
+    def __init__(self) -> None:
+        super().__init__("os")
+        self.held: list[Any] = []
+
+    def submit(self, path: str, *, sync_dir: bool = False) -> Any:
+        import asyncio
+        fut = asyncio.get_running_loop().create_future()
+        self.held.append(fut)
+        return fut
+
+    def release_all(self) -> None:
+        for f in self.held:
+            if not f.done():
+                f.set_result(None)
