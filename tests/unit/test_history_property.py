@@ -3,13 +3,15 @@ exactly the database as it was when the bookmark was taken (schema, every table'
 the KV table, and the alarm)."""
 
 import itertools
+import pathlib
+import shutil
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from duro.storage import ObjectDatabase
 from duro.storage import history as H
-from duro.storage.journal import HistoryOptions
+from duro.storage.journal import HistoryOptions, history_path
 
 _counter = itertools.count()
 
@@ -31,6 +33,7 @@ ops = st.one_of(
     st.tuples(st.just("commit")),
     st.tuples(st.just("bookmark")),
     st.tuples(st.just("reopen")),
+    st.tuples(st.just("crash"), st.booleans()),
 )
 
 
@@ -46,6 +49,17 @@ def snapshot(db: ObjectDatabase) -> dict:
             out[name + " rows"] = sorted(map(tuple, db._internal(f'SELECT * FROM "{name}"')), key=repr)
     out["alarm"] = db.get_alarm()
     return {k: v for k, v in out.items() if v not in ([], None)}
+
+
+def crash_image(path: pathlib.Path, to: pathlib.Path) -> pathlib.Path:
+    """Copies of the database, its WAL and its history as they are on disk now (no checkpoint)."""
+    for suffix in ("", "-wal"):
+        src = pathlib.Path(str(path) + suffix)
+        if src.exists():
+            shutil.copyfile(src, pathlib.Path(str(to / path.name) + suffix))
+    if history_path(path).exists():
+        shutil.copyfile(history_path(path), history_path(to / path.name))
+    return to / path.name
 
 
 def apply(db: ObjectDatabase, op: tuple) -> None:
@@ -83,6 +97,22 @@ def apply(db: ObjectDatabase, op: tuple) -> None:
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(script=st.lists(ops, min_size=1, max_size=40), rnd=st.randoms(use_true_random=False))
 def test_restore_to_any_bookmark_gives_back_that_state(tmp_path_factory, script, rnd):
+    check(tmp_path_factory, script, rnd)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(chunks=st.lists(st.lists(ops, min_size=1, max_size=6), min_size=2, max_size=8),
+       rnd=st.randoms(use_true_random=False))
+def test_restore_after_crashes_that_lost_history_appends(tmp_path_factory, chunks, rnd):
+    """Every few writes the process dies right after a commit, before its history append; each
+    time the object goes on from the files as the crash left them."""
+    script = []
+    for chunk in chunks:
+        script += chunk + [("crash", True), ("bookmark",)]
+    check(tmp_path_factory, script, rnd)
+
+
+def check(tmp_path_factory, script, rnd):
     path = tmp_path_factory.mktemp("prop") / "obj.sqlite"
     clock = itertools.count(1_700_000_000_000, 7)
     opts = HistoryOptions(now_ms=lambda: next(clock))
@@ -94,6 +124,16 @@ def test_restore_to_any_bookmark_gives_back_that_state(tmp_path_factory, script,
             marks.append((db.attached_history().current().bookmark, snapshot(db)))
         elif op[0] == "reopen":
             db.commit()
+            db.close()
+            db = ObjectDatabase(path, history=opts)
+        elif op[0] == "crash":
+            # The process dies after a commit (before its history append, if op[1]); carry on from
+            # the files as the crash left them.
+            if op[1]:
+                db.history.after_commit = lambda: None
+            db.commit()
+            path = crash_image(path, tmp_path_factory.mktemp("crash"))
+            db.history.after_commit = lambda: None
             db.close()
             db = ObjectDatabase(path, history=opts)
         else:
