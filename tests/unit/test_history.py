@@ -467,6 +467,22 @@ def test_large_transactions_and_wal_restarts_are_captured(path, opts):
         assert state(path)["kv"] == expected
 
 
+def test_many_small_commits_checkpoint_and_restart_the_wal(path, opts):
+    db = ObjectDatabase(path, history=opts)
+    marks = {}
+    for i in range(2500):
+        db.kv_put(f"k{i % 300}", i)
+        db.commit()
+        if i % 500 == 250:
+            marks[db.attached_history().current().bookmark] = dict(db.kv_list())
+    wal = pathlib.Path(str(path) + "-wal")
+    assert wal.stat().st_size < 1100 * 4120  # the history's checkpoints keep the WAL bounded
+    db.close()
+    for b, expected in marks.items():
+        H.restore(path, b, options=opts)
+        assert state(path)["kv"] == expected
+
+
 def test_pruning_keeps_the_window_and_rebases(path, opts, clock):
     db = ObjectDatabase(path, history=opts)
     empty = db.attached_history().current().bookmark

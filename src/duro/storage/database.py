@@ -288,9 +288,12 @@ class ObjectDatabase(KvMixin):
         finally:
             auth.bypass = False
 
-    def _checkpoint(self) -> None:
+    def _checkpoint(self, passive: bool = False) -> None:
+        """TRUNCATE (the history needs an empty WAL when it attaches), or PASSIVE (the periodic
+        checkpoint, which must never fail because someone is reading)."""
+        mode = apsw.SQLITE_CHECKPOINT_PASSIVE if passive else apsw.SQLITE_CHECKPOINT_TRUNCATE
         try:
-            self._conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE)
+            self._conn.wal_checkpoint(mode=mode)
         except apsw.Error as e:
             raise self._error(e) from e
 

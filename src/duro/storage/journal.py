@@ -189,7 +189,7 @@ class ObjectHistory:
         self.wal = WalTail(pathlib.Path(str(self.db_path) + "-wal"))
         self._seq = 0  # seq of the commit being prepared
         self._unsynced = False
-        self._checkpoint: Callable[[], None] | None = None
+        self._checkpoint: Callable[..., None] | None = None
         self.restore_checked = False
 
     # -- the file
@@ -216,7 +216,7 @@ class ObjectHistory:
         self._unsynced = False
 
     # -- hooks
-    def attach(self, run: Run, checkpoint: Callable[[], None], existed: bool) -> None:
+    def attach(self, run: Run, checkpoint: Callable[..., None], existed: bool) -> None:
         self.wal.close()
         self._checkpoint = checkpoint
         hf = self._open_file(False)
@@ -286,7 +286,7 @@ class ObjectHistory:
         if self.wal.frames >= self.CHECKPOINT_FRAMES and self._checkpoint is not None:
             hf.fsync()  # before the pages reach the database file (see the class docstring)
             self._unsynced = False
-            self._checkpoint()
+            self._checkpoint(passive=True)
 
     def after_discard(self) -> None:
         """The database's files were removed because it holds nothing: record the empty state."""
