@@ -18,13 +18,6 @@ from duro.testing import ServerProcess
 COUNTER = pathlib.Path(__file__).resolve().parents[2] / "examples" / "counter"
 KEY = NamespaceKey("counter-Counter")
 
-try:
-    from duro.storage import history as _history  # noqa: F401
-    HAS_HISTORY = True
-except ImportError:
-    HAS_HISTORY = False
-
-
 def objects(data, *args, cwd=None):
     """Run ``duro objects ARGS --data DATA --project COUNTER``; returns the CompletedProcess."""
     cmd = [sys.executable, "-m", "duro", "objects", *args, "--data", str(data), "--project", str(COUNTER)]
@@ -210,21 +203,10 @@ def test_offline_reads_create_no_files_and_writes_hold_the_lock(tmp_path):
     assert (str(KEY.id_from_name("dates")), when) in rows
 
 
-@pytest.mark.skipif(HAS_HISTORY, reason="history is available")
-def test_restore_and_branch_say_history_is_missing(running):
-    srv, data = running
-    for args in (("restore", "apples", "--at", "-15m", "--server", srv.url),
-                 ("branch", "apples", "--at", "-15m", "--to", "apples-old", "--server", srv.url)):
-        proc = objects(data, *args)
-        assert proc.returncode == 2
-        assert "point-in-time history is not available in this build" in proc.stderr
-
-
 def _value(data, name):
     return json.loads(ok(data, "sql", name, "SELECT v FROM counter", "--json"))["rows"][0]["v"]
 
 
-@pytest.mark.skipif(not HAS_HISTORY, reason="no point-in-time history in this build")
 def test_restore_and_branch_offline_and_through_the_server(tmp_path):
     import time
 

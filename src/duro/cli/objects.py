@@ -472,7 +472,6 @@ def cmd_restore(args: argparse.Namespace) -> int:
     bookmark, at_ms = _point(args)
     what = f"restore {t.describe()}"
     _refuse_if_running(ctx, what, args.server)
-    maintenance.history()  # "not available in this build" before anything else
     maintenance.check_point(bookmark, at_ms, _options(ctx))
     if args.server:
         result = _admin(ctx, args.server, "restore", {"namespace": t.namespace.unique_key, "id": t.id,

@@ -304,9 +304,9 @@ def check_sqlite_file(path: str | os.PathLike[str]) -> None:
 
 
 def _desync(conn: apsw.Connection, path: pathlib.Path) -> None:
-    """In a write made outside ObjectDatabase: set ``user_version`` (where the database keeps the
-    seq of its last commit) to one its history has not recorded, so that the history notices the
-    change and snapshots it instead of applying later page images to a stale base."""
+    """In a write made outside ObjectDatabase: set ``user_version`` to a nonzero value, the flag
+    by which the history notices a change it did not record and snapshots it instead of applying
+    later page images to a stale base."""
     rng = history_range(path)
     if rng is None:
         return
@@ -387,15 +387,12 @@ def set_name(path: str | os.PathLike[str], name: str | None) -> None:
 
 
 class HistoryUnavailable(StorageError):
-    """This build has no point-in-time history (storage/history.py is missing)."""
+    """Point-in-time history is off for this project, or this object has none."""
 
 
 def history() -> Any:
-    """The history module, or HistoryUnavailable."""
-    try:
-        from duro.storage import history as module
-    except ImportError:
-        raise HistoryUnavailable("point-in-time history is not available in this build") from None
+    """The history module (imported late: the read-only commands never need it)."""
+    from duro.storage import history as module
     return module
 
 
