@@ -322,20 +322,28 @@ class AlarmScheduler:
                     await self._wakeup.wait()
                 else:
                     self._sleep_until = nxt
-                    await self._sleep(nxt - clock.now_ms())
+                    await self._sleep(nxt)
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug here must not stop every alarm of the node
                 log.exception("alarm scheduler iteration failed")
                 await asyncio.sleep(0.1)
 
-    async def _sleep(self, ms: int) -> None:
-        if ms <= 0:
+    async def _sleep(self, due_ms: int) -> None:
+        """Sleep until ``due_ms`` on the runtime's clock, or until woken."""
+        clock = self.runtime.clock
+        if due_ms <= clock.now_ms():
             await asyncio.sleep(0)
             return
         assert self._wakeup is not None
+
+        async def until() -> None:
+            # The delay is computed when this task first runs, which on a busy loop can be a while
+            # after it was created.
+            await clock.sleep(max(0.0, (due_ms - clock.now_ms()) / 1000))
+
         loop = asyncio.get_running_loop()
-        sleeper = loop.create_task(self.runtime.clock.sleep(ms / 1000))
+        sleeper = loop.create_task(until())
         waiter = loop.create_task(self._wakeup.wait())
         try:
             await asyncio.wait((sleeper, waiter), return_when=asyncio.FIRST_COMPLETED)
