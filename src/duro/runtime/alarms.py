@@ -47,7 +47,7 @@ from ..core.alarms import (
     AlarmInvocationInfo, AlarmState, AlarmTable, AttemptOutcome, AttemptResult, Decision, RetryPolicy,
 )
 from ..core.limits import ALARM_HANDLER_TIMEOUT_S
-from ..errors import InternalError, InvalidIdError, ObjectResetError, OverloadedError, StorageError
+from ..errors import InternalError, InvalidIdError, ObjectResetError, OverloadedError, SqlError, StorageError
 from ..ids import NamespaceKey
 from ..storage.alarm_index import AlarmIndex, IndexRow, scan_object_alarms
 
@@ -435,6 +435,11 @@ class AlarmScheduler:
         except ObjectResetError as e:
             if act.suppress_alarm_retry:
                 return act, AttemptResult(AttemptOutcome.NO_RETRY)
+            cause = act.broken
+            if isinstance(cause, OSError) or (isinstance(cause, StorageError) and not isinstance(cause, SqlError)):
+                # The commit could not be made durable: not the handler's fault.
+                log.warning("alarm of %s postponed: %s", act.describe(), cause)
+                return act, AttemptResult(AttemptOutcome.INFRA_FAILED)
             info["error"] = e
             return act, AttemptResult(AttemptOutcome.FAILED)
         except StorageError as e:
@@ -521,8 +526,8 @@ class AlarmScheduler:
             if result.outcome is AttemptOutcome.NO_RETRY:
                 log.info("alarm of %s dropped: abort(retryAlarm=False)", what)
             else:
-                log.error("alarm() of %s failed %d times; the alarm is dropped", what,
-                          self.table.policy.max_retries + 1)
+                log.error("alarm() of %s failed %d times; the alarm is dropped (last error: %s: %s)", what,
+                          self.table.policy.max_retries + 1, type(error).__name__, error)
         elif rec is not None and rec.state is AlarmState.RETRYING and result.outcome is AttemptOutcome.FAILED:
             log.warning("alarm() of %s failed (retry %d of %d in %.1f s): %s: %s", what, rec.retries,
                         self.table.policy.max_retries, (rec.due_ms - self.runtime.clock.now_ms()) / 1000,
