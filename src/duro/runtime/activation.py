@@ -67,7 +67,7 @@ class Activation:
         self.state = ActivationState.CREATED
         self.instance: Any = None
         self.db = ObjectDatabase(db_path, on_transaction_open=self._on_transaction_open, name=object_id.name,
-                                 history=runtime.history)
+                                 history=runtime.history, offload=runtime.offload)
         self.broken: BaseException | None = None
         self.generation = 0
         self.inflight = 0

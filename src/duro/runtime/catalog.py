@@ -15,6 +15,7 @@ import logging
 import os
 import pathlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Literal, TypeVar
 
@@ -84,6 +85,8 @@ class Runtime:
         self._services.append(self.alarms)
         # Point-in-time recovery: days of history kept per object (0 = off), pruned in the background.
         self.history = HistoryOptions.from_days(history_retention, self.clock.now_ms)
+        # Blocking maintenance (WAL checkpoints, which fsync) runs here, never on the event loop.
+        self._maintenance = ThreadPoolExecutor(max_workers=2, thread_name_prefix="duro-maintenance")
         if self.history is not None:
             self._services.append(HistoryPruner(self, self.history))
         self.started = False
@@ -93,6 +96,10 @@ class Runtime:
         entry = ClassEntry(unique_key, class_name, factory, cls)
         self.classes[unique_key] = entry
         return entry
+
+    def offload(self, job: Callable[[], None]) -> None:
+        """Run blocking storage maintenance on a worker thread (raises RuntimeError once closed)."""
+        self._maintenance.submit(job)
 
     def add_service(self, service: Any) -> None:
         """A component with ``async start()`` and ``async close()`` that lives as long as the runtime."""
@@ -146,6 +153,7 @@ class Runtime:
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
         self._activations.clear()
+        self._maintenance.shutdown(wait=True)
         await self.barrier.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)

@@ -6,7 +6,8 @@ for ``transaction()`` / ``transactionSync()``, the alarm row, ``deleteAll``, the
 leaving no file behind for an object that holds nothing.
 
 It must never: create the file for a read; fsync (the runtime makes commits durable with its own
-batched fdatasync of the WAL file); use threads or asyncio; let an apsw exception escape untranslated;
+batched fdatasync of the WAL file); start threads or use asyncio (a periodic checkpoint runs on a thread only through the
+``offload`` callback the runtime passes); let an apsw exception escape untranslated;
 run duro's own statements with the user authorizer, or user statements without it.
 
 Hidden tables: ``_cf_KV(key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID`` (see kv.py) and
@@ -15,8 +16,10 @@ Hidden tables: ``_cf_KV(key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID`` (see k
 
 from __future__ import annotations
 
+import logging
 import os
 import pathlib
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -38,6 +41,8 @@ PAGE_SIZE = 4096
 EMPTY_DATABASE_SIZE = PAGE_SIZE  # §13.6: a fresh object, and one after deleteAll(), reports 4096
 MAX_DATABASE_BYTES = 10 * 1000**3  # 10 GB per object (§7.4); beyond it writes fail with SQLITE_FULL
 _STATEMENT_CACHE = 128
+CHECKPOINT_PAGES = 1000  # SQLite's own auto-checkpoint threshold
+_log = logging.getLogger("duro.storage")
 
 # SQLite limits (reference §3.5, §7.4). SQLITE_LIMIT_LENGTH caps a string, a blob and a whole row,
 # which is Cloudflare's documented 2 MB key+value / row limit.
@@ -99,8 +104,16 @@ class ObjectDatabase(KvMixin):
 
     def __init__(self, path: str | os.PathLike[str], *,
                  on_transaction_open: Callable[[], None] | None = None, name: str | None = None,
-                 history: HistoryOptions | None = None) -> None:
+                 history: HistoryOptions | None = None,
+                 offload: Callable[[Callable[[], None]], None] | None = None) -> None:
         self.path = pathlib.Path(path)
+        # Periodic checkpoints (every ~CHECKPOINT_PAGES WAL pages) fsync the WAL and the database:
+        # the runtime passes ``offload`` to run them on a worker thread, off the event loop. Tools
+        # (no offload) checkpoint inline. Opening and closing wait for a checkpoint in progress.
+        self.offload = offload
+        self._wal_pages = 0
+        self._ckpt_idle = threading.Event()
+        self._ckpt_idle.set()
         # Point-in-time recovery (journal.py): None when history is off.
         self.history = ObjectHistory(self.path, history) if history is not None else None
         self._mark_changed = False  # history off, but a history exists: tell it we write (commit())
@@ -157,6 +170,7 @@ class ObjectDatabase(KvMixin):
             raise self._corrupt
         if self._conn is not None:
             return self._conn
+        self._ckpt_idle.wait()
         history = self.history
         if history is not None and not history.restore_checked:
             history.restore_checked = True  # once per instance: a restore waits for the next session
@@ -189,6 +203,9 @@ class ObjectDatabase(KvMixin):
                 raise self._corrupt from e
             raise translate(e) from e
         conn.authorizer = self._auth
+        # The hook replaces SQLite's auto-checkpoint, which would fsync inside COMMIT on the loop.
+        self._wal_pages = 0
+        conn.set_wal_hook(self._wal_hook)
         self._conn = conn
         self._cur = conn.cursor()
         self._ucur = conn.cursor()
@@ -197,7 +214,6 @@ class ObjectDatabase(KvMixin):
         self._meta_table = None
         if history is not None:
             try:
-                conn.wal_autocheckpoint(0)  # the history checkpoints, after syncing itself
                 history.attach(self._internal_uncached, self._checkpoint, existed)
             except BaseException:
                 self._close_connection()
@@ -205,6 +221,7 @@ class ObjectDatabase(KvMixin):
         return conn
 
     def _close_connection(self) -> None:
+        self._ckpt_idle.wait()
         self._name_recorded = False
         if self.history is not None:
             self.history.close()
@@ -374,7 +391,51 @@ class ObjectDatabase(KvMixin):
             self.commit_count += 1
             if self.history is not None:
                 self.history.after_commit()
+            if self._wal_pages >= CHECKPOINT_PAGES:
+                self._periodic_checkpoint()
         return wrote
+
+    # ---- periodic checkpoints ------------------------------------------------------------------
+
+    def _wal_hook(self, conn: apsw.Connection, name: str, pages: int) -> int:
+        self._wal_pages = pages
+        return apsw.SQLITE_OK
+
+    def _periodic_checkpoint(self) -> None:
+        """Move the WAL into the database file (PASSIVE: never waits for readers). The history
+        is fsynced first, so a page reaches the database file only once its record is durable."""
+        if not self._ckpt_idle.is_set():
+            return  # one is running; the WAL keeps growing until it is done
+        self._wal_pages = 0
+        history = self.history
+        if self.offload is None:
+            if history is not None:
+                history.sync()
+            self._checkpoint(passive=True)
+            return
+        sync_history = history.sync_later() if history is not None else None
+        path = str(self.path)
+        self._ckpt_idle.clear()
+
+        def job() -> None:
+            try:
+                if sync_history is not None:
+                    sync_history()
+                conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READWRITE)
+                try:
+                    # A fresh connection knows it is in WAL mode only after its first statement.
+                    conn.execute("PRAGMA journal_mode").fetchall()
+                    conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
+                finally:
+                    conn.close()
+            except Exception as e:  # the next one retries; the WAL stays valid meanwhile
+                _log.warning("checkpoint of %s failed: %s", path, e)
+            finally:
+                self._ckpt_idle.set()
+        try:
+            self.offload(job)
+        except RuntimeError:  # the runtime is shutting down: do it here
+            job()
 
     def rollback(self) -> None:
         """Drop the implicit transaction and everything written in it (and any savepoints)."""

@@ -164,8 +164,8 @@ class ObjectHistory:
     - ``attach(run, checkpoint, existed)`` after the connection opens: decide whether the history
       holds the database's current state (below), heal it with a snapshot if not, checkpoint;
     - ``prepare_commit()`` inside a write transaction before COMMIT: number the commit;
-    - ``after_commit()`` after COMMIT: append the pages the commit wrote; every ~1,000 WAL frames
-      fsync the history, then checkpoint (SQLite's own auto-checkpoint is off, see below);
+    - ``after_commit()`` after COMMIT: append the pages the commit wrote; every ~1,000 WAL pages
+      the database fsyncs the history (``sync``/``sync_later``), then checkpoints;
     - ``after_discard()`` when the files of an emptied database are removed: record the empty state;
     - ``close()`` before the connection closes (and checkpoints): fsync the history.
 
@@ -178,8 +178,6 @@ class ObjectHistory:
     or replaced from outside shows up as a nonzero ``user_version`` (tools set it) or another page
     count. Any of these: the database as SQLite recovers it is appended as a new base (HEAL).
     """
-
-    CHECKPOINT_FRAMES = 1000  # SQLite's default auto-checkpoint threshold
 
     def __init__(self, db_path: str | os.PathLike[str], options: HistoryOptions) -> None:
         self.db_path = pathlib.Path(db_path)
@@ -283,10 +281,14 @@ class ObjectHistory:
         size, pages, ident = got
         hf.append(self._seq, self._now(), size, pages, ident=ident)
         self._unsynced = True
-        if self.wal.frames >= self.CHECKPOINT_FRAMES and self._checkpoint is not None:
-            hf.fsync()  # before the pages reach the database file (see the class docstring)
-            self._unsynced = False
-            self._checkpoint(passive=True)
+        # The database checkpoints every ~1,000 WAL pages, calling sync() or sync_later() first.
+
+    def sync_later(self) -> Callable[[], None]:
+        """For a checkpoint on another thread: a function that fsyncs the history as it is now.
+        The database waits for that checkpoint before it closes, so the file stays open."""
+        hf = self.file
+        self._unsynced = False
+        return hf.fsync if hf is not None else (lambda: None)
 
     def after_discard(self) -> None:
         """The database's files were removed because it holds nothing: record the empty state."""
