@@ -5,6 +5,11 @@ A committed transaction becomes durable when the barrier has ``fdatasync``-ed it
 All commits that arrive while one flush is in flight ride the next flush together; the fsyncs of one
 flush run in parallel on a small thread pool, so the event loop never blocks on the disk.
 
+Why batches rather than one fsync per file as soon as it is asked for: on ext4 the cost of an
+fsync is mostly the journal commit, which concurrent fsyncs share. Starting a batch's fsyncs
+together measured 3,700 spread commits/s against 2,400/s for fsyncs started one by one
+(bench/run.py, obj_1000).
+
 ``durability="os"`` skips the fsync: a commit is durable once SQLite has handed it to the OS
 (survives a crash of duro, not a power loss).
 """
