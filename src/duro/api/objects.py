@@ -45,11 +45,19 @@ class DurableObjectState(WebSocketStateMixin):
         self.storage = DurableObjectStorage(activation)
         self._extensions: dict[str, Any] = {}
 
-    def block_concurrency_while(self, callback: Callable[[], Awaitable[T]]) -> "asyncio.Task[T]":
+    def block_concurrency_while(self, callback: Callable[[], Awaitable[T]]) -> "asyncio.Future[T]":
         """Run ``callback`` with no other event delivered until it finishes; return its result
         when awaited. Usable unawaited in ``__init__`` and as a decorator. If it raises (or runs
-        longer than 30 s) the object is reset."""
-        return self._act.block_concurrency_while(callback)
+        longer than 30 s) the object is reset.
+
+        The critical section is shielded from whoever awaits it: a caller that gives up (a
+        timeout, a cancelled request) stops waiting, but the callback runs to its end and the
+        object is not reset, as on Cloudflare."""
+        task = self._act.block_concurrency_while(callback)
+        outer = asyncio.shield(task)
+        if outer is not task:
+            outer.add_done_callback(_retrieve)
+        return outer
 
     blockConcurrencyWhile = block_concurrency_while  # noqa: N815
 
@@ -76,6 +84,13 @@ class DurableObjectState(WebSocketStateMixin):
         if name in ext:
             return ext[name]
         raise AttributeError(f"'DurableObjectState' has no attribute {name!r}")
+
+
+def _retrieve(fut: "asyncio.Future[Any]") -> None:
+    """An unawaited critical section (from a constructor) reports its failure by resetting the
+    object; its error needs no second report as "never retrieved"."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 async def _await(aw: Awaitable[Any]) -> Any:

@@ -1,0 +1,73 @@
+"""Review findings on the real server: HTTP corners, the admin token, graceful shutdown."""
+
+import pathlib
+import socket
+import threading
+import time
+
+import httpx
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+REVIEW = ROOT / "tests" / "integration" / "projects" / "review"
+
+
+def _exchange(port, data: bytes, wait: float = 1.0) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as s:
+        s.sendall(data)
+        chunks = []
+        try:
+            while True:
+                c = s.recv(65536)
+                if not c:
+                    break
+                chunks.append(c)
+        except (TimeoutError, ConnectionResetError):
+            pass
+        return b"".join(chunks)
+
+
+def test_head_has_no_body_and_keeps_the_connection_usable(serve):
+    srv = serve(REVIEW)
+    out = _exchange(srv.port, b"HEAD /x HTTP/1.1\r\nHost: a\r\n\r\nGET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert out.count(b"HTTP/1.1 200") == 2, out
+    head, rest = out.split(b"\r\n\r\n", 1)
+    assert rest.startswith(b"HTTP/1.1 200"), out  # no body after the HEAD answer
+    assert rest.endswith(b"hello GET"), out
+
+
+def test_chunked_request_body(serve):
+    srv = serve(REVIEW)
+    out = _exchange(srv.port, b"POST /body HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+                              b"Connection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200") and out.endswith(b"\r\n\r\n11"), out
+
+
+def test_admin_needs_the_token(serve):
+    srv = serve(REVIEW)
+    assert httpx.post(srv.url + "/__duro/admin/ping").status_code == 403
+    assert httpx.post(srv.url + "/__duro/admin/ping", headers={"authorization": "Bearer nope"}).status_code == 403
+    token = (pathlib.Path(srv.data_dir) / "admin.token").read_text()
+    r = httpx.post(srv.url + "/__duro/admin/ping", headers={"authorization": f"Bearer {token}"})
+    assert r.status_code == 200 and r.json()["ok"] is True
+
+
+def test_sigterm_finishes_inflight_request_and_exits(serve, tmp_path):
+    srv = serve(REVIEW)
+    result = {}
+
+    def call():
+        try:
+            result["r"] = httpx.get(srv.url + "/slow/s1", timeout=30)
+        except Exception as e:  # noqa: BLE001
+            result["e"] = e
+
+    t = threading.Thread(target=call)
+    t.start()
+    time.sleep(0.7)
+    code = srv.stop(timeout=20)
+    t.join(30)
+    assert code in (0, -15), srv.log()  # uvicorn re-raises the signal after a graceful stop
+    assert "r" in result and result["r"].text == "done", (result, srv.log())
+    srv.start()
+    token = (pathlib.Path(srv.data_dir) / "admin.token").read_text()
+    assert token

@@ -1,0 +1,109 @@
+"""Objects used by tests/integration/test_review_findings.py."""
+
+import asyncio
+
+from duro import DurableObject, Response, WorkerEntrypoint
+
+
+class Review(DurableObject):
+    constructed = 0
+
+    def __init__(self, ctx, env):
+        super().__init__(ctx, env)
+        type(self).constructed += 1
+
+    async def get(self, key):
+        return await self.ctx.storage.get(key)
+
+    async def put(self, key, value):
+        await self.ctx.storage.put(key, value)
+        return value
+
+    async def txn_calls_other(self, other_name):
+        async def body(txn):
+            await txn.put("in_txn", 1)
+            return await self.env.R.get_by_name(other_name).put("from_txn", 1)
+        return await self.ctx.storage.transaction(body)
+
+    async def txn_raises(self):
+        async def body(txn):
+            await txn.put("rolled", 1)
+            raise ValueError("closure failed")
+        try:
+            await self.ctx.storage.transaction(body)
+        except ValueError:
+            pass
+        await self.ctx.storage.put("after", 1)
+        async def body2(txn):
+            await txn.put("second", 1)
+        await self.ctx.storage.transaction(body2)
+        return await self.ctx.storage.get(["rolled", "after", "second"])
+
+    async def write_then_call_then_raise(self, other_name):
+        await self.ctx.storage.put("w", 1)
+        await self.env.R.get_by_name(other_name).put("x", 1)
+        raise ValueError("after call")
+
+    async def call_self(self):
+        await self.ctx.storage.put("self", 1)
+        return await self.env.R.get(self.ctx.id).get("self")
+
+    async def delete_all_then_write(self):
+        await self.ctx.storage.put("a", 1)
+        await self.ctx.storage.delete_all()
+        await self.ctx.storage.put("b", 2)
+        return await self.ctx.storage.list()
+
+    async def kw(self, a, b=2, *, c=3):
+        return [a, b, c]
+
+    async def slow_write(self, seconds):
+        await self.ctx.storage.put("started", 1)
+        await asyncio.sleep(seconds)
+        await self.ctx.storage.put("finished", 1)
+        return "done"
+
+    async def bcw_slow(self, seconds):
+        async def work():
+            await asyncio.sleep(seconds)
+            await self.ctx.storage.put("bcw_done", 1)
+        await self.ctx.block_concurrency_while(work)
+        return "ok"
+
+    async def instance_number(self):
+        return id(self)
+
+    async def big(self, n):
+        return "x" * n
+
+    async def fetch(self, request):
+        return Response("hello " + request.method, headers={"x-probe": "1"})
+
+
+class CtorBcwRaises(DurableObject):
+    def __init__(self, ctx, env):
+        super().__init__(ctx, env)
+
+        async def init():
+            await asyncio.sleep(0)
+            await ctx.storage.put("from_bcw", 1)
+
+        ctx.block_concurrency_while(init)
+        raise RuntimeError("constructor failed")
+
+    async def get(self, key):
+        return await self.ctx.storage.get(key)
+
+
+class Default(WorkerEntrypoint):
+    async def fetch(self, request):
+        path = request.url.split("?")[0].split("/", 3)[-1]
+        if path.startswith("slow/"):
+            return Response(str(await self.env.R.get_by_name(path[5:]).slow_write(2.0)))
+        if path == "forever":
+            self.ctx.wait_until(asyncio.sleep(3600))
+            return Response("scheduled")
+        if path.startswith("body"):
+            return Response(str(len(await request.bytes())))
+        name = path.rsplit("/", 1)[-1]
+        return await self.env.R.get_by_name(name).fetch(request)
