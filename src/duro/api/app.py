@@ -18,6 +18,8 @@ from .fetch import Request, Response
 from .namespace import DurableObjectNamespace, call_handler, find_handler
 from .objects import DurableObject, DurableObjectState, ExecutionContext, WorkerEntrypoint
 
+WAIT_UNTIL_GRACE_S = 5.0  # what the runtime gives objects' wait_until work at shutdown
+
 __all__ = ["App", "Env", "ObjectClass"]
 
 log = logging.getLogger("duro.app")
@@ -89,8 +91,14 @@ class App:
         await self.runtime.start()
 
     async def close(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        # The entrypoint's wait_until work gets the same grace period as the objects' (5 s), then
+        # is cancelled: a task that never ends must not keep the server from shutting down.
+        tasks = [t for t in self._tasks if not t.done()]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=WAIT_UNTIL_GRACE_S)
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         await self.runtime.close()
 
     async def handle(self, request: Request) -> Response:
