@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import gc
 import json
 import pathlib
 import statistics
@@ -45,6 +46,18 @@ class Timer(DurableObject):
     async def alarm(self, info) -> None:
         LATENCY_MS.append(time.time_ns() / 1e6 - info.scheduled_time)
         FIRED[self.ctx.id.name] += 1
+
+
+GC_PAUSES: list[tuple[int, float]] = []  # (generation, seconds) of each collection while alarms fire
+_gc_start = 0.0
+
+
+def _gc_watch(phase: str, info: dict) -> None:
+    global _gc_start
+    if phase == "start":
+        _gc_start = time.perf_counter()
+    else:
+        GC_PAUSES.append((info["generation"], time.perf_counter() - _gc_start))
 
 
 def pct(values: list[float], p: float) -> float:
@@ -75,12 +88,18 @@ async def run(args: argparse.Namespace) -> dict:
         print(f"set {n} alarms in {setup_s:.2f}s; evicted {evicted}; due in "
               f"{(base - runtime.clock.now_ms()) / 1000:.1f}s within {args.window}s", file=sys.stderr)
         deadline = time.monotonic() + lead + args.window + args.timeout
+        await asyncio.sleep(max(0.0, (base - runtime.clock.now_ms()) / 1000 - 0.01))
+        cpu0 = time.thread_time()  # the event loop's thread: its CPU time per alarm while they fire
+        gc.callbacks.append(_gc_watch)
         while len(LATENCY_MS) < n and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.01)
         done_at = runtime.clock.now_ms()
+        loop_cpu_s = time.thread_time() - cpu0
+        gc.callbacks.remove(_gc_watch)
         await asyncio.sleep(args.settle)  # anything firing twice would show up now
         await runtime.alarms.wait_idle(timeout=60)
         stats = runtime.alarms.statistics()
+        barrier = runtime.barrier.statistics()
     finally:
         await app.close()
     lat = LATENCY_MS
@@ -89,10 +108,14 @@ async def run(args: argparse.Namespace) -> dict:
         "setup_s": round(setup_s, 2), "fired": len(lat), "distinct_objects": len(FIRED),
         "fired_more_than_once": sum(1 for c in FIRED.values() if c > 1),
         "last_fired_after_window_ms": done_at - (base + int(args.window * 1000)),
+        "loop_cpu_us_per_alarm": round(loop_cpu_s / max(1, len(lat)) * 1e6, 1),
+        "gc_while_firing": {"collections": len(GC_PAUSES), "total_ms": round(sum(d for _, d in GC_PAUSES) * 1e3, 1),
+                            "max_ms": round(max((d for _, d in GC_PAUSES), default=0) * 1e3, 1),
+                            "gen2": sum(1 for g, _ in GC_PAUSES if g == 2)},
         "latency_ms": {"p50": round(pct(lat, 50), 2), "p90": round(pct(lat, 90), 2),
                        "p99": round(pct(lat, 99), 2), "max": round(max(lat), 2),
                        "mean": round(statistics.fmean(lat), 2)} if lat else None,
-        "index_records_left": stats["records"], "scheduler": stats,
+        "index_records_left": stats["records"], "scheduler": stats, "barrier": barrier,
         "python": sys.version.split()[0], "command": " ".join(["python", "bench/alarms.py", *sys.argv[1:]]),
     }
     return result

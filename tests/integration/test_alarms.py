@@ -232,6 +232,23 @@ async def test_fails_twice_then_succeeds(h):
     assert len(await a.log()) == 3
 
 
+async def test_a_handler_past_its_time_limit_is_cancelled_and_retried(h, monkeypatch, caplog):
+    import duro.runtime.alarms as scheduler_module
+    monkeypatch.setattr(scheduler_module, "ALARM_HANDLER_TIMEOUT_S", 0.05)
+    a, b = h.env.ALARMED.get_by_name("slow"), h.env.ALARMED.get_by_name("quick")
+    await a.behave("hang_once", 30)
+    await a.set(h.now() + 1000)
+    await b.set(h.now() + 1000)
+    with caplog.at_level(logging.WARNING, logger="duro.alarms"):
+        await h.advance(1)
+    assert "ran longer than" in caplog.text
+    assert len(await b.log()) == 1 and await b.get() is None  # the other object is not held up
+    assert h.record(a).retries == 1
+    await h.advance(2)
+    assert [e["retry"] for e in await a.log()] == [0, 1]
+    assert await a.get() is None
+
+
 async def test_a_new_alarm_set_by_a_failing_handler_runs_instead_of_a_retry(h):
     a = h.env.ALARMED.get_by_name("newer")
     t1, t2 = h.now() + 1000, h.now() + 30_000

@@ -150,6 +150,9 @@ class AlarmRecord:
     gen: int = 0
     begin_gen: int = 0
     pending: tuple[int, int | None] | None = None  # a settle that arrived while RUNNING/DROPPING
+    # ``due_ms`` is the object's durable alarm row, learned from this process's own commit (a
+    # settle) with no change since: firing need not look at the row before waking the instance.
+    exact: bool = False
 
     def _to(self, new: AlarmState) -> None:
         check_alarm_transition(self.state, new)
@@ -207,6 +210,7 @@ class AlarmTable:
         rec = self._records.get(key)
         if rec is not None:
             rec.gen = g
+            rec.exact = False
         return g
 
     def lower(self, key: Key, name: str | None, when_ms: int) -> bool:
@@ -219,6 +223,7 @@ class AlarmTable:
             self._changed.add(key)
             self._push(key, rec)
             return True
+        rec.exact = False
         if name is not None and rec.name is None:
             rec.name = name
             self._changed.add(key)
@@ -256,6 +261,7 @@ class AlarmTable:
             self._changed.add(key)
         rec._to(AlarmState.WAITING)
         rec.due_ms, rec.scheduled_ms, rec.retries, rec.infra_failures = value, None, 0, 0
+        rec.exact = True
         self._push(key, rec)
 
     # ---- the heap ------------------------------------------------------------------------------
@@ -301,6 +307,7 @@ class AlarmTable:
         rec = self._records[key]
         if rec.state is AlarmState.RUNNING:
             self.running -= 1
+        rec.exact = False  # unless a current reading of the row is applied below
         pending, rec.pending = rec.pending, None
         outcome = result.outcome
         if outcome is AttemptOutcome.ORPHANED:

@@ -43,6 +43,7 @@ import weakref
 from functools import partial
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
+from ..clock import SystemClock
 from ..core.alarms import (
     AlarmInvocationInfo, AlarmState, AlarmTable, AttemptOutcome, AttemptResult, Decision, RetryPolicy,
 )
@@ -60,6 +61,7 @@ __all__ = ["AlarmScheduler"]
 log = logging.getLogger("duro.alarms")
 
 Key = tuple[str, str]
+FLUSH_DELAY = 0.01  # seconds a relaxation may wait to share an index commit with others
 Invoke = Callable[[Any, AlarmInvocationInfo], Awaitable[bool]]
 
 
@@ -75,9 +77,10 @@ class AlarmScheduler:
         self.runtime = runtime
         self.table = AlarmTable(policy)
         self.rand = rand or random.random
-        # Each running attempt holds its object's database open (three file descriptors): stay well
+        # Each running attempt holds its object's database open (about five file descriptors, and
+        # the activation cannot be evicted until the attempt's writes are durable): stay well
         # inside the catalog's bound on open databases.
-        self.max_concurrent = max_concurrent or max(16, min(1000, runtime.limits.max_open_databases // 2))
+        self.max_concurrent = max_concurrent or max(16, runtime.limits.max_open_databases // 2)
         self.shutdown_grace = shutdown_grace
         self.invoke: Invoke | None = None
         self.path = runtime.data_dir / "alarms.sqlite"
@@ -97,7 +100,11 @@ class AlarmScheduler:
         self._watched: "weakref.WeakSet[Activation]" = weakref.WeakSet()
         self._running: dict[Key, tuple[int, int]] = {}  # handler running: (row, gen at start)
         self._ns_keys: dict[str, NamespaceKey] = {}
-        self._flush_handle: asyncio.Handle | None = None
+        self._flush_handle: asyncio.Handle | asyncio.TimerHandle | None = None
+        self._blocked = False  # the loop waits for a running attempt to end (max_concurrent)
+        self._deadlines: dict[asyncio.Task[Any], float] = {}  # running handlers' time limits
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._watchdog: asyncio.TimerHandle | None = None
         self._closed = False
         self.fired = self.succeeded = self.failed = self.dropped = self.skipped = 0
 
@@ -209,8 +216,10 @@ class AlarmScheduler:
         self._index_seq += 1
 
     def _schedule_flush(self) -> None:
+        """Write the batched changes (relaxations, retry counts) a little later: one index commit
+        per ``FLUSH_DELAY`` rather than one per settled alarm. A ``lower`` never waits for this."""
         if self._flush_handle is None:
-            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush_soon)
+            self._flush_handle = asyncio.get_running_loop().call_later(FLUSH_DELAY, self._flush_soon)
 
     def _flush_soon(self) -> None:
         self._flush_handle = None
@@ -274,6 +283,9 @@ class AlarmScheduler:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         try:
             self._flush()
         except Exception:
@@ -317,7 +329,8 @@ class AlarmScheduler:
                         self._start_attempt(key)
                 nxt = self.table.next_due()
                 self._wakeup.clear()
-                if nxt is None or len(self._attempts) >= self.max_concurrent:
+                self._blocked = len(self._attempts) >= self.max_concurrent
+                if nxt is None or self._blocked:
                     self._sleep_until = None
                     await self._wakeup.wait()
                 else:
@@ -332,19 +345,30 @@ class AlarmScheduler:
     async def _sleep(self, due_ms: int) -> None:
         """Sleep until ``due_ms`` on the runtime's clock, or until woken."""
         clock = self.runtime.clock
-        if due_ms <= clock.now_ms():
+        delay = (due_ms - clock.now_ms()) / 1000
+        if delay <= 0:
             await asyncio.sleep(0)
             return
-        assert self._wakeup is not None
+        ev = self._wakeup
+        assert ev is not None
+        loop = asyncio.get_running_loop()
+        if type(clock).sleep is SystemClock.sleep:
+            # The real clock: one timer that sets the wake-up event (no tasks per sleep; during a
+            # burst the scheduler sleeps once per millisecond).
+            handle = loop.call_later(delay, ev.set)
+            try:
+                await ev.wait()
+            finally:
+                handle.cancel()
+            return
 
         async def until() -> None:
             # The delay is computed when this task first runs, which on a busy loop can be a while
             # after it was created.
             await clock.sleep(max(0.0, (due_ms - clock.now_ms()) / 1000))
 
-        loop = asyncio.get_running_loop()
         sleeper = loop.create_task(until())
-        waiter = loop.create_task(self._wakeup.wait())
+        waiter = loop.create_task(ev.wait())
         try:
             await asyncio.wait((sleeper, waiter), return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -361,7 +385,8 @@ class AlarmScheduler:
         self._attempts.discard(task)
         if not task.cancelled() and task.exception() is not None:  # pragma: no cover - a bug
             log.error("alarm attempt crashed", exc_info=task.exception())
-        self._wake()
+        if self._blocked:
+            self._wake()  # room for the next attempt
 
     # ------------------------------------------------------------------ one attempt
     def _activation(self, key: Key, name: str | None) -> "Activation":
@@ -403,6 +428,8 @@ class AlarmScheduler:
                 log.warning("deleting the spent alarm of %s failed: %s", key, e)
                 dropped = AttemptResult(AttemptOutcome.INFRA_FAILED)
             self.table.finish(key, dropped, self.runtime.clock.now_ms(), self.rand)
+        if rec.state is AlarmState.WAITING or rec.state is AlarmState.RETRYING:
+            self._wake(rec.due_ms)  # looked at again later (a retry, or a newer alarm)
         self._schedule_flush()
 
     async def _deliver(self, key: Key, name: str | None,
@@ -416,8 +443,11 @@ class AlarmScheduler:
             return None, AttemptResult(AttemptOutcome.ORPHANED)
         try:
             # Look before waking the instance: a phantom or early index row must not run the
-            # constructor. Only a durable reading may relax the index.
-            if act.instance is None and act.broken is None and not act.db.in_transaction:
+            # constructor. Only a durable reading may relax the index. Not needed when the record
+            # is this process's own durable reading of the row (``exact``); the event reads it anyway.
+            rec = self.table.get(key)
+            if (act.instance is None and act.broken is None and not act.db.in_transaction
+                    and (rec is None or not rec.exact)):
                 gen = self.table.gen(key)
                 pre = act.db.get_alarm()
                 if pre is not None:
@@ -467,26 +497,67 @@ class AlarmScheduler:
         self._running[key] = (row, gen)
         error: Exception | None = None
         handled = True
+        task = asyncio.current_task()
+        assert task is not None
+        cancelling = task.cancelling()
+        self._watch(task)
         try:
-            async with asyncio.timeout(ALARM_HANDLER_TIMEOUT_S):
-                handled = await invoke(instance, alarm_info)
+            handled = await invoke(instance, alarm_info)
+        except asyncio.CancelledError:
+            if not self._timed_out(task, cancelling):
+                raise
+            error = TimeoutError(f"alarm() ran longer than {ALARM_HANDLER_TIMEOUT_S:.0f} s")
         except Exception as e:
             error = e
         finally:
             self._running.pop(key, None)
+            self._deadlines.pop(task, None)
+        if task in self._expired:  # it swallowed the time limit's cancellation: it counts as it ended
+            self._timed_out(task, cancelling)
         if not handled:
             log.warning("%s has no alarm() handler; its alarm is dropped", act.describe())
         if error is None:
-            # Clear the alarm unless something set or deleted it while the handler ran.
-            if self.table.gen(key) == gen and db.get_alarm() == row:
+            # Clear the alarm unless something set or deleted it while the handler ran (every such
+            # change goes through the scheduler and moves the object's change counter).
+            if self.table.gen(key) == gen:
                 db.delete_alarm()
                 self._note_change(act, key)
                 return AttemptResult(AttemptOutcome.SUCCEEDED, self.table.gen(key), None)
             return AttemptResult(AttemptOutcome.SUCCEEDED, self.table.gen(key), db.get_alarm())
-        if isinstance(error, TimeoutError):
-            error = TimeoutError(f"alarm() ran longer than {ALARM_HANDLER_TIMEOUT_S:.0f} s")
         info["error"] = error
         return AttemptResult(AttemptOutcome.FAILED, self.table.gen(key), db.get_alarm())
+
+    # ------------------------------------------------------------------ the handler's time limit
+    # One timer for all running handlers instead of an ``asyncio.timeout`` (a loop timer created
+    # and cancelled) per alarm: deadlines only grow, so the earliest is the one to wait for.
+    def _watch(self, task: "asyncio.Task[Any]") -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ALARM_HANDLER_TIMEOUT_S
+        self._deadlines[task] = deadline
+        if self._watchdog is None:
+            self._watchdog = loop.call_at(deadline, self._check_deadlines)
+
+    def _check_deadlines(self) -> None:
+        self._watchdog = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        earliest = None
+        for task, deadline in list(self._deadlines.items()):
+            if deadline <= now:
+                del self._deadlines[task]
+                self._expired.add(task)
+                task.cancel()
+            elif earliest is None or deadline < earliest:
+                earliest = deadline
+        if earliest is not None:
+            self._watchdog = loop.call_at(earliest, self._check_deadlines)
+
+    def _timed_out(self, task: "asyncio.Task[Any]", cancelling: int) -> bool:
+        """After the handler ended: was it cancelled by the time limit (and by nothing else)?"""
+        if task not in self._expired:
+            return False
+        self._expired.discard(task)
+        return task.uncancel() <= cancelling
 
     async def _drop(self, key: Key, name: str | None, scheduled: int | None) -> AttemptResult:
         """Delete the alarm row whose retries are used up, if it still holds ``scheduled``."""
@@ -520,15 +591,17 @@ class AlarmScheduler:
 
     def _report(self, key: Key, act: "Activation | None", result: AttemptResult, error: BaseException | None) -> None:
         rec = self.table.get(key)
+        if rec is None or (rec.state is not AlarmState.DROPPING and rec.state is not AlarmState.RETRYING):
+            return  # the common case: nothing to say
         what = act.describe() if act is not None else f"{key[0]}/{key[1]}"
-        if rec is not None and rec.state is AlarmState.DROPPING:
+        if rec.state is AlarmState.DROPPING:
             self.dropped += 1
             if result.outcome is AttemptOutcome.NO_RETRY:
                 log.info("alarm of %s dropped: abort(retryAlarm=False)", what)
             else:
                 log.error("alarm() of %s failed %d times; the alarm is dropped (last error: %s: %s)", what,
                           self.table.policy.max_retries + 1, type(error).__name__, error)
-        elif rec is not None and rec.state is AlarmState.RETRYING and result.outcome is AttemptOutcome.FAILED:
+        elif result.outcome is AttemptOutcome.FAILED:
             log.warning("alarm() of %s failed (retry %d of %d in %.1f s): %s: %s", what, rec.retries,
                         self.table.policy.max_retries, (rec.due_ms - self.runtime.clock.now_ms()) / 1000,
                         type(error).__name__, error)

@@ -30,7 +30,7 @@ class Alarmed(DurableObject):
 
     async def behave(self, mode, arg=None):
         """What the next alarm() does: ok, fail, fail_times (arg: n), fail_and_set (arg: when),
-        fail_and_delete, set_next (arg: when), abort, abort_no_retry."""
+        fail_and_delete, set_next (arg: when), hang_once (arg: seconds), abort, abort_no_retry."""
         await self.ctx.storage.put("mode", [mode, arg])
 
     async def log(self):
@@ -91,6 +91,10 @@ class Alarmed(DurableObject):
             await self.ctx.storage.set_alarm(arg)
             log[-1]["after_set"] = await self.ctx.storage.get_alarm()
             await self.ctx.storage.put("log", log)
+        if mode == "hang_once":  # runs past the time limit (the test lowers it), once
+            await self.ctx.storage.put("mode", ["ok", None])
+            import asyncio
+            await asyncio.sleep(arg)
         if mode == "abort":
             self.ctx.abort("abort in alarm")
         if mode == "abort_no_retry":
