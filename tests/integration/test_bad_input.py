@@ -3,6 +3,7 @@
 import pytest
 
 from duro.errors import CorruptDatabaseError, InvalidIdError
+from duro.storage.database import wait_closed
 
 
 async def test_oversized_value_refused_nothing_stored(gates):
@@ -58,6 +59,7 @@ async def test_corrupt_database_fails_that_object_only(gates):
     assert await victim.rmw() == 1
     path = gates.runtime.db_path(ns.unique_key, ns.id_from_name("victim"))
     gates.runtime.sweep(now=10**12)  # evict so the file is closed
+    wait_closed(path)  # eviction finishes the close (its fsyncs) on a worker thread
     assert path.exists()
     for suffix in ("-wal", "-shm"):
         pathlib_path = path.with_name(path.name + suffix)

@@ -27,6 +27,7 @@ from ..core.lifecycle import DeactivationReason
 from ..errors import DuroError, ObjectResetError
 from ..ids import NamespaceKey
 from ..storage import maintenance
+from ..storage.database import wait_closed
 
 __all__ = ["AdminEndpoint", "ADMIN_PREFIX", "TOKEN_FILE"]
 
@@ -121,7 +122,9 @@ class AdminEndpoint:
             raise _Refused(404, f"this server serves no namespace {unique_key!r} "
                                 f"(it serves {', '.join(sorted(runtime.classes)) or 'none'})")
         hex_id = NamespaceKey(unique_key).id_from_string(args[id_field]).to_string()
-        return unique_key, hex_id, runtime.db_path(unique_key, hex_id)
+        path = runtime.db_path(unique_key, hex_id)
+        wait_closed(path)  # an object evicted a moment ago may still be closing on a worker thread
+        return unique_key, hex_id, path
 
     def _reset(self, unique_key: str, hex_id: str, why: str) -> None:
         act = self.app.runtime.find(unique_key, hex_id)

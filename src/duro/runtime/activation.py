@@ -423,7 +423,7 @@ class Activation:
         if self.state not in (ActivationState.BROKEN, ActivationState.CLOSED):
             self.state = ActivationState.CLOSED
         self.instance = None
-        self.db.close()
+        self.db.close(offload=True)  # its fsyncs and checkpoint run on the maintenance thread
 
     def describe(self) -> str:
         name = f" ({self.id.name})" if self.id.name else ""

@@ -15,6 +15,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ..errors import StorageError
+from ..storage.database import wait_closed
 from ..storage.history import prune
 from ..storage.journal import HistoryOptions
 
@@ -59,6 +60,8 @@ class HistoryPruner:
             act = self.runtime.find(path.parent.name, path.stem)
             live = act.db.history if act is not None and act.db.is_open else None
             try:
+                if live is None:
+                    wait_closed(path.with_suffix(".sqlite"))  # an eviction may still be closing it
                 if prune(path.with_suffix(".sqlite"), options=self.options, live=live):
                     changed += 1
             except (StorageError, OSError) as e:

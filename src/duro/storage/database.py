@@ -28,7 +28,7 @@ import apsw
 from duro.errors import CorruptDatabaseError, InternalError, SqlError, StorageError
 from duro.storage.authorizer import Authorizer
 from duro.storage.history import apply_pending_restore
-from duro.storage.journal import HistoryOptions, ObjectHistory, history_path
+from duro.storage.journal import DetachedHistory, HistoryOptions, ObjectHistory, history_path
 from duro.storage.kv import INTERNAL, KvMixin, SyncKv
 from duro.storage.sql import SqlStorage
 from duro.storage.translate import CORRUPT_CODES, corrupt_error, translate
@@ -43,6 +43,18 @@ MAX_DATABASE_BYTES = 10 * 1000**3  # 10 GB per object (§7.4); beyond it writes 
 _STATEMENT_CACHE = 128
 CHECKPOINT_PAGES = 1000  # SQLite's own auto-checkpoint threshold
 _log = logging.getLogger("duro.storage")
+
+# Databases whose close is being finished on a worker thread (``close(offload=True)``): opening
+# the same file again, through any ObjectDatabase, waits until that close is done.
+_closing: dict[pathlib.Path, threading.Event] = {}
+
+
+def wait_closed(path: str | os.PathLike[str]) -> None:
+    """Return once no offloaded close of the database at ``path`` is in progress. Blocks; the
+    wait is rare (an object opened again within the millisecond its close takes)."""
+    done = _closing.get(pathlib.Path(path))
+    if done is not None:
+        done.wait()
 
 # SQLite limits (reference §3.5, §7.4). SQLITE_LIMIT_LENGTH caps a string, a blob and a whole row,
 # which is Cloudflare's documented 2 MB key+value / row limit.
@@ -171,6 +183,8 @@ class ObjectDatabase(KvMixin):
         if self._conn is not None:
             return self._conn
         self._ckpt_idle.wait()
+        if _closing:
+            wait_closed(self.path)
         history = self.history
         if history is not None and not history.restore_checked:
             history.restore_checked = True  # once per instance: a restore waits for the next session
@@ -233,20 +247,59 @@ class ObjectDatabase(KvMixin):
         if conn is not None:
             conn.close()
 
-    def close(self) -> None:
+    def close(self, *, offload: bool = False) -> None:
         """Close the database. The caller must have committed what it wants kept: an open
-        transaction is rolled back. An empty database's files are removed."""
+        transaction is rolled back. An empty database's files are removed.
+
+        With ``offload`` (and an ``offload`` function), only the bookkeeping happens here: the
+        part that waits on the disk (fsyncing the history, SQLite's checkpoint as the connection
+        closes, removing an empty database's files) runs on the worker thread, and opening the
+        file again waits until it is done."""
         if self._conn is None:
             return
         try:
             if self._in_txn:
                 self.rollback()
             self._txn_lost = None
+            if offload and self.offload is not None:
+                self._close_offloaded(self.offload)
+                return
             if self.discard_files_if_empty():
                 return
         finally:
             if self._conn is not None:
                 self._close_connection()
+
+    def _close_offloaded(self, offload: Callable[[Callable[[], None]], None]) -> None:
+        empty = not self._has_data()
+        history = self.history.detach() if self.history is not None else None
+        conn = self._conn
+        assert conn is not None
+        self._name_recorded = False
+        self._conn = self._cur = self._ucur = None
+        self._in_txn = False
+        self._savepoints.clear()
+        self._kv_table = self._meta_table = None
+        path = self.path
+        discard = (path, self.wal_path, self._shm_path) if empty else None
+        ckpt_idle = self._ckpt_idle
+        done = threading.Event()
+        _closing[path] = done
+
+        def job() -> None:
+            try:
+                ckpt_idle.wait()  # a periodic checkpoint of this database finishes first
+                _finish_close(conn, history, discard)
+            except Exception as e:
+                _log.error("closing %s failed: %s", path, e)
+            finally:
+                if _closing.get(path) is done:
+                    del _closing[path]
+                done.set()
+        try:
+            offload(job)
+        except RuntimeError:  # the runtime is shutting down: do it here
+            job()
 
     def discard_files_if_empty(self) -> bool:
         """If the database holds no user schema, no KV rows and no alarm, and no transaction is
@@ -256,6 +309,8 @@ class ObjectDatabase(KvMixin):
         if self._corrupt is not None or self._in_txn:
             return False
         if self._conn is None:
+            if _closing:
+                wait_closed(self.path)
             if not self.path.exists():
                 self.wal_path.unlink(missing_ok=True)
                 self._shm_path.unlink(missing_ok=True)
@@ -649,3 +704,29 @@ class ObjectDatabase(KvMixin):
     def __repr__(self) -> str:
         state = "corrupt" if self._corrupt else ("open" if self._conn else "closed")
         return f"<ObjectDatabase {str(self.path)!r} {state}{' in transaction' if self._in_txn else ''}>"
+
+
+def _finish_close(conn: apsw.Connection, history: DetachedHistory | None,
+                  discard: tuple[pathlib.Path, ...] | None) -> None:
+    """The disk-bound end of ``close(offload=True)``, on a worker thread: as ``close()`` does, the
+    history is fsynced before SQLite checkpoints on close (a page reaches the database file only
+    once its record is durable); an empty database is checkpointed and its files removed."""
+    try:
+        if history is not None:
+            try:
+                history.sync()
+            except BaseException:
+                # Not durable: keep the WAL (the next open reconciles the history with it).
+                conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
+                raise
+        if discard is not None:
+            conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE)
+            conn.close()
+            for p in discard:
+                p.unlink(missing_ok=True)
+            if history is not None:
+                history.discarded()
+    finally:
+        conn.close()
+        if history is not None:
+            history.close()

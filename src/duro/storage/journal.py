@@ -25,7 +25,7 @@ from duro.storage.historyfile import (  # noqa: F401 - re-exported: tools read t
     _BODY, _FILE_HEADER, _PREFIX, _SUFFIX, BASE, HEAL, MAGIC, PAGE_SIZE, RESTORE, ZLIB, HistoryFile, Record,
     format_bookmark, fsync_dir, history_path, marker_path, materialize_index, parse_bookmark)
 
-__all__ = ["HistoryOptions", "HistoryFile", "ObjectHistory", "Record", "WalTail", "format_bookmark",
+__all__ = ["DetachedHistory", "HistoryOptions", "HistoryFile", "ObjectHistory", "Record", "WalTail", "format_bookmark",
            "parse_bookmark", "history_path", "marker_path", "DAY_MS", "fsync_dir", "materialize_index",
            "wal_last_commit"]
 
@@ -290,6 +290,16 @@ class ObjectHistory:
         self._unsynced = False
         return hf.fsync if hf is not None else (lambda: None)
 
+    def detach(self) -> "DetachedHistory":
+        """Hand the open history to the thread that finishes the database's close (``close(offload=
+        True)``); this object is left closed, ready to attach again."""
+        detached = DetachedHistory(self.path, self.file, self.wal, self._unsynced, self.options)
+        self.file = None
+        self.wal = WalTail(self.wal.path)
+        self._unsynced = False
+        self._checkpoint = None
+        return detached
+
     def after_discard(self) -> None:
         """The database's files were removed because it holds nothing: record the empty state."""
         self.wal.close()
@@ -349,3 +359,40 @@ class ObjectHistory:
             raise InvalidInputError(f"time {when_ms} (epoch ms) is before this object's history, which starts "
                                     f"at {first.ms}")
         return hf.record(i)
+
+
+class DetachedHistory:
+    """An object's history after its database's connection was handed to a worker thread to close:
+    ``sync()`` before SQLite's checkpoint, ``discarded()`` once an empty database's files are
+    removed (as :meth:`ObjectHistory.after_discard`), then ``close()`` (which syncs)."""
+
+    def __init__(self, path: pathlib.Path, file: HistoryFile | None, wal: WalTail, unsynced: bool,
+                 options: HistoryOptions) -> None:
+        self.path = path
+        self.file = file
+        self.wal = wal
+        self.options = options
+        self._unsynced = unsynced
+
+    def sync(self) -> None:
+        if self._unsynced and self.file is not None:
+            self.file.fsync()
+        self._unsynced = False
+
+    def discarded(self) -> None:
+        self.wal.close()
+        if self.file is None:
+            self.file = HistoryFile.open(self.path)
+        hf = self.file
+        if hf is not None and hf.last is not None and hf.last.db_pages:
+            hf.append(hf.last.seq + 1, int(self.options.now_ms()), 0, {}, flags=BASE)
+            self._unsynced = True
+
+    def close(self) -> None:
+        try:
+            self.sync()
+        finally:
+            self.wal.close()
+            if self.file is not None:
+                self.file.close()
+                self.file = None

@@ -1,0 +1,87 @@
+"""``ObjectDatabase.close(offload=True)``: the fsyncs and the checkpoint of a close run on a worker
+thread; the data, the history and the removal of an empty database's files are as with ``close()``,
+and opening the file again waits for the close to finish."""
+
+import threading
+import time
+
+from duro.storage import ObjectDatabase
+from duro.storage import database as D
+from duro.storage import history as H
+from duro.storage.journal import HistoryOptions, history_path
+
+
+class Deferred:
+    """Collects jobs; runs them when told, on another thread."""
+
+    def __init__(self):
+        self.jobs = []
+
+    def __call__(self, job):
+        self.jobs.append(job)
+
+    def run_on_thread(self, delay=0.0):
+        jobs, self.jobs = self.jobs, []
+
+        def go():
+            time.sleep(delay)
+            for job in jobs:
+                job()
+        t = threading.Thread(target=go)
+        t.start()
+        return t
+
+
+def test_close_runs_on_the_worker_and_keeps_data_and_history(tmp_path):
+    path = tmp_path / "o.sqlite"
+    off = Deferred()
+    db = ObjectDatabase(path, offload=off, history=HistoryOptions())
+    db.kv_put("a", 1)
+    db.set_alarm(123)
+    db.commit()
+    bookmark = db.attached_history().current().bookmark
+    db.close(offload=True)
+    assert not db.is_open and len(off.jobs) == 1
+    assert D._closing  # registered until the worker is done
+    t = off.run_on_thread(delay=0.2)
+    started = time.monotonic()
+    again = ObjectDatabase(path, history=HistoryOptions())
+    assert again.kv_get("a") == 1 and again.get_alarm() == 123  # waited for the close
+    assert time.monotonic() - started >= 0.1
+    t.join()
+    assert not D._closing
+    assert again.attached_history().current().bookmark == bookmark  # no heal: the history held it
+    again.close()
+    assert not path.with_name("o.sqlite-wal").exists()  # the checkpoint on close ran
+
+
+def test_an_empty_database_is_removed_by_the_worker(tmp_path):
+    path = tmp_path / "o.sqlite"
+    off = Deferred()
+    db = ObjectDatabase(path, offload=off, history=HistoryOptions())
+    db.kv_put("a", 1)
+    db.commit()
+    full = db.attached_history().current().bookmark
+    db.kv_delete("a")
+    db.commit()
+    db.close(offload=True)
+    off.run_on_thread().join()
+    assert not path.exists() and not path.with_name("o.sqlite-wal").exists()
+    assert history_path(path).exists()
+    H.restore(path, full)  # the history still has every state, ending in the empty one
+    db = ObjectDatabase(path, history=HistoryOptions())
+    assert db.kv_get("a") == 1
+    db.close()
+
+
+def test_the_same_instance_reopens_after_its_offloaded_close(tmp_path):
+    path = tmp_path / "o.sqlite"
+    off = Deferred()
+    db = ObjectDatabase(path, offload=off, history=HistoryOptions())
+    for i in range(3):
+        db.kv_put("n", i)
+        db.commit()
+        db.close(offload=True)
+        off.run_on_thread(delay=0.05)
+        assert db.kv_get("n") == i  # reopens once the close is done
+    db.close()
