@@ -71,3 +71,40 @@ def test_sigterm_finishes_inflight_request_and_exits(serve, tmp_path):
     srv.start()
     token = (pathlib.Path(srv.data_dir) / "admin.token").read_text()
     assert token
+
+
+SOCKETS = ROOT / "tests" / "integration" / "projects" / "sockets"
+
+
+def test_websocket_close_handshake_codes(serve):
+    import struct
+
+    from websockets.sync.client import connect
+
+    from duro.testing import wait_for
+
+    from .test_websockets import RawSocket, stats, ws_url
+
+    srv = serve(SOCKETS)
+    # The object closes: the client gets the object's code and reason.
+    with connect(ws_url(srv, "/room/cl")) as ws:
+        assert ws.recv(10) == "welcome"
+        ws.send("close")
+        try:
+            ws.recv(10)
+        except Exception:  # ConnectionClosedOK
+            pass
+        assert ws.close_code == 4000 and ws.close_reason == "bye"
+    # The client closes with a code and reason: the object sees them, cleanly.
+    with connect(ws_url(srv, "/room/cl")) as ws:
+        assert ws.recv(10) == "welcome"
+        ws.close(4001, "later")
+    wait_for(lambda: ["close", "cl", 4001, "later", True] in stats(srv)["events"], what="close 4001")
+    # A close frame without a status code: 1005, clean.
+    raw = RawSocket(srv.port, "/room/cl")
+    assert raw.read_frame() == (0x1, b"welcome")
+    raw.frame(0x8, b"")
+    op, payload = raw.read_frame()
+    assert op == 0x8
+    raw.sock.close()
+    wait_for(lambda: ["close", "cl", 1005, "", True] in stats(srv)["events"], what="close 1005")

@@ -73,6 +73,28 @@ class Review(DurableObject):
     async def instance_number(self):
         return id(self)
 
+    async def sleep_then_put(self, key, seconds):
+        await asyncio.sleep(seconds)  # not storage: the input gate is open here
+        await self.ctx.storage.put(key, 1)
+        return "stored"
+
+    async def failing_txn(self, seconds):
+        async def body(txn):
+            await txn.put("txn_key", 1)
+            await asyncio.sleep(seconds)
+            raise ValueError("give up")
+        try:
+            await self.ctx.storage.transaction(body)
+        except ValueError:
+            return "rolled back"
+
+    async def slow_txn(self, seconds):
+        async def body(txn):
+            await txn.put("slow_txn", 1)
+            await asyncio.sleep(seconds)
+            return "committed"
+        return await self.ctx.storage.transaction(body)
+
     async def big(self, n):
         return "x" * n
 
