@@ -20,3 +20,12 @@ async def test_camel_case_project_runs(tmp_path):
     assert len(who["id"]) == 64 and who["name"] == "one" and who["started"] and who["greeting"] == "hi"
     assert out["unique_name"] is None
     assert out["wipe"] is None
+
+
+async def test_legacy_js_globals_hello_world(tmp_path):
+    # `from js import Response` + `Response.new(...)`, `URL.new(...)`, `Headers.new(...)`.
+    async with LocalApp(PROJECTS / "cf_legacy", tmp_path / "d") as app:
+        resp = await app.fetch("/greet?name=duro")
+        assert await resp.text() == "Hello duro!"
+        assert resp.status == 201 and resp.headers.get("x-path") == "/greet"
+        assert await (await app.fetch("/")).text() == "Hello World!"
