@@ -108,3 +108,22 @@ def test_websocket_close_handshake_codes(serve):
     assert op == 0x8
     raw.sock.close()
     wait_for(lambda: ["close", "cl", 1005, "", True] in stats(srv)["events"], what="close 1005")
+
+
+def test_sigterm_with_open_websockets_exits_promptly(serve):
+    from websockets.sync.client import connect
+
+    from .test_websockets import ws_url
+
+    import contextlib
+
+    srv = serve(SOCKETS)
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(connect(ws_url(srv, f"/room/term{i % 2}"))) for i in range(4)]
+        stack.enter_context(connect(ws_url(srv, "/plain/term")))
+        for ws in sockets:
+            assert ws.recv(10) == "welcome"
+        started = time.monotonic()
+        code = srv.stop(timeout=20)
+        assert code in (0, -15), srv.log()
+        assert time.monotonic() - started < 10, srv.log()

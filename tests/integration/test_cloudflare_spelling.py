@@ -29,3 +29,12 @@ async def test_legacy_js_globals_hello_world(tmp_path):
         assert await resp.text() == "Hello duro!"
         assert resp.status == 201 and resp.headers.get("x-path") == "/greet"
         assert await (await app.fetch("/")).text() == "Hello World!"
+
+
+def test_js_response_is_the_sdk_response():
+    from duro.compat.project import install_shims
+    install_shims()
+    import js
+    import workers
+
+    assert js.Response is workers.Response and js.Headers.new({"a": "1"}).get("a") == "1"

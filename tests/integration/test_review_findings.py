@@ -116,3 +116,18 @@ async def test_caller_cancelled_during_transaction_leaves_nothing_open(review):
     act = review.runtime.activation(review.env.R.unique_key, stub.id)
     await asyncio.sleep(0.01)
     assert act._hold_commits == 0 and act._bcw_depth == 0 and act.db.in_transaction is False
+
+
+async def test_reset_fails_the_events_waiting_at_the_gate(review):
+    from duro.errors import ObjectResetError
+    stub = review.env.R.get_by_name("gate-reset")
+    await stub.put("kept", 1)
+    failing = asyncio.ensure_future(stub.bcw_fail(0.1))
+    await asyncio.sleep(0.02)
+    waiters = [asyncio.ensure_future(review.env.R.get_by_name("gate-reset").put("w", i)) for i in range(5)]
+    with pytest.raises(RuntimeError, match="critical section failed"):
+        await failing
+    results = await asyncio.wait_for(asyncio.gather(*waiters, return_exceptions=True), 5)
+    assert all(isinstance(r, ObjectResetError) for r in results), results
+    fresh = review.env.R.get_by_name("gate-reset")
+    assert await fresh.get("kept") == 1 and await fresh.get("w") is None

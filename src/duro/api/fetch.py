@@ -87,6 +87,11 @@ class Headers:
     def __repr__(self) -> str:
         return f"Headers({self._items!r})"
 
+    @classmethod
+    def new(cls, init: Any = None) -> "Headers":
+        """JavaScript's ``new Headers(init)``, as Python Workers code spells it (``js.Headers``)."""
+        return cls(init)
+
 
 def _to_bytes(body: Any) -> bytes:
     if body is None:
@@ -198,6 +203,14 @@ class Response(_Body):
             self._body = _to_bytes(body)
             if isinstance(body, str) and "content-type" not in self.headers:
                 self.headers.set("content-type", "text/plain;charset=UTF-8")
+
+    @classmethod
+    def new(cls, body: Any = None, init: Any = None, **kwargs: Any) -> "Response":
+        """JavaScript's ``new Response(body, init)``, as Python Workers code spells it
+        (``from js import Response; Response.new("hi", headers=...)``)."""
+        if init is not None:
+            kwargs = {**dict(init), **kwargs}
+        return cls(body, **kwargs)
 
     @property
     def ok(self) -> bool:

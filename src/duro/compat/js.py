@@ -12,32 +12,10 @@ import time
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
 
-from ..api import Response as _Response
-from ..api.fetch import Headers as _Headers
+from ..api import Response
+from ..api.fetch import Headers
 
 __all__ = ["Date", "Headers", "JSON", "Object", "Response", "URL", "URLSearchParams", "WebSocketPair", "console"]
-
-
-class Response(_Response):
-    """duro's ``Response``, with JavaScript's ``new Response(body, init)`` as ``Response.new``."""
-
-    __slots__ = ()
-
-    @classmethod
-    def new(cls, body: Any = None, init: Any = None, **kwargs: Any) -> _Response:
-        if init is not None:
-            kwargs = {**dict(init), **kwargs}
-        return _Response(body, **kwargs)
-
-
-class Headers(_Headers):
-    """duro's ``Headers``, with ``Headers.new(init)``."""
-
-    __slots__ = ()
-
-    @classmethod
-    def new(cls, init: Any = None) -> _Headers:
-        return _Headers(init)
 
 
 class URLSearchParams:

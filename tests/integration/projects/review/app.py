@@ -95,6 +95,12 @@ class Review(DurableObject):
             return "committed"
         return await self.ctx.storage.transaction(body)
 
+    async def bcw_fail(self, seconds):
+        async def work():
+            await asyncio.sleep(seconds)
+            raise RuntimeError("critical section failed")
+        await self.ctx.block_concurrency_while(work)
+
     async def big(self, n):
         return "x" * n
 
