@@ -131,3 +131,10 @@ async def test_reset_fails_the_events_waiting_at_the_gate(review):
     assert all(isinstance(r, ObjectResetError) for r in results), results
     fresh = review.env.R.get_by_name("gate-reset")
     assert await fresh.get("kept") == 1 and await fresh.get("w") is None
+
+
+async def test_put_without_a_value_is_refused(review):
+    stub = review.env.R.get_by_name("put-undefined")
+    assert await stub.put_without_value() == "put() called with undefined value."
+    assert await stub.get("forgot") is None
+    assert await stub.put("none", None) is None  # an explicit None (JavaScript null) is a value

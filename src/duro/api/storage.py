@@ -25,6 +25,8 @@ __all__ = ["DurableObjectStorage", "JsDict", "Transaction"]
 
 T = TypeVar("T")
 
+_MISSING: Any = object()  # put()'s value when none was given (JavaScript's undefined)
+
 _OPTION_NAMES = {
     "allow_concurrency": "allow_concurrency", "allowConcurrency": "allow_concurrency",
     "allow_unconfirmed": "allow_unconfirmed", "allowUnconfirmed": "allow_unconfirmed",
@@ -108,8 +110,10 @@ class DurableObjectStorage:
             return JsDict(self._db.kv_get_many([_check_key(k) for k in key]))
         return self._db.kv_get(_check_key(key))
 
-    async def put(self, key: str | Mapping[str, Any], value: Any = None, opts: Any = None, **kwargs: Any) -> None:
+    async def put(self, key: str | Mapping[str, Any], value: Any = _MISSING, opts: Any = None, **kwargs: Any) -> None:
         if isinstance(key, Mapping):
+            if value is _MISSING:
+                value = None
             if value is not None and opts is not None:
                 raise TypeError(
                     "put() may only be called with a single key-value pair and optional options as "
@@ -121,6 +125,8 @@ class DurableObjectStorage:
             was_open = self._db.in_transaction
             self._db.kv_put_many(entries)
         else:
+            if value is _MISSING:  # put("k") with the value forgotten: Cloudflare refuses undefined
+                raise TypeError("put() called with undefined value.")
             o = _options("put", opts, kwargs)
             self._act.check_usable()
             was_open = self._db.in_transaction

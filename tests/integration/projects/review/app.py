@@ -101,6 +101,13 @@ class Review(DurableObject):
             raise RuntimeError("critical section failed")
         await self.ctx.block_concurrency_while(work)
 
+    async def put_without_value(self):
+        try:
+            await self.ctx.storage.put("forgot")
+        except TypeError as e:
+            return str(e)
+        return "stored"
+
     async def big(self, n):
         return "x" * n
 
