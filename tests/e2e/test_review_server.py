@@ -127,3 +127,14 @@ def test_sigterm_with_open_websockets_exits_promptly(serve):
         code = srv.stop(timeout=20)
         assert code in (0, -15), srv.log()
         assert time.monotonic() - started < 10, srv.log()
+
+
+def test_no_content_and_not_modified_carry_no_content_length(serve):
+    # RFC 9110: no Content-Length in a 204; in a 304 it would describe the cached representation,
+    # so a 0 there tells caches the stored body is empty.
+    srv = serve(REVIEW)
+    for status in (204, 304):
+        out = _exchange(srv.port, f"GET /status/{status} HTTP/1.1\r\nHost: a\r\n\r\n"
+                                  f"GET /status/{status} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".encode())
+        assert out.count(f"HTTP/1.1 {status}".encode()) == 2, out
+        assert b"content-length" not in out.lower(), out

@@ -138,3 +138,20 @@ async def test_put_without_a_value_is_refused(review):
     assert await stub.put_without_value() == "put() called with undefined value."
     assert await stub.get("forgot") is None
     assert await stub.put("none", None) is None  # an explicit None (JavaScript null) is a value
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "runtime/activation.py check_usable only refuses a *reset* activation: an evicted (closed) "
+    "instance's storage still works, reopening the database beside the new instance"))
+async def test_evicted_instance_cannot_touch_storage(review):
+    app_module = review.app.module
+    stub = review.env.R.get_by_name("evicted")
+    assert await stub.untracked_write_later(0.1) == "scheduled"
+    act = review.runtime.find(review.env.R.unique_key, str(stub.id))
+    assert review.runtime.sweep(now=act.last_used + 10_000) >= 1  # idle: evicted
+    assert review.runtime.find(review.env.R.unique_key, str(stub.id)) is None
+    fresh = review.env.R.get_by_name("evicted")
+    assert await fresh.put("k", 1) == 1  # a new instance is live
+    await asyncio.sleep(0.2)
+    # The stale instance must get an exception, as on Cloudflare, not write beside the new one.
+    assert app_module.LATE and app_module.LATE[0] != "stored"

@@ -133,9 +133,16 @@ class AsgiFront:
         if resp.status == 101:  # a WebSocket answer to a plain HTTP request
             resp = upgrade_required(resp, self.app.runtime)
         body = resp._body
-        headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in resp.headers.items()
-                   if k.lower() != "content-length"]
-        headers.append((b"content-length", str(len(body)).encode()))
+        if resp.status in (204, 304) or resp.status < 200:
+            # No body and no Content-Length (RFC 9110 8.6): in a 304 a length would describe the
+            # cached representation, so ``content-length: 0`` would tell caches it is empty.
+            body = b""
+            headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in resp.headers.items()
+                       if k.lower() != "content-length" or resp.status == 304]
+        else:
+            headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in resp.headers.items()
+                       if k.lower() != "content-length"]
+            headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": resp.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 

@@ -5,6 +5,10 @@ import asyncio
 from duro import DurableObject, Response, WorkerEntrypoint
 
 
+LATE = []
+TASKS = set()
+
+
 class Review(DurableObject):
     constructed = 0
 
@@ -108,6 +112,18 @@ class Review(DurableObject):
             return str(e)
         return "stored"
 
+    async def untracked_write_later(self, seconds):
+        # A plain asyncio task (not ctx.wait_until): nothing keeps the instance in memory.
+        async def later():
+            await asyncio.sleep(seconds)
+            try:
+                await self.ctx.storage.put("late", 1)
+                LATE.append("stored")
+            except Exception as e:  # noqa: BLE001
+                LATE.append(type(e).__name__)
+        TASKS.add(asyncio.ensure_future(later()))
+        return "scheduled"
+
     async def big(self, n):
         return "x" * n
 
@@ -138,6 +154,8 @@ class Default(WorkerEntrypoint):
         if path == "forever":
             self.ctx.wait_until(asyncio.sleep(3600))
             return Response("scheduled")
+        if path.startswith("status/"):
+            return Response(None, status=int(path[7:]), headers={"etag": '"v1"'})
         if path.startswith("body"):
             return Response(str(len(await request.bytes())))
         name = path.rsplit("/", 1)[-1]
