@@ -264,3 +264,35 @@ async def test_cloudflare_spellings(app):
     assert pair[0] is c2 and pair[1] is s2
     rr = js.WebSocketRequestResponsePair("a", "b")
     assert (rr.request, rr.response, rr.getRequest(), rr.getResponse()) == ("a", "b", "a", "b")
+
+
+async def test_failed_durability_drops_a_close_and_the_socket_can_still_be_closed(app):
+    # A close held behind a write that never became durable is discarded like any held output;
+    # the socket must stay usable, so the next instance can close it (or send on it).
+    ws = await app.websocket("/room/closefail")
+    assert await ws.receive() == "welcome"
+    barrier = HeldBarrier()
+    app.runtime.barrier = barrier
+    await ws.send("writeclose:lost")
+    await poll(lambda: barrier.held)
+    barrier.held[-1].set_exception(OSError("EIO"))
+    app.runtime.barrier = DurabilityBarrier("os")
+    await ws.send("echo:still-open")
+    assert await ws.receive() == "still-open"
+    await ws.send("close")
+    with pytest.raises(WebSocketClosed) as info:
+        await ws.receive()
+    assert info.value.code == 4000
+
+
+async def test_failed_durability_before_a_close_still_closes_a_standard_socket(app):
+    ws = await app.websocket("/plain/closefail")
+    barrier = HeldBarrier()
+    app.runtime.barrier = barrier
+    await ws.send("writeclose")
+    await poll(lambda: barrier.held)
+    barrier.held[-1].set_exception(OSError("EIO"))
+    app.runtime.barrier = DurabilityBarrier("os")
+    with pytest.raises(WebSocketClosed) as info:
+        await ws.receive()
+    assert info.value.code == 1011  # the reset closes it; the held 4001 is discarded

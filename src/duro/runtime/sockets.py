@@ -189,6 +189,15 @@ class SocketChannel:
                     except Exception as e:  # the write before this message failed: it must not leave
                         log.debug("dropping a WebSocket message: its object was reset (%s)", e)
                         outbox.popleft()
+                        if kind == _CLOSE and self.ready_state == CLOSING:
+                            if self.mode == STANDARD:
+                                # A standard socket dies with its instance, which this reset ended.
+                                outbox.appendleft((_CLOSE, (1011, "Durable Object reset"), None))
+                            else:
+                                # The close is discarded with the other held outputs: the socket
+                                # stays open, so the next instance can still use it and close it.
+                                self.close_sent = False
+                                self.ready_state = OPEN
                         continue
                 outbox.popleft()
                 transport = self._transport

@@ -58,6 +58,9 @@ class Room(DurableObject):
             ws.send(str(ctx.storage.sql.exec("SELECT count(*) AS c FROM log").one()["c"]))
         elif verb == "close":
             ws.close(4000, "bye")
+        elif verb == "writeclose":
+            ctx.storage.sql.exec("INSERT INTO log (text) VALUES (?)", arg)
+            ws.close(4001, "written")
         elif verb == "boom":
             raise RuntimeError("boom in handler")
         elif verb == "sleep":
@@ -148,6 +151,10 @@ class Plain(DurableObject):
             self.seen += 1
             if event.data == "abort":
                 self.ctx.abort("plain abort")
+            if event.data == "writeclose":
+                self.ctx.storage.kv.put("w", 1)
+                server.close(4001, "written")
+                return
             server.send(f"{event.data}#{self.seen}")
 
         server.add_event_listener("message", on_message)
