@@ -155,3 +155,10 @@ async def test_evicted_instance_cannot_touch_storage(review):
     await asyncio.sleep(0.2)
     # The stale instance must get an exception, as on Cloudflare, not write beside the new one.
     assert app_module.LATE and app_module.LATE[0] != "stored"
+
+
+async def test_workers_wait_until_takes_any_awaitable(review):
+    stub = review.env.R.get_by_name("module-wait-until")
+    assert await stub.module_wait_until() == "scheduled"
+    await asyncio.sleep(0.1)
+    assert await stub.get("from_coroutine") == 1 and await stub.get("from_task") == 1

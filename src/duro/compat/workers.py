@@ -42,12 +42,23 @@ def python_from_rpc(value: Any) -> Any:
     return value
 
 
+_background: set["asyncio.Task[Any]"] = set()  # keeps tasks outside any object referenced
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
 def wait_until(awaitable: Any) -> None:
+    """Keep ``awaitable`` (a coroutine, task or future) running after the response; inside an
+    object, the object stays in memory until it finishes (like ``ctx.wait_until``)."""
     act = current_activation()
     if act is not None:
-        act.spawn(awaitable)
+        act.spawn(_await(awaitable))
     else:
-        asyncio.ensure_future(awaitable)
+        task = asyncio.ensure_future(_await(awaitable))
+        _background.add(task)
+        task.add_done_callback(_background.discard)
 
 
 waitUntil = wait_until

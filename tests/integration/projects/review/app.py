@@ -124,6 +124,16 @@ class Review(DurableObject):
         TASKS.add(asyncio.ensure_future(later()))
         return "scheduled"
 
+    async def module_wait_until(self):
+        import workers
+
+        async def work(key):
+            await asyncio.sleep(0.01)
+            await self.ctx.storage.put(key, 1)
+        workers.wait_until(work("from_coroutine"))
+        workers.wait_until(asyncio.ensure_future(work("from_task")))
+        return "scheduled"
+
     async def big(self, n):
         return "x" * n
 
