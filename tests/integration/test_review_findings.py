@@ -1,4 +1,4 @@
-"""Review findings: each test reproduces one bug (xfail(strict) while the fix is pending)."""
+"""Review findings: each test reproduces a bug that was found in review and fixed."""
 
 import asyncio
 import pathlib
@@ -16,9 +16,6 @@ async def review(tmp_path):
         yield app
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "runtime/activation.py _settle_output: inside transaction() commits are held, so an outgoing "
-    "RPC after a write in the closure waits forever for the open transaction to commit"))
 async def test_transaction_closure_awaiting_another_object_finishes(review):
     stub = review.env.R.get_by_name("txn-a")
     assert await asyncio.wait_for(stub.txn_calls_other("txn-b"), 5) == 1
@@ -92,10 +89,6 @@ async def test_close_does_not_wait_forever_for_entrypoint_wait_until(tmp_path):
     await asyncio.wait_for(app.__aexit__(None, None, None), 10)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "runtime/activation.py: transaction()'s critical section only stops *new* events; an event "
-    "already in flight resumes inside it, its write joins the savepoint and is rolled back with it, "
-    "yet its caller is answered as if the write were stored"))
 async def test_failed_transaction_does_not_undo_another_events_acknowledged_write(review):
     stub = review.env.R.get_by_name("txn-lost")
     a = asyncio.ensure_future(stub.sleep_then_put("a_key", 0.05))
@@ -104,6 +97,29 @@ async def test_failed_transaction_does_not_undo_another_events_acknowledged_writ
     assert await a == "stored"  # acknowledged ...
     assert await b == "rolled back"
     assert await stub.get("a_key") == 1  # ... so it must be stored
+
+
+async def test_sync_write_inside_another_events_failed_transaction_is_never_falsely_acknowledged(review):
+    # The sync API cannot wait for the transaction to end; its write lands in the savepoint. When
+    # the transaction then fails, the object is reset instead: that event's caller gets an error,
+    # never "stored" for a write that was rolled back.
+    from duro.errors import ObjectResetError
+    stub = review.env.R.get_by_name("txn-sync-lost")
+    a = asyncio.ensure_future(stub.sleep_then_sql(0.05))
+    await asyncio.sleep(0.01)
+    b = asyncio.ensure_future(review.env.R.get_by_name("txn-sync-lost").failing_txn(0.15))
+    results = await asyncio.gather(a, b, return_exceptions=True)
+    fresh = review.env.R.get_by_name("txn-sync-lost")
+    stored = await fresh.side_rows()
+    if results[0] == "stored":
+        assert stored == 1
+    else:
+        assert isinstance(results[0], ObjectResetError) and stored == 0
+
+
+async def test_tasks_started_inside_a_transaction_belong_to_it(review):
+    stub = review.env.R.get_by_name("txn-gather")
+    assert await stub.txn_with_gather() == [1, 2]
 
 
 async def test_caller_cancelled_during_transaction_leaves_nothing_open(review):
@@ -140,9 +156,6 @@ async def test_put_without_a_value_is_refused(review):
     assert await stub.put("none", None) is None  # an explicit None (JavaScript null) is a value
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "runtime/activation.py check_usable only refuses a *reset* activation: an evicted (closed) "
-    "instance's storage still works, reopening the database beside the new instance"))
 async def test_evicted_instance_cannot_touch_storage(review):
     app_module = review.app.module
     stub = review.env.R.get_by_name("evicted")

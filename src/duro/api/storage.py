@@ -8,18 +8,23 @@ the activation's implicit transaction (write coalescing); outputs wait for them 
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import math
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, TypeVar
 
-from ..core.lifecycle import ActivationState
+from ..core.lifecycle import ActivationState, DeactivationReason
 from ..core.limits import TEXT_ALARM_NO_HANDLER, TEXT_ALARM_TIME_NOT_POSITIVE, TEXT_DELETE_ALL_IN_TXN
 from ..storage.history import schedule_restore, to_epoch_ms
 from ..storage.journal import parse_bookmark
+from ..errors import ObjectResetError
 from .namespace import find_handler
 
 if TYPE_CHECKING:
     from ..runtime import Activation
+
+TRANSACTION_TIMEOUT_S = 30.0
+TEXT_STORAGE_TIMEOUT = "Durable Object storage operation exceeded timeout which caused object to be reset."
 
 __all__ = ["DurableObjectStorage", "JsDict", "Transaction"]
 
@@ -104,6 +109,8 @@ class DurableObjectStorage:
 
     # ------------------------------------------------------------------ KV
     async def get(self, key: str | list[str], opts: Any = None, **kwargs: Any) -> Any:
+        if self._act._critical_owner is not None:
+            await self._act.wait_for_critical_section()
         _options("get", opts, kwargs)
         self._act.check_usable()
         if isinstance(key, (list, tuple)):
@@ -111,6 +118,8 @@ class DurableObjectStorage:
         return self._db.kv_get(_check_key(key))
 
     async def put(self, key: str | Mapping[str, Any], value: Any = _MISSING, opts: Any = None, **kwargs: Any) -> None:
+        if self._act._critical_owner is not None:
+            await self._act.wait_for_critical_section()
         if isinstance(key, Mapping):
             if value is _MISSING:
                 value = None
@@ -134,6 +143,8 @@ class DurableObjectStorage:
         self._after_write(o, was_open)
 
     async def delete(self, key: str | list[str], opts: Any = None, **kwargs: Any) -> bool | int:
+        if self._act._critical_owner is not None:
+            await self._act.wait_for_critical_section()
         o = _options("delete", opts, kwargs)
         self._act.check_usable()
         was_open = self._db.in_transaction
@@ -145,6 +156,8 @@ class DurableObjectStorage:
         return result
 
     async def list(self, opts: Any = None, **kwargs: Any) -> JsDict:
+        if self._act._critical_owner is not None:
+            await self._act.wait_for_critical_section()
         o = _options("list", opts, kwargs, _LIST_NAMES)
         self._act.check_usable()
         args = {k: o[k] for k in ("start", "start_after", "end", "prefix", "reverse", "limit") if k in o}
@@ -160,6 +173,8 @@ class DurableObjectStorage:
             self._act.mark_confirmed()
 
     async def delete_all(self, opts: Any = None, **kwargs: Any) -> None:
+        if self._act._critical_owner is not None:
+            await self._act.wait_for_critical_section()
         _options("deleteAll", opts, kwargs)
         if self._txn_depth:
             raise RuntimeError(TEXT_DELETE_ALL_IN_TXN)
@@ -175,6 +190,8 @@ class DurableObjectStorage:
     async def get_alarm(self, opts: Any = None, **kwargs: Any) -> int | None:
         """The alarm time in epoch milliseconds, or None. None also while ``alarm()`` runs, unless
         a new alarm was set meanwhile; a failed alarm waiting for its retry still counts as set."""
+        if self._act._critical_owner is not None:
+            await self._act.wait_for_critical_section()
         _options("getAlarm", opts, kwargs)
         self._act.check_usable()
         return self._act.runtime.alarms.get_alarm(self._act)
@@ -183,6 +200,8 @@ class DurableObjectStorage:
         """Replace the object's alarm: ``alarm()`` runs at ``scheduled_time`` (epoch milliseconds, or
         a ``datetime``; naive means UTC). A time in the past fires at once. The write joins the
         implicit transaction like any other."""
+        if self._act._critical_owner is not None:
+            await self._act.wait_for_critical_section()
         o = _options("setAlarm", opts, kwargs)
         when = alarm_time_ms(scheduled_time)
         act = self._act
@@ -199,6 +218,8 @@ class DurableObjectStorage:
     async def delete_alarm(self, opts: Any = None, **kwargs: Any) -> None:
         """Remove the alarm. Does not stop a running ``alarm()``; called inside it, it prevents the
         retry should that call fail."""
+        if self._act._critical_owner is not None:
+            await self._act.wait_for_critical_section()
         o = _options("deleteAlarm", opts, kwargs)
         self._act.check_usable()
         was_open = self._db.in_transaction
@@ -232,10 +253,20 @@ class DurableObjectStorage:
                 try:
                     result = closure(txn)
                     if hasattr(result, "__await__"):
-                        result = await result
-                except BaseException:
+                        async with asyncio.timeout(TRANSACTION_TIMEOUT_S):
+                            result = await result
+                except BaseException as e:
                     if act.broken is None:
-                        self._db.rollback_to(name)
+                        if isinstance(e, TimeoutError):
+                            act.reset(ObjectResetError(TEXT_STORAGE_TIMEOUT), DeactivationReason.CRITICAL_SECTION_FAILED)
+                            raise act._broken_copy() from None
+                        if act.foreign_storage_use:
+                            # Another event's writes landed inside this savepoint while it was open;
+                            # undoing them silently would lose acknowledged work: reset instead, which
+                            # fails that event's output too.
+                            act.reset(e, DeactivationReason.CRITICAL_SECTION_FAILED)
+                        else:
+                            self._db.rollback_to(name)
                     raise
                 finally:
                     txn._done = True

@@ -34,6 +34,7 @@ T = TypeVar("T")
 log = logging.getLogger("duro.runtime")
 
 _current: contextvars.ContextVar["Activation | None"] = contextvars.ContextVar("duro_activation", default=None)
+_critical_var: contextvars.ContextVar[object | None] = contextvars.ContextVar("duro_critical", default=None)
 
 
 def current_activation() -> "Activation | None":
@@ -77,6 +78,8 @@ class Activation:
         self._gate = asyncio.Event()
         self._gate.set()
         self._bcw_depth = 0
+        self._critical_owner: object | None = None  # the token of the running transaction()
+        self._foreign_in_critical = False
         self._hold_commits = 0
         self._commit_pending = False
         self._txn_future: asyncio.Future[None] | None = None
@@ -102,10 +105,36 @@ class Activation:
                 and self._txn_future is None and not self._tasks and not self.pins)
 
     def check_usable(self) -> None:
-        """Raise the sticky reset error if this activation was reset (stale instances must not
-        touch storage)."""
+        """Raise if this activation was reset or evicted: a stale instance (a task it left behind)
+        must not touch storage beside the live one."""
         if self.broken is not None:
             raise self._broken_copy()
+        if self.state is ActivationState.CLOSED:
+            err = ObjectResetError("This Durable Object instance was evicted; its storage is used by a newer "
+                                   "instance. Work that outlives a request belongs in ctx.wait_until().")
+            mark_remote(err)
+            raise err
+        if self._critical_owner is not None:
+            self.note_storage_use()
+
+    def note_storage_use(self) -> None:
+        """Storage is used from the current task. During a ``transaction()`` of another task, that
+        work lands inside the transaction's savepoint: remember it, so a failed transaction resets
+        the object instead of silently undoing another event's acknowledged write."""
+        owner = self._critical_owner
+        if owner is not None and _critical_var.get() is not owner:
+            self._foreign_in_critical = True
+
+    def in_foreign_critical_section(self) -> bool:
+        """Whether a ``transaction()`` of another event is running (this code is not inside it)."""
+        owner = self._critical_owner
+        return owner is not None and _critical_var.get() is not owner
+
+    async def wait_for_critical_section(self) -> None:
+        """An event already in flight waits for another event's ``transaction()`` to end before it
+        uses the async storage API, as if the input gate had held it back."""
+        while self.in_foreign_critical_section():
+            await self._gate.wait()
 
     def _broken_copy(self) -> BaseException:
         assert self.broken is not None
@@ -180,9 +209,13 @@ class Activation:
             self.runtime.alarms.set_alarm(self, when)
 
     async def _settle_output(self) -> None:
-        """The output gate: wait until every write made so far is committed and durable."""
+        """The output gate: wait until every write made so far is committed and durable. Inside a
+        ``transaction()`` its own task cannot wait for the transaction's commit (that would never
+        come): its outputs wait for everything committed before the transaction began."""
         fut = self._txn_future
-        if fut is not None and self._txn_gated:
+        if fut is not None and self._txn_gated and not (
+                self._hold_commits and self._critical_owner is not None
+                and _critical_var.get() is self._critical_owner):
             await fut
         dur = self._last_durable
         if dur is not None:
@@ -353,17 +386,32 @@ class Activation:
 
     @contextlib.asynccontextmanager
     async def critical_section(self) -> Any:
-        """Close the input gate for the body (``transaction()``); an error does not reset."""
+        """Close the input gate for the body (``transaction()``); an error does not reset. The
+        current task owns it: storage use from other tasks meanwhile is noted (``note_storage_use``)."""
         if self._bcw_depth >= MAX_BCW_DEPTH:
             raise RuntimeError(TEXT_BCW_NESTED)
         self._bcw_depth += 1
         self._gate.clear()
+        outer_owner, outer_foreign = self._critical_owner, self._foreign_in_critical
+        # The owner is this context: the closure's task and any task it starts (they copy it).
+        owner = self._critical_owner = object()
+        token = _critical_var.set(owner)
+        self._foreign_in_critical = False
         try:
             yield
         finally:
+            _critical_var.reset(token)
+            self._critical_owner = outer_owner
+            self._foreign_in_critical = self._foreign_in_critical or outer_foreign
             self._bcw_depth -= 1
             if self._bcw_depth == 0:
                 self._gate.set()
+                self._foreign_in_critical = False
+
+    @property
+    def foreign_storage_use(self) -> bool:
+        """Whether another task used storage during the current critical section."""
+        return self._foreign_in_critical
 
     def spawn(self, coro: Awaitable[Any], *, name: str | None = None) -> "asyncio.Task[Any]":
         """Own a background task (``ctx.wait_until``): the activation is not evicted while it runs."""

@@ -82,6 +82,24 @@ class Review(DurableObject):
         await self.ctx.storage.put(key, 1)
         return "stored"
 
+    async def sleep_then_sql(self, seconds):
+        await asyncio.sleep(seconds)  # resumes inside another event's transaction()
+        self.ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS side (x)")
+        self.ctx.storage.sql.exec("INSERT INTO side VALUES (1)")
+        return "stored"
+
+    async def side_rows(self):
+        try:
+            return self.ctx.storage.sql.exec("SELECT count(*) AS n FROM side").one()["n"]
+        except Exception:
+            return 0
+
+    async def txn_with_gather(self):
+        async def body(txn):
+            await asyncio.gather(txn.put("g1", 1), txn.put("g2", 2))
+            return await asyncio.gather(txn.get("g1"), txn.get("g2"))
+        return await asyncio.wait_for(self.ctx.storage.transaction(body), 5)
+
     async def failing_txn(self, seconds):
         async def body(txn):
             await txn.put("txn_key", 1)
