@@ -106,6 +106,27 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _make_dirs_durably(folder: pathlib.Path) -> None:
+    """Create ``folder`` and its missing parents, fsyncing each new entry's parent directory, so a
+    power cut cannot take away the first object of a new namespace (its own file's entry is synced
+    by the runtime with its first commit). Once per namespace; cheap."""
+    missing = []
+    p = folder
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir()
+        except FileExistsError:
+            continue
+        fd = os.open(d.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 class ObjectDatabase(KvMixin):
     """The storage of one object. Synchronous; one connection; opened on first use.
 
@@ -194,7 +215,7 @@ class ObjectDatabase(KvMixin):
         if not existed:
             if not create:
                 return None
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _make_dirs_durably(self.path.parent)
             # A WAL left behind by a deleted database must never be replayed into a new one.
             self.wal_path.unlink(missing_ok=True)
             self._shm_path.unlink(missing_ok=True)
