@@ -45,15 +45,22 @@ CHECKPOINT_PAGES = 1000  # SQLite's own auto-checkpoint threshold
 _log = logging.getLogger("duro.storage")
 
 # Databases whose close is being finished on a worker thread (``close(offload=True)``): opening
-# the same file again, through any ObjectDatabase, waits until that close is done.
-_closing: dict[pathlib.Path, threading.Event] = {}
+# the same file again, through any ObjectDatabase, waits until that close is done. Per path:
+# (done, claim, finish) — whoever takes ``claim`` first runs ``finish``.
+_closing: dict[pathlib.Path, tuple[threading.Event, threading.Lock, Callable[[], None]]] = {}
 
 
 def wait_closed(path: str | os.PathLike[str]) -> None:
-    """Return once no offloaded close of the database at ``path`` is in progress. Blocks; the
-    wait is rare (an object opened again within the millisecond its close takes)."""
-    done = _closing.get(pathlib.Path(path))
-    if done is not None:
+    """Return once no offloaded close of the database at ``path`` is in progress. A close still
+    queued behind others is finished here and now (one close's fsyncs, not the queue's); one
+    already running is waited for. Rare: an object opened again right after its eviction."""
+    entry = _closing.get(pathlib.Path(path))
+    if entry is None:
+        return
+    done, claim, finish = entry
+    if claim.acquire(blocking=False):
+        finish()
+    else:
         done.wait()
 
 # SQLite limits (reference §3.5, §7.4). SQLITE_LIMIT_LENGTH caps a string, a blob and a whole row,
@@ -305,18 +312,24 @@ class ObjectDatabase(KvMixin):
         discard = (path, self.wal_path, self._shm_path) if empty else None
         ckpt_idle = self._ckpt_idle
         done = threading.Event()
-        _closing[path] = done
+        claim = threading.Lock()
 
-        def job() -> None:
+        def finish() -> None:
             try:
                 ckpt_idle.wait()  # a periodic checkpoint of this database finishes first
                 _finish_close(conn, history, discard)
             except Exception as e:
                 _log.error("closing %s failed: %s", path, e)
             finally:
-                if _closing.get(path) is done:
+                entry = _closing.get(path)
+                if entry is not None and entry[0] is done:
                     del _closing[path]
                 done.set()
+
+        def job() -> None:
+            if claim.acquire(blocking=False):  # not already finished by wait_closed()
+                finish()
+        _closing[path] = (done, claim, finish)
         try:
             offload(job)
         except RuntimeError:  # the runtime is shutting down: do it here
