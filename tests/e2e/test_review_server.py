@@ -1,34 +1,20 @@
 """Review findings on the real server: HTTP corners, the admin token, graceful shutdown."""
 
 import pathlib
-import socket
 import threading
 import time
 
 import httpx
 
+from .net import exchange
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 REVIEW = ROOT / "tests" / "integration" / "projects" / "review"
 
 
-def _exchange(port, data: bytes, wait: float = 1.0) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=wait) as s:
-        s.sendall(data)
-        chunks = []
-        try:
-            while True:
-                c = s.recv(65536)
-                if not c:
-                    break
-                chunks.append(c)
-        except (TimeoutError, ConnectionResetError):
-            pass
-        return b"".join(chunks)
-
-
 def test_head_has_no_body_and_keeps_the_connection_usable(serve):
     srv = serve(REVIEW)
-    out = _exchange(srv.port, b"HEAD /x HTTP/1.1\r\nHost: a\r\n\r\nGET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+    out = exchange(srv.port, b"HEAD /x HTTP/1.1\r\nHost: a\r\n\r\nGET /x HTTP/1.1\r\nHost: a\r\n\r\n")
     assert out.count(b"HTTP/1.1 200") == 2, out
     head, rest = out.split(b"\r\n\r\n", 1)
     assert rest.startswith(b"HTTP/1.1 200"), out  # no body after the HEAD answer
@@ -37,7 +23,7 @@ def test_head_has_no_body_and_keeps_the_connection_usable(serve):
 
 def test_chunked_request_body(serve):
     srv = serve(REVIEW)
-    out = _exchange(srv.port, b"POST /body HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+    out = exchange(srv.port, b"POST /body HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
                               b"Connection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 200") and out.endswith(b"\r\n\r\n11"), out
 
@@ -134,7 +120,7 @@ def test_no_content_and_not_modified_carry_no_content_length(serve):
     # so a 0 there tells caches the stored body is empty.
     srv = serve(REVIEW)
     for status in (204, 304):
-        out = _exchange(srv.port, f"GET /status/{status} HTTP/1.1\r\nHost: a\r\n\r\n"
+        out = exchange(srv.port, f"GET /status/{status} HTTP/1.1\r\nHost: a\r\n\r\n"
                                   f"GET /status/{status} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".encode())
         assert out.count(f"HTTP/1.1 {status}".encode()) == 2, out
         assert b"content-length" not in out.lower(), out

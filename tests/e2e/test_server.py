@@ -1,7 +1,6 @@
 """The real server on a real socket: bad HTTP, user errors, the data-directory lock, bad config."""
 
 import pathlib
-import socket
 import subprocess
 import sys
 
@@ -10,30 +9,17 @@ import pytest
 
 from duro.testing import ServerProcess
 
+from .net import exchange
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 GATES = ROOT / "tests" / "integration" / "projects" / "gates"
 COUNTER = ROOT / "examples" / "counter"
 
 
-def _raw(port, data: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(data)
-        chunks = []
-        try:
-            while True:
-                c = s.recv(65536)
-                if not c:
-                    break
-                chunks.append(c)
-        except (TimeoutError, ConnectionResetError):
-            pass
-        return b"".join(chunks)
-
-
 def test_malformed_http_gets_400_and_server_keeps_serving(serve):
     srv = serve(COUNTER)
-    assert _raw(srv.port, b"THIS IS NOT HTTP\r\n\r\n").startswith(b"HTTP/1.1 400")
-    assert _raw(srv.port, b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: zz\r\n\r\n").startswith(b"HTTP/1.1 400")
+    assert exchange(srv.port, b"THIS IS NOT HTTP\r\n\r\n").startswith(b"HTTP/1.1 400")
+    assert exchange(srv.port, b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: zz\r\n\r\n").startswith(b"HTTP/1.1 400")
     assert httpx.post(srv.url + "/counters/a").json()["value"] == 1
 
 

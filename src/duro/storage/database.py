@@ -28,7 +28,7 @@ import apsw
 from duro.errors import CorruptDatabaseError, InternalError, SqlError, StorageError
 from duro.storage.authorizer import Authorizer
 from duro.storage.history import apply_pending_restore
-from duro.storage.journal import DetachedHistory, HistoryOptions, ObjectHistory, history_path
+from duro.storage.journal import DetachedHistory, HistoryOptions, ObjectHistory, fsync_dir, history_path
 from duro.storage.kv import INTERNAL, KvMixin, SyncKv
 from duro.storage.sql import SqlStorage
 from duro.storage.translate import CORRUPT_CODES, corrupt_error, translate
@@ -127,11 +127,7 @@ def _make_dirs_durably(folder: pathlib.Path) -> None:
             d.mkdir()
         except FileExistsError:
             continue
-        fd = os.open(d.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(d.parent)
 
 
 class ObjectDatabase(KvMixin):

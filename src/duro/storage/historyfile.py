@@ -66,6 +66,7 @@ def marker_path(db_path: str | os.PathLike[str]) -> pathlib.Path:
 
 
 def fsync_dir(path: pathlib.Path) -> None:
+    """fsync a file or a directory by path (a directory: the entries created in it)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

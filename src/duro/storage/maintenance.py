@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import apsw
 
 from duro.errors import InvalidInputError, StorageError
+from duro.storage.historyfile import fsync_dir
 
 __all__ = ["ObjectSummary", "SqlResult", "open_readonly", "summarize", "run_sql", "export_database",
            "check_sqlite_file", "import_database", "write_name", "set_name", "files_of", "remove_files",
@@ -250,14 +251,6 @@ def _backup(src: apsw.Connection, dst: apsw.Connection, progress: Progress | Non
                 progress(b.page_count - b.remaining, b.page_count)
 
 
-def _fsync(path: pathlib.Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def export_database(path: str | os.PathLike[str], out: str | os.PathLike[str], *,
                     progress: Progress | None = None) -> int:
     """Copy an object's database, consistent as of one moment, into ``out`` as a standalone
@@ -283,7 +276,7 @@ def export_database(path: str | os.PathLike[str], out: str | os.PathLike[str], *
     except BaseException:
         remove_files(tmp)
         raise
-    _fsync(tmp)
+    fsync_dir(tmp)
     os.replace(tmp, out)
     return out.stat().st_size
 
@@ -354,12 +347,12 @@ def import_database(src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
         raise
     finally:
         source.close()
-    _fsync(tmp)
+    fsync_dir(tmp)
     # The old database's WAL must never be replayed into the new file.
     for p in files_of(dst)[1:]:
         p.unlink(missing_ok=True)
     os.replace(tmp, dst)
-    _fsync(dst.parent)
+    fsync_dir(dst.parent)
 
 
 def set_name(path: str | os.PathLike[str], name: str | None) -> None:
@@ -569,5 +562,5 @@ def index_alarm_offline(data_dir: str | os.PathLike[str], unique_key: str, hex_i
             index.apply([current._replace(due_ms=int(when))], [])
     finally:
         index.close()
-    _fsync(index.path)
+    fsync_dir(index.path)
     return when
