@@ -144,10 +144,7 @@ class AdminEndpoint:
         scheduler = getattr(self.app.runtime, "alarms", None)
         if when is None or scheduler is None:
             return
-        scheduler._ensure_index()
-        if scheduler.table.lower((unique_key, hex_id), name, when):
-            scheduler._flush()
-            scheduler._wake(when)
+        scheduler.note_outside_alarm(unique_key, hex_id, name, when)
 
     def _options(self) -> Any:
         return maintenance.history_options(getattr(self.app, "config", None))
