@@ -158,7 +158,44 @@ def wal_last_commit(wal_path: pathlib.Path) -> bytes | None:
 Run = Callable[..., list[tuple[Any, ...]]]
 
 
-class ObjectHistory:
+class _OpenHistory:
+    """An open history file with its WAL tail: what both a live history and one detached for a
+    worker-thread close need — fsync when something is unsynced, record the empty state, close."""
+
+    path: pathlib.Path
+    file: "HistoryFile | None"
+    wal: "WalTail"
+    options: HistoryOptions
+    _unsynced: bool
+
+    def _now(self) -> int:
+        return int(self.options.now_ms())
+
+    def sync(self) -> None:
+        """fsync the history if anything was appended since the last sync."""
+        if self._unsynced and self.file is not None:
+            self.file.fsync()
+        self._unsynced = False
+
+    def _record_empty(self, hf: "HistoryFile | None") -> None:
+        """The database's files were removed because it holds nothing: a base of the empty state
+        (unless the history already ends in one)."""
+        if hf is not None and hf.last is not None and hf.last.db_pages:
+            hf.append(hf.last.seq + 1, self._now(), 0, {}, flags=BASE)
+            self._unsynced = True
+
+    def close(self) -> None:
+        """Sync, then close the file and the WAL tail."""
+        try:
+            self.sync()
+        finally:
+            self.wal.close()
+            if self.file is not None:
+                self.file.close()
+                self.file = None
+
+
+class ObjectHistory(_OpenHistory):
     """The history of one object's database, driven by :class:`~duro.storage.ObjectDatabase`:
 
     - ``attach(run, checkpoint, existed)`` after the connection opens: decide whether the history
@@ -196,9 +233,6 @@ class ObjectHistory:
             self.file = HistoryFile.open(self.path, create=create)
         return self.file
 
-    def _now(self) -> int:
-        return int(self.options.now_ms())
-
     def _start_empty(self) -> HistoryFile:
         """A history that starts from the empty database at seq 0."""
         hf = self._open_file(True)
@@ -206,12 +240,6 @@ class ObjectHistory:
         if hf.last is None:
             hf.append(0, self._now(), 0, {}, flags=BASE)
         return hf
-
-    def sync(self) -> None:
-        """fsync the history if anything was appended since the last sync."""
-        if self._unsynced and self.file is not None:
-            self.file.fsync()
-        self._unsynced = False
 
     # -- hooks
     def attach(self, run: Run, checkpoint: Callable[..., None], existed: bool) -> None:
@@ -303,21 +331,8 @@ class ObjectHistory:
     def after_discard(self) -> None:
         """The database's files were removed because it holds nothing: record the empty state."""
         self.wal.close()
-        hf = self._open_file(False)
-        if hf is not None and hf.last is not None and hf.last.db_pages:
-            hf.append(hf.last.seq + 1, self._now(), 0, {}, flags=BASE)
-            self._unsynced = True
-        self.close()
-
-    def close(self) -> None:
-        """Called before the connection closes (which checkpoints): the history is synced first."""
-        try:
-            self.sync()
-        finally:
-            self.wal.close()
-            if self.file is not None:
-                self.file.close()
-                self.file = None
+        self._record_empty(self._open_file(False))
+        self.close()  # before the connection closes (which checkpoints): the history is synced first
 
     # -- queries (the database must be attached, or have no file)
     def current(self) -> Record:
@@ -361,7 +376,7 @@ class ObjectHistory:
         return hf.record(i)
 
 
-class DetachedHistory:
+class DetachedHistory(_OpenHistory):
     """An object's history after its database's connection was handed to a worker thread to close:
     ``sync()`` before SQLite's checkpoint, ``discarded()`` once an empty database's files are
     removed (as :meth:`ObjectHistory.after_discard`), then ``close()`` (which syncs)."""
@@ -374,25 +389,8 @@ class DetachedHistory:
         self.options = options
         self._unsynced = unsynced
 
-    def sync(self) -> None:
-        if self._unsynced and self.file is not None:
-            self.file.fsync()
-        self._unsynced = False
-
     def discarded(self) -> None:
         self.wal.close()
         if self.file is None:
             self.file = HistoryFile.open(self.path)
-        hf = self.file
-        if hf is not None and hf.last is not None and hf.last.db_pages:
-            hf.append(hf.last.seq + 1, int(self.options.now_ms()), 0, {}, flags=BASE)
-            self._unsynced = True
-
-    def close(self) -> None:
-        try:
-            self.sync()
-        finally:
-            self.wal.close()
-            if self.file is not None:
-                self.file.close()
-                self.file = None
+        self._record_empty(self.file)
