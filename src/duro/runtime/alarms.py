@@ -51,6 +51,7 @@ from ..core.limits import ALARM_HANDLER_TIMEOUT_S
 from ..errors import InternalError, InvalidIdError, ObjectResetError, OverloadedError, SqlError, StorageError
 from ..ids import NamespaceKey
 from ..storage.alarm_index import AlarmIndex, IndexRow, scan_object_alarms
+from .tasks import stop_task
 
 if TYPE_CHECKING:
     from .activation import Activation
@@ -269,12 +270,7 @@ class AlarmScheduler:
         """Stop firing; give running handlers ``shutdown_grace`` seconds, then cancel them (their
         alarms stay set and fire after the next start)."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await stop_task(task)
         if self._attempts:
             await asyncio.wait(list(self._attempts), timeout=self.shutdown_grace)
             for t in list(self._attempts):

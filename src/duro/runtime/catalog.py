@@ -29,6 +29,7 @@ from .alarms import AlarmScheduler
 from .barrier import DurabilityBarrier
 from .pruning import HistoryPruner
 from .hibernation import HibernationRegistry
+from .tasks import stop_task
 
 __all__ = ["Runtime", "RuntimeLimits", "ClassEntry"]
 
@@ -139,11 +140,7 @@ class Runtime:
             except Exception:
                 log.exception("closing %r failed", service)
         if self._sweeper is not None:
-            self._sweeper.cancel()
-            try:
-                await self._sweeper
-            except asyncio.CancelledError:
-                pass
+            await stop_task(self._sweeper)
             self._sweeper = None
         # wait_until work gets a short grace period, then is cancelled: no task outlives the runtime.
         await asyncio.gather(*(a.drain(5.0) for a in list(self._activations.values())), return_exceptions=True)

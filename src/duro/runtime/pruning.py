@@ -18,6 +18,7 @@ from ..errors import StorageError
 from ..storage.database import wait_closed
 from ..storage.history import prune
 from ..storage.journal import HistoryOptions
+from .tasks import stop_task
 
 if TYPE_CHECKING:
     from .catalog import Runtime
@@ -46,12 +47,7 @@ class HistoryPruner:
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await stop_task(task)
 
     async def prune_all(self) -> int:
         """One pass over every history file; returns how many were rewritten or removed."""

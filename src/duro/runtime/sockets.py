@@ -19,6 +19,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .tasks import stop_task
+
 if TYPE_CHECKING:
     from ..ids import DurableObjectId
     from .activation import Activation
@@ -242,13 +244,7 @@ class SocketChannel:
         if self._outbox:
             self._outbox.clear()
         task = self._flusher
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                if (t := asyncio.current_task()) is not None and t.cancelling():
-                    raise
+        await stop_task(task)
 
     def __repr__(self) -> str:
         return f"<SocketChannel {self.id} {self.mode or 'new'} state={self.ready_state}>"
