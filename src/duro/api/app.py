@@ -10,7 +10,7 @@ import asyncio
 import inspect
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 from ..errors import ConfigError
 from ..runtime import Activation, Runtime
@@ -155,9 +155,3 @@ def find_entrypoint(module: Any, name: str) -> Any:
         if fn is not None and inspect.isfunction(fn) and fn.__module__ == module.__name__:
             return fn
     return None
-
-
-def iter_object_classes(module: Any) -> Iterable[type]:
-    for value in vars(module).values():
-        if isinstance(value, type) and issubclass(value, DurableObject) and value is not DurableObject:
-            yield value

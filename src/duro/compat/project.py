@@ -9,7 +9,6 @@ import os
 import pathlib
 import sys
 import types
-from typing import Any
 
 from ..api import App, ObjectClass
 from ..api.app import find_entrypoint
@@ -96,7 +95,3 @@ def load_app(root: str | os.PathLike[str], *, data_dir: str | os.PathLike[str] |
     app.module = module  # type: ignore[attr-defined]
     _workers.env = app.env
     return app
-
-
-def describe(app: App) -> dict[str, Any]:
-    return {"namespaces": {ns.binding: ns.unique_key for ns in app.namespaces.values()}}

@@ -70,7 +70,6 @@ class Activation:
         self.db = ObjectDatabase(db_path, on_transaction_open=self._on_transaction_open, name=object_id.name,
                                  history=runtime.history, offload=runtime.offload)
         self.broken: BaseException | None = None
-        self.generation = 0
         self.inflight = 0
         self.waiting = 0
         self.last_used = time.monotonic()
