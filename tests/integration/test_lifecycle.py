@@ -42,4 +42,6 @@ async def test_reading_objects_leave_no_files(tmp_path):
             assert await app.env.PROBE.get_by_name(f"r{i}").get_n() is None
         await app.env.PROBE.get_by_name("w").rmw()
     files = sorted(p.name for p in (tmp_path / "d").rglob("*.sqlite*"))
-    assert len(files) == 1, files
+    # The writer's database and its (kept, emptied) -wal; nothing of the readers, no -shm.
+    assert [f.rsplit(".", 1)[1] for f in files] == ["sqlite", "sqlite-wal"], files
+    assert files[1] == files[0] + "-wal"

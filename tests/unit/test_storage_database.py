@@ -9,6 +9,7 @@ import pytest
 
 from duro.errors import CorruptDatabaseError, InternalError, SqlError, StorageError, StorageLimitError
 from duro.storage import ObjectDatabase
+from duro.storage.journal import HistoryOptions
 
 
 class Opens:
@@ -304,7 +305,9 @@ def test_an_emptied_database_leaves_no_file(tmp_path, db):
     db.kv_put("a", 1)
     db.commit()
     db.close()
-    assert files(tmp_path) == ["obj.sqlite"]
+    # The -wal stays, cut to zero bytes (the next open need not create it); the -shm goes.
+    assert files(tmp_path) == ["obj.sqlite", "obj.sqlite-wal"]
+    assert db.wal_path.stat().st_size == 0
     db.kv_delete("a")
     db.commit()
     db.close()
@@ -316,7 +319,7 @@ def test_a_database_with_data_keeps_its_file(tmp_path, db):
     db.commit()
     assert db.discard_files_if_empty() is False
     db.close()
-    assert files(tmp_path) == ["obj.sqlite"]
+    assert files(tmp_path) == ["obj.sqlite", "obj.sqlite-wal"]
 
 
 def test_parent_directories_are_created_on_first_write(tmp_path):
@@ -333,10 +336,28 @@ def test_wal_mode_and_setup(db):
     db.kv_put("a", 1)
     db.commit()
     assert db._internal("PRAGMA journal_mode")[0][0] == "wal"
-    assert db._internal("PRAGMA synchronous")[0][0] == 1  # NORMAL: the runtime syncs the WAL
+    assert db._internal("PRAGMA synchronous")[0][0] == 0  # OFF: the runtime syncs the WAL
     assert db._internal("PRAGMA foreign_keys")[0][0] == 1
     assert db.wal_path == db.path.with_name("obj.sqlite-wal")
     assert db.wal_path.exists()
+
+
+def test_reopening_reuses_the_kept_wal_and_checkpoints_on_close(tmp_path):
+    db = ObjectDatabase(tmp_path / "obj.sqlite", history=HistoryOptions())
+    db.kv_put("a", 1)
+    db.commit()
+    inode = db.wal_path.stat().st_ino
+    db.close()
+    assert db.wal_path.stat().st_size == 0  # checkpointed into the database file, then emptied
+    assert not db.path.with_name("obj.sqlite-shm").exists()
+    with open(db.path, "rb") as f:  # the row is in the database file itself
+        assert b"a" in f.read()
+    db.kv_put("b", 2)
+    db.commit()
+    assert db.wal_path.stat().st_ino == inode  # not created again
+    assert (db.kv_get("a"), db.kv_get("b")) == (1, 2)
+    assert db._internal("PRAGMA synchronous")[0][0] == 0  # back to OFF after the attach checkpoint
+    db.close()
 
 
 def test_stale_wal_is_not_replayed_into_a_new_database(tmp_path):
@@ -429,7 +450,7 @@ def test_discard_opens_a_closed_empty_file(tmp_path):
     db.kv_delete("a")
     db.commit()
     db._close_connection()  # as if the process had stopped before discarding
-    assert files(tmp_path) == ["obj.sqlite"]
+    assert files(tmp_path) == ["obj.sqlite", "obj.sqlite-wal"]
     assert db.discard_files_if_empty() is True
     assert files(tmp_path) == []
 

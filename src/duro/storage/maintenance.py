@@ -1,9 +1,9 @@
 """Offline work on one object's database file, for ``duro objects`` and the server's admin
 endpoint: read-only inspection, SQL, export and import.
 
-Reads never create a file: a database is opened read-only, and ``immutable`` when no ``-wal`` file
-exists (a read-only WAL connection would otherwise create ``-wal`` and ``-shm`` and leave them
-behind). Writes (:func:`run_sql` with ``write=True``, :func:`import_database`) must only run while no
+Reads never create a file: a database is opened read-only, and ``immutable`` when it is at rest (no
+``-shm``, and no ``-wal`` or an empty one; a read-only WAL connection would otherwise create a
+``-shm`` and leave it behind). Writes (:func:`run_sql` with ``write=True``, :func:`import_database`) must only run while no
 live instance has the database open: the caller holds the data directory's lock, or is the server
 after resetting the object. An import replaces the file atomically (temporary file, fsync, rename).
 """
@@ -72,15 +72,16 @@ def _error(exc: apsw.Error, path: pathlib.Path, doing: str) -> StorageError:
 
 def open_readonly(path: str | os.PathLike[str], *, immutable: bool | None = None) -> apsw.Connection:
     """A read-only connection that creates no file. Raises StorageError if the file is missing or
-    is not a readable SQLite database. ``immutable`` defaults to "no -wal file exists": nothing has
-    the database open, and opening it through SQLite's locking would create -wal and -shm files."""
+    is not a readable SQLite database. ``immutable`` defaults to "the database is at rest" (see
+    :func:`_at_rest`): nothing has it open, and opening it through SQLite's locking would create a
+    -shm file."""
     path = pathlib.Path(path).absolute()
     if not path.is_file():
         raise StorageError(f"no database file at {path}")
     flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
     uri = "file:" + urllib.parse.quote(str(path))
     if immutable is None:
-        immutable = not files_of(path)[1].exists()
+        immutable = _at_rest(_fingerprint(path))
     if immutable:
         uri += "?immutable=1"
     try:
@@ -94,8 +95,9 @@ def open_readonly(path: str | os.PathLike[str], *, immutable: bool | None = None
 
 
 def _fingerprint(path: pathlib.Path) -> tuple[Any, ...]:
+    """(inode, size, mtime) of the database, its -wal and its -shm; None for a missing file."""
     out: list[Any] = []
-    for p in files_of(path)[:2]:
+    for p in files_of(path):
         try:
             st = p.stat()
         except FileNotFoundError:
@@ -105,15 +107,23 @@ def _fingerprint(path: pathlib.Path) -> tuple[Any, ...]:
     return tuple(out)
 
 
+def _at_rest(fingerprint: tuple[Any, ...]) -> bool:
+    """No connection has the database open (a -shm file exists while one has; the runtime removes
+    it on close) and its -wal holds nothing (the runtime keeps an empty -wal after a clean close):
+    the database file alone is the whole state, and an immutable read is right."""
+    wal, shm = fingerprint[1], fingerprint[2]
+    return shm is None and (wal is None or wal[1] == 0)
+
+
 T = TypeVar("T")
 
 
 def _read_consistently(path: pathlib.Path, read: Callable[[apsw.Connection], T]) -> T:
-    """``read(conn)`` on a read-only connection. An immutable read (no -wal when it began) takes no
+    """``read(conn)`` on a read-only connection. An immutable read (at rest when it began) takes no
     lock, so it is only right if nothing wrote meanwhile: if the files changed under it (a server
     opened the object and wrote), it is done again through SQLite's locking."""
     before = _fingerprint(path)
-    immutable = before[1] is None
+    immutable = _at_rest(before)
     conn = open_readonly(path, immutable=immutable)
     try:
         result = read(conn)
