@@ -33,6 +33,7 @@ sys.path.insert(0, str(HERE.parent / "src"))
 
 from duro import DurableObject  # noqa: E402
 from duro.api import App, ObjectClass  # noqa: E402
+from duro.cli.serve import tune_gc  # noqa: E402
 from duro.runtime import Runtime, RuntimeLimits  # noqa: E402
 
 LATENCY_MS: list[float] = []
@@ -71,6 +72,7 @@ async def run(args: argparse.Namespace) -> dict:
     runtime = Runtime(data, durability=args.durability, limits=limits)
     app = App(runtime, [ObjectClass("TIMER", Timer, "bench-alarms-Timer")])
     await app.start()
+    tune_gc()  # as the server does
     ns = app.env.TIMER
     n = args.objects
     try:
@@ -90,11 +92,19 @@ async def run(args: argparse.Namespace) -> dict:
         deadline = time.monotonic() + lead + args.window + args.timeout
         await asyncio.sleep(max(0.0, (base - runtime.clock.now_ms()) / 1000 - 0.01))
         cpu0 = time.thread_time()  # the event loop's thread: its CPU time per alarm while they fire
+        profiler = None
+        if args.profile:
+            import cProfile
+            profiler = cProfile.Profile()
+            profiler.enable()
         gc.callbacks.append(_gc_watch)
         while len(LATENCY_MS) < n and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         done_at = runtime.clock.now_ms()
         loop_cpu_s = time.thread_time() - cpu0
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(args.profile)
         gc.callbacks.remove(_gc_watch)
         await asyncio.sleep(args.settle)  # anything firing twice would show up now
         await runtime.alarms.wait_idle(timeout=60)
@@ -131,6 +141,8 @@ def main() -> None:
     p.add_argument("--settle", type=float, default=2.0, help="seconds to watch for duplicate firings")
     p.add_argument("--durability", choices=["fsync", "os"], default="fsync")
     p.add_argument("--state", choices=["default", "evicted", "warm"], default="default")
+    p.add_argument("--profile", default=None, metavar="FILE",
+                   help="write a cProfile of the event loop while the alarms fire to FILE")
     p.add_argument("--out", default=None, help="default: bench/results/alarms-<state>.json")
     args = p.parse_args()
     try:

@@ -64,12 +64,17 @@ async def _run(args: argparse.Namespace) -> None:
                       websocket_handler=websocket_handler)
     log.info("duro serving %s on http://%s:%d (data: %s, durability: %s)", cfg.root, args.host, args.port,
              app.runtime.data_dir, app.runtime.durability)
-    # Everything loaded so far (modules, the app) lives for the whole run: keep it out of the
-    # cyclic collector, and collect the young generation less often, to cut GC pauses from the tail.
+    tune_gc()
+    await serve(front, host=args.host, port=args.port, log_level=args.log_level)
+
+
+def tune_gc() -> None:
+    """Everything loaded so far (modules, the app) lives for the whole run: keep it out of the
+    cyclic collector, and collect the young generation less often, to cut GC pauses from the tail.
+    The server calls this once it has loaded the app; benchmarks that run a runtime in-process too."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
-    await serve(front, host=args.host, port=args.port, log_level=args.log_level)
 
 
 def run_server(args: argparse.Namespace) -> int:
