@@ -45,3 +45,32 @@ async def test_reading_objects_leave_no_files(tmp_path):
     # The writer's database and its (kept, emptied) -wal; nothing of the readers, no -shm.
     assert [f.rsplit(".", 1)[1] for f in files] == ["sqlite", "sqlite-wal"], files
     assert files[1] == files[0] + "-wal"
+
+
+_LOW_FD_SCRIPT = """
+import asyncio, resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (300, 300))
+from duro.testing import LocalApp
+
+async def main():
+    async with LocalApp(sys.argv[1], sys.argv[2]) as app:
+        for start in range(0, 200, 25):  # 25 in flight; 200 objects open would need 1,000 files
+            await asyncio.gather(*(app.env.PROBE.get_by_name(f"o{i}").rmw() for i in range(start, start + 25)))
+        values = await asyncio.gather(*(app.env.PROBE.get_by_name(f"o{i}").get_n() for i in range(200)))
+        assert values == [1] * 200, values
+        print("bound", app.runtime.max_open_databases, "open", app.runtime.statistics()["open_databases"])
+
+asyncio.run(main())
+"""
+
+
+def test_the_open_file_limit_bounds_open_databases(tmp_path):
+    """With 300 files allowed, 2,000 open databases (five files each) would fail with EMFILE: the
+    runtime lowers its bound instead, says so, and every object keeps working."""
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-c", _LOW_FD_SCRIPT, str(PROJECTS / "gates"), str(tmp_path / "d")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split()[:2] == ["bound", "16"], proc.stdout
+    assert "open-file limit (300) holds only 16 open databases" in proc.stderr

@@ -78,10 +78,11 @@ class AlarmScheduler:
         self.runtime = runtime
         self.table = AlarmTable(policy)
         self.rand = rand or random.random
-        # Each running attempt holds its object's database open (about five file descriptors, and
-        # the activation cannot be evicted until the attempt's writes are durable): stay well
-        # inside the catalog's bound on open databases.
-        self.max_concurrent = max_concurrent or max(16, runtime.limits.max_open_databases // 2)
+        # Each running attempt holds its object's database open (five file descriptors, and the
+        # activation cannot be evicted until the attempt's writes are durable): stay well inside
+        # the catalog's bound on open databases (known once the runtime has started).
+        self._max_concurrent = max_concurrent
+        self.max_concurrent = max_concurrent or max(16, runtime.max_open_databases // 2)
         self.shutdown_grace = shutdown_grace
         self.invoke: Invoke | None = None
         self.path = runtime.data_dir / "alarms.sqlite"
@@ -260,6 +261,7 @@ class AlarmScheduler:
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         self._closed = False
+        self.max_concurrent = self._max_concurrent or max(16, self.runtime.max_open_databases // 2)
         self._wakeup = asyncio.Event()
         if self._index is None and self.path.exists():
             self._ensure_index()

@@ -54,15 +54,38 @@ class ClassEntry:
     cls: Any = None
 
 
-def _raise_fd_limit() -> None:
+# File descriptors one open object holds: its database, -wal and -shm (SQLite), its history file
+# and the reader that follows the -wal for the history.
+FDS_PER_OPEN_DATABASE = 5
+
+
+def _raise_fd_limit() -> int:
+    """Raise the soft limit on open files as far as the hard limit (or the system) allows. Returns
+    the soft limit now in force (0: unknown)."""
     try:
         import resource
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        want = hard if hard != resource.RLIM_INFINITY else 65536
-        if soft < want:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-    except (ImportError, ValueError, OSError):  # pragma: no cover - platform dependent
-        pass
+    except ImportError:  # pragma: no cover - not POSIX
+        return 0
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # macOS reports an unlimited hard limit but refuses more than kern.maxfilesperproc.
+    for want in ((hard if hard != resource.RLIM_INFINITY else 65536), 10240):
+        if soft != resource.RLIM_INFINITY and soft < want:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            except (ValueError, OSError):
+                continue
+            soft = want
+        break
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
+
+def open_database_bound(configured: int, fd_limit: int) -> int:
+    """How many databases may be open at once: ``configured``, unless the open-file limit cannot
+    hold that many (a quarter of it, at least 256, is left for sockets and everything else)."""
+    if fd_limit <= 0:
+        return configured
+    room = fd_limit - max(256, fd_limit // 4)
+    return min(configured, max(16, room // FDS_PER_OPEN_DATABASE))
 
 
 class Runtime:
@@ -74,6 +97,8 @@ class Runtime:
         self.data_dir = pathlib.Path(data_dir).resolve()
         self.durability = durability
         self.limits = limits or RuntimeLimits()
+        # limits.max_open_databases, lowered at start if the open-file limit cannot hold that many.
+        self.max_open_databases = self.limits.max_open_databases
         self.clock = clock or SystemClock()
         self.barrier = DurabilityBarrier(durability)
         self.classes: dict[str, ClassEntry] = {}
@@ -124,7 +149,13 @@ class Runtime:
     async def start(self) -> None:
         if self.started:
             return
-        _raise_fd_limit()
+        fd_limit = _raise_fd_limit()
+        bound = open_database_bound(self.limits.max_open_databases, fd_limit)
+        if bound < self.limits.max_open_databases:
+            log.warning("the open-file limit (%d) holds only %d open databases, not max_open_databases = %d: "
+                        "fewer objects stay in memory; raise it (ulimit -n) to keep more", fd_limit, bound,
+                        self.limits.max_open_databases)
+        self.max_open_databases = bound
         self._lock_data_dir()
         self.barrier.start()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever(), name="duro-sweeper")
@@ -174,7 +205,7 @@ class Runtime:
             raise InternalError(f"no class registered for namespace {unique_key!r}")
         act = Activation(self, unique_key, object_id, entry.factory, str(self.db_path(unique_key, object_id)))
         self._activations[key] = act
-        if len(self._activations) > self.limits.max_open_databases:
+        if len(self._activations) > self.max_open_databases:
             self._close_lru_databases()
         return act
 
@@ -195,11 +226,11 @@ class Runtime:
     # ------------------------------------------------------------------ eviction
     def _close_lru_databases(self) -> None:
         open_acts = [a for a in self._activations.values() if a.db.is_open]
-        if len(open_acts) <= self.limits.max_open_databases:
+        if len(open_acts) <= self.max_open_databases:
             return
         # Close down to 90 % of the bound: the scan and sort then run once per ~10 % of new
         # activations, not on every one (a burst of alarms waking evicted objects).
-        excess = len(open_acts) - self.limits.max_open_databases * 9 // 10
+        excess = len(open_acts) - self.max_open_databases * 9 // 10
         open_acts.sort(key=lambda a: a.last_used)
         for act in open_acts:
             if excess <= 0:
@@ -224,7 +255,7 @@ class Runtime:
                 self._forget(act)
                 evicted += 1
         self.hibernation.sweep(now, lambda key, hex_id: (key, hex_id) in self._activations)
-        if len(self._activations) > self.limits.max_open_databases:
+        if len(self._activations) > self.max_open_databases:
             self._close_lru_databases()
         return evicted
 
