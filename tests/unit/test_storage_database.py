@@ -248,6 +248,29 @@ def test_alarm_get_set_delete(db):
     assert db.get_alarm() is None
 
 
+def test_the_remembered_alarm_follows_savepoints_and_delete_all(db):
+    # get_alarm() answers from memory after a read or write; every undo must make it ask again.
+    db.set_alarm(10)
+    db.commit()
+
+    def fail():
+        db.set_alarm(20)
+        raise ValueError("no")
+    with pytest.raises(ValueError):
+        db.transaction_sync(fail)
+    assert db.get_alarm() == 10
+    sp = db.savepoint()
+    db.delete_alarm()
+    assert db.get_alarm() is None
+    db.rollback_to(sp)
+    assert db.get_alarm() == 10
+    db.delete_all()
+    assert db.get_alarm() is None
+    db.rollback()
+    assert db.get_alarm() == 10
+    assert db._internal("SELECT value FROM _cf_METADATA WHERE key = 1") == [(10,)]
+
+
 def test_alarm_survives_reopen_and_is_hidden(tmp_path):
     db = ObjectDatabase(tmp_path / "a.sqlite")
     db.set_alarm(42)

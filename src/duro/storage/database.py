@@ -37,6 +37,7 @@ from duro.storage.translate import CORRUPT_CODES, corrupt_error, translate
 __all__ = ["ObjectDatabase", "EMPTY_DATABASE_SIZE", "MAX_DATABASE_BYTES"]
 
 T = TypeVar("T")
+_UNKNOWN = object()
 
 PAGE_SIZE = 4096
 EMPTY_DATABASE_SIZE = PAGE_SIZE  # §13.6: a fresh object, and one after deleteAll(), reports 4096
@@ -114,6 +115,9 @@ _USER_SCHEMA = (
     "SELECT type, name, sql FROM sqlite_master "
     "WHERE substr(name, 1, 7) <> 'sqlite_' AND name NOT IN ('_cf_KV', '_cf_METADATA')"
 )
+_ANY_USER_SCHEMA = _USER_SCHEMA + " LIMIT 1"
+_ANY_KV = "SELECT 1 FROM _cf_KV LIMIT 1"
+_ANY_METADATA = "SELECT 1 FROM _cf_METADATA WHERE key <> 3 LIMIT 1"  # key 3, the name, is not data
 _RESERVED_NAMES = (
     "SELECT name FROM sqlite_master "
     "WHERE lower(substr(name, 1, 4)) = '_cf_' OR lower(substr(tbl_name, 1, 4)) = '_cf_'"
@@ -182,6 +186,7 @@ class ObjectDatabase(KvMixin):
         self._corrupt: CorruptDatabaseError | None = None
         self._kv_table: bool | None = None  # None: not known yet on this connection
         self._meta_table: bool | None = None
+        self._alarm: int | None | object = _UNKNOWN  # the alarm row, as last read or written
         self.commit_count = 0
         self.sql = SqlStorage(self)
         self.kv = SyncKv(self)
@@ -264,8 +269,7 @@ class ObjectDatabase(KvMixin):
         self._cur = conn.cursor()
         self._ucur = conn.cursor()
         self._ucur.exec_trace = self.sql._trace
-        self._kv_table = None
-        self._meta_table = None
+        self._forget_caches()
         if history is not None:
             try:
                 history.attach(self._internal_uncached, self._checkpoint, existed)
@@ -283,7 +287,7 @@ class ObjectDatabase(KvMixin):
         self._conn = self._cur = self._ucur = None
         self._in_txn = False
         self._savepoints.clear()
-        self._kv_table = self._meta_table = None
+        self._forget_caches()
         if conn is not None:
             _close_quietly(conn, self._shm_path)
 
@@ -311,7 +315,6 @@ class ObjectDatabase(KvMixin):
                 self._close_connection()
 
     def _close_offloaded(self, offload: Callable[[Callable[[], None]], None]) -> None:
-        empty = not self._has_data()
         history = self.history.detach() if self.history is not None else None
         conn = self._conn
         assert conn is not None
@@ -319,9 +322,9 @@ class ObjectDatabase(KvMixin):
         self._conn = self._cur = self._ucur = None
         self._in_txn = False
         self._savepoints.clear()
-        self._kv_table = self._meta_table = None
+        self._forget_caches()
         path = self.path
-        discard = (path, self.wal_path, self._shm_path) if empty else None
+        files = (path, self.wal_path, self._shm_path)
         ckpt_idle = self._ckpt_idle
         done = threading.Event()
         claim = threading.Lock()
@@ -329,7 +332,7 @@ class ObjectDatabase(KvMixin):
         def finish() -> None:
             try:
                 ckpt_idle.wait()  # a periodic checkpoint of this database finishes first
-                _finish_close(conn, history, discard, self._shm_path)
+                _finish_close(conn, history, files)
             except Exception as e:
                 _log.error("closing %s failed: %s", path, e)
             finally:
@@ -441,7 +444,7 @@ class ObjectDatabase(KvMixin):
             # the writes of this turn are gone, so its commit must fail.
             self._in_txn = False
             self._savepoints.clear()
-            self._kv_table = self._meta_table = None
+            self._forget_caches()
             if isinstance(err, SqlError):
                 self._txn_lost = err
             else:
@@ -494,7 +497,7 @@ class ObjectDatabase(KvMixin):
             if self._conn is not None and not self._conn.get_autocommit():
                 self._internal("ROLLBACK")
             self._in_txn = False
-            self._kv_table = self._meta_table = None
+            self._forget_caches()
             raise
         self._in_txn = False
         if wrote:
@@ -553,7 +556,7 @@ class ObjectDatabase(KvMixin):
         if not self._in_txn:
             return
         self._savepoints.clear()
-        self._kv_table = self._meta_table = None
+        self._forget_caches()
         self._in_txn = False
         if self._conn is not None and not self._conn.get_autocommit():
             self._internal("ROLLBACK")
@@ -620,7 +623,7 @@ class ObjectDatabase(KvMixin):
             return
         self._internal(f"ROLLBACK TO {name}")
         self._internal(f"RELEASE {name}")
-        self._kv_table = self._meta_table = None
+        self._forget_caches()
 
     # ---- the alarm row ----------------------------------------------------------------------------
 
@@ -632,14 +635,26 @@ class ObjectDatabase(KvMixin):
                 raise self._error(e) from e
         return self._meta_table
 
+    def _forget_caches(self) -> None:
+        """What this object knows of its tables and alarm row without asking SQLite: valid for one
+        connection, and only while no rollback undid a write it saw."""
+        self._kv_table = self._meta_table = None
+        self._alarm = _UNKNOWN
+
     def get_alarm(self) -> int | None:
         """The alarm time in epoch milliseconds, or None."""
         if self._conn is None and self._open(False) is None:
             return None
+        alarm = self._alarm
+        if alarm is not _UNKNOWN:
+            return alarm  # type: ignore[return-value]
         if not self._meta_table_exists():
-            return None
-        rows = self._internal(_ALARM_GET)
-        return rows[0][0] if rows else None
+            alarm = None
+        else:
+            rows = self._internal(_ALARM_GET)
+            alarm = rows[0][0] if rows else None
+        self._alarm = alarm
+        return alarm
 
     def set_alarm(self, when_ms: int) -> None:
         """Store the alarm time (epoch ms; a float is truncated) in the implicit transaction."""
@@ -649,7 +664,9 @@ class ObjectDatabase(KvMixin):
         if not self._meta_table:
             self._internal(_META_CREATE)
             self._meta_table = True
+        self._alarm = _UNKNOWN  # if the statement fails
         self._internal(_ALARM_SET, (int(when_ms),))
+        self._alarm = int(when_ms)
 
     def delete_alarm(self) -> None:
         """Remove the alarm row. A database with no file stays without one."""
@@ -658,7 +675,9 @@ class ObjectDatabase(KvMixin):
         if not self._meta_table_exists():
             return
         self._ensure_transaction()
+        self._alarm = _UNKNOWN  # if the statement fails
         self._internal(_ALARM_DELETE)
+        self._alarm = None
 
     # ---- whole-database operations ----------------------------------------------------------------
 
@@ -680,6 +699,7 @@ class ObjectDatabase(KvMixin):
         self._internal("RELEASE _cf_delete_all")
         self._kv_table = False
         self._meta_table = False
+        self._alarm = None
         self._name_recorded = False
 
     def _drop_everything(self) -> None:
@@ -709,11 +729,11 @@ class ObjectDatabase(KvMixin):
 
     def _has_data(self) -> bool:
         """Whether the open database holds any user schema, KV row or alarm."""
-        if self._internal(_USER_SCHEMA + " LIMIT 1"):
+        if self._internal(_ANY_USER_SCHEMA):
             return True
-        if self._kv_ready() and self._internal("SELECT 1 FROM _cf_KV LIMIT 1"):
+        if self._kv_ready() and self._internal(_ANY_KV):
             return True
-        return self._meta_table_exists() and bool(self._internal("SELECT 1 FROM _cf_METADATA WHERE key <> 3 LIMIT 1"))
+        return self._meta_table_exists() and bool(self._internal(_ANY_METADATA))
 
     def _record_name(self) -> None:
         """Store :attr:`name` in key 3 if absent, inside a transaction that already writes (never
@@ -762,11 +782,17 @@ class ObjectDatabase(KvMixin):
 
 
 def _finish_close(conn: apsw.Connection, history: DetachedHistory | None,
-                  discard: tuple[pathlib.Path, ...] | None, shm: pathlib.Path) -> None:
-    """The disk-bound end of ``close(offload=True)``, on a worker thread: as ``close()`` does, the
-    history is fsynced before SQLite checkpoints on close (a page reaches the database file only
-    once its record is durable); an empty database is checkpointed and its files removed."""
+                  files: tuple[pathlib.Path, pathlib.Path, pathlib.Path]) -> None:
+    """The end of ``close(offload=True)``, on a worker thread (the connection is no longer the
+    object's): as ``close()`` does, the history is fsynced before SQLite checkpoints on close (a
+    page reaches the database file only once its record is durable); an empty database is
+    checkpointed and its ``files`` (database, -wal, -shm) removed."""
+    conn.authorizer = None  # duro's own statements only, from here on
     try:
+        try:
+            discard = None if _holds_data(conn) else files
+        except apsw.Error:
+            discard = None  # unreadable: every file stays
         if history is not None:
             try:
                 history.sync()
@@ -782,9 +808,16 @@ def _finish_close(conn: apsw.Connection, history: DetachedHistory | None,
             if history is not None:
                 history.discarded()
     finally:
-        _close_quietly(conn, shm)
+        _close_quietly(conn, files[2])
         if history is not None:
             history.close()
+
+
+def _holds_data(conn: apsw.Connection) -> bool:
+    """:meth:`ObjectDatabase._has_data` on a bare connection (no caches, no authorizer)."""
+    return bool(conn.execute(_ANY_USER_SCHEMA).fetchall()
+                or (conn.table_exists("main", "_cf_KV") and conn.execute(_ANY_KV).fetchall())
+                or (conn.table_exists("main", "_cf_METADATA") and conn.execute(_ANY_METADATA).fetchall()))
 
 
 def _close_quietly(conn: apsw.Connection, shm: pathlib.Path) -> None:
