@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import os
 import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
 
@@ -60,7 +61,7 @@ class Activation:
     """The single instance of one object in this process, and everything that gates its events."""
 
     def __init__(self, runtime: "Runtime", unique_key: str, object_id: DurableObjectId,
-                 factory: Callable[["Activation"], Any], db_path: str) -> None:
+                 factory: Callable[["Activation"], Any], db_path: str | os.PathLike[str]) -> None:
         self.runtime = runtime
         self.unique_key = unique_key
         self.id = object_id

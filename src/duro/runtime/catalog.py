@@ -203,7 +203,7 @@ class Runtime:
         entry = self.classes.get(unique_key)
         if entry is None:
             raise InternalError(f"no class registered for namespace {unique_key!r}")
-        act = Activation(self, unique_key, object_id, entry.factory, str(self.db_path(unique_key, object_id)))
+        act = Activation(self, unique_key, object_id, entry.factory, self.db_path(unique_key, object_id))
         self._activations[key] = act
         if len(self._activations) > self.max_open_databases:
             self._close_lru_databases()

@@ -110,6 +110,7 @@ _ALARM_DELETE = "DELETE FROM _cf_METADATA WHERE key = 1"
 # Key 3: the object's name, when it was reached by name (``duro objects list`` shows it). Written
 # once per connection by the first commit that writes and leaves data; it is not data itself.
 _NAME_SET = "INSERT OR IGNORE INTO _cf_METADATA (key, value) VALUES (3, ?)"
+_NAME_KNOWN = "SELECT 1 FROM _cf_METADATA WHERE key = 3"
 
 _USER_SCHEMA = (
     "SELECT type, name, sql FROM sqlite_master "
@@ -159,7 +160,7 @@ class ObjectDatabase(KvMixin):
                  on_transaction_open: Callable[[], None] | None = None, name: str | None = None,
                  history: HistoryOptions | None = None,
                  offload: Callable[[Callable[[], None]], None] | None = None) -> None:
-        self.path = pathlib.Path(path)
+        self.path = path = path if isinstance(path, pathlib.Path) else pathlib.Path(path)
         # Periodic checkpoints (every ~CHECKPOINT_PAGES WAL pages) fsync the WAL and the database:
         # the runtime passes ``offload`` to run them on a worker thread, off the event loop. Tools
         # (no offload) checkpoint inline. Opening and closing wait for a checkpoint in progress.
@@ -172,8 +173,8 @@ class ObjectDatabase(KvMixin):
         self._mark_changed = False  # history off, but a history exists: tell it we write (commit())
         self.name = name  # recorded in _cf_METADATA key 3 (see _record_name)
         self._name_recorded = False
-        self.wal_path = pathlib.Path(str(self.path) + "-wal")
-        self._shm_path = pathlib.Path(str(self.path) + "-shm")
+        self.wal_path = path.with_name(path.name + "-wal")
+        self._shm_path = path.with_name(path.name + "-shm")
         self._on_transaction_open = on_transaction_open
         self._conn: apsw.Connection | None = None
         self._cur: apsw.Cursor | None = None  # duro's own statements
@@ -738,6 +739,9 @@ class ObjectDatabase(KvMixin):
     def _record_name(self) -> None:
         """Store :attr:`name` in key 3 if absent, inside a transaction that already writes (never
         turning a read into a write), and only if the object holds data (not after deleteAll)."""
+        if self._meta_table_exists() and self._internal(_NAME_KNOWN):
+            self._name_recorded = True  # the usual case after the first session: one query
+            return
         if not self._has_data():
             return
         if not self._meta_table_exists():

@@ -57,12 +57,16 @@ _BOOKMARK = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{12})-([0-9a-f]{8})$")
 
 
 def history_path(db_path: str | os.PathLike[str]) -> pathlib.Path:
-    return pathlib.Path(db_path).with_suffix(".history")
+    return _as_path(db_path).with_suffix(".history")
 
 
 def marker_path(db_path: str | os.PathLike[str]) -> pathlib.Path:
     """The pending-restore marker ``on_next_session_restore_bookmark`` leaves for the next open."""
-    return pathlib.Path(db_path).with_suffix(".restore")
+    return _as_path(db_path).with_suffix(".restore")
+
+
+def _as_path(p: str | os.PathLike[str]) -> pathlib.Path:
+    return p if isinstance(p, pathlib.Path) else pathlib.Path(p)  # parsing a path again is not free
 
 
 def fsync_dir(path: pathlib.Path) -> None:

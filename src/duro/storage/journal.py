@@ -217,11 +217,11 @@ class ObjectHistory(_OpenHistory):
     """
 
     def __init__(self, db_path: str | os.PathLike[str], options: HistoryOptions) -> None:
-        self.db_path = pathlib.Path(db_path)
-        self.path = history_path(self.db_path)
+        self.db_path = db = db_path if isinstance(db_path, pathlib.Path) else pathlib.Path(db_path)
+        self.path = history_path(db)
         self.options = options
         self.file: HistoryFile | None = None
-        self.wal = WalTail(pathlib.Path(str(self.db_path) + "-wal"))
+        self.wal = WalTail(db.with_name(db.name + "-wal"))
         self._seq = 0  # seq of the commit being prepared
         self._unsynced = False
         self._checkpoint: Callable[..., None] | None = None
