@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import collections
 import gc
-import json
 import pathlib
 import statistics
 import sys
@@ -32,6 +31,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 
 from duro import DurableObject  # noqa: E402
+from inprocess import pct, run_and_save  # noqa: E402
 from duro.api import App, ObjectClass  # noqa: E402
 from duro.cli.serve import tune_gc  # noqa: E402
 from duro.runtime import Runtime, RuntimeLimits  # noqa: E402
@@ -59,11 +59,6 @@ def _gc_watch(phase: str, info: dict) -> None:
         _gc_start = time.perf_counter()
     else:
         GC_PAUSES.append((info["generation"], time.perf_counter() - _gc_start))
-
-
-def pct(values: list[float], p: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
 
 
 async def run(args: argparse.Namespace) -> dict:
@@ -145,14 +140,7 @@ def main() -> None:
                    help="write a cProfile of the event loop while the alarms fire to FILE")
     p.add_argument("--out", default=None, help="default: bench/results/alarms-<state>.json")
     args = p.parse_args()
-    try:
-        import uvloop
-        result = uvloop.run(run(args))
-    except ImportError:  # pragma: no cover
-        result = asyncio.run(run(args))
-    text = json.dumps(result, indent=2)
-    print(text)
-    pathlib.Path(args.out or HERE / "results" / f"alarms-{args.state}.json").write_text(text + "\n")
+    result = run_and_save(run(args), args.out or HERE / "results" / f"alarms-{args.state}.json")
     ok = result["fired"] == args.objects and result["fired_more_than_once"] == 0 and result["index_records_left"] == 0
     sys.exit(0 if ok else 1)
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import pathlib
 import statistics
 import sys
@@ -29,6 +28,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 
 from duro import DurableObject  # noqa: E402
+from inprocess import pct, run_and_save  # noqa: E402
 from duro.api import App, ObjectClass  # noqa: E402
 from duro.cli.serve import tune_gc  # noqa: E402
 from duro.runtime import Runtime  # noqa: E402
@@ -40,11 +40,6 @@ class Tenant(DurableObject):
         n = (await self.ctx.storage.get("n") or 0) + 1
         await self.ctx.storage.put("n", n)
         return n
-
-
-def pct(values: list[float], p: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
 
 
 async def evict_all(runtime: Runtime) -> int:
@@ -113,14 +108,7 @@ def main() -> None:
     p.add_argument("--profile", default=None, metavar="FILE", help="write a cProfile of the rounds to FILE")
     p.add_argument("--out", default=None, help="default: bench/results/cold.json")
     args = p.parse_args()
-    try:
-        import uvloop
-        result = uvloop.run(run(args))
-    except ImportError:  # pragma: no cover
-        result = asyncio.run(run(args))
-    text = json.dumps(result, indent=2)
-    print(text)
-    pathlib.Path(args.out or HERE / "results" / "cold.json").write_text(text + "\n")
+    run_and_save(run(args), args.out or HERE / "results" / "cold.json")
 
 
 if __name__ == "__main__":
