@@ -82,26 +82,23 @@ _LIMITS = (
     (apsw.SQLITE_LIMIT_WORKER_THREADS, 0),
 )
 
-# SQLite's own syncs are off on an object's connection: the runtime makes every commit durable
-# with its batched fdatasync of the WAL (and of the directory after a session's first commit). Left
-# at NORMAL, SQLite would also fsync the WAL on the event loop each time the WAL starts over — at the
-# first write after every open, and after every checkpoint. A checkpoint this connection runs itself
-# (the one before the history attaches, the one on close) does need SQLite's syncs: ``_SYNC_ON``
-# comes first. The periodic checkpoint uses a connection of its own, with SQLite's default syncs.
+# synchronous=NORMAL: a commit writes the WAL without fsyncing it (the runtime's barrier fdatasyncs
+# the WAL of every commit, batched); checkpoints, and the WAL header when the WAL starts over, are
+# synced by SQLite. The header sync must stay: turning SQLite's syncs off (measured faster to open)
+# lets a power loss after a WAL restart replay stale, already checkpointed frames over newer pages
+# (SQLite ticket ff5be73dee).
 _SETUP = (
     f"PRAGMA page_size={PAGE_SIZE};"
     "PRAGMA journal_mode=WAL;"
-    "PRAGMA synchronous=OFF;"
+    "PRAGMA synchronous=NORMAL;"
     "PRAGMA foreign_keys=ON;"
     f"PRAGMA max_page_count={MAX_DATABASE_BYTES // PAGE_SIZE};"
     "PRAGMA schema_version;"  # reads the schema: a damaged or foreign file fails here
 )
 
-_SYNC_ON = "PRAGMA synchronous=NORMAL"
-_SYNC_OFF = "PRAGMA synchronous=OFF"
-# On close: checkpoint with syncs, then cut the WAL to zero bytes but keep the file (PERSIST_WAL),
-# so the next open neither creates it again nor replays stale frames.
-_BEFORE_CLOSE = "PRAGMA synchronous=NORMAL; PRAGMA journal_size_limit=0"
+# On close: after SQLite's checkpoint, cut the WAL to zero bytes but keep the file (PERSIST_WAL),
+# so the next open neither creates it again nor reads stale frames.
+_BEFORE_CLOSE = "PRAGMA journal_size_limit=0"
 
 _META_CREATE = "CREATE TABLE IF NOT EXISTS _cf_METADATA (key INTEGER PRIMARY KEY, value BLOB)"
 _ALARM_GET = "SELECT value FROM _cf_METADATA WHERE key = 1"
@@ -414,19 +411,10 @@ class ObjectDatabase(KvMixin):
         """TRUNCATE (the history needs an empty WAL when it attaches), or PASSIVE (the periodic
         checkpoint, which must never fail because someone is reading)."""
         mode = apsw.SQLITE_CHECKPOINT_PASSIVE if passive else apsw.SQLITE_CHECKPOINT_TRUNCATE
-        conn = self._conn
-        auth = self._auth
-        auth.bypass = True
         try:
-            conn.execute(_SYNC_ON)
-            try:
-                conn.wal_checkpoint(mode=mode)
-            finally:
-                conn.execute(_SYNC_OFF)
+            self._conn.wal_checkpoint(mode=mode)
         except apsw.Error as e:
             raise self._error(e) from e
-        finally:
-            auth.bypass = False
 
     def _error(self, exc: apsw.Error) -> StorageError:
         """Translate ``exc`` and update our state: a damaged database is closed and stays failed;
@@ -825,14 +813,14 @@ def _holds_data(conn: apsw.Connection) -> bool:
 
 
 def _close_quietly(conn: apsw.Connection, shm: pathlib.Path) -> None:
-    """Close an object's connection: SQLite checkpoints with its syncs on and leaves an empty
-    ``-wal``; the ``-shm`` file (32 KiB, rebuilt at every open anyway) is removed."""
+    """Close an object's connection: SQLite checkpoints and leaves an empty ``-wal``; the ``-shm``
+    file (32 KiB, rebuilt at every open anyway) is removed."""
     try:
-        conn.authorizer = None  # duro's own statement (the user's authorizer refuses PRAGMA synchronous)
+        conn.authorizer = None  # duro's own statement (the user's authorizer refuses this PRAGMA)
         conn.execute(_BEFORE_CLOSE)
     except apsw.ConnectionClosedError:
         pass
-    except apsw.Error as e:  # unusable (a damaged file): SQLite checkpoints with syncs off, if at all
+    except apsw.Error as e:  # unusable (a damaged file): the -wal keeps what it holds
         _log.warning("closing %s: %s", shm.with_name(shm.name[:-4]), e)
     conn.close()
     try:
