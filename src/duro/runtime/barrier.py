@@ -17,6 +17,7 @@ together measured 3,700 spread commits/s against 2,400/s for fsyncs started one 
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
@@ -42,6 +43,20 @@ def _sync_path(path: str, sync_dir: bool) -> None:
             os.close(dfd)
 
 
+def _sync_all(todo: "collections.deque[tuple[str, bool]]", failed: dict[str, BaseException]) -> None:
+    """A worker thread's share of one flush: sync files from ``todo`` until it is empty (deque
+    pops and dict stores are atomic, so several workers can share them); failures go in ``failed``."""
+    while True:
+        try:
+            path, sync_dir = todo.popleft()
+        except IndexError:
+            return
+        try:
+            _sync_path(path, sync_dir)
+        except OSError as e:
+            failed[path] = e
+
+
 class DurabilityBarrier:
     """``submit(path)`` returns a future that resolves once everything written to ``path`` before
     the call is on stable storage. One owner task runs the flushes; ``close()`` awaits it."""
@@ -51,6 +66,7 @@ class DurabilityBarrier:
         self._pending: dict[str, tuple[bool, list[asyncio.Future[None]]]] = {}
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
+        self._threads = threads
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="duro-fsync") if mode == "fsync" else None
         self._closed = False
         self.flushes = 0
@@ -96,17 +112,25 @@ class DurabilityBarrier:
             # Let every task that is ready right now add its commit to this flush.
             await asyncio.sleep(0)
             batch, self._pending = self._pending, {}
-            jobs = [loop.run_in_executor(self._pool, _sync_path, path, sync_dir)
-                    for path, (sync_dir, _) in batch.items()]
-            results = await asyncio.gather(*jobs, return_exceptions=True)
+            # A few workers share the batch's files (started together, as measured above), rather
+            # than one executor job per file: each job costs the event loop a future, a wake-up
+            # and a callback, which at thousands of files a second was a third of an alarm's cost.
+            todo = collections.deque((path, sync_dir) for path, (sync_dir, _) in batch.items())
+            failed: dict[str, BaseException] = {}
+            jobs = [loop.run_in_executor(self._pool, _sync_all, todo, failed)
+                    for _ in range(min(self._threads, len(todo)))]
+            for outcome in await asyncio.gather(*jobs, return_exceptions=True):
+                if isinstance(outcome, BaseException):  # pragma: no cover - _sync_all catches OSError
+                    failed.update({path: outcome for path in batch if path not in failed})
             self.flushes += 1
-            self.synced_files += len(jobs)
-            for (path, (_, futs)), result in zip(batch.items(), results):
+            self.synced_files += len(batch)
+            for path, (_, futs) in batch.items():
+                error = failed.get(path)
                 for fut in futs:
                     if fut.done():
                         continue
-                    if isinstance(result, BaseException):
-                        fut.set_exception(OSError(f"fsync of {path} failed: {result}"))
+                    if error is not None:
+                        fut.set_exception(OSError(f"fsync of {path} failed: {error}"))
                     else:
                         fut.set_result(None)
             if self._closed and not self._pending:
