@@ -254,8 +254,14 @@ class ObjectHistory(_OpenHistory):
                 hf.append(hf.last.seq + 1, self._now(), 0, {}, flags=BASE | HEAL)
                 self._unsynced = True
             return
-        in_wal = wal_last_commit(self.wal.path)
-        checkpoint()  # the WAL is now empty: every frame we read later is a new commit's
+        try:
+            wal_empty = os.stat(self.wal.path).st_size == 0  # as a clean close leaves it
+        except FileNotFoundError:
+            wal_empty = True
+        in_wal = None
+        if not wal_empty:
+            in_wal = wal_last_commit(self.wal.path)
+            checkpoint()  # the WAL is now empty: every frame we read later is a new commit's
         if hf is None:
             hf = self._open_file(True)
             assert hf is not None
