@@ -99,6 +99,7 @@ _SETUP = (
 # On close: after SQLite's checkpoint, cut the WAL to zero bytes but keep the file (PERSIST_WAL),
 # so the next open neither creates it again nor reads stale frames.
 _BEFORE_CLOSE = "PRAGMA journal_size_limit=0"
+_PERSIST_ON = ctypes.c_int(1)  # SQLite reads the int behind the pointer (it writes only for -1)
 
 _META_CREATE = "CREATE TABLE IF NOT EXISTS _cf_METADATA (key INTEGER PRIMARY KEY, value BLOB)"
 _ALARM_GET = "SELECT value FROM _cf_METADATA WHERE key = 1"
@@ -248,7 +249,7 @@ class ObjectDatabase(KvMixin):
         try:
             # Keep the -wal file when the connection closes: creating it again at every open is
             # the most expensive part of waking an object (the -shm file is removed on close).
-            conn.file_control("main", apsw.SQLITE_FCNTL_PERSIST_WAL, ctypes.addressof(ctypes.c_int(1)))
+            conn.file_control("main", apsw.SQLITE_FCNTL_PERSIST_WAL, ctypes.addressof(_PERSIST_ON))
             conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 1)
             for limit, value in _LIMITS:
                 conn.limit(limit, value)
