@@ -29,7 +29,7 @@ import apsw
 from duro.errors import CorruptDatabaseError, InternalError, SqlError, StorageError
 from duro.storage.authorizer import Authorizer
 from duro.storage.history import apply_pending_restore
-from duro.storage.journal import DetachedHistory, HistoryOptions, ObjectHistory, fsync_dir, history_path
+from duro.storage.journal import DetachedHistory, HistoryOptions, ObjectHistory, as_path, fsync_dir, history_path
 from duro.storage.kv import INTERNAL, KvMixin, SyncKv
 from duro.storage.sql import SqlStorage
 from duro.storage.translate import CORRUPT_CODES, corrupt_error, translate
@@ -158,7 +158,7 @@ class ObjectDatabase(KvMixin):
                  on_transaction_open: Callable[[], None] | None = None, name: str | None = None,
                  history: HistoryOptions | None = None,
                  offload: Callable[[Callable[[], None]], None] | None = None) -> None:
-        self.path = path = path if isinstance(path, pathlib.Path) else pathlib.Path(path)
+        self.path = path = as_path(path)
         # Periodic checkpoints (every ~CHECKPOINT_PAGES WAL pages) fsync the WAL and the database:
         # the runtime passes ``offload`` to run them on a worker thread, off the event loop. Tools
         # (no offload) checkpoint inline. Opening and closing wait for a checkpoint in progress.

@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 
 from duro.errors import InvalidInputError, StorageError
 
-__all__ = ["HistoryFile", "Record", "format_bookmark", "parse_bookmark", "history_path", "marker_path",
+__all__ = ["HistoryFile", "Record", "format_bookmark", "parse_bookmark", "history_path", "marker_path", "as_path",
            "fsync_dir", "materialize_index", "PAGE_SIZE", "BASE", "RESTORE", "HEAL", "ZLIB"]
 
 PAGE_SIZE = 4096
@@ -57,16 +57,17 @@ _BOOKMARK = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{12})-([0-9a-f]{8})$")
 
 
 def history_path(db_path: str | os.PathLike[str]) -> pathlib.Path:
-    return _as_path(db_path).with_suffix(".history")
+    return as_path(db_path).with_suffix(".history")
 
 
 def marker_path(db_path: str | os.PathLike[str]) -> pathlib.Path:
     """The pending-restore marker ``on_next_session_restore_bookmark`` leaves for the next open."""
-    return _as_path(db_path).with_suffix(".restore")
+    return as_path(db_path).with_suffix(".restore")
 
 
-def _as_path(p: str | os.PathLike[str]) -> pathlib.Path:
-    return p if isinstance(p, pathlib.Path) else pathlib.Path(p)  # parsing a path again is not free
+def as_path(p: str | os.PathLike[str]) -> pathlib.Path:
+    """``p`` as a Path; a Path is returned as it is (parsing a path again is not free)."""
+    return p if isinstance(p, pathlib.Path) else pathlib.Path(p)
 
 
 def fsync_dir(path: pathlib.Path) -> None:

@@ -23,7 +23,7 @@ from duro.clock import now_ms as _wall_ms
 from duro.errors import InvalidInputError, StorageError
 from duro.storage.historyfile import (  # noqa: F401 - re-exported: tools read the format from here
     _BODY, _FILE_HEADER, _PREFIX, _SUFFIX, BASE, HEAL, MAGIC, PAGE_SIZE, RESTORE, ZLIB, HistoryFile, Record,
-    format_bookmark, fsync_dir, history_path, marker_path, materialize_index, parse_bookmark)
+    as_path, format_bookmark, fsync_dir, history_path, marker_path, materialize_index, parse_bookmark)
 
 __all__ = ["DetachedHistory", "HistoryOptions", "HistoryFile", "ObjectHistory", "Record", "WalTail", "format_bookmark",
            "parse_bookmark", "history_path", "marker_path", "DAY_MS", "fsync_dir", "materialize_index",
@@ -217,7 +217,7 @@ class ObjectHistory(_OpenHistory):
     """
 
     def __init__(self, db_path: str | os.PathLike[str], options: HistoryOptions) -> None:
-        self.db_path = db = db_path if isinstance(db_path, pathlib.Path) else pathlib.Path(db_path)
+        self.db_path = db = as_path(db_path)
         self.path = history_path(db)
         self.options = options
         self.file: HistoryFile | None = None
