@@ -85,7 +85,7 @@ class AlarmScheduler:
         # commit is fsync'd, so in a burst a low bound makes the next alarms wait for fsyncs
         # (measured: at 10,000 alarms/s, 1,500 instead of 2,250 doubled the p99).
         self._max_concurrent = max_concurrent
-        self.max_concurrent = max_concurrent or max(16, runtime.max_open_databases * 3 // 4)
+        self.max_concurrent = 0  # set by start()
         self.shutdown_grace = shutdown_grace
         self.invoke: Invoke | None = None
         self.path = runtime.data_dir / "alarms.sqlite"
