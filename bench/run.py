@@ -3,6 +3,7 @@
     python bench/run.py                      # duro only
     python bench/run.py --workerd            # also Cloudflare's runtime (npm package workerd)
     python bench/run.py --rounds 3 --duration 10
+    python bench/run.py --compare ../old/src  # also another checkout's duro (before/after in one run)
 
 Workloads (the anchor of ../shared/anchors): GET /obj/hot (one hot object, SQL UPSERT counter),
 GET /obj/o<1..1000> (counters spread over 1,000 existing objects), GET /kv/hot (KV get+put),
@@ -74,15 +75,20 @@ def taskset(core: int) -> list[str]:
 
 
 class Duro:
-    name = "duro"
+    """``duro serve`` from this checkout, or (``src``) from another checkout's ``src/`` folder."""
 
-    def __init__(self, durability: str) -> None:
+    def __init__(self, durability: str, src: pathlib.Path | None = None, name: str = "duro") -> None:
         self.durability = durability
+        self.src = src
+        self.name = name
 
     def start(self, port: int, data: str) -> subprocess.Popen:
         cmd = taskset(0) + [sys.executable, "-m", "duro", "serve", str(HERE / "project"), "--port", str(port),
                             "--data", data, "--durability", self.durability, "--log-level", "warning"]
-        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env = dict(os.environ)
+        if self.src is not None:
+            env["PYTHONPATH"] = str(self.src) + os.pathsep + env.get("PYTHONPATH", "")
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
 
 
 class Workerd:
@@ -146,12 +152,18 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--workloads", default="obj_hot,obj_1000,kv_hot,hello")
     ap.add_argument("--durability", default="fsync", choices=["fsync", "os"])
+    ap.add_argument("--compare", type=pathlib.Path, metavar="SRC",
+                    help="also measure the duro of another checkout's src/ folder (shown as 'before')")
     ap.add_argument("--out", default=str(HERE / "results" / "run.json"))
     args = ap.parse_args()
     if not shutil.which("wrk"):
         print("wrk is needed: apt-get install wrk", file=sys.stderr)
         return 2
-    systems = [Duro(args.durability)] + ([Workerd()] if args.workerd else [])
+    systems: list[Duro | Workerd] = [Duro(args.durability)]
+    if args.compare is not None:
+        systems.append(Duro(args.durability, src=args.compare.resolve(), name="before"))
+    if args.workerd:
+        systems.append(Workerd())
     workloads = args.workloads.split(",")
     lua = pathlib.Path(tempfile.mkdtemp()) / "random_obj.lua"
     lua.write_text(LUA)
@@ -186,20 +198,20 @@ def main() -> int:
             rs = results[s.name][w]
             summary[s.name][w] = {k: statistics.median(r[k] for r in rs) for k in ("rps", "p50_ms", "p99_ms")}
     header = f"{'workload':10s}" + "".join(f"{s.name + ' req/s':>15s}{'p50 ms':>9s}{'p99 ms':>9s}" for s in systems)
-    if len(systems) > 1:
-        header += f"{'ratio':>8s}"
+    others = [s.name for s in systems[1:]]
+    header += "".join(f"{'/' + o:>10s}" for o in others)
     print(header)
     for w in workloads:
         line = f"{w:10s}"
         for s in systems:
             m = summary[s.name][w]
             line += f"{m['rps']:15.0f}{m['p50_ms']:9.2f}{m['p99_ms']:9.2f}"
-        if len(systems) > 1:
-            line += f"{summary['duro'][w]['rps'] / summary['workerd'][w]['rps']:8.2f}"
+        for o in others:
+            line += f"{summary['duro'][w]['rps'] / summary[o][w]['rps']:10.2f}"
         print(line)
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "runs": results, "medians": summary}, indent=2))
+    out.write_text(json.dumps({"args": vars(args), "runs": results, "medians": summary}, indent=2, default=str))
     return 0
 
 
