@@ -337,6 +337,8 @@ class WebSocketStateMixin:
     """The WebSocket part of ``ctx`` (mixed into :class:`DurableObjectState`)."""
 
     _act: "Activation"
+    # This instance's handles by channel id (see :func:`handle_for`); created on first use.
+    _ws_handles: "dict[int, WebSocket] | None" = None
 
     def accept_websocket(self, ws: WebSocket, tags: Any = None) -> None:
         """Accept ``ws`` (the server end of a pair) as a hibernatable socket with up to 10 tags."""
