@@ -14,6 +14,7 @@ __all__ = [
     "InvalidInputError",
     "InvalidIdError",
     "ConfigError",
+    "UnknownNamespaceError",
     "StorageError",
     "SqlError",
     "StorageLimitError",
@@ -71,6 +72,13 @@ class ConfigError(DuroError):
         elif key:
             where = f"{key}: "
         super().__init__(where + message)
+
+
+class UnknownNamespaceError(DuroError):
+    """No class is registered for the namespace an object belongs to: an alarm in the node's index
+    (or a request) names a namespace the running project no longer has (a class removed or
+    renamed). Raised by the runtime before anything of the object is opened; nothing is changed,
+    and the object's data, alarm included, stays for a project that has the class."""
 
 
 class StorageError(DuroError):

@@ -414,3 +414,34 @@ async def test_local_app_advance_runs_retries_inside_the_step(h):
     await h.local.advance(1 + 2 + 4 + 8)  # first attempt and three retries, in one call
     assert [e["retry"] for e in await a.log()] == [0, 1, 2, 3]
     assert await a.get() is None
+
+
+async def test_an_alarm_of_a_namespace_no_class_serves_is_parked_not_fired(h, caplog):
+    # An index row naming a namespace the project no longer has (a class removed or renamed): the
+    # attempt is not delivered, the row is kept for a run that has the class, nothing else stops.
+    from duro.ids import NamespaceKey
+    ghost = str(NamespaceKey("no-such-namespace").id_from_name("x"))
+    h.sched.note_outside_alarm("no-such-namespace", ghost, "x", h.now())
+    a = h.env.ALARMED.get_by_name("alive")
+    t = h.now() + 1000
+    await a.set(t)
+    with caplog.at_level(logging.WARNING, logger="duro.alarms"):
+        await h.advance(1)
+    assert h.sched.table.get(("no-such-namespace", ghost)).state is AlarmState.PARKED
+    assert any("not delivered: no class registered for namespace 'no-such-namespace'" in r.getMessage()
+               for r in caplog.records)
+    assert [e["scheduled"] for e in await a.log()] == [t]
+    assert [r for r in h.index_rows() if r[0] == ghost]  # kept in the index
+
+
+async def test_the_runtime_is_the_alarm_schedulers_host(h):
+    from duro.errors import UnknownNamespaceError
+    from duro.ids import NamespaceKey
+    from duro.runtime.alarms import AlarmHost
+    runtime = h.local.runtime
+    assert isinstance(runtime, AlarmHost)
+    assert not runtime.serves("no-such-namespace")
+    with pytest.raises(UnknownNamespaceError, match="no class registered for namespace 'no-such-namespace'"):
+        runtime.activation("no-such-namespace", NamespaceKey("no-such-namespace").id_from_name("x"))
+    assert runtime.statistics()["tasks"] == {"running": ["duro-alarm-scheduler", "duro-history-pruner",
+                                                         "duro-sweeper"], "crashed": []}

@@ -1,5 +1,6 @@
-"""WebSockets as objects see them: ``WebSocketPair``, ``WebSocket``, the ``ctx`` methods of the
-hibernation API, and the delivery of incoming events to objects.
+"""WebSockets as objects see them: ``WebSocketPair``, ``WebSocket`` and the ``ctx`` methods of the
+hibernation API. Delivering incoming events to objects is the front's (``duro.http.delivery``);
+this module gives it a few functions (at the end) and never imports it.
 
 Two ways to accept the server end of a pair:
 
@@ -20,11 +21,10 @@ import asyncio
 import datetime
 import inspect
 import logging
-import time
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .. import codec
-from ..errors import DuroError, InvalidInputError, ObjectResetError, OverloadedError
+from ..errors import DuroError, InvalidInputError
 from ..runtime import current_activation
 from ..runtime.hibernation import (
     MAX_ATTACHMENT_BYTES,
@@ -35,13 +35,13 @@ from ..runtime.hibernation import (
     auto_response_too_large_text,
 )
 from ..runtime.sockets import CLOSED, CLOSING, CONNECTING, HIBERNATABLE, OPEN, STANDARD, SocketChannel
-from .namespace import call_handler, find_handler
 
 if TYPE_CHECKING:
-    from ..runtime import Activation, Runtime
+    from ..runtime import Activation
 
 __all__ = ["WebSocket", "WebSocketPair", "WebSocketRequestResponsePair", "WebSocketError",
-           "WebSocketStateError", "MessageEvent", "CloseEvent", "ErrorEvent", "WebSocketStateMixin"]
+           "WebSocketStateError", "MessageEvent", "CloseEvent", "ErrorEvent", "WebSocketStateMixin",
+           "handle_for", "server_channel", "drop_handle", "unpin", "dispatch"]
 
 log = logging.getLogger("duro.websocket")
 
@@ -212,17 +212,6 @@ class WebSocket:
     addEventListener = add_event_listener  # noqa: N815
     removeEventListener = remove_event_listener  # noqa: N815
 
-    async def _dispatch(self, event: Any) -> None:
-        for fn in list((self._listeners or {}).get(event.type, ())):
-            try:
-                result = fn(event)
-                if inspect.isawaitable(result):
-                    await result
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("WebSocket %s listener failed", event.type)
-
     # -------------------------------------------------------------- properties
     @property
     def ready_state(self) -> int:
@@ -325,7 +314,7 @@ def _channel_of(ws: Any, what: str) -> SocketChannel:
 def _handles(act: "Activation") -> dict[int, WebSocket]:
     """Per-instance handles, so that one socket is one Python object for the instance's life.
     Kept on ``ctx``: dropped with the instance (hibernation, eviction, reset); a closed socket's
-    handle is removed by :func:`unlist`."""
+    handle is removed by :func:`drop_handle`."""
     ctx = getattr(act, "ctx", None)
     cache = getattr(ctx, "_ws_handles", None)
     if cache is None:
@@ -348,6 +337,8 @@ class WebSocketStateMixin:
     """The WebSocket part of ``ctx`` (mixed into :class:`DurableObjectState`)."""
 
     _act: "Activation"
+    # This instance's handles by channel id (see :func:`handle_for`); created on first use.
+    _ws_handles: "dict[int, WebSocket] | None" = None
 
     def accept_websocket(self, ws: WebSocket, tags: Any = None) -> None:
         """Accept ``ws`` (the server end of a pair) as a hibernatable socket with up to 10 tags."""
@@ -437,115 +428,49 @@ def _reset_hook(ch: SocketChannel) -> Callable[[Any, BaseException], None]:
     return on_reset
 
 
-# ---------------------------------------------------------------------- the front's side
-def response_channel(resp: Any) -> SocketChannel | None:
-    """The server channel behind a 101 response's ``web_socket`` (the client end), or None."""
-    ws = getattr(resp, "web_socket", None)
+# ---------------------------------------------------------------------- for the front
+# The front (``duro.http.delivery``) moves events between connections and objects; these are the
+# few things of this module it needs, so that it never reads a handle's or a state's insides.
+def server_channel(ws: Any) -> SocketChannel | None:
+    """The runtime channel behind ``ws``, either end of a pair (the client end gives its peer's);
+    None if ``ws`` is not a WebSocket or has no server end."""
     if not isinstance(ws, WebSocket):
         return None
     server = ws._peer if ws._channel is None else ws
     return None if server is None else server._channel
 
 
-def unlist(runtime: "Runtime", channel: SocketChannel) -> None:
-    """The connection ended: the socket leaves ``get_websockets()`` (before its close event)."""
-    channel.ready_state = CLOSED
-    if channel.mode == HIBERNATABLE:
-        runtime.hibernation.remove(channel)
+def drop_handle(act: "Activation | None", channel: SocketChannel) -> None:
+    """The instance of ``act`` may let go of its handle for ``channel`` (the socket is closed and
+    its close event was delivered). Creates nothing."""
+    handles = getattr(getattr(act, "ctx", None), "_ws_handles", None)
+    if handles is not None:
+        handles.pop(channel.id, None)
 
 
-def release(runtime: "Runtime", channel: SocketChannel) -> None:
-    """Forget a channel whose connection ended (or never started): leave the registry, unpin."""
-    channel.ready_state = CLOSED
-    if channel.mode == HIBERNATABLE:
-        runtime.hibernation.remove(channel)
-        # The close event has been delivered (with this handle): the instance can let it go.
-        act = runtime.find(*channel.owner) if channel.owner is not None else None
-        handles = getattr(getattr(act, "ctx", None), "_ws_handles", None)
-        if handles is not None:
-            handles.pop(channel.id, None)
-    elif channel.mode == STANDARD and channel.activation is not None:
-        act = channel.activation
-        act.pins.discard(_pin(channel))
-        if channel.reset_hook in act.on_reset:
-            act.on_reset.remove(channel.reset_hook)
-        channel.reset_hook = None
-        channel.activation = None
-        channel.listener_socket = None
-
-
-def try_auto_response(runtime: "Runtime", channel: SocketChannel, text: str) -> bool:
-    """Answer ``text`` from the object's auto-response pair without waking it."""
-    owner = channel.owner
-    if owner is None:
-        return False
-    ent = runtime.hibernation.get(*owner)
-    if ent is None or ent.auto_response is None or ent.auto_response[0] != text:
-        return False
-    channel.auto_response_at = time.time()
-    channel.send_direct(ent.auto_response[1])
-    return True
-
-
-async def deliver(runtime: "Runtime", channel: SocketChannel, kind: str, *args: Any) -> None:
-    """Deliver one event (``websocket_message`` / ``websocket_close`` / ``websocket_error``) to the
-    socket's object through its input gate; errors are logged, never raised."""
-    try:
-        if channel.mode == HIBERNATABLE:
-            await _deliver_hibernatable(runtime, channel, kind, args)
-        elif channel.mode == STANDARD:
-            await _deliver_standard(channel, kind, args)
-    except asyncio.CancelledError:
-        raise
-    except OverloadedError as e:
-        log.warning("WebSocket %d: %s; closing it with 1013", channel.id, e)
-        if not channel.close_sent:
-            channel.close(1013, "Durable Object is overloaded", None)
-    except ObjectResetError as e:
-        log.warning("WebSocket %d: %s failed, the object was reset: %s", channel.id, kind, e)
-    except Exception:
-        log.exception("WebSocket %d: %s handler failed", channel.id, kind)
-
-
-async def _deliver_hibernatable(runtime: "Runtime", channel: SocketChannel, kind: str, args: tuple[Any, ...]) -> None:
-    assert channel.owner is not None and channel.object_id is not None
-    unique_key = channel.owner[0]
-    entry = runtime.classes.get(unique_key)
-    if entry is not None and entry.cls is not None and find_handler(entry.cls, kind) is None:
-        if kind == "websocket_message":
-            log.warning("%s has no webSocketMessage() handler; a message was dropped", entry.class_name)
-        return  # nothing to call: do not wake the object
-    ent = runtime.hibernation.get(*channel.owner)
-    timeout_ms = ent.event_timeout_ms if ent is not None else None
-    act = runtime.activation(unique_key, channel.object_id)
-
-    async def event(instance: Any) -> None:
-        ws = handle_for(act, channel)
-        if timeout_ms:
-            async with asyncio.timeout(timeout_ms / 1000):
-                await call_handler(instance, kind, ws, *args)
-        else:
-            await call_handler(instance, kind, ws, *args)
-
-    await act.run(event)
-
-
-_LISTENER_EVENTS = {"websocket_message": MessageEvent, "websocket_close": CloseEvent, "websocket_error": ErrorEvent}
-
-
-async def _deliver_standard(channel: SocketChannel, kind: str, args: tuple[Any, ...]) -> None:
-    ws = channel.listener_socket
-    if ws is None:
-        return
-    ev = _LISTENER_EVENTS[kind](*args)
+def unpin(channel: SocketChannel) -> None:
+    """Undo what ``accept()`` did for a standard socket: the instance is no longer pinned by it,
+    a reset no longer closes it, and its listeners are let go."""
     act = channel.activation
-    if act is None:  # accepted outside any object (a stateless entrypoint)
-        await ws._dispatch(ev)
+    if act is None:
         return
-    if act.broken is not None:
-        return
+    act.pins.discard(_pin(channel))
+    if channel.reset_hook in act.on_reset:
+        act.on_reset.remove(channel.reset_hook)
+    channel.reset_hook = None
+    channel.activation = None
+    channel.listener_socket = None
 
-    async def event(instance: Any) -> None:
-        await ws._dispatch(ev)
 
-    await act.run(event)
+async def dispatch(ws: WebSocket, event: Any) -> None:
+    """Call ``ws``'s listeners for ``event`` (a :class:`MessageEvent`, :class:`CloseEvent` or
+    :class:`ErrorEvent`), in order; a listener that raises is logged and the others still run."""
+    for fn in list((ws._listeners or {}).get(event.type, ())):
+        try:
+            result = fn(event)
+            if inspect.isawaitable(result):
+                await result
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("WebSocket %s listener failed", event.type)

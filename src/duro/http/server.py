@@ -13,6 +13,7 @@ import traceback
 from typing import Any, Awaitable, Callable
 
 from ..api import App, Request, Response
+from ..runtime.tasks import stop_task
 from .admin import ADMIN_PREFIX, AdminEndpoint
 from .websocket import upgrade_required
 
@@ -132,7 +133,7 @@ class AsgiFront:
     async def _send(self, send: Send, resp: Response) -> None:
         if resp.status == 101:  # a WebSocket answer to a plain HTTP request
             resp = upgrade_required(resp, self.app.runtime)
-        body = resp._body
+        body = resp.body
         if resp.status in (204, 304) or resp.status < 200:
             # No body and no Content-Length (RFC 9110 8.6): in a 304 a length would describe the
             # cached representation, so ``content-length: 0`` would tell caches it is empty.
@@ -172,4 +173,4 @@ async def serve(front: AsgiFront, *, host: str = "127.0.0.1", port: int = 8787, 
         await server.serve()
     finally:
         if ready is not None:
-            watcher.cancel()
+            await stop_task(watcher)

@@ -3,9 +3,9 @@
 An upgrade request runs the project's entrypoint like any request. A ``101`` response with
 ``web_socket=client`` accepts the connection; any other response is sent back as the HTTP answer
 to the upgrade (ASGI ``websocket.http.response``). After the handshake this coroutine reads frames
-and delivers them to the socket's object one at a time, in order (the object's input gate applies);
-auto-responses are answered here without waking the object. Frames the object sends leave through
-the channel's flusher, after the object's output gate.
+and delivers them to the socket's object one at a time, in order (the object's input gate applies;
+the delivery itself is :mod:`duro.http.delivery`); auto-responses are answered without waking the
+object. Frames the object sends leave through the channel's flusher, after the object's output gate.
 
 Connections belong to the front, not to object instances: a hibernated object's sockets are just
 these coroutines waiting in ``receive()``.
@@ -25,15 +25,8 @@ import logging
 from typing import Any
 
 from ..api import Response
-from ..api.websocket import (
-    TEXT_ABRUPT_CLOSE,
-    WebSocketError,
-    deliver,
-    release,
-    unlist,
-    response_channel,
-    try_auto_response,
-)
+from ..api.websocket import TEXT_ABRUPT_CLOSE, WebSocketError
+from .delivery import deliver, release, response_channel, try_auto_response, unlist
 from ..runtime.sockets import CLOSED, HIBERNATABLE, SocketChannel
 
 __all__ = ["websocket_handler", "upgrade_required"]
@@ -123,7 +116,7 @@ async def _deny(send: Any, resp: Response) -> None:
                if k.lower() != "content-length"]
     try:
         await send({"type": "websocket.http.response.start", "status": resp.status, "headers": headers})
-        await send({"type": "websocket.http.response.body", "body": resp._body})
+        await send({"type": "websocket.http.response.body", "body": resp.body})
     except Exception as e:  # pragma: no cover - the client left
         log.debug("could not send the upgrade refusal: %s", e)
 

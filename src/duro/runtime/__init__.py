@@ -1,5 +1,6 @@
 """The only asyncio layer for objects: activation and eviction, gates, the durability barrier,
-background services. Imports storage, core and the base modules; never the api or http layers."""
+background services and the supervisor that owns their tasks. Imports storage, core and the base
+modules; never the api or http layers."""
 
 from .activation import Activation, current_activation
 from .barrier import DurabilityBarrier

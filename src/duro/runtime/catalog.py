@@ -21,7 +21,7 @@ from typing import Any, Awaitable, Callable, Literal, TypeVar
 
 from ..clock import Clock, SystemClock
 from ..core.lifecycle import DeactivationReason
-from ..errors import ConfigError, InternalError
+from ..errors import ConfigError, UnknownNamespaceError
 from ..ids import DurableObjectId
 from ..storage.journal import HistoryOptions
 from .activation import Activation
@@ -29,7 +29,7 @@ from .alarms import AlarmScheduler
 from .barrier import DurabilityBarrier
 from .pruning import HistoryPruner
 from .hibernation import HibernationRegistry
-from .tasks import stop_task
+from .tasks import TaskSupervisor
 
 __all__ = ["Runtime", "RuntimeLimits", "ClassEntry"]
 
@@ -89,7 +89,9 @@ def open_database_bound(configured: int, fd_limit: int) -> int:
 
 
 class Runtime:
-    """Owns every activation, the durability barrier and the background sweeper of one process."""
+    """Owns every activation, the durability barrier and the background tasks of one process.
+
+    It is the :class:`~duro.runtime.alarms.AlarmHost` of its alarm scheduler."""
 
     def __init__(self, data_dir: str | os.PathLike[str], *, durability: Literal["fsync", "os"] = "fsync",
                  limits: RuntimeLimits | None = None, clock: Clock | None = None,
@@ -105,9 +107,12 @@ class Runtime:
         self._activations: dict[tuple[str, str], Activation] = {}
         self.hibernation = HibernationRegistry()  # hibernatable sockets; outlive instances
         self._lock_fd: int | None = None
+        # The owner of every long-lived background task (the sweeper, the alarm scheduler's loop,
+        # the history pruner): a crash is logged when it happens and raised again by close().
+        self.tasks = TaskSupervisor()
         self._sweeper: asyncio.Task[None] | None = None
         self._services: list[Any] = []  # started/closed with the runtime (alarm scheduler, ...)
-        self.alarms = AlarmScheduler(self)  # the api layer installs ``alarms.invoke``
+        self.alarms = AlarmScheduler(self, self.data_dir / "alarms.sqlite")  # the api layer installs ``invoke``
         self._services.append(self.alarms)
         # Point-in-time recovery: days of history kept per object (0 = off), pruned in the background.
         self.history = HistoryOptions.from_days(history_retention, self.clock.now_ms)
@@ -158,24 +163,24 @@ class Runtime:
         self.max_open_databases = bound
         self._lock_data_dir()
         self.barrier.start()
-        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever(), name="duro-sweeper")
+        self._sweeper = self.tasks.spawn(self._sweep_forever(), "duro-sweeper")
         for service in self._services:
             await service.start()
         self.started = True
 
     async def close(self) -> None:
-        """Stop background work, commit and close every open database, release the data dir."""
+        """Stop background work, commit and close every open database, release the data dir.
+        Then raise what a background task crashed with, if one did (it was logged already)."""
         for service in reversed(self._services):
             try:
                 await service.close()
             except Exception:
                 log.exception("closing %r failed", service)
-        if self._sweeper is not None:
-            await stop_task(self._sweeper)
-            self._sweeper = None
+        await self.tasks.cancel(self._sweeper)
+        self._sweeper = None
         # wait_until work gets a short grace period, then is cancelled: no task outlives the runtime.
         await asyncio.gather(*(a.drain(5.0) for a in list(self._activations.values())), return_exceptions=True)
-        pending = [d for a in self._activations.values() if (d := a._last_durable) is not None and not d.done()]
+        pending = [d for a in self._activations.values() if (d := a.durable_future()) is not None]
         for act in list(self._activations.values()):
             act.close(DeactivationReason.SHUTDOWN)
         if pending:
@@ -187,13 +192,24 @@ class Runtime:
             os.close(self._lock_fd)
             self._lock_fd = None
         self.started = False
+        await self.tasks.stop()
 
     # ------------------------------------------------------------------ catalog
+    @property
+    def objects_dir(self) -> pathlib.Path:
+        """Where the objects' files are: ``DATA/do/<namespace key>/<hex id>.sqlite``."""
+        return self.data_dir / "do"
+
     def db_path(self, unique_key: str, object_id: DurableObjectId | str) -> pathlib.Path:
-        return self.data_dir / "do" / unique_key / f"{object_id}.sqlite"
+        return self.objects_dir / unique_key / f"{object_id}.sqlite"
+
+    def serves(self, unique_key: str) -> bool:
+        """Whether a class is registered for the namespace ``unique_key``."""
+        return unique_key in self.classes
 
     def activation(self, unique_key: str, object_id: DurableObjectId) -> Activation:
-        """Get or create the one activation for ``object_id``."""
+        """Get or create the one activation for ``object_id``. Raises :class:`UnknownNamespaceError`
+        if no class is registered for ``unique_key``."""
         key = (unique_key, str(object_id))
         act = self._activations.get(key)
         if act is not None and act.broken is None:
@@ -202,7 +218,7 @@ class Runtime:
             return act
         entry = self.classes.get(unique_key)
         if entry is None:
-            raise InternalError(f"no class registered for namespace {unique_key!r}")
+            raise UnknownNamespaceError(f"no class registered for namespace {unique_key!r}")
         act = Activation(self, unique_key, object_id, entry.factory, self.db_path(unique_key, object_id))
         self._activations[key] = act
         if len(self._activations) > self.max_open_databases:
@@ -219,6 +235,11 @@ class Runtime:
         key = (act.unique_key, str(act.id))
         if self._activations.get(key) is act:
             del self._activations[key]
+
+    def make_durable(self, path: str, *, sync_dir: bool = False) -> "asyncio.Future[None] | None":
+        """Hand ``path``'s writes so far to the durability barrier (it shares the fsync with every
+        object's commits). Returns a future to wait for, or None when nothing needs waiting for."""
+        return self.barrier.submit(path, sync_dir=sync_dir)
 
     async def deliver(self, unique_key: str, object_id: DurableObjectId, event: Callable[[Any], Awaitable[T]]) -> T:
         return await self.activation(unique_key, object_id).run(event)
@@ -270,4 +291,4 @@ class Runtime:
     def statistics(self) -> dict[str, Any]:
         return {"activations": len(self._activations),
                 "open_databases": sum(1 for a in self._activations.values() if a.db.is_open),
-                "barrier": self.barrier.statistics()}
+                "barrier": self.barrier.statistics(), "tasks": self.tasks.statistics()}

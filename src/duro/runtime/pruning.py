@@ -18,7 +18,6 @@ from ..errors import StorageError
 from ..storage.database import wait_closed
 from ..storage.history import prune
 from ..storage.journal import HistoryOptions
-from .tasks import stop_task
 
 if TYPE_CHECKING:
     from .catalog import Runtime
@@ -30,7 +29,8 @@ log = logging.getLogger("duro.runtime")
 
 class HistoryPruner:
     """Owned by the runtime (``add_service``): ``start()`` runs a pass now and then every
-    ``interval`` seconds of the runtime's clock; ``close()`` stops and awaits it."""
+    ``interval`` seconds of the runtime's clock, in a task held by the runtime's supervisor
+    (which logs and keeps a crash); ``close()`` stops and awaits it."""
 
     def __init__(self, runtime: "Runtime", options: HistoryOptions, *, interval: float = 3600.0) -> None:
         self.runtime = runtime
@@ -43,16 +43,16 @@ class HistoryPruner:
 
     async def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="duro-history-pruner")
+            self._task = self.runtime.tasks.spawn(self._run(), "duro-history-pruner")
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        await stop_task(task)
+        await self.runtime.tasks.cancel(task)
 
     async def prune_all(self) -> int:
         """One pass over every history file; returns how many were rewritten or removed."""
         changed = 0
-        for path in sorted((self.runtime.data_dir / "do").glob("*/*.history")):
+        for path in sorted(self.runtime.objects_dir.glob("*/*.history")):
             act = self.runtime.find(path.parent.name, path.stem)
             live = act.db.history if act is not None and act.db.is_open else None
             try:

@@ -3,7 +3,7 @@
 A channel outlives object instances: it is created with a ``WebSocketPair``, accepted by an object
 (hibernatable or standard), bound to a transport by the front once the 101 response is sent, and
 kept until the connection ends. It owns the outgoing queue: ``send()`` is synchronous for the
-object, and a flusher task sends the queued frames in order, each one only after the output gate of
+object, and a flusher task (owned by the channel) sends the queued frames in order, each one only after the output gate of
 the activation that sent it (a message sent after a write leaves once the write is durable).
 
 It never calls user code and never touches storage; delivering incoming frames to objects is the
@@ -40,6 +40,20 @@ STANDARD = "standard"  # ws.accept(): events go to event listeners; pins the ins
 _TEXT, _BINARY, _CLOSE, _DIRECT_TEXT = 0, 1, 2, 3
 
 _ids = itertools.count(1)
+
+
+def _own(coro: Any, channel_id: int) -> "asyncio.Task[None]":
+    """Start a channel's flusher. The channel owns it (``_flusher``, stopped by ``detach``); a
+    flusher drops its reference when it ends, so a crash, which can only be a bug (send failures
+    are handled inside), is logged here with its traceback rather than lost with the task."""
+    task = asyncio.get_running_loop().create_task(coro, name=f"duro-websocket-flusher {channel_id}")
+    task.add_done_callback(_flusher_done)
+    return task
+
+
+def _flusher_done(task: "asyncio.Task[None]") -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("%s crashed", task.get_name(), exc_info=exc)
 
 
 class SocketTransport(Protocol):
@@ -122,7 +136,7 @@ class SocketChannel:
             return
         self._outbox.append((kind, data, gate))
         if transport is not None and self._flusher is None:
-            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+            self._flusher = _own(self._flush(), self.id)
 
     def _write_now(self, transport: SocketTransport, kind: int, data: Any) -> None:
         if kind == _TEXT or kind == _DIRECT_TEXT:
@@ -141,7 +155,7 @@ class SocketChannel:
             return
         # The transport is applying back-pressure: a flusher task finishes this send, and later
         # frames queue behind it.
-        self._flusher = asyncio.get_running_loop().create_task(self._finish_send(coro, waiting_on))
+        self._flusher = _own(self._finish_send(coro, waiting_on), self.id)
 
     async def _finish_send(self, coro: Any, waiting_on: Any) -> None:
         try:
@@ -175,7 +189,7 @@ class SocketChannel:
             return
         self._flusher = None
         if self._outbox and not self._dead and self._transport is not None:
-            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+            self._flusher = _own(self._flush(), self.id)
 
     async def _flush(self) -> None:
         outbox = self._outbox
@@ -228,7 +242,7 @@ class SocketChannel:
         if self.ready_state == CONNECTING:
             self.ready_state = OPEN
         if self._outbox and self._flusher is None:
-            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+            self._flusher = _own(self._flush(), self.id)
 
     def abandon(self) -> None:
         """The connection will never start (no 101 went out): drop what was queued for it."""
