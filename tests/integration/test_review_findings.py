@@ -145,7 +145,7 @@ async def test_caller_cancelled_during_transaction_leaves_nothing_open(review):
     assert await stub.get("after") == 2
     act = review.runtime.activation(review.env.R.unique_key, stub.id)
     await asyncio.sleep(0.01)
-    assert act._hold_commits == 0 and act._bcw_depth == 0 and act.db.in_transaction is False
+    assert act.out_gate.holds == 0 and act.in_gate.locks == 0 and act.db.in_transaction is False
 
 
 async def test_reset_fails_the_events_waiting_at_the_gate(review):
