@@ -60,14 +60,28 @@ async def test_concurrent_first_requests_construct_once(review):
     assert act.constructions == 1
 
 
-async def test_constructor_bcw_then_raise_does_not_write(review):
-    stub = review.env.CTOR.get_by_name("c")
-    with pytest.raises(RuntimeError, match="constructor failed"):
-        await stub.get("from_bcw")
-    await asyncio.sleep(0.05)
-    # The constructor failed: its critical section must not have written for a dead instance.
-    with pytest.raises(RuntimeError, match="constructor failed"):
-        await review.env.CTOR.get_by_name("c").get("from_bcw")
+async def test_constructor_bcw_then_raise_does_not_write(tmp_path):
+    # The constructor failed: its critical section (still running after the reset) must not
+    # write for the dead instance. Checked in the database file itself, after the app stopped.
+    import sqlite3
+    app = LocalApp(PROJECT, tmp_path / "data")
+    async with app:
+        stub = app.env.CTOR.get_by_name("c")
+        with pytest.raises(RuntimeError, match="constructor failed"):
+            await stub.get("from_bcw")
+        path = app.runtime.db_path(app.env.CTOR.unique_key, stub.id)
+        await asyncio.sleep(0.05)  # the critical section's put runs (and must be refused) meanwhile
+        with pytest.raises(RuntimeError, match="constructor failed"):
+            await app.env.CTOR.get_by_name("c").get("from_bcw")
+        await asyncio.sleep(0.05)
+    if path.exists():
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            rows = conn.execute("SELECT key FROM _cf_KV").fetchall() if "_cf_KV" in tables else []
+        finally:
+            conn.close()
+        assert rows == []
 
 
 async def test_caller_timeout_during_block_concurrency_while_does_not_reset(review):
@@ -131,7 +145,7 @@ async def test_caller_cancelled_during_transaction_leaves_nothing_open(review):
     assert await stub.get("after") == 2
     act = review.runtime.activation(review.env.R.unique_key, stub.id)
     await asyncio.sleep(0.01)
-    assert act._hold_commits == 0 and act._bcw_depth == 0 and act.db.in_transaction is False
+    assert act.out_gate.holds == 0 and act.in_gate.locks == 0 and act.db.in_transaction is False
 
 
 async def test_reset_fails_the_events_waiting_at_the_gate(review):

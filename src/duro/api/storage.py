@@ -102,6 +102,7 @@ class DurableObjectStorage:
 
     def __init__(self, activation: "Activation") -> None:
         self._act = activation
+        self._gate = activation.in_gate
         self._db = activation.db
         self._txn_depth = 0
         self.sql = _Guarded(activation, activation.db.sql)
@@ -109,8 +110,8 @@ class DurableObjectStorage:
 
     # ------------------------------------------------------------------ KV
     async def get(self, key: str | list[str], opts: Any = None, **kwargs: Any) -> Any:
-        if self._act._critical_owner is not None:
-            await self._act.wait_for_critical_section()
+        if self._gate.owner is not None:  # another event's transaction() may be running
+            await self._gate.wait_for_critical_section()
         _options("get", opts, kwargs)
         self._act.check_usable()
         if isinstance(key, (list, tuple)):
@@ -118,8 +119,8 @@ class DurableObjectStorage:
         return self._db.kv_get(_check_key(key))
 
     async def put(self, key: str | Mapping[str, Any], value: Any = _MISSING, opts: Any = None, **kwargs: Any) -> None:
-        if self._act._critical_owner is not None:
-            await self._act.wait_for_critical_section()
+        if self._gate.owner is not None:  # another event's transaction() may be running
+            await self._gate.wait_for_critical_section()
         if isinstance(key, Mapping):
             if value is _MISSING:
                 value = None
@@ -143,8 +144,8 @@ class DurableObjectStorage:
         self._after_write(o, was_open)
 
     async def delete(self, key: str | list[str], opts: Any = None, **kwargs: Any) -> bool | int:
-        if self._act._critical_owner is not None:
-            await self._act.wait_for_critical_section()
+        if self._gate.owner is not None:  # another event's transaction() may be running
+            await self._gate.wait_for_critical_section()
         o = _options("delete", opts, kwargs)
         self._act.check_usable()
         was_open = self._db.in_transaction
@@ -156,8 +157,8 @@ class DurableObjectStorage:
         return result
 
     async def list(self, opts: Any = None, **kwargs: Any) -> JsDict:
-        if self._act._critical_owner is not None:
-            await self._act.wait_for_critical_section()
+        if self._gate.owner is not None:  # another event's transaction() may be running
+            await self._gate.wait_for_critical_section()
         o = _options("list", opts, kwargs, _LIST_NAMES)
         self._act.check_usable()
         args = {k: o[k] for k in ("start", "start_after", "end", "prefix", "reverse", "limit") if k in o}
@@ -173,8 +174,8 @@ class DurableObjectStorage:
             self._act.mark_confirmed()
 
     async def delete_all(self, opts: Any = None, **kwargs: Any) -> None:
-        if self._act._critical_owner is not None:
-            await self._act.wait_for_critical_section()
+        if self._gate.owner is not None:  # another event's transaction() may be running
+            await self._gate.wait_for_critical_section()
         _options("deleteAll", opts, kwargs)
         if self._txn_depth:
             raise RuntimeError(TEXT_DELETE_ALL_IN_TXN)
@@ -190,8 +191,8 @@ class DurableObjectStorage:
     async def get_alarm(self, opts: Any = None, **kwargs: Any) -> int | None:
         """The alarm time in epoch milliseconds, or None. None also while ``alarm()`` runs, unless
         a new alarm was set meanwhile; a failed alarm waiting for its retry still counts as set."""
-        if self._act._critical_owner is not None:
-            await self._act.wait_for_critical_section()
+        if self._gate.owner is not None:  # another event's transaction() may be running
+            await self._gate.wait_for_critical_section()
         _options("getAlarm", opts, kwargs)
         self._act.check_usable()
         return self._act.runtime.alarms.get_alarm(self._act)
@@ -200,8 +201,8 @@ class DurableObjectStorage:
         """Replace the object's alarm: ``alarm()`` runs at ``scheduled_time`` (epoch milliseconds, or
         a ``datetime``; naive means UTC). A time in the past fires at once. The write joins the
         implicit transaction like any other."""
-        if self._act._critical_owner is not None:
-            await self._act.wait_for_critical_section()
+        if self._gate.owner is not None:  # another event's transaction() may be running
+            await self._gate.wait_for_critical_section()
         o = _options("setAlarm", opts, kwargs)
         when = alarm_time_ms(scheduled_time)
         act = self._act
@@ -218,8 +219,8 @@ class DurableObjectStorage:
     async def delete_alarm(self, opts: Any = None, **kwargs: Any) -> None:
         """Remove the alarm. Does not stop a running ``alarm()``; called inside it, it prevents the
         retry should that call fail."""
-        if self._act._critical_owner is not None:
-            await self._act.wait_for_critical_section()
+        if self._gate.owner is not None:  # another event's transaction() may be running
+            await self._gate.wait_for_critical_section()
         o = _options("deleteAlarm", opts, kwargs)
         self._act.check_usable()
         was_open = self._db.in_transaction
@@ -247,7 +248,7 @@ class DurableObjectStorage:
         self._txn_depth += 1
         txn = Transaction(self)
         try:
-            async with act.critical_section():
+            async with act.in_gate.critical_section():
                 name = self._db.savepoint()
                 txn._savepoint = name
                 try:
@@ -256,11 +257,11 @@ class DurableObjectStorage:
                         async with asyncio.timeout(TRANSACTION_TIMEOUT_S):
                             result = await result
                 except BaseException as e:
-                    if act.broken is None:
+                    if act.in_gate.broken is None:
                         if isinstance(e, TimeoutError):
                             act.reset(ObjectResetError(TEXT_STORAGE_TIMEOUT), DeactivationReason.CRITICAL_SECTION_FAILED)
-                            raise act._broken_copy() from None
-                        if act.foreign_storage_use:
+                            raise act.in_gate.reset_error() from None
+                        if act.in_gate.foreign_use:
                             # Another event's writes landed inside this savepoint while it was open;
                             # undoing them silently would lose acknowledged work: reset instead, which
                             # fails that event's output too.

@@ -1,41 +1,43 @@
 """One live instance of one object: its gates, its implicit transaction and its event delivery.
 
 Input gate: storage calls are synchronous SQLite calls on the loop, so nothing can interleave inside
-a read-modify-write; ``block_concurrency_while`` (and the constructor's use of it) closes the gate so
+a read-modify-write; ``block_concurrency_while`` (and the constructor's use of it) locks the gate so
 that new events wait. Output gate: every write between two awaits joins one implicit transaction,
 committed at the end of the turn; any output (a response, an RPC result, a WebSocket message, an
 outgoing call) waits until the writes before it are durable. A failed commit resets the object.
+The gates' state and rules are ``core/gates.py`` and ``runtime/gates.py``; this module drives them.
 
-This module never blocks the loop on the disk: durability waits go through the barrier.
+Every lifecycle change goes through ``core.lifecycle.check_transition``. An activation reaches its
+host (the runtime) only through ``ActivationHost``. This module never blocks the loop on the disk:
+durability waits go through the barrier.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol, TypeVar
 
 from ..core.lifecycle import ActivationState, DeactivationReason, check_transition
-from ..core.limits import BCW_TIMEOUT_S, MAX_BCW_DEPTH, TEXT_BCW_NESTED, TEXT_BCW_TIMEOUT, TEXT_OVERLOADED_QUEUE
+from ..core.limits import BCW_TIMEOUT_S, TEXT_BCW_TIMEOUT, TEXT_OVERLOADED_QUEUE
 from ..errors import DurableObjectAbort, ObjectResetError, OverloadedError, mark_remote
 from ..ids import DurableObjectId
 from ..storage import ObjectDatabase
-from ..storage.journal import marker_path
+from ..storage.journal import HistoryOptions, marker_path
+from .gates import InputGate, OutputGate
 
 if TYPE_CHECKING:
-    from .catalog import Runtime
+    from .alarms import AlarmScheduler
 
-__all__ = ["Activation", "current_activation"]
+__all__ = ["Activation", "ActivationHost", "current_activation"]
 
 T = TypeVar("T")
 log = logging.getLogger("duro.runtime")
 
 _current: contextvars.ContextVar["Activation | None"] = contextvars.ContextVar("duro_activation", default=None)
-_critical_var: contextvars.ContextVar[object | None] = contextvars.ContextVar("duro_critical", default=None)
 
 
 def current_activation() -> "Activation | None":
@@ -57,10 +59,40 @@ def _log_failure(task: "asyncio.Task[Any]") -> None:
         log.error("background task %s failed: %r", task.get_name(), exc, exc_info=exc)
 
 
-class Activation:
-    """The single instance of one object in this process, and everything that gates its events."""
+class _Limits(Protocol):
+    @property
+    def max_queued_events(self) -> int: ...
 
-    def __init__(self, runtime: "Runtime", unique_key: str, object_id: DurableObjectId,
+
+class _Barrier(Protocol):
+    def submit(self, path: str, *, sync_dir: bool = False) -> "asyncio.Future[None] | None": ...
+
+
+class ActivationHost(Protocol):
+    """What an activation needs from the runtime that hosts it (``catalog.Runtime`` is one): its
+    limits, the durability barrier its commits go to, the alarm scheduler (a restored alarm is set
+    again through it), the history settings and the maintenance thread its database uses, and a
+    way to drop it from the catalog once it is reset."""
+
+    @property
+    def limits(self) -> _Limits: ...
+    @property
+    def barrier(self) -> _Barrier: ...
+    @property
+    def alarms(self) -> "AlarmScheduler": ...
+    @property
+    def history(self) -> HistoryOptions | None: ...
+    def offload(self, job: Callable[[], None]) -> None: ...
+    def forget(self, act: "Activation") -> None: ...
+
+
+class Activation:
+    """The single instance of one object in this process, and everything that gates its events.
+
+    ``in_gate`` and ``out_gate`` are its input and output gates; ``state`` its place in the
+    lifecycle table; ``broken`` (the input gate's) the error that reset it, or None."""
+
+    def __init__(self, runtime: ActivationHost, unique_key: str, object_id: DurableObjectId,
                  factory: Callable[["Activation"], Any], db_path: str | os.PathLike[str]) -> None:
         self.runtime = runtime
         self.unique_key = unique_key
@@ -70,21 +102,12 @@ class Activation:
         self.instance: Any = None
         self.db = ObjectDatabase(db_path, on_transaction_open=self._on_transaction_open, name=object_id.name,
                                  history=runtime.history, offload=runtime.offload)
-        self.broken: BaseException | None = None
         self.inflight = 0
         self.waiting = 0
         self.last_used = time.monotonic()
         self.constructions = 0
-        self._gate = asyncio.Event()
-        self._gate.set()
-        self._bcw_depth = 0
-        self._critical_owner: object | None = None  # the token of the running transaction()
-        self._foreign_in_critical = False
-        self._hold_commits = 0
-        self._commit_pending = False
-        self._txn_future: asyncio.Future[None] | None = None
-        self._txn_gated = False
-        self._last_durable: asyncio.Future[None] | None = None
+        self.in_gate = InputGate()
+        self.out_gate = OutputGate(self.in_gate)
         self._synced_since_open = False
         self._discard_when_durable = False
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -100,83 +123,70 @@ class Activation:
         self.state = new
 
     @property
+    def broken(self) -> BaseException | None:
+        """The error that reset this activation, or None. Kept by the input gate alone; ``state``
+        is BROKEN exactly when it is set (``reset`` does both)."""
+        return self.in_gate.broken
+
+    @property
+    def _last_durable(self) -> "asyncio.Future[Any] | None":
+        # Read by the catalog at shutdown; ``durable_future()`` is the public form.
+        return self.out_gate.durable
+
+    @property
     def is_idle(self) -> bool:
-        return (self.inflight == 0 and self.waiting == 0 and self._bcw_depth == 0
-                and self._txn_future is None and not self._tasks and not self.pins)
+        return (self.inflight == 0 and self.waiting == 0 and self.in_gate.locks == 0
+                and self.out_gate.txn is None and not self._tasks and not self.pins)
 
     def check_usable(self) -> None:
         """Raise if this activation was reset or evicted: a stale instance (a task it left behind)
-        must not touch storage beside the live one."""
-        if self.broken is not None:
-            raise self._broken_copy()
+        must not touch storage beside the live one. Notes storage use during another event's
+        ``transaction()`` (``InputGate.note_storage_use``)."""
+        gate = self.in_gate
+        if gate.broken is not None:
+            raise gate.reset_error()
         if self.state is ActivationState.CLOSED:
             err = ObjectResetError("This Durable Object instance was evicted; its storage is used by a newer "
                                    "instance. Work that outlives a request belongs in ctx.wait_until().")
             mark_remote(err)
             raise err
-        if self._critical_owner is not None:
-            self.note_storage_use()
-
-    def note_storage_use(self) -> None:
-        """Storage is used from the current task. During a ``transaction()`` of another task, that
-        work lands inside the transaction's savepoint: remember it, so a failed transaction resets
-        the object instead of silently undoing another event's acknowledged write."""
-        owner = self._critical_owner
-        if owner is not None and _critical_var.get() is not owner:
-            self._foreign_in_critical = True
-
-    def in_foreign_critical_section(self) -> bool:
-        """Whether a ``transaction()`` of another event is running (this code is not inside it)."""
-        owner = self._critical_owner
-        return owner is not None and _critical_var.get() is not owner
-
-    async def wait_for_critical_section(self) -> None:
-        """An event already in flight waits for another event's ``transaction()`` to end before it
-        uses the async storage API, as if the input gate had held it back."""
-        while self.in_foreign_critical_section():
-            await self._gate.wait()
-
-    def _broken_copy(self) -> BaseException:
-        assert self.broken is not None
-        err = ObjectResetError(str(self.broken))
-        mark_remote(err)
-        return err
+        if gate.owner is not None:
+            gate.note_storage_use()
 
     # ------------------------------------------------------------------ events
     async def run(self, event: Callable[[Any], Awaitable[T]]) -> T:
         """Deliver one event: construct the instance if needed, pass the input gate, run ``event``
         with the instance, then hold the result at the output gate until its writes are durable."""
-        if self.broken is not None:
-            raise self._broken_copy()
+        gate = self.in_gate
+        if gate.broken is not None:
+            raise gate.reset_error()
         limit = self.runtime.limits.max_queued_events
-        if self.inflight >= limit:  # events waiting at a closed gate are in flight too
+        if self.inflight >= limit:  # events waiting at a locked gate are in flight too
             raise OverloadedError(TEXT_OVERLOADED_QUEUE)
         self.inflight += 1
         token = _current.set(self)
         try:
             if self.instance is None:
                 self._construct()
-            while not self._gate.is_set():
+            if gate.locks:
                 self.waiting += 1
                 try:
-                    await self._gate.wait()
+                    await gate.wait()
                 finally:
                     self.waiting -= 1
-                if self.broken is not None:
-                    raise self._broken_copy()
             if self.instance is None:
                 self._construct()
             try:
                 result = await event(self.instance)
             except DurableObjectAbort as e:
-                if self.broken is None:
+                if gate.broken is None:
                     self.reset(ObjectResetError(e.reason), DeactivationReason.ABORT)
-                raise self._broken_copy() from None
+                raise gate.reset_error() from None
             except BaseException:
-                if self.broken is None:
-                    await self._settle_output()
+                if gate.broken is None:
+                    await self.out_gate.wait()
                 raise
-            await self._settle_output()
+            await self.out_gate.wait()
             return result
         finally:
             _current.reset(token)
@@ -191,7 +201,7 @@ class Activation:
             self.instance = self.factory(self)
         except DurableObjectAbort as e:
             self.reset(ObjectResetError(e.reason), DeactivationReason.ABORT)
-            raise self._broken_copy() from None
+            raise self.in_gate.reset_error() from None
         except Exception as e:
             self.reset(e, DeactivationReason.CONSTRUCTOR_FAILED)
             raise
@@ -208,47 +218,31 @@ class Activation:
         if when is not None:
             self.runtime.alarms.set_alarm(self, when)
 
-    async def _settle_output(self) -> None:
-        """The output gate: wait until every write made so far is committed and durable. Inside a
-        ``transaction()`` its own task cannot wait for the transaction's commit (that would never
-        come): its outputs wait for everything committed before the transaction began."""
-        fut = self._txn_future
-        if fut is not None and self._txn_gated and not (
-                self._hold_commits and self._critical_owner is not None
-                and _critical_var.get() is self._critical_owner):
-            await fut
-        dur = self._last_durable
-        if dur is not None:
-            if not dur.done():
-                await dur
-            elif dur.exception() is not None:
-                raise dur.exception()  # type: ignore[misc]
-        if self.broken is not None:
-            raise self._broken_copy()
-
+    # ------------------------------------------------------------------ output gate
     def durable_future(self) -> "asyncio.Future[Any] | None":
         """Resolves when every commit so far is durable; None when none is still in flight."""
-        dur = self._last_durable
-        return dur if dur is not None and not dur.done() else None
+        return self.out_gate.durable_future()
 
     def hold_outputs_for(self, fut: "asyncio.Future[Any]") -> None:
         """Outputs from now on also wait for ``fut``: another file that must be durable together
         with this object's last commit (the alarm index)."""
-        prev = self._last_durable
-        self._last_durable = fut if prev is None or prev.done() else asyncio.gather(prev, fut)
+        self.out_gate.lock_while(fut)
 
     async def output_gate(self) -> None:
-        """Public form of the output gate, for sockets and outgoing calls."""
-        if self.broken is not None:
-            raise self._broken_copy()
-        await self._settle_output()
+        """Wait at the output gate, for sockets and outgoing calls; raises at once once reset."""
+        gate = self.in_gate
+        if gate.broken is not None:
+            raise gate.reset_error()
+        await self.out_gate.wait()
 
     def output_open(self) -> bool:
         """True when ``output_gate()`` would return at once: no write is waiting to be durable.
-        Lets sockets send without scheduling a task in the common case."""
-        if self.broken is not None or (self._txn_future is not None and self._txn_gated):
+        Lets sockets send without scheduling a task in the common case. (Called for every socket
+        send: the output gate's fields are read here rather than through another call.)"""
+        out = self.out_gate
+        if self.in_gate.broken is not None or (out.txn is not None and out.gated):
             return False
-        dur = self._last_durable
+        dur = out.durable
         return dur is None or (dur.done() and not dur.cancelled() and dur.exception() is None)
 
     # ------------------------------------------------------------------ implicit transaction
@@ -258,44 +252,42 @@ class Activation:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         fut.add_done_callback(_retrieve)
-        self._txn_future = fut
-        self._txn_gated = True
-        if not self._commit_pending and self._hold_commits == 0:
-            self._commit_pending = True
+        out = self.out_gate
+        out.txn = fut
+        if out.transaction_opened():
             loop.call_soon(self._commit_turn)
 
     def mark_unconfirmed_only(self) -> None:
         """The open transaction holds only ``allow_unconfirmed`` writes so far."""
-        self._txn_gated = False
+        self.out_gate.gated = False
 
     def mark_confirmed(self) -> None:
-        self._txn_gated = True
+        self.out_gate.gated = True
 
     def _commit_turn(self) -> None:
-        self._commit_pending = False
-        if self._hold_commits or self.broken is not None:
-            return
-        self.commit_now()
+        if self.out_gate.commit_turn() and self.in_gate.broken is None:
+            self.commit_now()
 
     def commit_now(self) -> None:
         """Commit the implicit transaction (end of turn) and submit it to the durability barrier."""
-        fut = self._txn_future
+        out = self.out_gate
+        fut = out.txn
         if fut is None:
             return
-        self._txn_future = None
+        out.txn = None
         try:
             wrote = self.db.commit()
         except Exception as e:  # a failed commit breaks the output gate
             log.error("commit failed for %s: %s", self.describe(), e)
             self.reset(e, DeactivationReason.COMMIT_FAILED)
             if not fut.done():
-                fut.set_exception(self._broken_copy())
+                fut.set_exception(self.in_gate.reset_error())
             return
         if wrote:
             dur = self.runtime.barrier.submit(str(self.db.wal_path), sync_dir=not self._synced_since_open)
             self._synced_since_open = True
             if dur is not None:
-                self._last_durable = dur
+                out.durable = dur
                 dur.add_done_callback(self._on_durable)
             elif self._discard_when_durable:
                 self._discard_files()
@@ -308,10 +300,10 @@ class Activation:
         if fut.cancelled():
             return
         exc = fut.exception()
-        if exc is not None and self.broken is None:
+        if exc is not None and self.in_gate.broken is None:
             log.error("durability failed for %s: %s", self.describe(), exc)
             self.reset(exc, DeactivationReason.COMMIT_FAILED)
-        elif self._discard_when_durable and fut is self._last_durable:
+        elif self._discard_when_durable and fut is self.out_gate.durable:
             self._discard_files()
 
     def after_delete_all(self) -> None:
@@ -319,42 +311,40 @@ class Activation:
         self._discard_when_durable = True
 
     def _discard_files(self) -> None:
-        if self._txn_future is not None or self.broken is not None:
+        if self.out_gate.txn is not None or self.in_gate.broken is not None:
             return
         self._discard_when_durable = False
         if self.db.discard_files_if_empty():
             self._synced_since_open = False
 
     def hold_commits(self) -> None:
-        self._hold_commits += 1
+        """A ``transaction()`` begins: the open implicit transaction waits for it to end."""
+        self.out_gate.hold()
 
     def release_commits(self) -> None:
-        self._hold_commits -= 1
-        if self._hold_commits == 0 and self._txn_future is not None and not self._commit_pending:
-            self._commit_pending = True
+        out = self.out_gate
+        if out.release(out.txn is not None):
             asyncio.get_running_loop().call_soon(self._commit_turn)
 
     async def sync(self) -> None:
         """Wait until every write issued so far is durable (``storage.sync()``). Inside
         ``transaction()`` the open transaction cannot commit yet; then this waits for everything
         committed before it."""
-        if self._txn_future is not None and self._hold_commits == 0:
+        out = self.out_gate
+        if out.txn is not None and not out.holds:
             self.commit_now()
-        fut = self._txn_future
-        if fut is not None and self._hold_commits == 0:
+        fut = out.txn
+        if fut is not None and not out.holds:
             await fut
-        dur = self._last_durable
+        dur = out.durable
         if dur is not None and not dur.done():
             await dur
 
     # ------------------------------------------------------------------ critical sections
     def block_concurrency_while(self, callback: Callable[[], Awaitable[T]]) -> "asyncio.Task[T]":
-        """Run ``callback()`` with the input gate closed. Returns a task (awaitable); works unawaited
+        """Run ``callback()`` with the input gate locked. Returns a task (awaitable); works unawaited
         from a constructor. If the callback raises or takes longer than 30 s, the object is reset."""
-        if self._bcw_depth >= MAX_BCW_DEPTH:
-            raise RuntimeError(TEXT_BCW_NESTED)
-        self._bcw_depth += 1
-        self._gate.clear()
+        self.in_gate.lock()
         task = asyncio.ensure_future(self._critical(callback))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -373,45 +363,14 @@ class Activation:
                 raise err from None
             except DurableObjectAbort as e:
                 self.reset(ObjectResetError(e.reason), DeactivationReason.ABORT)
-                raise self._broken_copy() from None
+                raise self.in_gate.reset_error() from None
             except BaseException as e:
-                if self.broken is None:
+                if self.in_gate.broken is None:
                     self.reset(e, DeactivationReason.CRITICAL_SECTION_FAILED)
                 raise
             return result  # type: ignore[return-value]
         finally:
-            self._bcw_depth -= 1
-            if self._bcw_depth == 0:
-                self._gate.set()
-
-    @contextlib.asynccontextmanager
-    async def critical_section(self) -> Any:
-        """Close the input gate for the body (``transaction()``); an error does not reset. The
-        current task owns it: storage use from other tasks meanwhile is noted (``note_storage_use``)."""
-        if self._bcw_depth >= MAX_BCW_DEPTH:
-            raise RuntimeError(TEXT_BCW_NESTED)
-        self._bcw_depth += 1
-        self._gate.clear()
-        outer_owner, outer_foreign = self._critical_owner, self._foreign_in_critical
-        # The owner is this context: the closure's task and any task it starts (they copy it).
-        owner = self._critical_owner = object()
-        token = _critical_var.set(owner)
-        self._foreign_in_critical = False
-        try:
-            yield
-        finally:
-            _critical_var.reset(token)
-            self._critical_owner = outer_owner
-            self._foreign_in_critical = self._foreign_in_critical or outer_foreign
-            self._bcw_depth -= 1
-            if self._bcw_depth == 0:
-                self._gate.set()
-                self._foreign_in_critical = False
-
-    @property
-    def foreign_storage_use(self) -> bool:
-        """Whether another task used storage during the current critical section."""
-        return self._foreign_in_critical
+            self.in_gate.unlock()
 
     def spawn(self, coro: Awaitable[Any], *, name: str | None = None) -> "asyncio.Task[Any]":
         """Own a background task (``ctx.wait_until``): the activation is not evicted while it runs."""
@@ -437,39 +396,44 @@ class Activation:
     # ------------------------------------------------------------------ resets and closing
     def reset(self, error: BaseException, reason: DeactivationReason) -> None:
         """Drop the instance and its uncommitted writes; sticky. Pending and future callers through
-        this activation get ``ObjectResetError``; the next event builds a fresh activation."""
-        if self.broken is not None:
+        this activation get ``ObjectResetError``; the next event builds a fresh activation. The one
+        place that breaks the gates and enters BROKEN."""
+        gate = self.in_gate
+        if gate.broken is not None:
             return
         log.warning("resetting %s: %s (%s)", self.describe(), error, reason.value)
-        self.broken = error
-        self.state = ActivationState.BROKEN
-        fut = self._txn_future
-        self._txn_future = None
+        self._set_state(ActivationState.BROKEN)
+        gate.break_with(error)  # the events waiting at the gate wake up and raise
+        out = self.out_gate
+        fut = out.txn
+        out.txn = None
         try:
             self.db.rollback()
         except Exception:  # pragma: no cover - rollback of a broken connection
             log.exception("rollback failed for %s", self.describe())
         if fut is not None and not fut.done():
-            fut.set_exception(self._broken_copy())
+            fut.set_exception(gate.reset_error())
         self.instance = None
-        self._gate.set()
         for hook in list(self.on_reset):
             try:
                 hook(self, error)
             except Exception:
                 log.exception("reset hook failed for %s", self.describe())
-        self.runtime._forget(self)
+        self.runtime.forget(self)
         try:
             self.db.close()
         except Exception:
             log.exception("closing database failed for %s", self.describe())
 
     def close(self, reason: DeactivationReason) -> None:
-        """Evict an idle activation: commit anything open, close its database."""
-        if self._txn_future is not None and self.broken is None:
+        """Evict an idle activation: commit anything open, close its database. A reset one stays
+        BROKEN (its database is closed already; closing again is harmless)."""
+        broken = self.in_gate.broken is not None
+        if self.out_gate.txn is not None and not broken:
             self.commit_now()
-        if self.state not in (ActivationState.BROKEN, ActivationState.CLOSED):
-            self.state = ActivationState.CLOSED
+        if not broken and self.state is not ActivationState.CLOSED:
+            log.debug("closing %s (%s)", self.describe(), reason.value)
+            self._set_state(ActivationState.CLOSED)
         self.instance = None
         self.db.close(offload=True)  # its fsyncs and checkpoint run on the maintenance thread
 

@@ -231,7 +231,7 @@ class Runtime:
     def activations(self) -> list[Activation]:
         return list(self._activations.values())
 
-    def _forget(self, act: Activation) -> None:
+    def forget(self, act: Activation) -> None:
         key = (act.unique_key, str(act.id))
         if self._activations.get(key) is act:
             del self._activations[key]
@@ -258,7 +258,7 @@ class Runtime:
                 break
             if act.is_idle:
                 act.close(DeactivationReason.IDLE)
-                self._forget(act)
+                self.forget(act)
                 excess -= 1
 
     def sweep(self, now: float | None = None) -> int:
@@ -273,7 +273,7 @@ class Runtime:
                 else self.limits.idle_timeout
             if act.is_idle and now - act.last_used >= timeout:
                 act.close(DeactivationReason.HIBERNATION if hibernating else DeactivationReason.IDLE)
-                self._forget(act)
+                self.forget(act)
                 evicted += 1
         self.hibernation.sweep(now, lambda key, hex_id: (key, hex_id) in self._activations)
         if len(self._activations) > self.max_open_databases:
