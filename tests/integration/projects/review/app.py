@@ -1,4 +1,5 @@
-"""Objects used by tests/integration/test_review_findings.py."""
+"""Objects for the integration tests of transactions, critical sections and resets, RPC and storage
+corners and wait_until, and for the e2e HTTP corners and graceful shutdown."""
 
 import asyncio
 
