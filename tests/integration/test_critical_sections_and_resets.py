@@ -6,6 +6,8 @@ import asyncio
 
 import pytest
 
+from ..waiting import wait_until
+
 
 async def test_concurrent_first_requests_construct_once(review):
     stubs = [review.env.R.get_by_name("first") for _ in range(20)]
@@ -43,8 +45,8 @@ async def test_caller_cancelled_during_transaction_leaves_nothing_open(review):
     assert await asyncio.wait_for(stub.put("after", 2), 2) == 2
     assert await stub.get("after") == 2
     act = review.runtime.activation(review.env.R.unique_key, stub.id)
-    await asyncio.sleep(0.01)
-    assert act._hold_commits == 0 and act._bcw_depth == 0 and act.db.in_transaction is False
+    await wait_until(lambda: act._hold_commits == 0 and act._bcw_depth == 0 and act.db.in_transaction is False,
+                     what="the cancelled transaction to close")
 
 
 async def test_reset_fails_the_events_waiting_at_the_gate(review):
@@ -52,7 +54,8 @@ async def test_reset_fails_the_events_waiting_at_the_gate(review):
     stub = review.env.R.get_by_name("gate-reset")
     await stub.put("kept", 1)
     failing = asyncio.ensure_future(stub.bcw_fail(0.1))
-    await asyncio.sleep(0.02)
+    reached = review.app.module.REACHED
+    await wait_until(lambda: ("bcw_fail", "gate-reset") in reached, what="the critical section to start")
     waiters = [asyncio.ensure_future(review.env.R.get_by_name("gate-reset").put("w", i)) for i in range(5)]
     with pytest.raises(RuntimeError, match="critical section failed"):
         await failing
@@ -71,6 +74,6 @@ async def test_evicted_instance_cannot_touch_storage(review):
     assert review.runtime.find(review.env.R.unique_key, str(stub.id)) is None
     fresh = review.env.R.get_by_name("evicted")
     assert await fresh.put("k", 1) == 1  # a new instance is live
-    await asyncio.sleep(0.2)
     # The stale instance must get an exception, as on Cloudflare, not write beside the new one.
-    assert app_module.LATE and app_module.LATE[0] != "stored"
+    await wait_until(lambda: app_module.LATE, what="the stale instance's late write")
+    assert app_module.LATE == ["ObjectResetError"]

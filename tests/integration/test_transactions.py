@@ -3,6 +3,8 @@ failures that roll back only their own writes, and tasks started inside belongin
 
 import asyncio
 
+from ..waiting import wait_until
+
 
 async def test_transaction_closure_awaiting_another_object_finishes(review):
     stub = review.env.R.get_by_name("txn-a")
@@ -19,7 +21,9 @@ async def test_failed_transaction_then_more_transactions(review):
 async def test_failed_transaction_does_not_undo_another_events_acknowledged_write(review):
     stub = review.env.R.get_by_name("txn-lost")
     a = asyncio.ensure_future(stub.sleep_then_put("a_key", 0.05))
-    await asyncio.sleep(0.01)  # a is waiting on its timer, the gate is open
+    reached = review.app.module.REACHED
+    await wait_until(lambda: ("sleep_then_put", "txn-lost") in reached, what="a to wait on its timer")
+    # a is waiting on its timer, the gate is open: b's transaction starts while a is parked.
     b = asyncio.ensure_future(stub.failing_txn(0.15))
     assert await a == "stored"  # acknowledged ...
     assert await b == "rolled back"
@@ -33,7 +37,8 @@ async def test_sync_write_inside_another_events_failed_transaction_is_never_fals
     from duro.errors import ObjectResetError
     stub = review.env.R.get_by_name("txn-sync-lost")
     a = asyncio.ensure_future(stub.sleep_then_sql(0.05))
-    await asyncio.sleep(0.01)
+    reached = review.app.module.REACHED
+    await wait_until(lambda: ("sleep_then_sql", "txn-sync-lost") in reached, what="a to wait on its timer")
     b = asyncio.ensure_future(review.env.R.get_by_name("txn-sync-lost").failing_txn(0.15))
     results = await asyncio.gather(a, b, return_exceptions=True)
     fresh = review.env.R.get_by_name("txn-sync-lost")

@@ -6,6 +6,8 @@ import pathlib
 
 from duro.testing import LocalApp
 
+from ..waiting import wait_until
+
 PROJECT = pathlib.Path(__file__).parent / "projects" / "review"
 
 
@@ -20,5 +22,5 @@ async def test_close_does_not_wait_forever_for_entrypoint_wait_until(tmp_path):
 async def test_workers_wait_until_takes_any_awaitable(review):
     stub = review.env.R.get_by_name("module-wait-until")
     assert await stub.module_wait_until() == "scheduled"
-    await asyncio.sleep(0.1)
-    assert await stub.get("from_coroutine") == 1 and await stub.get("from_task") == 1
+    assert await wait_until(lambda: stub.get("from_coroutine"), what="the coroutine's write") == 1
+    assert await wait_until(lambda: stub.get("from_task"), what="the task's write") == 1
