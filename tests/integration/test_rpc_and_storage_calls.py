@@ -35,4 +35,5 @@ async def test_put_without_a_value_is_refused(review):
     stub = review.env.R.get_by_name("put-undefined")
     assert await stub.put_without_value() == "put() called with undefined value."
     assert await stub.get("forgot") is None
-    assert await stub.put("none", None) is None  # an explicit None (JavaScript null) is a value
+    await stub.put("none", None)  # an explicit None (JavaScript null) is a value: stored, not refused
+    assert await stub.stored() == {"none": None}

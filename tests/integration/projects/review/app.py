@@ -26,6 +26,9 @@ class Review(DurableObject):
         await self.ctx.storage.put(key, value)
         return value
 
+    async def stored(self):
+        return await self.ctx.storage.list()
+
     async def txn_calls_other(self, other_name):
         async def body(txn):
             await txn.put("in_txn", 1)
