@@ -19,7 +19,9 @@ def test_concurrent_requests_are_flushed_as_one_batch(serve):
     together = max(a.json()["pending"] for a in answers)  # items seen queued at one moment
     with httpx.Client(base_url=srv.url, timeout=30) as c:
         st = c.get("/batches/logs").json()
-        assert st["flush_at"] is not None and st["pending"] + sum(len(b["items"]) for b in st["batches"]) == 20
+        assert st["pending"] + sum(len(b["items"]) for b in st["batches"]) == 20
+        # Never an item queued without a flush due (on a loaded machine the flush may be done already).
+        assert st["flush_at"] is not None or st["pending"] == 0, st
         st = wait_for(lambda: (s := c.get("/batches/logs").json())["pending"] == 0 and s, timeout=10,
                       what="the flush")
         flushed = [item for b in st["batches"] for item in b["items"]]
