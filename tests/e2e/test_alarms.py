@@ -21,7 +21,9 @@ def test_short_alarms_fire_once_on_the_real_clock(serve):
     with httpx.Client(base_url=srv.url, timeout=30) as c:
         armed = {n: c.post(f"/arm/{n}?in={200 + 50 * i}").json()["alarm"] for i, n in enumerate(names)}
         for n in names:
-            assert _state(c, n)["alarm"] == armed[n]
+            # Still pending, or (on a slow machine, past its 200 ms) already fired at that time.
+            st = _state(c, n)
+            assert (st["alarm"], st["fired"]) in ((armed[n], []), (None, [armed[n]])), st
         for n in names:
             st = wait_for(lambda: (s := _state(c, n))["fired"] and s, timeout=10, what=f"alarm of {n}")
             assert st["fired"] == [armed[n]] and st["alarm"] is None

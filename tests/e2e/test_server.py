@@ -1,4 +1,5 @@
-"""The real server on a real socket: bad HTTP, user errors, the data-directory lock, bad config."""
+"""The real server on a real socket: bad HTTP, user errors, the data-directory lock, bad config, the
+admin endpoint's token."""
 
 import pathlib
 import subprocess
@@ -14,6 +15,7 @@ from .net import exchange
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 GATES = ROOT / "tests" / "integration" / "projects" / "gates"
 COUNTER = ROOT / "examples" / "counter"
+REVIEW = ROOT / "tests" / "integration" / "projects" / "review"
 
 
 def test_malformed_http_gets_400_and_server_keeps_serving(serve):
@@ -70,3 +72,12 @@ def test_every_command_has_help():
     for cmd in (["--help"], ["serve", "--help"], ["dev", "--help"]):
         r = subprocess.run([sys.executable, "-m", "duro", *cmd], capture_output=True, text=True, timeout=60)
         assert r.returncode == 0 and "usage: duro" in r.stdout
+
+
+def test_admin_needs_the_token(serve):
+    srv = serve(REVIEW)
+    assert httpx.post(srv.url + "/__duro/admin/ping").status_code == 403
+    assert httpx.post(srv.url + "/__duro/admin/ping", headers={"authorization": "Bearer nope"}).status_code == 403
+    token = (pathlib.Path(srv.data_dir) / "admin.token").read_text()
+    r = httpx.post(srv.url + "/__duro/admin/ping", headers={"authorization": f"Bearer {token}"})
+    assert r.status_code == 200 and r.json()["ok"] is True

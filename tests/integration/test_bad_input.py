@@ -2,14 +2,14 @@
 
 import pytest
 
-from duro.errors import CorruptDatabaseError, InvalidIdError
+from duro.errors import CorruptDatabaseError, InvalidIdError, SqlError, StorageLimitError
 from duro.storage.database import wait_closed
 
 
 async def test_oversized_value_refused_nothing_stored(gates):
     stub = gates.env.PROBE.get_by_name("big")
     await stub.echo(1)
-    with pytest.raises(Exception, match="string or blob too big: SQLITE_TOOBIG"):
+    with pytest.raises(StorageLimitError, match="string or blob too big: SQLITE_TOOBIG"):
         await _put(gates, "big", b"x" * 2_100_000)
     assert await stub.rmw() == 1  # still usable
     await _put(gates, "big", b"x" * 1_900_000)  # just under the limit is accepted
@@ -43,7 +43,7 @@ async def test_forbidden_sql_is_refused(gates):
         for q in ("BEGIN", "PRAGMA user_version", "ATTACH 'x' AS y", "SELECT * FROM _cf_KV", "SELECT sqlite_version()"):
             try:
                 sql.exec(q)
-            except Exception as e:
+            except SqlError as e:
                 errors.append(str(e))
         sql.exec("CREATE TABLE ok(x)")
         return errors

@@ -1,56 +1,12 @@
-"""Review findings: each test reproduces a bug that was found in review and fixed."""
+"""Critical sections and resets: a constructor's critical section, a caller that gives up during one
+or during a transaction, the events waiting at a gate when the object resets, an evicted instance,
+and concurrent first requests constructing once."""
 
 import asyncio
-import pathlib
 
 import pytest
 
-from duro.testing import LocalApp
-
-PROJECT = pathlib.Path(__file__).parent / "projects" / "review"
-
-
-@pytest.fixture
-async def review(tmp_path):
-    async with LocalApp(PROJECT, tmp_path / "data") as app:
-        yield app
-
-
-async def test_transaction_closure_awaiting_another_object_finishes(review):
-    stub = review.env.R.get_by_name("txn-a")
-    assert await asyncio.wait_for(stub.txn_calls_other("txn-b"), 5) == 1
-    assert await stub.get("in_txn") == 1
-    assert await review.env.R.get_by_name("txn-b").get("from_txn") == 1
-
-
-async def test_failed_transaction_then_more_transactions(review):
-    stub = review.env.R.get_by_name("txn-raise")
-    assert await stub.txn_raises() == {"after": 1, "second": 1}
-
-
-async def test_exception_after_write_and_call_keeps_write(review):
-    stub = review.env.R.get_by_name("exc-a")
-    with pytest.raises(ValueError, match="after call"):
-        await stub.write_then_call_then_raise("exc-b")
-    assert await stub.get("w") == 1
-
-
-async def test_object_calls_itself(review):
-    stub = review.env.R.get_by_name("self")
-    assert await asyncio.wait_for(stub.call_self(), 5) == 1
-
-
-async def test_delete_all_then_write_same_turn(review):
-    stub = review.env.R.get_by_name("del")
-    assert await stub.delete_all_then_write() == {"b": 2}
-    assert await stub.get("b") == 2
-
-
-async def test_rpc_kwargs_and_defaults(review):
-    stub = review.env.R.get_by_name("kw")
-    assert await stub.kw(1) == [1, 2, 3]
-    assert await stub.kw(1, c=9) == [1, 2, 9]
-    assert await stub.kw(a=5, b=6) == [5, 6, 3]
+from ..waiting import wait_until
 
 
 async def test_concurrent_first_requests_construct_once(review):
@@ -95,47 +51,6 @@ async def test_caller_timeout_during_block_concurrency_while_does_not_reset(revi
     assert await stub.get("bcw_done") == 1  # the critical section ran to its end
 
 
-async def test_close_does_not_wait_forever_for_entrypoint_wait_until(tmp_path):
-    app = LocalApp(PROJECT, tmp_path / "data")
-    await app.__aenter__()
-    assert (await app.fetch("/forever")).status == 200
-    # Objects' wait_until work gets a grace period and is then cancelled; the entrypoint's too.
-    await asyncio.wait_for(app.__aexit__(None, None, None), 10)
-
-
-async def test_failed_transaction_does_not_undo_another_events_acknowledged_write(review):
-    stub = review.env.R.get_by_name("txn-lost")
-    a = asyncio.ensure_future(stub.sleep_then_put("a_key", 0.05))
-    await asyncio.sleep(0.01)  # a is waiting on its timer, the gate is open
-    b = asyncio.ensure_future(stub.failing_txn(0.15))
-    assert await a == "stored"  # acknowledged ...
-    assert await b == "rolled back"
-    assert await stub.get("a_key") == 1  # ... so it must be stored
-
-
-async def test_sync_write_inside_another_events_failed_transaction_is_never_falsely_acknowledged(review):
-    # The sync API cannot wait for the transaction to end; its write lands in the savepoint. When
-    # the transaction then fails, the object is reset instead: that event's caller gets an error,
-    # never "stored" for a write that was rolled back.
-    from duro.errors import ObjectResetError
-    stub = review.env.R.get_by_name("txn-sync-lost")
-    a = asyncio.ensure_future(stub.sleep_then_sql(0.05))
-    await asyncio.sleep(0.01)
-    b = asyncio.ensure_future(review.env.R.get_by_name("txn-sync-lost").failing_txn(0.15))
-    results = await asyncio.gather(a, b, return_exceptions=True)
-    fresh = review.env.R.get_by_name("txn-sync-lost")
-    stored = await fresh.side_rows()
-    if results[0] == "stored":
-        assert stored == 1
-    else:
-        assert isinstance(results[0], ObjectResetError) and stored == 0
-
-
-async def test_tasks_started_inside_a_transaction_belong_to_it(review):
-    stub = review.env.R.get_by_name("txn-gather")
-    assert await stub.txn_with_gather() == [1, 2]
-
-
 async def test_caller_cancelled_during_transaction_leaves_nothing_open(review):
     stub = review.env.R.get_by_name("txn-cancel")
     with pytest.raises(asyncio.TimeoutError):
@@ -144,8 +59,8 @@ async def test_caller_cancelled_during_transaction_leaves_nothing_open(review):
     assert await asyncio.wait_for(stub.put("after", 2), 2) == 2
     assert await stub.get("after") == 2
     act = review.runtime.activation(review.env.R.unique_key, stub.id)
-    await asyncio.sleep(0.01)
-    assert act.out_gate.holds == 0 and act.in_gate.locks == 0 and act.db.in_transaction is False
+    await wait_until(lambda: act.out_gate.holds == 0 and act.in_gate.locks == 0 and act.db.in_transaction is False,
+                     what="the cancelled transaction to close")
 
 
 async def test_reset_fails_the_events_waiting_at_the_gate(review):
@@ -153,7 +68,8 @@ async def test_reset_fails_the_events_waiting_at_the_gate(review):
     stub = review.env.R.get_by_name("gate-reset")
     await stub.put("kept", 1)
     failing = asyncio.ensure_future(stub.bcw_fail(0.1))
-    await asyncio.sleep(0.02)
+    reached = review.app.module.REACHED
+    await wait_until(lambda: ("bcw_fail", "gate-reset") in reached, what="the critical section to start")
     waiters = [asyncio.ensure_future(review.env.R.get_by_name("gate-reset").put("w", i)) for i in range(5)]
     with pytest.raises(RuntimeError, match="critical section failed"):
         await failing
@@ -161,13 +77,6 @@ async def test_reset_fails_the_events_waiting_at_the_gate(review):
     assert all(isinstance(r, ObjectResetError) for r in results), results
     fresh = review.env.R.get_by_name("gate-reset")
     assert await fresh.get("kept") == 1 and await fresh.get("w") is None
-
-
-async def test_put_without_a_value_is_refused(review):
-    stub = review.env.R.get_by_name("put-undefined")
-    assert await stub.put_without_value() == "put() called with undefined value."
-    assert await stub.get("forgot") is None
-    assert await stub.put("none", None) is None  # an explicit None (JavaScript null) is a value
 
 
 async def test_evicted_instance_cannot_touch_storage(review):
@@ -179,13 +88,6 @@ async def test_evicted_instance_cannot_touch_storage(review):
     assert review.runtime.find(review.env.R.unique_key, str(stub.id)) is None
     fresh = review.env.R.get_by_name("evicted")
     assert await fresh.put("k", 1) == 1  # a new instance is live
-    await asyncio.sleep(0.2)
     # The stale instance must get an exception, as on Cloudflare, not write beside the new one.
-    assert app_module.LATE and app_module.LATE[0] != "stored"
-
-
-async def test_workers_wait_until_takes_any_awaitable(review):
-    stub = review.env.R.get_by_name("module-wait-until")
-    assert await stub.module_wait_until() == "scheduled"
-    await asyncio.sleep(0.1)
-    assert await stub.get("from_coroutine") == 1 and await stub.get("from_task") == 1
+    await wait_until(lambda: app_module.LATE, what="the stale instance's late write")
+    assert app_module.LATE == ["ObjectResetError"]

@@ -7,6 +7,8 @@ import pytest
 from duro.errors import ObjectResetError, OverloadedError, RemoteError
 from duro.testing import HeldBarrier
 
+from ..waiting import wait_until
+
 
 async def test_concurrent_read_modify_write_loses_nothing(gates):
     stub = gates.env.PROBE.get_by_name("rmw")
@@ -55,9 +57,9 @@ async def test_errors_reach_the_caller_with_type_message_and_flags(gates):
     # An ordinary exception does not roll back the writes before it, nor reset the object.
     assert await stub.bump_memory() == 1
     assert await stub.echo(1) == 1
-    with pytest.raises(Exception, match="custom failure") as info:
+    with pytest.raises(gates.app.module.AppError, match="^custom failure$") as info:
         await stub.fail_custom()
-    assert type(info.value).__name__ == "AppError" and info.value.remote is True
+    assert info.value.remote is True  # the project's own exception class, rebuilt for the caller
     with pytest.raises(RuntimeError) as info:
         await stub.fail_retryable()
     assert info.value.retryable is True
@@ -80,7 +82,7 @@ async def test_abort_resets_and_poisons_the_stub(gates):
 async def test_failing_critical_section_resets(gates):
     stub = gates.env.PROBE.get_by_name("bcw")
     await stub.bump_memory()
-    with pytest.raises(Exception, match="inside critical section"):
+    with pytest.raises(gates.app.module.AppError, match="inside critical section"):
         await stub.failing_critical()
     assert await gates.env.PROBE.get_by_name("bcw").bump_memory() == 1
 
@@ -98,7 +100,8 @@ async def test_critical_section_blocks_other_events(gates):
         order.append(await stub.critical(0.05))
 
     async def other():
-        await asyncio.sleep(0.01)
+        reached = gates.app.module.REACHED
+        await wait_until(lambda: ("critical", "critical") in reached, what="the critical section to start")
         order.append(await stub.bump_memory())
     await asyncio.gather(crit(), other())
     # bump_memory arrived while the critical section ran; it saw the section's effect.
@@ -106,14 +109,14 @@ async def test_critical_section_blocks_other_events(gates):
 
 
 async def test_constructor_failure_reaches_caller(gates):
-    with pytest.raises(Exception, match="constructor failed") as info:
+    with pytest.raises(gates.app.module.AppError, match="constructor failed") as info:
         await gates.env.BROKEN.get_by_name("b").anything()
     assert info.value.remote is True
 
 
 async def test_transactions_roll_back_everything_on_error(gates):
     stub = gates.env.PROBE.get_by_name("txn")
-    with pytest.raises(Exception, match="roll back"):
+    with pytest.raises(gates.app.module.AppError, match="roll back"):
         await stub.txn_fail()
     assert await stub.txn_ok() == "ok"
     assert await stub.txn_state() == {"t1": None, "t2": 2, "table": 0}
@@ -144,9 +147,9 @@ async def test_response_waits_for_durability(gates):
     gates.runtime.barrier = barrier
     stub = gates.env.PROBE.get_by_name("outgate")
     task = asyncio.ensure_future(stub.rmw())
-    for _ in range(20):
+    await wait_until(lambda: barrier.held, what="the write to be submitted for durability")
+    for _ in range(20):  # turns of the loop in which an early result would leave
         await asyncio.sleep(0)
-    assert barrier.held, "the write was submitted for durability"
     assert not task.done(), "the result left before its write was durable"
     # A read-only call made now also waits: it could have seen the undurable write.
     reader = asyncio.ensure_future(stub.get_n())
@@ -162,10 +165,9 @@ async def test_failed_durability_resets_and_fails_waiting_callers(gates):
     gates.runtime.barrier = barrier
     stub = gates.env.PROBE.get_by_name("diskfail")
     task = asyncio.ensure_future(stub.rmw())
-    for _ in range(20):
-        await asyncio.sleep(0)
+    await wait_until(lambda: barrier.held, what="the write to be submitted for durability")
     barrier.held[-1].set_exception(OSError("EIO"))
-    with pytest.raises(Exception):
+    with pytest.raises(OSError, match="^EIO$"):
         await task
     assert stub._act.broken is not None
 

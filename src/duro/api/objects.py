@@ -43,7 +43,6 @@ class DurableObjectState(WebSocketStateMixin):
         self._act = activation
         self.id = activation.id
         self.storage = DurableObjectStorage(activation)
-        self._extensions: dict[str, Any] = {}
 
     def block_concurrency_while(self, callback: Callable[[], Awaitable[T]]) -> "asyncio.Future[T]":
         """Run ``callback`` with no other event delivered until it finishes; return its result
@@ -77,13 +76,6 @@ class DurableObjectState(WebSocketStateMixin):
             self._act.suppress_alarm_retry = True  # type: ignore[attr-defined]
         self._act.reset(ObjectResetError(err.reason), DeactivationReason.ABORT)
         raise err
-
-    def __getattr__(self, name: str) -> Any:
-        # Later features (WebSockets, bookmarks) register their methods as extensions.
-        ext = self.__dict__.get("_extensions", {})
-        if name in ext:
-            return ext[name]
-        raise AttributeError(f"'DurableObjectState' has no attribute {name!r}")
 
 
 def _retrieve(fut: "asyncio.Future[Any]") -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .objects import add_objects_parser
 from .serve import add_serve_args, cmd_dev, cmd_serve
 
 DESCRIPTION = """\
@@ -36,12 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(a restart resets every object; stored data is kept).")
     add_serve_args(dev, dev=True)
     dev.set_defaults(func=cmd_dev)
-    try:
-        from .objects import add_objects_parser
-    except ImportError:
-        pass
-    else:
-        add_objects_parser(sub)
+    add_objects_parser(sub)
     return p
 
 

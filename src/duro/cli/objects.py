@@ -168,7 +168,7 @@ def add_objects_parser(sub: Any) -> argparse.ArgumentParser:
              "-15m, -1h, -2d.",
              "  duro objects restore apples --at -15m\n"
              "  duro objects restore apples --at 2026-11-27T10:03:00Z --server http://127.0.0.1:8787\n"
-             "  duro objects restore apples --bookmark 0000007b-0000b26e-00001538-0c3e87bb\n")
+             "  duro objects restore apples --bookmark 0000000000000003-01a21b756428-c371ffae\n")
     _common(s)
     s.add_argument("object", metavar="ID_OR_NAME", help="the object's 64-hex ID or its name")
     g = s.add_mutually_exclusive_group(required=True)
@@ -272,10 +272,6 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def _bookmarks(path: pathlib.Path) -> dict[str, Any]:
     """The bookmark range, read from the .history file without changing anything."""
-    try:
-        maintenance.history()
-    except maintenance.HistoryUnavailable as e:
-        return {"available": False, "reason": str(e)}
     rng = maintenance.history_range(path)
     if rng is None:
         return {"available": False, "reason": "no history for this object (history is off, or the object "
@@ -500,7 +496,6 @@ def cmd_branch(args: argparse.Namespace) -> int:
     bookmark, at_ms = _point(args)
     what = f"branch {src.describe()} into {args.to!r}"
     _refuse_if_running(ctx, what, args.server)
-    maintenance.history()
     maintenance.check_point(bookmark, at_ms, _options(ctx))
     if dst.path.exists():
         raise InvalidInputError(f"{dst.describe()} already exists; branch into a new name. Nothing was changed.")

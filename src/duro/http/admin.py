@@ -176,7 +176,6 @@ class AdminEndpoint:
         if not path.is_file():
             raise _Refused(404, f"object {hex_id} has no stored data")
         options = self._options()
-        maintenance.history()
         maintenance.check_point(args.get("bookmark"), args.get("at_ms"), options)
         # The history functions open the database themselves: no instance may have it open.
         self._reset(uk, hex_id, "duro objects restore")
@@ -194,7 +193,6 @@ class AdminEndpoint:
         if dst.exists():
             raise _Refused(409, f"object {dst_id} already exists; branch into a new name")
         options = self._options()
-        maintenance.history()
         maintenance.check_point(args.get("bookmark"), args.get("at_ms"), options)
         # Reading the source's history opens its database: its instance is reset (data untouched).
         self._reset(uk, src_id, "duro objects branch")

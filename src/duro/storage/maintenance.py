@@ -21,11 +21,13 @@ from typing import Any, TypeVar
 import apsw
 
 from duro.errors import InvalidInputError, StorageError
+from duro.storage import history, journal
 from duro.storage.historyfile import fsync_dir
+from duro.storage.journal import HistoryOptions, ObjectHistory, parse_bookmark
 
 __all__ = ["ObjectSummary", "SqlResult", "open_readonly", "summarize", "run_sql", "export_database",
            "check_sqlite_file", "import_database", "write_name", "set_name", "files_of", "remove_files",
-           "HistoryUnavailable", "history", "history_options", "history_range", "check_point", "find_bookmark",
+           "HistoryUnavailable", "history_options", "history_range", "check_point", "find_bookmark",
            "restore_object", "branch_object", "after_outside_write", "alarm_of", "index_alarm_offline"]
 
 Progress = Callable[[int, int], None]  # (done, total) in pages
@@ -313,7 +315,6 @@ def _desync(conn: apsw.Connection, path: pathlib.Path) -> None:
     rng = history_range(path)
     if rng is None:
         return
-    from duro.storage.journal import parse_bookmark
     last_seq = parse_bookmark(rng[1])[0]
     conn.execute(f"PRAGMA user_version = {(last_seq + 1) % 2**32}")
 
@@ -390,22 +391,12 @@ def set_name(path: str | os.PathLike[str], name: str | None) -> None:
 
 
 class HistoryUnavailable(StorageError):
-    """Point-in-time history is off for this project, or this object has none."""
+    """Point-in-time history is off for this project (raised by :func:`check_point` for a time)."""
 
 
-def history() -> Any:
-    """The history module (imported late: the read-only commands never need it)."""
-    from duro.storage import history as module
-    return module
-
-
-def history_options(config: Any) -> Any:
+def history_options(config: Any) -> HistoryOptions | None:
     """The HistoryOptions for a project config (its ``history_retention`` in days, when it has
-    one), else the default 30 days; None when history is off or unavailable."""
-    try:
-        from duro.storage.journal import HistoryOptions
-    except ImportError:
-        return None
+    one), else the default 30 days; None when history is off (``history_retention = 0``)."""
     days = None
     for holder in (config, getattr(config, "limits", None)):
         if holder is not None and getattr(holder, "history_retention", None) is not None:
@@ -418,12 +409,7 @@ def history_options(config: Any) -> Any:
 
 def history_range(path: str | os.PathLike[str]) -> tuple[str, str] | None:
     """(first, last) bookmark in the object's ``.history`` file, read without changing anything;
-    None when there is no history file (or no history in this build). A last record that is being
-    appended right now is skipped."""
-    try:
-        from duro.storage import journal
-    except ImportError:
-        return None
+    None when there is no history file. A last record that is being appended right now is skipped."""
     hpath = journal.history_path(path)
     try:
         f = open(hpath, "rb")
@@ -465,7 +451,6 @@ def history_range(path: str | os.PathLike[str]) -> tuple[str, str] | None:
 def check_point(bookmark: str | None, at_ms: int | None, options: Any) -> None:
     """Checks that need no file: the bookmark's form, and a time inside the retention window."""
     if bookmark is not None:
-        from duro.storage.journal import parse_bookmark
         parse_bookmark(bookmark)
         return
     if at_ms is None:
@@ -489,11 +474,9 @@ def find_bookmark(path: str | os.PathLike[str], *, bookmark: str | None = None, 
                   options: Any = None) -> str:
     """The bookmark to go back to: ``bookmark`` itself (checked against the history), or the one
     for ``at_ms``. Bad input raises InvalidInputError before anything is changed."""
-    h = history()
     check_point(bookmark, at_ms, options)
     if bookmark is None:
-        return str(h.bookmark_for_time(path, at_ms, options=options))
-    from duro.storage.journal import ObjectHistory
+        return str(history.bookmark_for_time(path, at_ms, options=options))
     oh = ObjectHistory(pathlib.Path(path), options or _default_options())
     try:
         oh.resolve(bookmark)
@@ -502,29 +485,26 @@ def find_bookmark(path: str | os.PathLike[str], *, bookmark: str | None = None, 
     return bookmark
 
 
-def _default_options() -> Any:
-    from duro.storage.journal import HistoryOptions
+def _default_options() -> HistoryOptions:
     return HistoryOptions()
 
 
 def restore_object(path: str | os.PathLike[str], bookmark: str, options: Any = None) -> dict[str, Any]:
     """Restore the object at ``path`` to ``bookmark``. Returns the bookmark gone back to, the
     bookmark of the restore itself, and the one that undoes it (the state just before)."""
-    h = history()
-    before = h.current_bookmark(path, options=options)
-    after = h.restore(path, bookmark, options=options)
+    before = history.current_bookmark(path, options=options)
+    after = history.restore(path, bookmark, options=options)
     return {"bookmark": bookmark, "restore_bookmark": after, "undo": before}
 
 
 def branch_object(src: str | os.PathLike[str], dst: str | os.PathLike[str], bookmark: str,
                   name: str | None, options: Any = None) -> dict[str, Any]:
     """Create ``dst`` (with its own history) as ``src`` was at ``bookmark``, named ``name``."""
-    h = history()
     dst = pathlib.Path(dst)
     if dst.exists():
         raise InvalidInputError(f"{dst} already exists")
     dst.parent.mkdir(parents=True, exist_ok=True)
-    h.branch(src, dst, bookmark, options=options)
+    history.branch(src, dst, bookmark, options=options)
     if dst.exists():  # an empty state leaves no database
         set_name(dst, name)
         after_outside_write(dst, options)
@@ -534,13 +514,9 @@ def branch_object(src: str | os.PathLike[str], dst: str | os.PathLike[str], book
 def after_outside_write(path: str | os.PathLike[str], options: Any) -> None:
     """After a write made outside ObjectDatabase (the database's ``user_version`` no longer
     matches its history): let the history take a snapshot now, if the object has a history."""
-    try:
-        from duro.storage import journal
-    except ImportError:
-        return
     if options is None or not journal.history_path(path).exists():
         return
-    history().current_bookmark(path, options=options)
+    history.current_bookmark(path, options=options)
 
 
 # ---- the node's alarm index (storage/alarm_index.py, runtime/alarms.py) ----------------------------

@@ -5,6 +5,9 @@ import asyncio
 from duro import DurableObject, Response, WorkerEntrypoint
 
 
+REACHED = []  # (method, object name) once a method is where a test needs it: tests wait on this
+
+
 class AppError(Exception):
     pass
 
@@ -62,6 +65,7 @@ class Probe(DurableObject):
 
     async def critical(self, delay: float) -> str:
         async def work():
+            REACHED.append(("critical", self.ctx.id.name))
             await asyncio.sleep(delay)
             self.memory += 100
             return "done"

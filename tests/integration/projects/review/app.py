@@ -1,12 +1,15 @@
-"""Objects used by tests/integration/test_review_findings.py."""
+"""Objects for the integration tests of transactions, critical sections and resets, RPC and storage
+corners and wait_until, and for the e2e HTTP corners and graceful shutdown."""
 
 import asyncio
 
 from duro import DurableObject, Response, WorkerEntrypoint
+from duro.errors import SqlError
 
 
 LATE = []
 TASKS = set()
+REACHED = []  # (method, object name) once a method is parked where a test needs it: tests wait on this
 
 
 class Review(DurableObject):
@@ -22,6 +25,9 @@ class Review(DurableObject):
     async def put(self, key, value):
         await self.ctx.storage.put(key, value)
         return value
+
+    async def stored(self):
+        return await self.ctx.storage.list()
 
     async def txn_calls_other(self, other_name):
         async def body(txn):
@@ -78,11 +84,13 @@ class Review(DurableObject):
         return id(self)
 
     async def sleep_then_put(self, key, seconds):
+        REACHED.append(("sleep_then_put", self.ctx.id.name))
         await asyncio.sleep(seconds)  # not storage: the input gate is open here
         await self.ctx.storage.put(key, 1)
         return "stored"
 
     async def sleep_then_sql(self, seconds):
+        REACHED.append(("sleep_then_sql", self.ctx.id.name))
         await asyncio.sleep(seconds)  # resumes inside another event's transaction()
         self.ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS side (x)")
         self.ctx.storage.sql.exec("INSERT INTO side VALUES (1)")
@@ -91,7 +99,9 @@ class Review(DurableObject):
     async def side_rows(self):
         try:
             return self.ctx.storage.sql.exec("SELECT count(*) AS n FROM side").one()["n"]
-        except Exception:
+        except SqlError as e:
+            if "no such table: side" not in str(e):
+                raise
             return 0
 
     async def txn_with_gather(self):
@@ -119,6 +129,7 @@ class Review(DurableObject):
 
     async def bcw_fail(self, seconds):
         async def work():
+            REACHED.append(("bcw_fail", self.ctx.id.name))
             await asyncio.sleep(seconds)
             raise RuntimeError("critical section failed")
         await self.ctx.block_concurrency_while(work)
