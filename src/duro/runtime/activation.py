@@ -129,11 +129,6 @@ class Activation:
         return self.in_gate.broken
 
     @property
-    def _last_durable(self) -> "asyncio.Future[Any] | None":
-        # Read by the catalog at shutdown; ``durable_future()`` is the public form.
-        return self.out_gate.durable
-
-    @property
     def is_idle(self) -> bool:
         return (self.inflight == 0 and self.waiting == 0 and self.in_gate.locks == 0
                 and self.out_gate.txn is None and not self._tasks and not self.pins)
