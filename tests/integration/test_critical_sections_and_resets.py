@@ -3,10 +3,15 @@ or during a transaction, the events waiting at a gate when the object resets, an
 and concurrent first requests constructing once."""
 
 import asyncio
+import pathlib
 
 import pytest
 
+from duro.testing import LocalApp
+
 from ..waiting import wait_until
+
+PROJECT = pathlib.Path(__file__).parent / "projects" / "review"
 
 
 async def test_concurrent_first_requests_construct_once(review):

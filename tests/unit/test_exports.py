@@ -31,7 +31,8 @@ def test_error_exports():
     assert set(duro.errors.__all__) == {
         "DuroError", "InvalidInputError", "InvalidIdError", "ConfigError", "StorageError", "SqlError",
         "StorageLimitError", "CorruptDatabaseError", "GateBrokenError", "ObjectResetError",
-        "DurableObjectAbort", "OverloadedError", "RemoteError", "InternalError", "mark_remote",
+        "DurableObjectAbort", "OverloadedError", "RemoteError", "InternalError", "UnknownNamespaceError",
+        "mark_remote",
     }
     _all_resolve(duro.errors)
     for name in ("DuroError", "DurableObjectAbort", "ObjectResetError", "OverloadedError", "RemoteError"):
