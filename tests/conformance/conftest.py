@@ -93,14 +93,15 @@ class FakeClock:
 
 @dataclass
 class HistoryCase:
-    """One history implementation on real files: ``open(path)`` opens the object's database with
-    that history (``db.attached_history()`` is the history under test); ``tear(path)`` damages
+    """One history implementation on real files: ``open(path, offload=None)`` opens the object's
+    database with that history (``db.attached_history()`` is the history under test; ``offload``
+    runs the end of ``close(offload=True)``, where the history is handed off); ``tear(path)`` damages
     the history's tail as a power loss in the middle of an append would; ``files(path)`` are the
     files whose sync makes its records durable."""
 
     clock: FakeClock
     options: HistoryOptions
-    open: Callable[[pathlib.Path], ObjectDatabase]
+    open: Callable[..., ObjectDatabase]
     tear: Callable[[pathlib.Path], None]
     files: Callable[[pathlib.Path], list[pathlib.Path]]
 
@@ -113,8 +114,10 @@ def _tear_history_file(db_path: pathlib.Path) -> None:
 
 def _history_file(clock: FakeClock) -> HistoryCase:
     options = HistoryOptions(retention_ms=30 * DAY_MS, now_ms=clock)
-    return HistoryCase(clock, options, lambda path: ObjectDatabase(path, history=options),
-                       _tear_history_file, lambda path: [history_path(path)])
+    def open_db(path: pathlib.Path, offload: Callable[[Callable[[], None]], None] | None = None) -> ObjectDatabase:
+        return ObjectDatabase(path, history=options, offload=offload)
+
+    return HistoryCase(clock, options, open_db, _tear_history_file, lambda path: [history_path(path)])
 
 
 HISTORIES: dict[str, Callable[[FakeClock], HistoryCase]] = {

@@ -58,6 +58,31 @@ def test_records_are_readable_at_once_and_after_a_reopen(history_case: HistoryCa
         db.close()
 
 
+@pytest.mark.parametrize("empty", [False, True], ids=["with-data", "emptied"])
+def test_a_history_handed_off_at_close_keeps_every_record(history_case: HistoryCase, path, empty) -> None:
+    jobs: list = []
+    db = history_case.open(path, offload=jobs.append)  # the close finishes where the test says
+    marks = [put(db, a=1), put(db, a=2)]
+    if empty:
+        db.delete_all()
+        db.commit()
+        marks.append(db.attached_history().current().bookmark)
+    db.close(offload=True)
+    assert len(jobs) == 1
+    jobs.pop()()  # as a worker thread would: sync, checkpoint, (remove an empty database), close
+    db = history_case.open(path)
+    try:
+        history = db.attached_history()
+        assert [history.resolve(m).bookmark for m in marks] == marks
+        if empty:
+            assert history.current().db_pages == 0, "the emptied state was not recorded"
+            assert db.kv_get("a") is None
+        else:
+            assert history.current().bookmark == marks[-1]
+    finally:
+        db.close()
+
+
 def test_bookmarks_sort_in_commit_order(history_case: HistoryCase, path) -> None:
     db = history_case.open(path)
     try:
