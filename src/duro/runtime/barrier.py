@@ -12,6 +12,10 @@ together measured 3,700 spread commits/s against 2,400/s for fsyncs started one 
 
 ``durability="os"`` skips the fsync: a commit is durable once SQLite has handed it to the OS
 (survives a crash of duro, not a power loss).
+
+The contract this class keeps is :class:`duro.storage.durability.Barrier` (and the suite in
+``tests/conformance/``). Never: block the event loop on the disk, or hand a caller a bare
+``OSError`` (a failed sync is translated once, here, into a StorageError naming the file).
 """
 
 from __future__ import annotations
@@ -22,25 +26,55 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
+from ..errors import StorageError
+from ..storage.durability import BarrierStatistics
+
 __all__ = ["DurabilityBarrier"]
 
 
 def _sync_path(path: str, sync_dir: bool) -> None:
+    """fdatasync ``path`` (and fsync its directory with ``sync_dir``); a StorageError naming the
+    file and the step that failed, with the OSError as its cause, if the disk refused."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         # The WAL was checkpointed and removed on close; that checkpoint synced the database.
         return
+    except OSError as e:
+        raise _sync_error("open", path, e) from e
     try:
-        os.fdatasync(fd)
-    finally:
-        os.close(fd)
-    if sync_dir:
-        dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
         try:
-            os.fsync(dfd)
+            os.fdatasync(fd)
         finally:
-            os.close(dfd)
+            os.close(fd)
+    except OSError as e:
+        raise _sync_error("fdatasync", path, e) from e
+    if sync_dir:
+        directory = os.path.dirname(path) or "."
+        try:
+            dfd = os.open(directory, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError as e:
+            raise _sync_error("fsync of the directory", directory, e) from e
+
+
+def _sync_error(step: str, path: str, e: OSError) -> StorageError:
+    return StorageError(f"the commit could not be made durable: {step} of {path!r} failed: {e.strerror or e}")
+
+
+def _failure(error: BaseException) -> BaseException:
+    """The exception one future of a failed file gets: a fresh copy per future (an exception
+    object collects the traceback of every place that raises it), its cause kept."""
+    if not isinstance(error, StorageError):  # pragma: no cover - _sync_path translates
+        wrapped = StorageError(f"the commit could not be made durable: {error!r}")
+        wrapped.__cause__ = error
+        return wrapped
+    copy = StorageError(*error.args)
+    copy.__cause__ = error.__cause__
+    return copy
 
 
 def _sync_all(todo: "collections.deque[tuple[str, bool]]", failed: dict[str, BaseException]) -> None:
@@ -53,13 +87,14 @@ def _sync_all(todo: "collections.deque[tuple[str, bool]]", failed: dict[str, Bas
             return
         try:
             _sync_path(path, sync_dir)
-        except OSError as e:
+        except StorageError as e:
             failed[path] = e
 
 
 class DurabilityBarrier:
     """``submit(path)`` returns a future that resolves once everything written to ``path`` before
-    the call is on stable storage. One owner task runs the flushes; ``close()`` awaits it."""
+    the call is on stable storage (the full contract: :class:`duro.storage.durability.Barrier`).
+    One owner task runs the flushes; ``close()`` awaits it."""
 
     def __init__(self, mode: Literal["fsync", "os"] = "fsync", *, threads: int = 8) -> None:
         self.mode = mode
@@ -120,7 +155,7 @@ class DurabilityBarrier:
             jobs = [loop.run_in_executor(self._pool, _sync_all, todo, failed)
                     for _ in range(min(self._threads, len(todo)))]
             for outcome in await asyncio.gather(*jobs, return_exceptions=True):
-                if isinstance(outcome, BaseException):  # pragma: no cover - _sync_all catches OSError
+                if isinstance(outcome, BaseException):  # pragma: no cover - _sync_all catches them
                     failed.update({path: outcome for path in batch if path not in failed})
             self.flushes += 1
             self.synced_files += len(batch)
@@ -130,7 +165,7 @@ class DurabilityBarrier:
                     if fut.done():
                         continue
                     if error is not None:
-                        fut.set_exception(OSError(f"fsync of {path} failed: {error}"))
+                        fut.set_exception(_failure(error))
                     else:
                         fut.set_result(None)
             if self._closed and not self._pending:
@@ -146,6 +181,6 @@ class DurabilityBarrier:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
 
-    def statistics(self) -> dict[str, int | str]:
+    def statistics(self) -> BarrierStatistics:
         return {"mode": self.mode, "commits": self.commits, "flushes": self.flushes,
                 "synced_files": self.synced_files, "pending_files": len(self._pending)}

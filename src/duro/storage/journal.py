@@ -17,10 +17,10 @@ import pathlib
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from duro.clock import now_ms as _wall_ms
 from duro.errors import InvalidInputError, StorageError
+from duro.storage.durability import Run
 from duro.storage.historyfile import (  # noqa: F401 - re-exported: tools read the format from here
     _BODY, _FILE_HEADER, _PREFIX, _SUFFIX, BASE, HEAL, MAGIC, PAGE_SIZE, RESTORE, ZLIB, HistoryFile, Record,
     as_path, format_bookmark, fsync_dir, history_path, marker_path, materialize_index, parse_bookmark)
@@ -155,9 +155,6 @@ def wal_last_commit(wal_path: pathlib.Path) -> bytes | None:
 # ---- the live hooks -------------------------------------------------------------------------------
 
 
-Run = Callable[..., list[tuple[Any, ...]]]
-
-
 class _OpenHistory:
     """An open history file with its WAL tail: what both a live history and one detached for a
     worker-thread close need — fsync when something is unsynced, record the empty state, close."""
@@ -196,7 +193,8 @@ class _OpenHistory:
 
 
 class ObjectHistory(_OpenHistory):
-    """The history of one object's database, driven by :class:`~duro.storage.ObjectDatabase`:
+    """The history of one object's database (the :class:`~duro.storage.durability.History`
+    contract, in a ``.history`` file), driven by :class:`~duro.storage.ObjectDatabase`:
 
     - ``attach(run, checkpoint, existed)`` after the connection opens: decide whether the history
       holds the database's current state (below), heal it with a snapshot if not, checkpoint;
@@ -383,7 +381,8 @@ class ObjectHistory(_OpenHistory):
 
 
 class DetachedHistory(_OpenHistory):
-    """An object's history after its database's connection was handed to a worker thread to close:
+    """An object's history after its database's connection was handed to a worker thread to close
+    (the :class:`~duro.storage.durability.ClosingHistory` contract):
     ``sync()`` before SQLite's checkpoint, ``discarded()`` once an empty database's files are
     removed (as :meth:`ObjectHistory.after_discard`), then ``close()`` (which syncs)."""
 

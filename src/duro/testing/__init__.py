@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pathlib
 import signal
@@ -21,6 +22,7 @@ from ..api import App, Request, Response
 from ..api.fetch import as_fetch_response
 from ..clock import Clock
 from ..runtime import DurabilityBarrier, RuntimeLimits
+from ..storage.durability import Barrier, BarrierStatistics
 
 if TYPE_CHECKING:
     from .websocket import LocalWebSocket
@@ -180,22 +182,81 @@ class LocalApp:
         return await LocalWebSocket(front, path, headers).connect()
 
 
-class HeldBarrier(DurabilityBarrier):
-    """A durability barrier whose flushes the test resolves by hand, to see what waits for them:
+class HeldBarrier:
+    """A durability barrier whose futures the test settles by hand, to see what waits for them:
     ``app.runtime.barrier = HeldBarrier()``, act, check nothing left, then ``release_all()`` (or
-    ``held[-1].set_exception(OSError(...))`` to simulate a failed fsync)."""
+    ``held[-1].set_exception(StorageError(...))`` to simulate a failed fsync).
 
-    def __init__(self) -> None:
-        super().__init__("os")
-        self.held: list[Any] = []
+    It wraps a real barrier (``inner``, by default ``DurabilityBarrier("os")``): every submit goes
+    to it as well, and the future handed out (appended to ``held``) settles once the test has
+    released it *and* the inner barrier's own future has settled, with the inner failure if there
+    was one. So a ``HeldBarrier`` keeps the :class:`~duro.storage.durability.Barrier` contract
+    (``tests/conformance/``), only later. ``close()`` releases whatever is still held.
+    """
 
-    def submit(self, path: str, *, sync_dir: bool = False) -> Any:
-        import asyncio
-        fut = asyncio.get_running_loop().create_future()
+    def __init__(self, inner: Barrier | None = None) -> None:
+        self.inner: Barrier = inner if inner is not None else DurabilityBarrier("os")
+        self.held: list[asyncio.Future[None]] = []
+        self._inner: list[asyncio.Future[None] | None] = []  # the inner future of each held one
+        self._released = 0  # held[:_released] have been released
+        self._closed = False
+        self._holding: asyncio.Event | None = None  # set while something is held and not released
+
+    @property
+    def mode(self) -> str:
+        return self.inner.mode
+
+    def start(self) -> None:
+        self.inner.start()
+
+    def submit(self, path: str, *, sync_dir: bool = False) -> asyncio.Future[None]:
+        if self._closed:
+            raise RuntimeError("durability barrier is closed")
+        inner = self.inner.submit(path, sync_dir=sync_dir)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.held.append(fut)
+        self._inner.append(inner)
+        self._event().set()
         return fut
 
+    async def wait_held(self) -> None:
+        """Wait until some submit is held and not yet released."""
+        await self._event().wait()
+
     def release_all(self) -> None:
-        for f in self.held:
-            if not f.done():
-                f.set_result(None)
+        """Let every held future settle (in submit order), each as soon as its inner one has."""
+        for i in range(self._released, len(self.held)):
+            self._release(self.held[i], self._inner[i])
+        self._released = len(self.held)
+        if self._holding is not None:
+            self._holding.clear()
+
+    async def close(self) -> None:
+        self._closed = True
+        self.release_all()
+        await self.inner.close()  # settles every inner future, so every held one settles now too
+        await asyncio.gather(*self.held, return_exceptions=True)
+
+    def statistics(self) -> BarrierStatistics:
+        return self.inner.statistics()
+
+    def _event(self) -> asyncio.Event:
+        if self._holding is None:
+            self._holding = asyncio.Event()
+        return self._holding
+
+    @staticmethod
+    def _release(fut: "asyncio.Future[None]", inner: "asyncio.Future[None] | None") -> None:
+        def settle(done: "asyncio.Future[None] | None") -> None:
+            error = done.exception() if done is not None and not done.cancelled() else None
+            if fut.done():  # the test settled it by hand
+                return
+            if error is not None:
+                fut.set_exception(error)
+            else:
+                fut.set_result(None)
+
+        if inner is None or inner.done():
+            settle(inner)
+        else:
+            inner.add_done_callback(settle)

@@ -1,0 +1,130 @@
+"""The implementations the conformance suite runs against, one fixture parameter each.
+
+A new implementation joins by adding one entry to ``BARRIERS`` or ``HISTORIES`` below (as every
+litestream replica client runs ``RunWithReplicaClient``): the tests themselves use only the
+Protocols of :mod:`duro.storage.durability`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import pathlib
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from duro.runtime.barrier import DurabilityBarrier
+from duro.storage import ObjectDatabase
+from duro.storage.durability import Barrier
+from duro.storage.journal import DAY_MS, HistoryOptions, history_path
+from duro.testing import HeldBarrier
+
+from .disk import DiskLog
+
+# ---- barriers ------------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def _released(barrier: HeldBarrier) -> AsyncIterator[Barrier]:
+    """A HeldBarrier whose held futures a test-side task releases as soon as they are held, so it
+    has to keep the contract through its own holding and releasing."""
+    async def release_forever() -> None:
+        while True:
+            await barrier.wait_held()
+            barrier.release_all()
+
+    task = asyncio.get_running_loop().create_task(release_forever(), name="release-held-barrier")
+    try:
+        yield barrier
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@contextlib.asynccontextmanager
+async def _plain(barrier: Barrier) -> AsyncIterator[Barrier]:
+    yield barrier
+
+
+# name -> a context manager that yields a started barrier on the running loop
+BARRIERS: dict[str, Callable[[], contextlib.AbstractAsyncContextManager[Barrier]]] = {
+    "fsync": lambda: _plain(DurabilityBarrier("fsync", threads=3)),
+    "os": lambda: _plain(DurabilityBarrier("os")),
+    "held": lambda: _released(HeldBarrier(DurabilityBarrier("fsync", threads=3))),
+}
+
+
+@pytest.fixture
+def disk(monkeypatch: pytest.MonkeyPatch) -> Iterator[DiskLog]:
+    """The process's fdatasync/fsync calls, recorded (the real calls still run)."""
+    log = DiskLog().install(monkeypatch)
+    try:
+        yield log
+    finally:
+        log.unblock()  # never leave a worker thread waiting in a held fdatasync
+
+
+@pytest.fixture(params=sorted(BARRIERS))
+async def barrier(request: pytest.FixtureRequest, disk: DiskLog) -> AsyncIterator[Barrier]:
+    async with BARRIERS[request.param]() as b:
+        b.start()
+        try:
+            yield b
+        finally:
+            disk.unblock()
+            await asyncio.wait_for(b.close(), 30)
+
+
+# ---- histories -----------------------------------------------------------------------------------
+
+
+class FakeClock:
+    """Epoch milliseconds that move only when the test says so."""
+
+    def __init__(self, ms: int = 1_700_000_000_000) -> None:
+        self.ms = ms
+
+    def __call__(self) -> int:
+        return self.ms
+
+
+@dataclass
+class HistoryCase:
+    """One history implementation on real files: ``open(path, offload=None)`` opens the object's
+    database with that history (``db.attached_history()`` is the history under test; ``offload``
+    runs the end of ``close(offload=True)``, where the history is handed off); ``tear(path)`` damages
+    the history's tail as a power loss in the middle of an append would; ``files(path)`` are the
+    files whose sync makes its records durable."""
+
+    clock: FakeClock
+    options: HistoryOptions
+    open: Callable[..., ObjectDatabase]
+    tear: Callable[[pathlib.Path], None]
+    files: Callable[[pathlib.Path], list[pathlib.Path]]
+
+
+def _tear_history_file(db_path: pathlib.Path) -> None:
+    hp = history_path(db_path)
+    with open(hp, "r+b") as f:
+        f.truncate(hp.stat().st_size - 10)  # the last record loses its end
+
+
+def _history_file(clock: FakeClock) -> HistoryCase:
+    options = HistoryOptions(retention_ms=30 * DAY_MS, now_ms=clock)
+    def open_db(path: pathlib.Path, offload: Callable[[Callable[[], None]], None] | None = None) -> ObjectDatabase:
+        return ObjectDatabase(path, history=options, offload=offload)
+
+    return HistoryCase(clock, options, open_db, _tear_history_file, lambda path: [history_path(path)])
+
+
+HISTORIES: dict[str, Callable[[FakeClock], HistoryCase]] = {
+    "history-file": _history_file,
+}
+
+
+@pytest.fixture(params=sorted(HISTORIES))
+def history_case(request: pytest.FixtureRequest) -> HistoryCase:
+    return HISTORIES[request.param](FakeClock())
