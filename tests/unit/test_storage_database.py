@@ -10,6 +10,7 @@ import pytest
 from duro.errors import CorruptDatabaseError, InternalError, SqlError, StorageError, StorageLimitError
 from duro.storage import ObjectDatabase
 from duro.storage.journal import HistoryOptions
+from duro.storage.txn import NO_TXN, ImplicitTxn, LostTxn
 
 
 class Opens:
@@ -563,6 +564,24 @@ def test_statistics(db):
 
 
 # ---- the size limit ----------------------------------------------------------------------------------------
+
+
+def test_a_write_after_a_lost_transaction_is_lost_with_it(db):
+    db.sql.exec("CREATE TABLE t(x); CREATE TRIGGER boom BEFORE INSERT ON t WHEN new.x = 'boom' "
+                "BEGIN SELECT RAISE(ROLLBACK, 'nope'); END")
+    db.commit()
+    db.kv_put("a", 1)
+    with pytest.raises(SqlError, match="nope"):
+        db.sql.exec("INSERT INTO t VALUES ('boom')")
+    assert type(db.port.txn) is LostTxn
+    db.kv_put("b", 2)  # same turn: a new transaction, but the turn already lost its writes
+    assert type(db.port.txn) is ImplicitTxn and db.in_transaction
+    with pytest.raises(SqlError, match="^Cannot commit transaction due to an earlier SQL critical error$"):
+        db.commit()
+    assert db.port.txn is NO_TXN
+    assert db.kv_get("a") is None and db.kv_get("b") is None
+    db.kv_put("c", 3)
+    assert db.commit() is True and db.kv_get("c") == 3
 
 
 def test_database_full_is_a_storage_limit_error_and_fails_the_turn(db):

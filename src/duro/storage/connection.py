@@ -2,10 +2,10 @@
 
 Owns opening the file (flags, PERSIST_WAL, limits, defensive mode, the setup pragmas, telling a
 damaged file apart), closing it (at once, or with the part that waits on the disk offloaded to a
-worker thread), checkpoints (the periodic PASSIVE one and the TRUNCATE one), the translation of
+worker thread, whose half is in ``closing.py``), checkpoints (the periodic PASSIVE one and the TRUNCATE one), the translation of
 apsw errors together with what they do to the state (a damaged database is closed and stays
 failed; a transaction SQLite rolled back by itself is recorded as lost), the implicit transaction
-as one explicit state (:class:`NoTxn`, :class:`ImplicitTxn`, :class:`LostTxn`), and the rule about
+as one explicit state (``txn.py``: NoTxn, ImplicitTxn, LostTxn), and the rule about
 the authorizer: duro's own statements run through :meth:`DatabaseConnection.run_internal`, with the
 authorizer bypassed and the INTERNAL prepare flag; user statements run through
 :meth:`DatabaseConnection.run_user`, always with the authorizer on. Nothing else sets ``bypass``.
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import os
 import pathlib
 import threading
 from collections.abc import Callable
@@ -31,11 +30,13 @@ import apsw
 
 from duro.errors import CorruptDatabaseError, InternalError, SqlError, StorageError
 from duro.storage.authorizer import Authorizer
+from duro.storage.closing import close_on_worker, close_quietly, closing_any, wait_closed
 from duro.storage.history import apply_pending_restore
-from duro.storage.journal import DetachedHistory, ObjectHistory, fsync_dir, history_path
+from duro.storage.journal import ObjectHistory, fsync_dir, history_path
 from duro.storage.translate import CORRUPT_CODES, corrupt_error, translate
+from duro.storage.txn import NO_TXN, ImplicitTxn, LostTxn, NoTxn, critical_error, loss
 
-__all__ = ["DatabaseConnection", "NoTxn", "ImplicitTxn", "LostTxn", "NO_TXN", "wait_closed",
+__all__ = ["DatabaseConnection", "wait_closed",
            "INTERNAL", "PAGE_SIZE", "MAX_DATABASE_BYTES", "CHECKPOINT_PAGES"]
 
 PAGE_SIZE = 4096
@@ -81,97 +82,10 @@ _SETUP = (
     "PRAGMA schema_version;"  # reads the schema: a damaged or foreign file fails here
 )
 
-# On close: after SQLite's checkpoint, cut the WAL to zero bytes but keep the file (PERSIST_WAL),
-# so the next open neither creates it again nor reads stale frames.
-_BEFORE_CLOSE = "PRAGMA journal_size_limit=0"
 _PERSIST_ON = ctypes.c_int(1)  # SQLite reads the int behind the pointer (it writes only for -1)
-
-_CRITICAL_MESSAGE = "Cannot commit transaction due to an earlier SQL critical error"
-
-
-# ---- the transaction state ------------------------------------------------------------------------
-# One variant, as workerd's ActorSqlite keeps it. Legal moves:
-#
-#   NoTxn        --begin-->          ImplicitTxn(lost=None)
-#   LostTxn(e)   --begin-->          ImplicitTxn(lost=e)     (a write after the loss, same turn)
-#   ImplicitTxn  --commit/rollback-> NoTxn
-#   ImplicitTxn  --SQLite rolled it back on its own--> LostTxn(error)
-#   LostTxn      --commit (raises), rollback-->  NoTxn
-#   (closing the connection keeps a loss: ImplicitTxn(lost=e) and LostTxn(e) become LostTxn(e))
-
-class NoTxn:
-    """No transaction is open. Next: :class:`ImplicitTxn`."""
-
-    __slots__ = ()
-    open = False
-
-    def __repr__(self) -> str:
-        return "NoTxn()"
-
-
-NO_TXN = NoTxn()
-
-
-class ImplicitTxn:
-    """``BEGIN`` ran: the writes of the turn coalesce here until commit or rollback.
-    ``savepoints`` are the open savepoints, innermost last. ``lost`` is set when an earlier
-    transaction of the same turn was lost: this one can only be rolled back, and its commit fails.
-    Next: :class:`NoTxn`, :class:`LostTxn`."""
-
-    __slots__ = ("savepoints", "lost")
-    open = True
-
-    def __init__(self, lost: SqlError | None = None) -> None:
-        self.savepoints: list[str] = []
-        self.lost = lost
-
-    def __repr__(self) -> str:
-        return f"ImplicitTxn(savepoints={self.savepoints!r}, lost={self.lost!r})"
-
-
-class LostTxn:
-    """SQLite rolled the transaction back by itself (a trigger's ``RAISE(ROLLBACK)``, disk full,
-    ...): the writes of the turn are gone, and its commit must fail with ``error``.
-    Next: :class:`NoTxn`, :class:`ImplicitTxn` (carrying ``error``)."""
-
-    __slots__ = ("error",)
-    open = False
-
-    def __init__(self, error: SqlError) -> None:
-        self.error = error
-
-    def __repr__(self) -> str:
-        return f"LostTxn({self.error!r})"
-
 
 def _not_open() -> int:
     raise InternalError("the database connection is not open")
-
-
-def _critical(lost: SqlError) -> SqlError:
-    return SqlError(_CRITICAL_MESSAGE, code=lost.code, extended=lost.extended)
-
-
-# ---- closes finished on a worker thread -----------------------------------------------------------
-
-# Databases whose close is being finished on a worker thread (``close_offloaded``): opening the
-# same file again, through any connection, waits until that close is done. Per path:
-# (done, claim, finish) — whoever takes ``claim`` first runs ``finish``.
-_closing: dict[pathlib.Path, tuple[threading.Event, threading.Lock, Callable[[], None]]] = {}
-
-
-def wait_closed(path: str | os.PathLike[str]) -> None:
-    """Return once no offloaded close of the database at ``path`` is in progress. A close still
-    queued behind others is finished here and now (one close's fsyncs, not the queue's); one
-    already running is waited for. Rare: an object opened again right after its eviction."""
-    entry = _closing.get(pathlib.Path(path))
-    if entry is None:
-        return
-    done, claim, finish = entry
-    if claim.acquire(blocking=False):
-        finish()
-    else:
-        done.wait()
 
 
 def _make_dirs_durably(folder: pathlib.Path) -> None:
@@ -253,10 +167,7 @@ class DatabaseConnection:
 
     def loss(self) -> SqlError | None:
         """The error that lost a transaction of this turn, not reported yet; None if none was."""
-        txn = self.txn
-        if type(txn) is LostTxn:
-            return txn.error
-        return txn.lost if type(txn) is ImplicitTxn else None
+        return loss(self.txn)
 
     def table_exists(self, name: str) -> bool:
         """Whether the table ``name`` exists. Kept in :attr:`memo`: only duro creates or drops its
@@ -289,7 +200,7 @@ class DatabaseConnection:
         if self._corrupt is not None:
             raise self._corrupt
         self._ckpt_idle.wait()
-        if _closing:
+        if closing_any():
             wait_closed(self.path)
         history = self.history
         if history is not None and not history.restore_checked:
@@ -352,7 +263,7 @@ class DatabaseConnection:
         conn = self._conn
         self._forget_connection()
         if conn is not None:
-            _close_quietly(conn, self.shm_path)
+            close_quietly(conn, self.shm_path)
 
     def _forget_connection(self) -> None:
         self._conn = self._cur = self._ucur = None
@@ -372,36 +283,12 @@ class DatabaseConnection:
         conn = self._conn
         assert conn is not None
         self._forget_connection()
-        path = self.path
-        files = (path, self.wal_path, self.shm_path)
-        ckpt_idle = self._ckpt_idle
-        done = threading.Event()
-        claim = threading.Lock()
-
-        def finish() -> None:
-            try:
-                ckpt_idle.wait()  # a periodic checkpoint of this database finishes first
-                _finish_close(conn, history, files, empty)
-            except Exception as e:
-                _log.error("closing %s failed: %s", path, e)
-            finally:
-                entry = _closing.get(path)
-                if entry is not None and entry[0] is done:
-                    del _closing[path]
-                done.set()
-
-        def job() -> None:
-            if claim.acquire(blocking=False):  # not already finished by wait_closed()
-                finish()
-        _closing[path] = (done, claim, finish)
-        try:
-            offload(job)
-        except RuntimeError:  # the runtime is shutting down: do it here
-            job()
+        close_on_worker(conn, history, (self.path, self.wal_path, self.shm_path), empty, self._ckpt_idle,
+                        offload)
 
     def wait_closed(self) -> None:
         """Return once no offloaded close of this file is in progress."""
-        if _closing:
+        if closing_any():
             wait_closed(self.path)
 
     def remove_files(self) -> None:
@@ -425,18 +312,22 @@ class DatabaseConnection:
 
     def run_internal(self, sql: str, bindings: Any = None,
                      not_unicode: Callable[[Any], Exception] | None = None, *,
-                     cache: bool = True) -> list[tuple[Any, ...]]:
-        """Run one of duro's own statements and return its rows: the authorizer is bypassed for it
-        alone, and it is prepared with the INTERNAL flag, apart from user statements in apsw's
-        statement cache. ``cache=False`` keeps a rare statement from evicting the user's.
-        A ``str`` binding that is not valid Unicode raises ``not_unicode(bindings)`` (the caller
-        words it), or UnicodeEncodeError."""
+                     cache: bool = True, first: bool = False) -> Any:
+        """Run one of duro's own statements and return its rows (``first``: its first row, or
+        None, without stepping it further). The authorizer is bypassed for it alone, and it is
+        prepared with the INTERNAL flag, apart from user statements in apsw's statement cache.
+        ``cache=False`` keeps a rare statement from evicting the user's. A ``str`` binding that is
+        not valid Unicode raises ``not_unicode(bindings)`` (the caller words it), or
+        UnicodeEncodeError."""
         auth = self._auth
         auth.bypass = True
         try:
             if cache:  # the usual case, without the keyword apsw would have to match
-                return self._cur.execute(sql, bindings, prepare_flags=INTERNAL).fetchall()
-            return self._cur.execute(sql, bindings, can_cache=False, prepare_flags=INTERNAL).fetchall()
+                cur = self._cur.execute(sql, bindings, prepare_flags=INTERNAL)
+            else:
+                cur = self._cur.execute(sql, bindings, can_cache=False, prepare_flags=INTERNAL)
+            # A key lookup stops at its row: fetchall() would step the statement once more.
+            return cur.fetchone() if first else cur.fetchall()
         except apsw.Error as e:
             raise self._error(e) from e
         except UnicodeEncodeError:
@@ -540,11 +431,11 @@ class DatabaseConnection:
         if type(txn) is not ImplicitTxn:
             if type(txn) is LostTxn:
                 self.txn = NO_TXN
-                raise _critical(txn.error) from txn.error
+                raise critical_error(txn.error) from txn.error
             return False
         if txn.lost is not None:
             self.rollback()
-            raise _critical(txn.lost) from txn.lost
+            raise critical_error(txn.lost) from txn.lost
         if txn.savepoints:
             raise InternalError(f"commit() called with savepoints still open: {txn.savepoints}")
         conn = self._conn
@@ -609,7 +500,7 @@ class DatabaseConnection:
             lost = self.loss()
             if lost is not None and not rollback:
                 # SQLite rolled the whole transaction back under this savepoint: nothing to keep.
-                raise _critical(lost) from lost
+                raise critical_error(lost) from lost
             return
         index = len(stack) - 1 - stack[::-1].index(name)
         if rollback:
@@ -677,48 +568,3 @@ class DatabaseConnection:
             self.offload(job)
         except RuntimeError:  # the runtime is shutting down: do it here
             job()
-
-
-def _finish_close(conn: apsw.Connection, history: DetachedHistory | None,
-                  files: tuple[pathlib.Path, pathlib.Path, pathlib.Path], empty: bool) -> None:
-    """The end of ``close_offloaded``, on a worker thread (the connection is no longer the
-    object's): as ``close()`` does, the history is fsynced before SQLite checkpoints on close (a
-    page reaches the database file only once its record is durable); an ``empty`` database is
-    checkpointed and its ``files`` (database, -wal, -shm) removed."""
-    discard = files if empty else None
-    try:
-        if history is not None:
-            try:
-                history.sync()
-            except BaseException:
-                # Not durable: keep the WAL (the next open reconciles the history with it).
-                conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
-                raise
-        if discard is not None:
-            conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE)
-            conn.close()
-            for p in discard:
-                p.unlink(missing_ok=True)
-            if history is not None:
-                history.discarded()
-    finally:
-        _close_quietly(conn, files[2])
-        if history is not None:
-            history.close()
-
-
-def _close_quietly(conn: apsw.Connection, shm: pathlib.Path) -> None:
-    """Close an object's connection: SQLite checkpoints and leaves an empty ``-wal``; the ``-shm``
-    file (32 KiB, rebuilt at every open anyway) is removed."""
-    try:
-        conn.authorizer = None  # duro's own statement (the user's authorizer refuses this PRAGMA)
-        conn.execute(_BEFORE_CLOSE)
-    except apsw.ConnectionClosedError:
-        pass
-    except apsw.Error as e:  # unusable (a damaged file): the -wal keeps what it holds
-        _log.warning("closing %s: %s", shm.with_name(shm.name[:-4]), e)
-    conn.close()
-    try:
-        shm.unlink(missing_ok=True)
-    except OSError:
-        pass

@@ -154,8 +154,8 @@ class KvStore:
         port = self.port
         if port.memo.get(KV_TABLE) is not True and not port.readable(KV_TABLE):
             return None
-        rows = port.run_internal(_KV_GET, (key,), _not_unicode)
-        return decode(rows[0][0]) if rows else None
+        row = port.run_internal(_KV_GET, (key,), _not_unicode, first=True)
+        return None if row is None else decode(row[0])
 
     def kv_put(self, key: str, value: Any) -> None:
         """Store ``value`` under ``key`` in the implicit transaction."""
@@ -190,9 +190,9 @@ class KvStore:
             return {}
         found: dict[str, bytes] = {}
         for key in set(keys):
-            rows = port.run_internal(_KV_GET, (key,), _not_unicode)
-            if rows:
-                found[key] = rows[0][0]
+            row = port.run_internal(_KV_GET, (key,), _not_unicode, first=True)
+            if row is not None:
+                found[key] = row[0]
         return {k: decode(found[k]) for k in sorted(found)}
 
     def kv_put_many(self, entries: Mapping[str, Any]) -> None:
