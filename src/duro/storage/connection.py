@@ -312,13 +312,13 @@ class DatabaseConnection:
 
     def run_internal(self, sql: str, bindings: Any = None,
                      not_unicode: Callable[[Any], Exception] | None = None, *,
-                     cache: bool = True, first: bool = False) -> Any:
+                     cache: bool = True, first: bool = False, rows: bool = True) -> Any:
         """Run one of duro's own statements and return its rows (``first``: its first row, or
-        None, without stepping it further). The authorizer is bypassed for it alone, and it is
-        prepared with the INTERNAL flag, apart from user statements in apsw's statement cache.
-        ``cache=False`` keeps a rare statement from evicting the user's. A ``str`` binding that is
-        not valid Unicode raises ``not_unicode(bindings)`` (the caller words it), or
-        UnicodeEncodeError."""
+        None, without stepping it further; ``rows=False``: nothing, for a statement that returns
+        no rows). The authorizer is bypassed for it alone, and it is prepared with the INTERNAL
+        flag, apart from user statements in apsw's statement cache. ``cache=False`` keeps a rare
+        statement from evicting the user's. A ``str`` binding that is not valid Unicode raises
+        ``not_unicode(bindings)`` (the caller words it), or UnicodeEncodeError."""
         auth = self._auth
         auth.bypass = True
         try:
@@ -326,8 +326,11 @@ class DatabaseConnection:
                 cur = self._cur.execute(sql, bindings, prepare_flags=INTERNAL)
             else:
                 cur = self._cur.execute(sql, bindings, can_cache=False, prepare_flags=INTERNAL)
-            # A key lookup stops at its row: fetchall() would step the statement once more.
-            return cur.fetchone() if first else cur.fetchall()
+            # A key lookup stops at its row: fetchall() would step the statement once more. A write
+            # has run to its end in execute(); fetching nothing costs a list (measured, per call).
+            if first:
+                return cur.fetchone()
+            return cur.fetchall() if rows else None
         except apsw.Error as e:
             raise self._error(e) from e
         except UnicodeEncodeError:
@@ -415,9 +418,11 @@ class DatabaseConnection:
         if not self.txn.open:
             if self._conn is None:
                 self.open(create=True)
-            self.run_internal("BEGIN")
+            self.run_internal("BEGIN", rows=False)
             txn = self.txn
-            self.txn = ImplicitTxn(txn.error if type(txn) is LostTxn else None)
+            self.txn = new = ImplicitTxn()
+            if type(txn) is LostTxn:
+                new.lost = txn.error
             callback = self._on_transaction_open
             if callback is not None:
                 callback()
@@ -450,11 +455,11 @@ class DatabaseConnection:
                     # Writes made with history off: the history must snapshot when it is next used.
                     self.run_internal_uncached("PRAGMA user_version = 1")
                     self._mark_changed = False
-            self.run_internal("COMMIT")
+            self.run_internal("COMMIT", rows=False)
         except StorageError:
             # The error raised here is the report of the loss, if SQLite rolled back by itself.
             if self._conn is not None and not self._conn.get_autocommit():
-                self.run_internal("ROLLBACK")
+                self.run_internal("ROLLBACK", rows=False)
             self.txn = NO_TXN
             self.memo.clear()
             raise
@@ -476,7 +481,7 @@ class DatabaseConnection:
             return
         self.memo.clear()
         if self._conn is not None and not self._conn.get_autocommit():
-            self.run_internal("ROLLBACK")
+            self.run_internal("ROLLBACK", rows=False)
 
     # ---- savepoints --------------------------------------------------------------------------
     # Open savepoints are a stack (innermost last). Ending one also ends every savepoint opened
@@ -486,10 +491,10 @@ class DatabaseConnection:
 
     def open_savepoint(self, name: str) -> None:
         """``SAVEPOINT name`` on the stack of the implicit transaction (which must be open)."""
-        self.run_internal(f"SAVEPOINT {name}")
+        self.run_internal(f"SAVEPOINT {name}", rows=False)
         txn = self.txn
         if type(txn) is ImplicitTxn:
-            txn.savepoints.append(name)
+            txn.savepoints += (name,)
 
     def end_savepoint(self, name: str, *, rollback: bool) -> None:
         """Keep (``RELEASE``) or undo what was written since ``name`` opened, and end it and every
@@ -506,16 +511,17 @@ class DatabaseConnection:
         if rollback:
             self.abandon_savepoint(name)
         else:
-            self.run_internal(f"RELEASE {name}")
-        del stack[index:]
+            self.run_internal(f"RELEASE {name}", rows=False)
+        if self.txn is txn:  # not lost meanwhile
+            txn.savepoints = stack[:index]
 
     def abandon_savepoint(self, name: str) -> None:
         """``ROLLBACK TO name`` + ``RELEASE name``, unless the transaction is already gone. For a
         savepoint off the stack too (duro's own around a multi-statement operation)."""
         if self._conn is None or self._conn.get_autocommit():
             return
-        self.run_internal(f"ROLLBACK TO {name}")
-        self.run_internal(f"RELEASE {name}")
+        self.run_internal(f"ROLLBACK TO {name}", rows=False)
+        self.run_internal(f"RELEASE {name}", rows=False)
         self.memo.clear()
 
     # ---- checkpoints -------------------------------------------------------------------------

@@ -167,7 +167,7 @@ class KvStore:
             port.ensure_transaction()
         if port.memo.get(KV_TABLE) is not True:
             self._create_kv_table()
-        port.run_internal(_KV_PUT, (key, data), _not_unicode)
+        port.run_internal(_KV_PUT, (key, data), _not_unicode, rows=False)
 
     def kv_delete(self, key: str) -> bool:
         """Delete ``key``; True if it existed. A database with no file stays without one."""
@@ -177,7 +177,7 @@ class KvStore:
         if not port.readable(KV_TABLE):
             return False
         port.ensure_transaction()
-        port.run_internal(_KV_DELETE, (key,), _not_unicode)
+        port.run_internal(_KV_DELETE, (key,), _not_unicode, rows=False)
         return port.changes() > 0
 
     # ---- many keys ----------------------------------------------------------------------------
@@ -207,12 +207,12 @@ class KvStore:
         if port.memo.get(KV_TABLE) is not True:
             self._create_kv_table()
         if len(rows) == 1:
-            port.run_internal(_KV_PUT, rows[0], _not_unicode)
+            port.run_internal(_KV_PUT, rows[0], _not_unicode, rows=False)
             return
         port.run_internal("SAVEPOINT _cf_kv_batch")
         try:
             for row in rows:
-                port.run_internal(_KV_PUT, row, _not_unicode)
+                port.run_internal(_KV_PUT, row, _not_unicode, rows=False)
         except BaseException:
             port.abandon_savepoint("_cf_kv_batch")
             raise
@@ -227,7 +227,7 @@ class KvStore:
         port.ensure_transaction()
         count = 0
         for key in set(keys):
-            port.run_internal(_KV_DELETE, (key,), _not_unicode)
+            port.run_internal(_KV_DELETE, (key,), _not_unicode, rows=False)
             count += port.changes()
         return count
 

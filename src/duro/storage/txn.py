@@ -41,14 +41,14 @@ class ImplicitTxn:
     """``BEGIN`` ran: the writes of the turn coalesce here until commit or rollback.
     ``savepoints`` are the open savepoints, innermost last. ``lost`` is set when an earlier
     transaction of the same turn was lost: this one can only be rolled back, and its commit fails.
-    Next: :class:`NoTxn`, :class:`LostTxn`."""
+    Next: :class:`NoTxn`, :class:`LostTxn`.
 
-    __slots__ = ("savepoints", "lost")
+    Made once per turn: the fields start as class defaults (no ``__init__`` to run), and the port
+    replaces them rather than mutating them."""
+
     open = True
-
-    def __init__(self, lost: SqlError | None = None) -> None:
-        self.savepoints: list[str] = []
-        self.lost = lost
+    savepoints: tuple[str, ...] = ()
+    lost: SqlError | None = None
 
     def __repr__(self) -> str:
         return f"ImplicitTxn(savepoints={self.savepoints!r}, lost={self.lost!r})"
