@@ -30,7 +30,7 @@ def _n(path):
     db = ObjectDatabase(path)
     try:
         n = db.kv_get("n")
-        rows = db._internal("SELECT count(*), coalesce(max(n), 0) FROM log")[0]
+        rows = db.port.run_internal("SELECT count(*), coalesce(max(n), 0) FROM log")[0]
         return n, tuple(rows)
     finally:
         db.close()

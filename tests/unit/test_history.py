@@ -42,11 +42,11 @@ def state(path, opts=None):
     """Everything a user can observe: KV rows, alarm, user tables' schema and rows."""
     db = ObjectDatabase(path)
     try:
-        if db._open(False) is None:
+        if not db.port.open(create=False):
             return {}
         out = {"kv": db.kv_list(), "alarm": db.get_alarm()}
-        for name, sql in db._internal("SELECT name, sql FROM sqlite_master WHERE type='table' AND name NOT LIKE '\\_cf\\_%' ESCAPE '\\' ORDER BY name"):
-            out[sql] = sorted(map(tuple, db._internal(f'SELECT * FROM "{name}"')))
+        for name, sql in db.port.run_internal("SELECT name, sql FROM sqlite_master WHERE type='table' AND name NOT LIKE '\\_cf\\_%' ESCAPE '\\' ORDER BY name"):
+            out[sql] = sorted(map(tuple, db.port.run_internal(f'SELECT * FROM "{name}"')))
         return {k: v for k, v in out.items() if v not in ({}, None)}
     finally:
         db.close()

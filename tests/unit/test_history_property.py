@@ -39,14 +39,14 @@ ops = st.one_of(
 
 def snapshot(db: ObjectDatabase) -> dict:
     """The full observable state, read through duro's own (unrestricted) statements."""
-    if db._open(False) is None:
+    if not db.port.open(create=False):
         return {}
     out = {}
-    for name, sql in db._internal("SELECT name, sql FROM sqlite_master WHERE type IN ('table', 'index') "
-                                  "AND name NOT LIKE 'sqlite_%' AND name <> '_cf_METADATA' ORDER BY name"):
+    for name, sql in db.port.run_internal("SELECT name, sql FROM sqlite_master WHERE type IN ('table', 'index') "
+                                          "AND name NOT LIKE 'sqlite_%' AND name <> '_cf_METADATA' ORDER BY name"):
         out[name] = sql
         if sql and sql.upper().startswith("CREATE TABLE"):
-            out[name + " rows"] = sorted(map(tuple, db._internal(f'SELECT * FROM "{name}"')), key=repr)
+            out[name + " rows"] = sorted(map(tuple, db.port.run_internal(f'SELECT * FROM "{name}"')), key=repr)
     out["alarm"] = db.get_alarm()
     return {k: v for k, v in out.items() if v not in ([], None)}
 
@@ -64,7 +64,7 @@ def crash_image(path: pathlib.Path, to: pathlib.Path) -> pathlib.Path:
 
 def apply(db: ObjectDatabase, op: tuple) -> None:
     kind = op[0]
-    exists = lambda t: db._open(False) is not None and db._internal(  # noqa: E731
+    exists = lambda t: db.port.open(create=False) and db.port.run_internal(  # noqa: E731
         "SELECT 1 FROM sqlite_master WHERE name = ?", (t,))
     if kind == "put":
         db.kv_put(op[1], op[2])

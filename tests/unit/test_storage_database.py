@@ -10,6 +10,7 @@ import pytest
 from duro.errors import CorruptDatabaseError, InternalError, SqlError, StorageError, StorageLimitError
 from duro.storage import ObjectDatabase
 from duro.storage.journal import HistoryOptions
+from duro.storage.txn import NO_TXN, ImplicitTxn, LostTxn
 
 
 class Opens:
@@ -171,12 +172,12 @@ def test_transaction_sync_nests(db):
     names = []
 
     def inner_fail():
-        names.append(db._savepoints[-1])
+        names.append(db.port.txn.savepoints[-1])
         db.kv_put("inner", 1)
         raise KeyError("inner")
 
     def outer():
-        names.append(db._savepoints[-1])
+        names.append(db.port.txn.savepoints[-1])
         db.kv_put("outer", 1)
         with pytest.raises(KeyError):
             db.transaction_sync(inner_fail)
@@ -268,7 +269,7 @@ def test_the_remembered_alarm_follows_savepoints_and_delete_all(db):
     assert db.get_alarm() is None
     db.rollback()
     assert db.get_alarm() == 10
-    assert db._internal("SELECT value FROM _cf_METADATA WHERE key = 1") == [(10,)]
+    assert db.port.run_internal("SELECT value FROM _cf_METADATA WHERE key = 1") == [(10,)]
 
 
 def test_alarm_survives_reopen_and_is_hidden(tmp_path):
@@ -358,11 +359,11 @@ def test_parent_directories_are_created_on_first_write(tmp_path):
 def test_wal_mode_and_setup(db):
     db.kv_put("a", 1)
     db.commit()
-    assert db._internal("PRAGMA journal_mode")[0][0] == "wal"
+    assert db.port.run_internal("PRAGMA journal_mode")[0][0] == "wal"
     # NORMAL, not OFF: the runtime syncs the WAL after commits, but SQLite must sync the WAL header
     # when the WAL starts over (else a power loss can replay stale frames: SQLite ticket ff5be73dee).
-    assert db._internal("PRAGMA synchronous")[0][0] == 1
-    assert db._internal("PRAGMA foreign_keys")[0][0] == 1
+    assert db.port.run_internal("PRAGMA synchronous")[0][0] == 1
+    assert db.port.run_internal("PRAGMA foreign_keys")[0][0] == 1
     assert db.wal_path == db.path.with_name("obj.sqlite-wal")
     assert db.wal_path.exists()
 
@@ -473,7 +474,7 @@ def test_discard_opens_a_closed_empty_file(tmp_path):
     db.commit()
     db.kv_delete("a")
     db.commit()
-    db._close_connection()  # as if the process had stopped before discarding
+    db.port.close()  # as if the process had stopped before discarding
     assert files(tmp_path) == ["obj.sqlite", "obj.sqlite-wal"]
     assert db.discard_files_if_empty() is True
     assert files(tmp_path) == []
@@ -565,11 +566,29 @@ def test_statistics(db):
 # ---- the size limit ----------------------------------------------------------------------------------------
 
 
+def test_a_write_after_a_lost_transaction_is_lost_with_it(db):
+    db.sql.exec("CREATE TABLE t(x); CREATE TRIGGER boom BEFORE INSERT ON t WHEN new.x = 'boom' "
+                "BEGIN SELECT RAISE(ROLLBACK, 'nope'); END")
+    db.commit()
+    db.kv_put("a", 1)
+    with pytest.raises(SqlError, match="nope"):
+        db.sql.exec("INSERT INTO t VALUES ('boom')")
+    assert type(db.port.txn) is LostTxn
+    db.kv_put("b", 2)  # same turn: a new transaction, but the turn already lost its writes
+    assert type(db.port.txn) is ImplicitTxn and db.in_transaction
+    with pytest.raises(SqlError, match="^Cannot commit transaction due to an earlier SQL critical error$"):
+        db.commit()
+    assert db.port.txn is NO_TXN
+    assert db.kv_get("a") is None and db.kv_get("b") is None
+    db.kv_put("c", 3)
+    assert db.commit() is True and db.kv_get("c") == 3
+
+
 def test_database_full_is_a_storage_limit_error_and_fails_the_turn(db):
     db.sql.exec("CREATE TABLE t(x)")
     db.commit()
-    pages = db._internal("PRAGMA page_count")[0][0]
-    db._internal(f"PRAGMA max_page_count = {pages + 3}")  # stands in for the 10 GB limit
+    pages = db.port.run_internal("PRAGMA page_count")[0][0]
+    db.port.run_internal(f"PRAGMA max_page_count = {pages + 3}")  # stands in for the 10 GB limit
     db.sql.exec("INSERT INTO t VALUES (1)")
     with pytest.raises(StorageLimitError) as info:
         db.sql.exec("INSERT INTO t VALUES (randomblob(100000))")

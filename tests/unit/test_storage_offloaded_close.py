@@ -6,7 +6,7 @@ import threading
 import time
 
 from duro.storage import ObjectDatabase
-from duro.storage import database as D
+from duro.storage import closing as D
 from duro.storage import history as H
 from duro.storage.journal import HistoryOptions, history_path
 

@@ -1,8 +1,9 @@
 """The key-value half of an object's storage: the hidden ``_cf_KV`` table and ``ctx.storage.kv``.
 
 Owns the KV statements, key validation, the ``list()`` range rules (reference §3.1, §3.3, §13) and
-the synchronous ``kv.list()`` iterator with its one-live-iterator rule. :class:`KvMixin` is mixed
-into ``ObjectDatabase``, whose connection, implicit transaction and error translation it uses.
+the synchronous ``kv.list()`` iterator with its one-live-iterator rule. :class:`KvStore` runs them
+through the storage port (``connection.py``), which owns the connection, the implicit transaction,
+the table-existence cache and the translation of SQLite errors.
 
 Semantics worth knowing:
 
@@ -15,7 +16,8 @@ Semantics worth knowing:
   keys-per-call limit (SQLite-backed objects, §13.1, §13.2).
 * Every method is atomic on its own: a multi-key put that fails stores none of its entries.
 
-This module must never create the database file for a read, and never run user SQL.
+This module must never create the database file for a read (get, get_many, delete, delete_many
+and list open an existing file or return at once), and never run user SQL.
 """
 
 from __future__ import annotations
@@ -23,15 +25,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-import apsw
-
 from duro.codec import decode, encode
 from duro.errors import InvalidInputError, StorageError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from duro.storage.database import ObjectDatabase
+    from duro.storage.connection import DatabaseConnection
 
-__all__ = ["KvMixin", "SyncKv", "KV_LIST_INVALIDATED_MESSAGE"]
+__all__ = ["KvStore", "SyncKv", "KV_LIST_INVALIDATED_MESSAGE", "KV_TABLE"]
 
 KV_LIST_INVALIDATED_MESSAGE = (
     "kv.list() iterator was invalidated because a new call to kv.list() was started. "
@@ -40,11 +40,7 @@ KV_LIST_INVALIDATED_MESSAGE = (
 _BOTH_STARTS_MESSAGE = "list() cannot be called with both start and startAfter values."
 _LIMIT_MESSAGE = "List limit must be positive."
 
-# The prepare flag of duro's own statements. SQLITE_PREPARE_NORMALIZE is a no-op in SQLite today;
-# it only makes apsw's statement cache keep these statements apart from user statements of the same
-# text (see ObjectDatabase._internal).
-INTERNAL = apsw.SQLITE_PREPARE_NORMALIZE
-
+KV_TABLE = "_cf_KV"
 _KV_CREATE = "CREATE TABLE IF NOT EXISTS _cf_KV (key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID"
 _KV_GET = "SELECT value FROM _cf_KV WHERE key = ?"
 _KV_PUT = "INSERT OR REPLACE INTO _cf_KV (key, value) VALUES (?, ?)"
@@ -80,7 +76,12 @@ def _check_key(key: object) -> str:
     raise _bad_key(key)
 
 
-def _unencodable_key(key: str) -> InvalidInputError:
+def _not_unicode(bindings: Any) -> InvalidInputError:
+    """The error for KV bindings with a ``str`` that is not valid Unicode: a list()'s bounds (bound
+    by name), or a key (the first str bound)."""
+    if isinstance(bindings, dict):
+        return InvalidInputError("list() bounds contain a lone surrogate, which is not valid Unicode")
+    key = next(b for b in bindings if isinstance(b, str))
     return InvalidInputError(
         f"key {key!r} cannot be stored: it contains a lone surrogate, which is not valid Unicode"
     )
@@ -128,184 +129,125 @@ def list_range(start: str | None, start_after: str | None, end: str | None,
     return lo, hi
 
 
-class KvMixin:
-    """KV and list operations of :class:`~duro.storage.database.ObjectDatabase`."""
+class KvStore:
+    """The KV operations of one object, over its storage port and nothing else.
+    ``ObjectDatabase`` is one (they are on the hot path of every request: a forwarding method
+    would cost a call each)."""
+
+    def __init__(self, port: DatabaseConnection) -> None:
+        self.port = port
+
+    def _create_kv_table(self) -> None:
+        self.port.run_internal(_KV_CREATE)
+        self.port.memo[KV_TABLE] = True
 
     # ---- single key -------------------------------------------------------------------------
+    # Every statement goes through ``port.run_internal`` (which translates SQLite's errors), with
+    # ``_not_unicode`` to word a key or bound that is not valid Unicode. ``memo.get(KV_TABLE) is
+    # True`` first: the table is known to be there, hence the connection open, at the cost of no
+    # call.
 
-    def kv_get(self: ObjectDatabase, key: str) -> Any | None:
+    def kv_get(self, key: str) -> Any | None:
         """The value stored under ``key``, or None. Never creates the database file."""
         if type(key) is not str:
             key = _check_key(key)
-        if self._conn is None and self._open(False) is None:
+        port = self.port
+        if port.memo.get(KV_TABLE) is not True and not port.readable(KV_TABLE):
             return None
-        exists = self._kv_table
-        if exists is None:
-            exists = self._kv_table_exists()
-        if not exists:
-            return None
-        auth = self._auth
-        auth.bypass = True
-        try:
-            row = self._cur.execute(_KV_GET, (key,), prepare_flags=INTERNAL).fetchone()
-        except apsw.Error as e:
-            raise self._error(e) from e
-        except UnicodeEncodeError:
-            raise _unencodable_key(key) from None
-        finally:
-            auth.bypass = False
+        row = port.run_internal(_KV_GET, (key,), _not_unicode, first=True)
         return None if row is None else decode(row[0])
 
-    def kv_put(self: ObjectDatabase, key: str, value: Any) -> None:
+    def kv_put(self, key: str, value: Any) -> None:
         """Store ``value`` under ``key`` in the implicit transaction."""
         if type(key) is not str:
             key = _check_key(key)
         data = encode(value)
-        if self._conn is None:
-            self._open(True)
-        if not self._in_txn:
-            self._begin()
-        if not self._kv_table:
+        port = self.port
+        if not port.txn.open:
+            port.ensure_transaction()
+        if port.memo.get(KV_TABLE) is not True:
             self._create_kv_table()
-        auth = self._auth
-        auth.bypass = True
-        try:
-            self._cur.execute(_KV_PUT, (key, data), prepare_flags=INTERNAL)
-        except apsw.Error as e:
-            raise self._error(e) from e
-        except UnicodeEncodeError:
-            raise _unencodable_key(key) from None
-        finally:
-            auth.bypass = False
+        port.run_internal(_KV_PUT, (key, data), _not_unicode, rows=False)
 
-    def kv_delete(self: ObjectDatabase, key: str) -> bool:
+    def kv_delete(self, key: str) -> bool:
         """Delete ``key``; True if it existed. A database with no file stays without one."""
         if type(key) is not str:
             key = _check_key(key)
-        if self._conn is None and self._open(False) is None:
+        port = self.port
+        if not port.readable(KV_TABLE):
             return False
-        if not self._kv_ready():
-            return False
-        if not self._in_txn:
-            self._begin()
-        auth = self._auth
-        auth.bypass = True
-        try:
-            self._cur.execute(_KV_DELETE, (key,), prepare_flags=INTERNAL)
-            return self._conn.changes() > 0
-        except apsw.Error as e:
-            raise self._error(e) from e
-        except UnicodeEncodeError:
-            raise _unencodable_key(key) from None
-        finally:
-            auth.bypass = False
+        port.ensure_transaction()
+        port.run_internal(_KV_DELETE, (key,), _not_unicode, rows=False)
+        return port.changes() > 0
 
     # ---- many keys ----------------------------------------------------------------------------
 
-    def kv_get_many(self: ObjectDatabase, keys: Iterable[str]) -> dict[str, Any]:
+    def kv_get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         """The stored values of ``keys``; missing keys omitted; sorted by UTF-8 byte order."""
         keys = [_check_key(k) for k in _as_key_list(keys)]
-        if self._conn is None and self._open(False) is None:
-            return {}
-        if not self._kv_ready():
+        port = self.port
+        if not port.readable(KV_TABLE):
             return {}
         found: dict[str, bytes] = {}
-        auth = self._auth
-        cur = self._cur
-        auth.bypass = True
-        try:
-            for key in set(keys):
-                row = cur.execute(_KV_GET, (key,), prepare_flags=INTERNAL).fetchone()
-                if row is not None:
-                    found[key] = row[0]
-        except apsw.Error as e:
-            raise self._error(e) from e
-        except UnicodeEncodeError:
-            raise _unencodable_key(key) from None
-        finally:
-            auth.bypass = False
+        for key in set(keys):
+            row = port.run_internal(_KV_GET, (key,), _not_unicode, first=True)
+            if row is not None:
+                found[key] = row[0]
         return {k: decode(found[k]) for k in sorted(found)}
 
-    def kv_put_many(self: ObjectDatabase, entries: Mapping[str, Any]) -> None:
+    def kv_put_many(self, entries: Mapping[str, Any]) -> None:
         """Store every entry, or none of them."""
         if not isinstance(entries, Mapping):
             raise TypeError(f"put() entries must be a dict, not {type(entries).__name__}")
         rows = [(_check_key(k), encode(v)) for k, v in entries.items()]
         if not rows:
             return
-        if self._conn is None:
-            self._open(True)
-        if not self._in_txn:
-            self._begin()
-        if not self._kv_table:
+        port = self.port
+        port.ensure_transaction()
+        if port.memo.get(KV_TABLE) is not True:
             self._create_kv_table()
-        batch = len(rows) > 1
-        if batch:
-            self._internal("SAVEPOINT _cf_kv_batch")
-        auth = self._auth
-        cur = self._cur
-        auth.bypass = True
+        if len(rows) == 1:
+            port.run_internal(_KV_PUT, rows[0], _not_unicode, rows=False)
+            return
+        port.run_internal("SAVEPOINT _cf_kv_batch")
         try:
             for row in rows:
-                cur.execute(_KV_PUT, row, prepare_flags=INTERNAL)
-        except BaseException as e:
-            auth.bypass = False
-            if batch:
-                self._abandon_savepoint("_cf_kv_batch")
-            if isinstance(e, apsw.Error):
-                raise self._error(e) from e
-            if isinstance(e, UnicodeEncodeError):
-                raise _unencodable_key(row[0]) from None
+                port.run_internal(_KV_PUT, row, _not_unicode, rows=False)
+        except BaseException:
+            port.abandon_savepoint("_cf_kv_batch")
             raise
-        finally:
-            auth.bypass = False
-        if batch:
-            self._internal("RELEASE _cf_kv_batch")
+        port.run_internal("RELEASE _cf_kv_batch")
 
-    def kv_delete_many(self: ObjectDatabase, keys: Iterable[str]) -> int:
+    def kv_delete_many(self, keys: Iterable[str]) -> int:
         """Delete ``keys``; the number that existed."""
         keys = [_check_key(k) for k in _as_key_list(keys)]
-        if self._conn is None and self._open(False) is None:
+        port = self.port
+        if not port.readable(KV_TABLE) or not keys:
             return 0
-        if not keys or not self._kv_ready():
-            return 0
-        if not self._in_txn:
-            self._begin()
-        conn = self._conn
-        cur = self._cur
+        port.ensure_transaction()
         count = 0
-        auth = self._auth
-        auth.bypass = True
-        try:
-            for key in set(keys):
-                cur.execute(_KV_DELETE, (key,), prepare_flags=INTERNAL)
-                count += conn.changes()
-        except apsw.Error as e:
-            raise self._error(e) from e
-        except UnicodeEncodeError:
-            raise _unencodable_key(key) from None
-        finally:
-            auth.bypass = False
+        for key in set(keys):
+            port.run_internal(_KV_DELETE, (key,), _not_unicode, rows=False)
+            count += port.changes()
         return count
 
     # ---- list ---------------------------------------------------------------------------------
 
-    def kv_list(self: ObjectDatabase, *, start: str | None = None, start_after: str | None = None,
-                end: str | None = None, prefix: str | None = None, reverse: bool = False,
-                limit: int | None = None) -> dict[str, Any]:
+    def kv_list(self, *, start: str | None = None, start_after: str | None = None,
+             end: str | None = None, prefix: str | None = None, reverse: bool = False,
+             limit: int | None = None) -> dict[str, Any]:
         """Entries in ``[start, end)`` (or after ``start_after``), clamped to ``prefix``, in UTF-8
         order (high to low when ``reverse``), at most ``limit`` of them."""
         rng = list_range(start, start_after, end, prefix, limit)
         if rng is None:
             return {}
-        rows = self._kv_range(rng[0], rng[1], bool(reverse), -1 if limit is None else limit)
+        rows = self.kv_range(rng[0], rng[1], bool(reverse), -1 if limit is None else limit)
         return {k: decode(v) for k, v in rows}
 
-    def _kv_range(self: ObjectDatabase, lo: str | None, hi: str | None, reverse: bool,
-                  limit: int) -> list[tuple[str, bytes]]:
-        if self._conn is None and self._open(False) is None:
-            return []
-        if not self._kv_ready():
+    def kv_range(self, lo: str | None, hi: str | None, reverse: bool, limit: int) -> list[tuple[str, bytes]]:
+        """Up to ``limit`` (-1: all) raw rows with ``lo <= key < hi`` (None: unbounded)."""
+        port = self.port
+        if not port.readable(KV_TABLE):
             return []
         sql = _LIST_SQL[(lo is not None, hi is not None, reverse)]
         params: dict[str, Any] = {"limit": limit}
@@ -313,36 +255,7 @@ class KvMixin:
             params["lo"] = lo
         if hi is not None:
             params["hi"] = hi
-        auth = self._auth
-        auth.bypass = True
-        try:
-            return self._cur.execute(sql, params, prepare_flags=INTERNAL).fetchall()
-        except apsw.Error as e:
-            raise self._error(e) from e
-        except UnicodeEncodeError:
-            raise InvalidInputError("list() bounds contain a lone surrogate, which is not valid Unicode") from None
-        finally:
-            auth.bypass = False
-
-    # ---- table bookkeeping --------------------------------------------------------------------
-
-    def _kv_ready(self: ObjectDatabase) -> bool:
-        """Whether ``_cf_KV`` exists. Cached per connection: only duro creates or drops it, and
-        every rollback resets the cache."""
-        exists = self._kv_table
-        return self._kv_table_exists() if exists is None else exists
-
-    def _kv_table_exists(self: ObjectDatabase) -> bool:
-        try:
-            exists = self._conn.table_exists("main", "_cf_KV")
-        except apsw.Error as e:
-            raise self._error(e) from e
-        self._kv_table = exists
-        return exists
-
-    def _create_kv_table(self: ObjectDatabase) -> None:
-        self._internal(_KV_CREATE)
-        self._kv_table = True
+        return port.run_internal(sql, params, _not_unicode)
 
 
 def _as_key_list(keys: Iterable[str]) -> list[Any]:
@@ -355,20 +268,20 @@ class SyncKv:
     """``ctx.storage.kv``: synchronous get/put/delete/list over the same ``_cf_KV`` table, in the
     same implicit transaction as SQL and the async API."""
 
-    __slots__ = ("_db", "_generation")
+    __slots__ = ("_store", "_generation")
 
-    def __init__(self, db: ObjectDatabase) -> None:
-        self._db = db
+    def __init__(self, store: KvStore) -> None:
+        self._store = store
         self._generation = 0
 
     def get(self, key: str) -> Any | None:
-        return self._db.kv_get(key)
+        return self._store.kv_get(key)
 
     def put(self, key: str, value: Any) -> None:
-        self._db.kv_put(key, value)
+        self._store.kv_put(key, value)
 
     def delete(self, key: str) -> bool:
-        return self._db.kv_delete(key)
+        return self._store.kv_delete(key)
 
     def list(self, options: Mapping[str, Any] | None = None, /, **kwargs: Any) -> Iterator[tuple[str, Any]]:
         """An iterator of ``(key, value)``. Options as keywords or one mapping: ``start``,
@@ -425,7 +338,7 @@ class _KvListIterator:
 
     def _fetch(self) -> None:
         want = _LIST_PAGE if self._remaining < 0 else min(_LIST_PAGE, self._remaining)
-        page = self._kv._db._kv_range(self._lo, self._hi, self._reverse, want)
+        page = self._kv._store.kv_range(self._lo, self._hi, self._reverse, want)
         self._page = page
         self._index = 0
         if self._remaining >= 0:

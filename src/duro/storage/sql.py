@@ -17,13 +17,19 @@ Known divergences from Cloudflare, on purpose:
   per-statement read counter.
 * A trailing comment after the last ``;`` is ignored instead of being an error.
 
-This module must never run duro's own statements with the user authorizer off, or commit.
+Every ``exec``, a ``SELECT`` too, opens the database and creates its file if there is none (and
+begins the implicit transaction). An object that only read still leaves no file: the database,
+empty, is removed when it closes.
+
+It runs user statements only through the port's ``run_user`` (the authorizer on) and its own
+guard statements only through ``run_internal``. This module must never commit.
 """
 
 from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import apsw
@@ -31,7 +37,7 @@ import apsw
 from duro.errors import InvalidInputError, SqlError, StorageError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from duro.storage.database import ObjectDatabase
+    from duro.storage.connection import DatabaseConnection
 
 __all__ = ["SqlStorage", "SqlCursor", "RawCursor", "Row", "split_statements"]
 
@@ -44,6 +50,10 @@ _MULTI_BINDINGS = (
 _NO_RESULTS = "Expected exactly one result from SQL query, but got no results."
 _MANY_RESULTS = "Expected exactly one result from SQL query, but got multiple results."
 _NOT_AUTHORIZED = "not authorized: SQLITE_AUTH"
+_RESERVED_NAMES = (
+    "SELECT name FROM sqlite_master "
+    "WHERE lower(substr(name, 1, 4)) = '_cf_' OR lower(substr(tbl_name, 1, 4)) = '_cf_'"
+)
 
 _BIND_TYPES = frozenset({type(None), int, float, str, bytes, bool})
 
@@ -242,30 +252,25 @@ class RawCursor:
 
 
 class SqlStorage:
-    """``ctx.storage.sql`` of one object."""
+    """``ctx.storage.sql`` of one object, over its storage port."""
 
-    __slots__ = ("_db", "_desc")
+    __slots__ = ("_port", "_database_size")
 
-    def __init__(self, db: ObjectDatabase) -> None:
-        self._db = db
-        self._desc: tuple[tuple[str, Any], ...] | None = None
-
-    def _trace(self, cursor: apsw.Cursor, sql: str, bindings: Any) -> bool:
-        # apsw's exec tracer runs after a statement is prepared and before it steps: the only
-        # moment the column names of a statement that returns no rows can be read. It also runs for
-        # text with no statement in it (has_vdbe is False), which must not count as one.
-        if cursor.has_vdbe:
-            self._desc = cursor.get_description()
-        return True
+    def __init__(self, port: DatabaseConnection, database_size: Callable[[], int]) -> None:
+        self._port = port
+        self._database_size = database_size
 
     @property
     def database_size(self) -> int:
-        return self._db.database_size
+        return self._database_size()
 
     databaseSize = database_size  # noqa: N815 - Cloudflare spelling
 
     def exec(self, query: str, *bindings: Any) -> SqlCursor:
-        """Run ``query`` now and return its cursor. See the module docstring for the rules."""
+        """Run ``query`` now and return its cursor. See the module docstring for the rules.
+        Opens the database, creating the file if there is none, and begins the implicit
+        transaction, even for a ``SELECT``: an object that only read leaves no file behind
+        because an empty database is removed when it closes."""
         if type(query) is not str:
             if not isinstance(query, str):
                 raise TypeError(f"exec() query must be a str, not {type(query).__name__}")
@@ -279,67 +284,56 @@ class SqlStorage:
                 raise SqlError(_NO_STATEMENT)
         else:
             pieces = (query,)
-        db = self._db
-        if db._conn is None:
-            db._open(True)
-        if not db._in_txn:
-            db._begin()
-        conn = db._conn
-        before = conn.total_changes()
-        last = len(pieces) - 1
-        for i in range(last):
-            self._run(pieces[i], (), False)
-        rows = self._run(pieces[last], bindings, True)
-        desc = self._desc
-        if desc is None:
-            raise SqlError(_NO_STATEMENT)
-        return SqlCursor(rows, desc, conn.total_changes() - before)
-
-    def _run(self, piece: str, bindings: tuple[Any, ...], is_last: bool) -> list[tuple[Any, ...]]:
-        """Run one statement; all rows when it is the last, else only its first step (as workerd)."""
-        db = self._db
-        auth = db._auth
-        auth.message = None
-        auth.alter_pending = False
-        self._desc = None
+        port = self._port
+        if not port.txn.open:
+            port.ensure_transaction()
+        before = port.total_changes()
+        last = pieces[-1]
+        for piece in pieces[:-1]:
+            self._run_first_step(piece)
+        # The last statement is run here rather than through a helper: this is every request's
+        # path, and a call costs about as much as the checks above.
         try:
-            cur = db._ucur.execute(piece, bindings)
-            return cur.fetchall() if is_last else []
+            rows = port.run_user(last, bindings)
         except apsw.BindingsError:
-            raise SqlError(_WRONG_BINDINGS if is_last else _MULTI_BINDINGS) from None
-        except apsw.AuthError as e:
-            if auth.alter_pending:
-                return self._run_guarded_alter(piece, bindings)
-            if auth.message is not None:
-                raise SqlError(auth.message, code="SQLITE_AUTH") from None
-            raise db._error(e) from None
-        except apsw.Error as e:
-            raise db._error(e) from None
+            raise SqlError(_WRONG_BINDINGS) from None
         except (OverflowError, UnicodeEncodeError) as e:
             raise _bad_value(e) from None
+        if rows is None:
+            rows = self._run_guarded_alter(last, bindings)
+        desc = port.user_description
+        if desc is None:
+            raise SqlError(_NO_STATEMENT)
+        return SqlCursor(rows, desc, port.total_changes() - before)
+
+    def _run_first_step(self, piece: str) -> None:
+        """Run a statement before the last one: only its first step (as workerd), no bindings."""
+        try:
+            rows = self._port.run_user(piece, (), False)
+        except apsw.BindingsError:
+            raise SqlError(_MULTI_BINDINGS) from None
+        except (OverflowError, UnicodeEncodeError) as e:
+            raise _bad_value(e) from None
+        if rows is None:
+            self._run_guarded_alter(piece, ())
 
     def _run_guarded_alter(self, piece: str, bindings: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         """SQLite does not tell the authorizer the new name in ``ALTER TABLE ... RENAME TO``, so an
-        ALTER runs inside a savepoint and is undone if it made a ``_cf_`` name appear. It is never
-        cached, so it always comes back here."""
-        db = self._db
-        auth = db._auth
-        before = db._reserved_names()
-        db._internal("SAVEPOINT _cf_alter_guard")
-        auth.alter_guard = True
+        ALTER runs inside a savepoint and is undone if it made a ``_cf_`` name appear."""
+        port = self._port
+        before = self._reserved_names()
+        port.run_internal("SAVEPOINT _cf_alter_guard")
         try:
-            rows = db._ucur.execute(piece, bindings, can_cache=False).fetchall()
-            allowed = not (db._reserved_names() - before)
-        except BaseException as e:
-            auth.alter_guard = False
-            db._abandon_savepoint("_cf_alter_guard")
-            if isinstance(e, apsw.Error):
-                raise db._error(e) from None
+            rows = port.run_user_alter(piece, bindings)
+            allowed = not (self._reserved_names() - before)
+        except BaseException:
+            port.abandon_savepoint("_cf_alter_guard")
             raise
-        finally:
-            auth.alter_guard = False
         if not allowed:
-            db._abandon_savepoint("_cf_alter_guard")
+            port.abandon_savepoint("_cf_alter_guard")
             raise SqlError(_NOT_AUTHORIZED, code="SQLITE_AUTH")
-        db._internal("RELEASE _cf_alter_guard")
+        port.run_internal("RELEASE _cf_alter_guard")
         return rows
+
+    def _reserved_names(self) -> set[str]:
+        return {row[0] for row in self._port.run_internal(_RESERVED_NAMES)}

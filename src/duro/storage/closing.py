@@ -1,0 +1,131 @@
+"""Closes finished on a worker thread: the part of an object's close that waits on the disk.
+
+Owns the registry of closes in progress (opening a file again waits for its close, through
+:func:`wait_closed`), the worker's half of ``DatabaseConnection.close_offloaded`` (fsync the
+history, let SQLite checkpoint as the connection closes, remove an empty database's files), and
+:func:`close_quietly`, the last step of every close.
+
+It must never start a thread itself (jobs go to the runtime's ``offload``), nor touch a
+connection that is still an object's.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+import threading
+from collections.abc import Callable
+
+import apsw
+
+from duro.storage.journal import DetachedHistory
+
+__all__ = ["wait_closed", "close_on_worker", "close_quietly", "closing_any"]
+
+_log = logging.getLogger("duro.storage")
+
+# On close: after SQLite's checkpoint, cut the WAL to zero bytes but keep the file (PERSIST_WAL),
+# so the next open neither creates it again nor reads stale frames.
+_BEFORE_CLOSE = "PRAGMA journal_size_limit=0"
+
+# Databases whose close is being finished on a worker thread (``close_on_worker``): opening the
+# same file again, through any connection, waits until that close is done. Per path:
+# (done, claim, finish) — whoever takes ``claim`` first runs ``finish``.
+_closing: dict[pathlib.Path, tuple[threading.Event, threading.Lock, Callable[[], None]]] = {}
+
+
+def wait_closed(path: str | os.PathLike[str]) -> None:
+    """Return once no offloaded close of the database at ``path`` is in progress. A close still
+    queued behind others is finished here and now (one close's fsyncs, not the queue's); one
+    already running is waited for. Rare: an object opened again right after its eviction."""
+    entry = _closing.get(pathlib.Path(path))
+    if entry is None:
+        return
+    done, claim, finish = entry
+    if claim.acquire(blocking=False):
+        finish()
+    else:
+        done.wait()
+
+
+def closing_any() -> bool:
+    """Whether any close is in progress (the cheap test before :func:`wait_closed`)."""
+    return bool(_closing)
+
+
+def close_on_worker(conn: apsw.Connection, history: DetachedHistory | None,
+                    files: tuple[pathlib.Path, pathlib.Path, pathlib.Path], empty: bool,
+                    ckpt_idle: threading.Event, offload: Callable[[Callable[[], None]], None]) -> None:
+    """Hand the end of a close to ``offload`` (or run it here if the runtime is shutting down),
+    registered so that opening ``files[0]`` again waits for it. ``conn`` is no longer the
+    object's; ``ckpt_idle`` is set when no periodic checkpoint of it runs."""
+    path = files[0]
+    done = threading.Event()
+    claim = threading.Lock()
+
+    def finish() -> None:
+        try:
+            ckpt_idle.wait()  # a periodic checkpoint of this database finishes first
+            _finish_close(conn, history, files, empty)
+        except Exception as e:
+            _log.error("closing %s failed: %s", path, e)
+        finally:
+            entry = _closing.get(path)
+            if entry is not None and entry[0] is done:
+                del _closing[path]
+            done.set()
+
+    def job() -> None:
+        if claim.acquire(blocking=False):  # not already finished by wait_closed()
+            finish()
+    _closing[path] = (done, claim, finish)
+    try:
+        offload(job)
+    except RuntimeError:  # the runtime is shutting down: do it here
+        job()
+
+
+def _finish_close(conn: apsw.Connection, history: DetachedHistory | None,
+                  files: tuple[pathlib.Path, pathlib.Path, pathlib.Path], empty: bool) -> None:
+    """The end of ``close_offloaded``, on a worker thread (the connection is no longer the
+    object's): as ``close()`` does, the history is fsynced before SQLite checkpoints on close (a
+    page reaches the database file only once its record is durable); an ``empty`` database is
+    checkpointed and its ``files`` (database, -wal, -shm) removed."""
+    discard = files if empty else None
+    try:
+        if history is not None:
+            try:
+                history.sync()
+            except BaseException:
+                # Not durable: keep the WAL (the next open reconciles the history with it).
+                conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
+                raise
+        if discard is not None:
+            conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE)
+            conn.close()
+            for p in discard:
+                p.unlink(missing_ok=True)
+            if history is not None:
+                history.discarded()
+    finally:
+        close_quietly(conn, files[2])
+        if history is not None:
+            history.close()
+
+
+def close_quietly(conn: apsw.Connection, shm: pathlib.Path) -> None:
+    """Close an object's connection: SQLite checkpoints and leaves an empty ``-wal``; the ``-shm``
+    file (32 KiB, rebuilt at every open anyway) is removed."""
+    try:
+        conn.authorizer = None  # duro's own statement (the user's authorizer refuses this PRAGMA)
+        conn.execute(_BEFORE_CLOSE)
+    except apsw.ConnectionClosedError:
+        pass
+    except apsw.Error as e:  # unusable (a damaged file): the -wal keeps what it holds
+        _log.warning("closing %s: %s", shm.with_name(shm.name[:-4]), e)
+    conn.close()
+    try:
+        shm.unlink(missing_ok=True)
+    except OSError:
+        pass

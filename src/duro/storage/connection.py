@@ -1,0 +1,576 @@
+"""The storage port: one object's SQLite connection, which kv.py, sql.py and database.py use.
+
+Owns opening the file (flags, PERSIST_WAL, limits, defensive mode, the setup pragmas, telling a
+damaged file apart), closing it (at once, or with the part that waits on the disk offloaded to a
+worker thread, whose half is in ``closing.py``), checkpoints (the periodic PASSIVE one and the TRUNCATE one), the translation of
+apsw errors together with what they do to the state (a damaged database is closed and stays
+failed; a transaction SQLite rolled back by itself is recorded as lost), the implicit transaction
+as one explicit state (``txn.py``: NoTxn, ImplicitTxn, LostTxn), and the rule about
+the authorizer: duro's own statements run through :meth:`DatabaseConnection.run_internal`, with the
+authorizer bypassed and the INTERNAL prepare flag; user statements run through
+:meth:`DatabaseConnection.run_user`, always with the authorizer on. Nothing else sets ``bypass``.
+
+It must never: fsync the WAL (the runtime makes commits durable with its own batched fdatasync);
+start threads or use asyncio (work reaches a thread only through the ``offload`` callback the
+runtime passes); let an apsw exception out untranslated (except ``apsw.BindingsError`` from
+:meth:`~DatabaseConnection.run_user`, which changes no state and which the SQL layer words); know
+what the KV table, the alarm row or a SQL cursor mean.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import pathlib
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import apsw
+
+from duro.errors import CorruptDatabaseError, InternalError, SqlError, StorageError
+from duro.storage.authorizer import Authorizer
+from duro.storage.closing import close_on_worker, close_quietly, closing_any, wait_closed
+from duro.storage.history import apply_pending_restore
+from duro.storage.journal import ObjectHistory, fsync_dir, history_path
+from duro.storage.translate import CORRUPT_CODES, corrupt_error, translate
+from duro.storage.txn import NO_TXN, ImplicitTxn, LostTxn, NoTxn, critical_error, loss
+
+__all__ = ["DatabaseConnection", "wait_closed",
+           "INTERNAL", "PAGE_SIZE", "MAX_DATABASE_BYTES", "CHECKPOINT_PAGES"]
+
+PAGE_SIZE = 4096
+MAX_DATABASE_BYTES = 10 * 1000**3  # 10 GB per object (§7.4); beyond it writes fail with SQLITE_FULL
+_STATEMENT_CACHE = 128
+CHECKPOINT_PAGES = 1000  # SQLite's own auto-checkpoint threshold
+_log = logging.getLogger("duro.storage")
+
+# The prepare flag of duro's own statements. SQLITE_PREPARE_NORMALIZE is a no-op in SQLite today;
+# it only makes apsw's statement cache keep these statements apart from user statements of the same
+# text (the cache key includes the prepare flags), so user SQL can never reuse a statement that was
+# authorized with the bypass on.
+INTERNAL = apsw.SQLITE_PREPARE_NORMALIZE
+
+# SQLite limits (reference §3.5, §7.4). SQLITE_LIMIT_LENGTH caps a string, a blob and a whole row,
+# which is Cloudflare's documented 2 MB key+value / row limit.
+_LIMITS = (
+    (apsw.SQLITE_LIMIT_LENGTH, 2_000_000),
+    (apsw.SQLITE_LIMIT_SQL_LENGTH, 100_000),
+    (apsw.SQLITE_LIMIT_COLUMN, 100),
+    (apsw.SQLITE_LIMIT_EXPR_DEPTH, 100),
+    (apsw.SQLITE_LIMIT_COMPOUND_SELECT, 5),
+    (apsw.SQLITE_LIMIT_VDBE_OP, 25_000),
+    (apsw.SQLITE_LIMIT_FUNCTION_ARG, 127),  # what workerd sets; the docs say 32
+    (apsw.SQLITE_LIMIT_LIKE_PATTERN_LENGTH, 50),
+    (apsw.SQLITE_LIMIT_VARIABLE_NUMBER, 100),
+    (apsw.SQLITE_LIMIT_TRIGGER_DEPTH, 10),
+    (apsw.SQLITE_LIMIT_ATTACHED, 0),
+    (apsw.SQLITE_LIMIT_WORKER_THREADS, 0),
+)
+
+# synchronous=NORMAL: a commit writes the WAL without fsyncing it (the runtime's barrier fdatasyncs
+# the WAL of every commit, batched); checkpoints, and the WAL header when the WAL starts over, are
+# synced by SQLite. The header sync must stay: turning SQLite's syncs off (measured faster to open)
+# lets a power loss after a WAL restart replay stale, already checkpointed frames over newer pages
+# (SQLite ticket ff5be73dee).
+_SETUP = (
+    f"PRAGMA page_size={PAGE_SIZE};"
+    "PRAGMA journal_mode=WAL;"
+    "PRAGMA synchronous=NORMAL;"
+    "PRAGMA foreign_keys=ON;"
+    f"PRAGMA max_page_count={MAX_DATABASE_BYTES // PAGE_SIZE};"
+    "PRAGMA schema_version;"  # reads the schema: a damaged or foreign file fails here
+)
+
+_PERSIST_ON = ctypes.c_int(1)  # SQLite reads the int behind the pointer (it writes only for -1)
+
+def _not_open() -> int:
+    raise InternalError("the database connection is not open")
+
+
+def _make_dirs_durably(folder: pathlib.Path) -> None:
+    """Create ``folder`` and its missing parents, fsyncing each new entry's parent directory, so a
+    power cut cannot take away the first object of a new namespace (its own file's entry is synced
+    by the runtime with its first commit). Once per namespace; cheap."""
+    missing = []
+    p = folder
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir()
+        except FileExistsError:
+            continue
+        fsync_dir(d.parent)
+
+
+class DatabaseConnection:
+    """One object's connection, opened on demand, and its implicit transaction.
+
+    ``memo`` holds facts about the open database that stay true until a rollback undoes a write
+    they saw (which tables exist, the alarm row as last read): the port empties it (in place) on
+    every open, close and rollback, so it is empty while the connection is closed (a table known
+    to exist means the connection is open); callers read it and record what they create or drop.
+    """
+
+    def __init__(self, path: pathlib.Path, *, history: ObjectHistory | None,
+                 on_transaction_open: Callable[[], None] | None,
+                 offload: Callable[[Callable[[], None]], None] | None) -> None:
+        self.path = path
+        self.wal_path = path.with_name(path.name + "-wal")
+        self.shm_path = path.with_name(path.name + "-shm")
+        self.history = history
+        # Periodic checkpoints (every ~CHECKPOINT_PAGES WAL pages) fsync the WAL and the database:
+        # the runtime passes ``offload`` to run them on a worker thread, off the event loop. Tools
+        # (no offload) checkpoint inline. Opening and closing wait for a checkpoint in progress.
+        self.offload = offload
+        self._on_transaction_open = on_transaction_open
+        self._wal_pages = 0
+        self._ckpt_idle = threading.Event()
+        self._ckpt_idle.set()
+        self._mark_changed = False  # history off, but a history exists: tell it we write (commit())
+        self._conn: apsw.Connection | None = None
+        self._cur: apsw.Cursor | None = None  # duro's own statements
+        self._ucur: apsw.Cursor | None = None  # user SQL (has the column-name exec tracer)
+        self._auth = Authorizer()
+        self._corrupt: CorruptDatabaseError | None = None
+        self.txn: NoTxn | ImplicitTxn | LostTxn = NO_TXN
+        self.memo: dict[object, Any] = {}
+        self.commit_count = 0
+        # The columns of the last user statement prepared (set by the exec tracer), or None.
+        self.user_description: tuple[tuple[str, Any], ...] | None = None
+        # While open, the connection's own counters, bound once (a C call on the hot path):
+        # rows changed by the last statement, and since the connection opened.
+        self.changes: Callable[[], int] = _not_open
+        self.total_changes: Callable[[], int] = _not_open
+
+    # ---- state ------------------------------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return self._conn is not None
+
+    @property
+    def corrupt(self) -> CorruptDatabaseError | None:
+        """The error every operation raises once the file was found damaged; None if it was not."""
+        return self._corrupt
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.txn.open
+
+    @property
+    def savepoint_depth(self) -> int:
+        txn = self.txn
+        return len(txn.savepoints) if type(txn) is ImplicitTxn else 0
+
+    def loss(self) -> SqlError | None:
+        """The error that lost a transaction of this turn, not reported yet; None if none was."""
+        return loss(self.txn)
+
+    def table_exists(self, name: str) -> bool:
+        """Whether the table ``name`` exists. Kept in :attr:`memo`: only duro creates or drops its
+        own tables, and it records them there."""
+        known = self.memo.get(name)
+        if known is None:
+            try:
+                known = self._conn.table_exists("main", name)
+            except apsw.Error as e:
+                raise self._error(e) from e
+            self.memo[name] = known
+        return known
+
+    def readable(self, table: str) -> bool:
+        """Whether ``table`` can be read: an existing file is opened (a missing one is never
+        created) and the table is there. The first check of every read."""
+        if self._conn is None and not self.open(create=False):
+            return False
+        known = self.memo.get(table)
+        return self.table_exists(table) if known is None else known
+
+    # ---- opening and closing ----------------------------------------------------------------
+
+    def open(self, create: bool) -> bool:
+        """Open the connection if needed; True once it is open. With ``create=False`` a missing
+        file stays missing and False is returned. A damaged file raises CorruptDatabaseError, now
+        and on every later call."""
+        if self._conn is not None:
+            return True
+        if self._corrupt is not None:
+            raise self._corrupt
+        self._ckpt_idle.wait()
+        if closing_any():
+            wait_closed(self.path)
+        history = self.history
+        if history is not None and not history.restore_checked:
+            history.restore_checked = True  # once per instance: a restore waits for the next session
+            apply_pending_restore(self.path, history.options)
+        existed = self.path.exists()
+        self._mark_changed = history is None and existed and history_path(self.path).exists()
+        if not existed:
+            if not create:
+                return False
+            _make_dirs_durably(self.path.parent)
+            # A WAL left behind by a deleted database must never be replayed into a new one.
+            self.wal_path.unlink(missing_ok=True)
+            self.shm_path.unlink(missing_ok=True)
+        flags = apsw.SQLITE_OPEN_READWRITE | (apsw.SQLITE_OPEN_CREATE if create else 0)
+        try:
+            conn = apsw.Connection(str(self.path), flags=flags, statementcachesize=_STATEMENT_CACHE)
+        except apsw.CantOpenError as e:
+            if not create and not self.path.exists():
+                return False
+            raise StorageError(f"cannot open database file {str(self.path)!r}: {e}") from e
+        try:
+            # Keep the -wal file when the connection closes: creating it again at every open is
+            # the most expensive part of waking an object (the -shm file is removed on close).
+            conn.file_control("main", apsw.SQLITE_FCNTL_PERSIST_WAL, ctypes.addressof(_PERSIST_ON))
+            conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 1)
+            for limit, value in _LIMITS:
+                conn.limit(limit, value)
+            conn.execute(_SETUP).fetchall()
+        except apsw.Error as e:
+            conn.close()
+            if getattr(e, "result", None) in CORRUPT_CODES:
+                self._corrupt = corrupt_error(self.path, e)
+                raise self._corrupt from e
+            raise translate(e) from e
+        conn.authorizer = self._auth
+        # The hook replaces SQLite's auto-checkpoint, which would fsync inside COMMIT on the loop.
+        self._wal_pages = 0
+        conn.set_wal_hook(self._wal_hook)
+        self._conn = conn
+        self.changes = conn.changes
+        self.total_changes = conn.total_changes
+        self._cur = conn.cursor()
+        self._ucur = conn.cursor()
+        self._ucur.exec_trace = self._trace
+        self.memo.clear()
+        if history is not None:
+            try:
+                history.attach(self.run_internal_uncached, self.checkpoint, existed)
+            except BaseException:
+                self.close()
+                raise
+        return True
+
+    def close(self) -> None:
+        """Close the connection now: an open transaction is dropped, SQLite checkpoints."""
+        self._ckpt_idle.wait()
+        if self.history is not None:
+            self.history.close()
+        conn = self._conn
+        self._forget_connection()
+        if conn is not None:
+            close_quietly(conn, self.shm_path)
+
+    def _forget_connection(self) -> None:
+        self._conn = self._cur = self._ucur = None
+        self.changes = self.total_changes = _not_open
+        lost = self.loss()
+        self.txn = NO_TXN if lost is None else LostTxn(lost)  # a loss is reported by the commit
+        self.memo.clear()
+
+    def close_offloaded(self, empty: bool) -> None:
+        """Close, with only the bookkeeping done here: the part that waits on the disk (fsyncing
+        the history, SQLite's checkpoint as the connection closes, removing the files of an
+        ``empty`` database) runs through ``offload``, and opening the file again waits until it
+        is done. The caller has ended the transaction."""
+        offload = self.offload
+        assert offload is not None
+        history = self.history.detach() if self.history is not None else None
+        conn = self._conn
+        assert conn is not None
+        self._forget_connection()
+        close_on_worker(conn, history, (self.path, self.wal_path, self.shm_path), empty, self._ckpt_idle,
+                        offload)
+
+    def wait_closed(self) -> None:
+        """Return once no offloaded close of this file is in progress."""
+        if closing_any():
+            wait_closed(self.path)
+
+    def remove_files(self) -> None:
+        """Delete the database, ``-wal`` and ``-shm`` files (the connection is closed)."""
+        for p in (self.path, self.wal_path, self.shm_path):
+            p.unlink(missing_ok=True)
+
+    def discard(self) -> None:
+        """Checkpoint, close and delete the files of an open database the caller found empty. The
+        history, fsynced first (a checkpoint must not get ahead of it), stays, ending in the empty
+        state."""
+        if self.history is not None:
+            self.history.sync()
+        self.checkpoint()
+        self.close()
+        self.remove_files()
+        if self.history is not None:
+            self.history.after_discard()
+
+    # ---- running statements ----------------------------------------------------------------
+
+    def run_internal(self, sql: str, bindings: Any = None,
+                     not_unicode: Callable[[Any], Exception] | None = None, *,
+                     cache: bool = True, first: bool = False, rows: bool = True) -> Any:
+        """Run one of duro's own statements and return its rows (``first``: its first row, or
+        None, without stepping it further; ``rows=False``: nothing, for a statement that returns
+        no rows). The authorizer is bypassed for it alone, and it is prepared with the INTERNAL
+        flag, apart from user statements in apsw's statement cache. ``cache=False`` keeps a rare
+        statement from evicting the user's. A ``str`` binding that is not valid Unicode raises
+        ``not_unicode(bindings)`` (the caller words it), or UnicodeEncodeError."""
+        auth = self._auth
+        auth.bypass = True
+        try:
+            if cache:  # the usual case, without the keyword apsw would have to match
+                cur = self._cur.execute(sql, bindings, prepare_flags=INTERNAL)
+            else:
+                cur = self._cur.execute(sql, bindings, can_cache=False, prepare_flags=INTERNAL)
+            # A key lookup stops at its row: fetchall() would step the statement once more. A write
+            # has run to its end in execute(); fetching nothing costs a list (measured, per call).
+            if first:
+                return cur.fetchone()
+            return cur.fetchall() if rows else None
+        except apsw.Error as e:
+            raise self._error(e) from e
+        except UnicodeEncodeError:
+            if not_unicode is None:
+                raise
+            raise not_unicode(bindings) from None
+        finally:
+            auth.bypass = False
+
+    def run_internal_uncached(self, sql: str, bindings: Any = None) -> list[tuple[Any, ...]]:
+        """:meth:`run_internal` kept out of the statement cache (the history's rare statements)."""
+        return self.run_internal(sql, bindings, cache=False)
+
+    def run_user(self, sql: str, bindings: Any, all_rows: bool = True) -> list[tuple[Any, ...]] | None:
+        """Run one user statement with the authorizer on; its rows (``all_rows=False``: only its
+        first step, none returned). :attr:`user_description` then holds its columns (None if the
+        text held no statement). Returns None when the authorizer refused an ``ALTER TABLE`` only
+        because it cannot see a new name: the SQL layer re-runs it with :meth:`run_user_alter`.
+
+        A denial with a better message than SQLite's raises SqlError(code SQLITE_AUTH) with it;
+        ``apsw.BindingsError`` (wrong number of bindings) is let through for the SQL layer to word;
+        OverflowError / UnicodeEncodeError from a binding too."""
+        auth = self._auth
+        auth.message = None
+        auth.alter_pending = False
+        self.user_description = None
+        try:
+            cur = self._ucur.execute(sql, bindings)
+            return cur.fetchall() if all_rows else []
+        except apsw.BindingsError:
+            raise
+        except apsw.AuthError as e:
+            if auth.alter_pending:
+                return None
+            if auth.message is not None:
+                raise SqlError(auth.message, code="SQLITE_AUTH") from None
+            raise self._error(e) from None
+        except apsw.Error as e:
+            raise self._error(e) from None
+
+    def run_user_alter(self, sql: str, bindings: Any) -> list[tuple[Any, ...]]:
+        """Re-run a user ``ALTER TABLE`` that :meth:`run_user` returned None for: the authorizer
+        allows it this once (the caller checks the names it produced), and it is never cached, so
+        it always comes back through :meth:`run_user` first."""
+        auth = self._auth
+        auth.alter_guard = True
+        try:
+            return self._ucur.execute(sql, bindings, can_cache=False).fetchall()
+        except apsw.Error as e:
+            raise self._error(e) from None
+        finally:
+            auth.alter_guard = False
+
+    def _trace(self, cursor: apsw.Cursor, sql: str, bindings: Any) -> bool:
+        # apsw's exec tracer runs after a statement is prepared and before it steps: the only
+        # moment the column names of a statement that returns no rows can be read. It also runs for
+        # text with no statement in it (has_vdbe is False), which must not count as one.
+        if cursor.has_vdbe:
+            self.user_description = cursor.get_description()
+        return True
+
+    def _error(self, exc: apsw.Error) -> StorageError:
+        """Translate ``exc`` and update the state: a damaged database is closed and stays failed;
+        a transaction SQLite rolled back on its own is recorded as lost."""
+        if getattr(exc, "result", None) in CORRUPT_CODES:
+            self._corrupt = corrupt_error(self.path, exc)
+            try:
+                self.close()
+            except apsw.Error:
+                self._conn = None  # the connection is unusable either way; the error below says why
+            return self._corrupt
+        err = translate(exc) if getattr(exc, "result", None) is not None else StorageError(str(exc))
+        conn = self._conn
+        if self.txn.open and conn is not None and conn.get_autocommit():
+            # SQLite rolled the whole transaction back (a trigger's RAISE(ROLLBACK), disk full, ...):
+            # the writes of this turn are gone, so its commit must fail.
+            self.txn = LostTxn(err if isinstance(err, SqlError) else SqlError(str(err)))
+            self.memo.clear()
+        return err
+
+    # ---- the implicit transaction ------------------------------------------------------------
+
+    def ensure_transaction(self) -> None:
+        """Open the file (creating it) and the implicit transaction, if they are not open."""
+        if not self.txn.open:
+            if self._conn is None:
+                self.open(create=True)
+            self.run_internal("BEGIN", rows=False)
+            txn = self.txn
+            self.txn = new = ImplicitTxn()
+            if type(txn) is LostTxn:
+                new.lost = txn.error
+            callback = self._on_transaction_open
+            if callback is not None:
+                callback()
+
+    def commit(self, before_write: Callable[[], None] | None = None) -> bool:
+        """Commit the implicit transaction. True if it wrote anything; False if none was open or it
+        only read. ``before_write`` runs first when it wrote, inside it. On failure (a deferred
+        foreign-key violation, a transaction SQLite already rolled back) the transaction is rolled
+        back and SqlError is raised."""
+        txn = self.txn
+        if type(txn) is not ImplicitTxn:
+            if type(txn) is LostTxn:
+                self.txn = NO_TXN
+                raise critical_error(txn.error) from txn.error
+            return False
+        if txn.lost is not None:
+            self.rollback()
+            raise critical_error(txn.lost) from txn.lost
+        if txn.savepoints:
+            raise InternalError(f"commit() called with savepoints still open: {txn.savepoints}")
+        conn = self._conn
+        wrote = conn.txn_state() == apsw.SQLITE_TXN_WRITE
+        try:
+            if wrote:
+                if before_write is not None:
+                    before_write()
+                if self.history is not None:
+                    self.history.prepare_commit()
+                elif self._mark_changed:
+                    # Writes made with history off: the history must snapshot when it is next used.
+                    self.run_internal_uncached("PRAGMA user_version = 1")
+                    self._mark_changed = False
+            self.run_internal("COMMIT", rows=False)
+        except StorageError:
+            # The error raised here is the report of the loss, if SQLite rolled back by itself.
+            if self._conn is not None and not self._conn.get_autocommit():
+                self.run_internal("ROLLBACK", rows=False)
+            self.txn = NO_TXN
+            self.memo.clear()
+            raise
+        self.txn = NO_TXN
+        if wrote:
+            self.commit_count += 1
+            if self.history is not None:
+                self.history.after_commit()
+            if self._wal_pages >= CHECKPOINT_PAGES:
+                self._periodic_checkpoint()
+        return wrote
+
+    def rollback(self) -> None:
+        """Drop the implicit transaction and everything written in it (and any savepoints), and
+        forget a loss not yet reported."""
+        txn = self.txn
+        self.txn = NO_TXN
+        if not txn.open:
+            return
+        self.memo.clear()
+        if self._conn is not None and not self._conn.get_autocommit():
+            self.run_internal("ROLLBACK", rows=False)
+
+    # ---- savepoints --------------------------------------------------------------------------
+    # Open savepoints are a stack (innermost last). Ending one also ends every savepoint opened
+    # after it, as in SQLite. Ending a savepoint that has already ended is a no-op: the async
+    # transaction() releases its savepoint after the closure returns even when txn.rollback()
+    # already rolled it back.
+
+    def open_savepoint(self, name: str) -> None:
+        """``SAVEPOINT name`` on the stack of the implicit transaction (which must be open)."""
+        self.run_internal(f"SAVEPOINT {name}", rows=False)
+        txn = self.txn
+        if type(txn) is ImplicitTxn:
+            txn.savepoints += (name,)
+
+    def end_savepoint(self, name: str, *, rollback: bool) -> None:
+        """Keep (``RELEASE``) or undo what was written since ``name`` opened, and end it and every
+        savepoint opened after it."""
+        txn = self.txn
+        stack = txn.savepoints if type(txn) is ImplicitTxn else ()
+        if name not in stack:
+            lost = self.loss()
+            if lost is not None and not rollback:
+                # SQLite rolled the whole transaction back under this savepoint: nothing to keep.
+                raise critical_error(lost) from lost
+            return
+        index = len(stack) - 1 - stack[::-1].index(name)
+        if rollback:
+            self.abandon_savepoint(name)
+        else:
+            self.run_internal(f"RELEASE {name}", rows=False)
+        if self.txn is txn:  # not lost meanwhile
+            txn.savepoints = stack[:index]
+
+    def abandon_savepoint(self, name: str) -> None:
+        """``ROLLBACK TO name`` + ``RELEASE name``, unless the transaction is already gone. For a
+        savepoint off the stack too (duro's own around a multi-statement operation)."""
+        if self._conn is None or self._conn.get_autocommit():
+            return
+        self.run_internal(f"ROLLBACK TO {name}", rows=False)
+        self.run_internal(f"RELEASE {name}", rows=False)
+        self.memo.clear()
+
+    # ---- checkpoints -------------------------------------------------------------------------
+
+    def checkpoint(self, passive: bool = False) -> None:
+        """TRUNCATE (the history needs an empty WAL when it attaches; an empty database before
+        its files go), or PASSIVE (which must never fail because someone is reading)."""
+        mode = apsw.SQLITE_CHECKPOINT_PASSIVE if passive else apsw.SQLITE_CHECKPOINT_TRUNCATE
+        try:
+            self._conn.wal_checkpoint(mode=mode)
+        except apsw.Error as e:
+            raise self._error(e) from e
+
+    def _wal_hook(self, conn: apsw.Connection, name: str, pages: int) -> int:
+        self._wal_pages = pages
+        return apsw.SQLITE_OK
+
+    def _periodic_checkpoint(self) -> None:
+        """Move the WAL into the database file (PASSIVE: never waits for readers). The history
+        is fsynced first, so a page reaches the database file only once its record is durable."""
+        if not self._ckpt_idle.is_set():
+            return  # one is running; the WAL keeps growing until it is done
+        self._wal_pages = 0
+        history = self.history
+        if self.offload is None:
+            if history is not None:
+                history.sync()
+            self.checkpoint(passive=True)
+            return
+        sync_history = history.sync_later() if history is not None else None
+        path = str(self.path)
+        self._ckpt_idle.clear()
+
+        def job() -> None:
+            try:
+                if sync_history is not None:
+                    sync_history()
+                conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READWRITE)
+                try:
+                    # A fresh connection knows it is in WAL mode only after its first statement.
+                    conn.execute("PRAGMA journal_mode").fetchall()
+                    conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
+                finally:
+                    conn.close()
+            except Exception as e:  # the next one retries; the WAL stays valid meanwhile
+                _log.warning("checkpoint of %s failed: %s", path, e)
+            finally:
+                self._ckpt_idle.set()
+        try:
+            self.offload(job)
+        except RuntimeError:  # the runtime is shutting down: do it here
+            job()
