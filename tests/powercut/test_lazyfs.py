@@ -9,6 +9,8 @@ import apsw
 import pytest
 
 
+pytestmark = pytest.mark.powercut
+
 def _fsync(path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:

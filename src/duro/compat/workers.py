@@ -82,6 +82,6 @@ async def fetch(input: "str | Request", method: str | None = None, headers: Any 
     if act is not None:
         await act.output_gate()
     status, h, data = await asyncio.get_running_loop().run_in_executor(
-        None, _blocking_fetch, req.url, req.method, req.headers.items(), req._body or None, timeout)
+        None, _blocking_fetch, req.url, req.method, req.headers.items(), req.body or None, timeout)
     resp = FetchResponse(data, status=status, headers=Headers(h))
     return resp

@@ -24,6 +24,7 @@ from ..core.lifecycle import DeactivationReason
 from ..errors import ConfigError, UnknownNamespaceError
 from ..ids import DurableObjectId
 from ..storage.journal import HistoryOptions
+from ..storage.paths import make_dirs_durably
 from .activation import Activation
 from .alarms import AlarmScheduler
 from .barrier import DurabilityBarrier
@@ -137,7 +138,7 @@ class Runtime:
         self._services.append(service)
 
     def _lock_data_dir(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        make_dirs_durably(self.data_dir)
         path = self.data_dir / "duro.lock"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:

@@ -21,6 +21,7 @@ import apsw
 
 from duro.errors import StorageError
 from duro.storage.database import ObjectDatabase
+from duro.storage.paths import make_dirs_durably
 
 __all__ = ["AlarmIndex", "IndexRow", "scan_object_alarms"]
 
@@ -59,7 +60,7 @@ class AlarmIndex:
         self.path = pathlib.Path(path)
         self.wal_path = pathlib.Path(str(self.path) + "-wal")
         self.existed = self.path.exists()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs_durably(self.path.parent)
         try:
             self._conn = apsw.Connection(str(self.path))
             self._conn.execute(_SCHEMA).fetchall()

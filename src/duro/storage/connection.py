@@ -33,6 +33,7 @@ from duro.storage.authorizer import Authorizer
 from duro.storage.closing import close_on_worker, close_quietly, closing_any, wait_closed
 from duro.storage.history import apply_pending_restore
 from duro.storage.journal import ObjectHistory, fsync_dir, history_path
+from duro.storage.paths import make_dirs_durably
 from duro.storage.translate import CORRUPT_CODES, corrupt_error, translate
 from duro.storage.txn import NO_TXN, ImplicitTxn, LostTxn, NoTxn, critical_error, loss
 
@@ -86,23 +87,6 @@ _PERSIST_ON = ctypes.c_int(1)  # SQLite reads the int behind the pointer (it wri
 
 def _not_open() -> int:
     raise InternalError("the database connection is not open")
-
-
-def _make_dirs_durably(folder: pathlib.Path) -> None:
-    """Create ``folder`` and its missing parents, fsyncing each new entry's parent directory, so a
-    power cut cannot take away the first object of a new namespace (its own file's entry is synced
-    by the runtime with its first commit). Once per namespace; cheap."""
-    missing = []
-    p = folder
-    while not p.exists():
-        missing.append(p)
-        p = p.parent
-    for d in reversed(missing):
-        try:
-            d.mkdir()
-        except FileExistsError:
-            continue
-        fsync_dir(d.parent)
 
 
 class DatabaseConnection:
@@ -211,7 +195,7 @@ class DatabaseConnection:
         if not existed:
             if not create:
                 return False
-            _make_dirs_durably(self.path.parent)
+            make_dirs_durably(self.path.parent)
             # A WAL left behind by a deleted database must never be replayed into a new one.
             self.wal_path.unlink(missing_ok=True)
             self.shm_path.unlink(missing_ok=True)

@@ -26,6 +26,7 @@ from typing import Any
 import apsw
 
 from duro.errors import InvalidInputError, StorageError
+from duro.storage.paths import make_dirs_durably
 from duro.storage.journal import (BASE, DAY_MS, PAGE_SIZE, RESTORE, HistoryFile, HistoryOptions, ObjectHistory,
                                   fsync_dir, history_path, marker_path, materialize_index, parse_bookmark)
 
@@ -168,7 +169,7 @@ def restore(db_path: str | os.PathLike[str], bookmark: str, *, options: HistoryO
         if size == 0:
             _unlink(tmp, db, wal, shm)
             fsync_dir(db.parent)
-            hf.append(seq, h._now(), 0, {}, flags=BASE | RESTORE)
+            hf.append(seq, h.now_ms(), 0, {}, flags=BASE | RESTORE)
         else:
             _stamp(tmp)
             changed = _changed_pages(db, tmp)
@@ -176,9 +177,9 @@ def restore(db_path: str | os.PathLike[str], bookmark: str, *, options: HistoryO
             os.replace(tmp, db)
             fsync_dir(db.parent)
             if changed is None:
-                hf.append_file_snapshot(seq, h._now(), db, flags=RESTORE)
+                hf.append_file_snapshot(seq, h.now_ms(), db, flags=RESTORE)
             else:  # only what differs from the state before: restoring an hour back stays cheap
-                hf.append(seq, h._now(), size, changed, flags=RESTORE)
+                hf.append(seq, h.now_ms(), size, changed, flags=RESTORE)
         hf.fsync()
         return hf.last.bookmark
 
@@ -221,10 +222,10 @@ def branch(src_db_path: str | os.PathLike[str], dst_db_path: str | os.PathLike[s
     with _attached(src_db_path, options) as (h, _):
         rec = h.resolve(bookmark)
         assert h.file is not None
-        dst.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs_durably(dst.parent)
         tmp = dst.with_name(dst.name + ".branch-tmp")
         size = materialize_index(h.file, rec.index, tmp)
-        now = h._now()
+        now = h.now_ms()
     hf = HistoryFile.open(history_path(dst), create=True)
     assert hf is not None
     try:

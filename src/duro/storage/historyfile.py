@@ -35,9 +35,10 @@ from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 from duro.errors import InvalidInputError, StorageError
+from duro.storage.paths import as_path, fsync_dir, history_path, make_dirs_durably, marker_path  # noqa: F401 - re-exported
 
 __all__ = ["HistoryFile", "Record", "format_bookmark", "parse_bookmark", "history_path", "marker_path", "as_path",
-           "fsync_dir", "materialize_index", "PAGE_SIZE", "BASE", "RESTORE", "HEAL", "ZLIB"]
+           "fsync_dir", "materialize_index", "read_bookmark_range", "PAGE_SIZE", "BASE", "RESTORE", "HEAL", "ZLIB"]
 
 PAGE_SIZE = 4096
 MAGIC = b"DUROHIS1"
@@ -54,29 +55,6 @@ _COMPRESS_FROM = 16  # smaller deltas stay raw: deflate's set-up costs more than
 _CHUNK_PAGES = 256
 
 _BOOKMARK = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{12})-([0-9a-f]{8})$")
-
-
-def history_path(db_path: str | os.PathLike[str]) -> pathlib.Path:
-    return as_path(db_path).with_suffix(".history")
-
-
-def marker_path(db_path: str | os.PathLike[str]) -> pathlib.Path:
-    """The pending-restore marker ``on_next_session_restore_bookmark`` leaves for the next open."""
-    return as_path(db_path).with_suffix(".restore")
-
-
-def as_path(p: str | os.PathLike[str]) -> pathlib.Path:
-    """``p`` as a Path; a Path is returned as it is (parsing a path again is not free)."""
-    return p if isinstance(p, pathlib.Path) else pathlib.Path(p)
-
-
-def fsync_dir(path: pathlib.Path) -> None:
-    """fsync a file or a directory by path (a directory: the entries created in it)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ---- bookmarks ------------------------------------------------------------------------------------
@@ -174,7 +152,7 @@ class HistoryFile:
         path = pathlib.Path(path)
         try:
             if create:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                make_dirs_durably(path.parent)
             fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o644)
         except FileNotFoundError:
             return None
@@ -575,3 +553,44 @@ def materialize_index(hf: HistoryFile, i: int, out: pathlib.Path) -> int:
     finally:
         os.close(fd)
     return size
+
+
+def read_bookmark_range(hpath: pathlib.Path) -> tuple[str, str] | None:
+    """(first, last) bookmark of the history file at ``hpath``, read without opening it as a
+    HistoryFile (no lock, no index, nothing changed); None when there is no such file or it holds no
+    record. A last record that is being appended right now (a torn tail) is skipped."""
+    try:
+        f = open(hpath, "rb")
+    except FileNotFoundError:
+        return None
+    with f:
+        header, prefix, suffix, body = _FILE_HEADER, _PREFIX, _SUFFIX, _BODY
+        head = f.read(header.size)
+        if len(head) < header.size or header.unpack(head)[0] != MAGIC:
+            raise StorageError(f"{hpath} is not a duro history file")
+        end = f.seek(0, os.SEEK_END)
+
+        def bookmark_at(start: int) -> str | None:
+            f.seek(start)
+            blob = f.read(prefix.size + body.size)
+            if len(blob) < prefix.size + body.size:
+                return None
+            seq, ms, tag = body.unpack_from(blob, prefix.size)[:3]
+            return format_bookmark(seq, ms, tag)
+
+        first = bookmark_at(header.size)
+        if first is None:
+            return None
+        last = None
+        pos = end
+        while pos > header.size and last is None:  # skip a torn tail
+            f.seek(pos - suffix.size)
+            (length,) = suffix.unpack(f.read(suffix.size))
+            start = pos - suffix.size - length - prefix.size
+            if start < header.size:
+                break
+            f.seek(start)
+            if prefix.unpack(f.read(prefix.size))[0] != length:
+                break
+            last = bookmark_at(start)
+        return first, (last or first)

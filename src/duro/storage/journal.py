@@ -22,8 +22,8 @@ from duro.clock import now_ms as _wall_ms
 from duro.errors import InvalidInputError, StorageError
 from duro.storage.durability import Run
 from duro.storage.historyfile import (  # noqa: F401 - re-exported: tools read the format from here
-    _BODY, _FILE_HEADER, _PREFIX, _SUFFIX, BASE, HEAL, MAGIC, PAGE_SIZE, RESTORE, ZLIB, HistoryFile, Record,
-    as_path, format_bookmark, fsync_dir, history_path, marker_path, materialize_index, parse_bookmark)
+    BASE, HEAL, MAGIC, PAGE_SIZE, RESTORE, ZLIB, HistoryFile, Record,
+    as_path, format_bookmark, fsync_dir, history_path, marker_path, materialize_index, parse_bookmark, read_bookmark_range)
 
 __all__ = ["DetachedHistory", "HistoryOptions", "HistoryFile", "ObjectHistory", "Record", "WalTail", "format_bookmark",
            "parse_bookmark", "history_path", "marker_path", "DAY_MS", "fsync_dir", "materialize_index",
@@ -165,7 +165,7 @@ class _OpenHistory:
     options: HistoryOptions
     _unsynced: bool
 
-    def _now(self) -> int:
+    def now_ms(self) -> int:
         return int(self.options.now_ms())
 
     def sync(self) -> None:
@@ -178,7 +178,7 @@ class _OpenHistory:
         """The database's files were removed because it holds nothing: a base of the empty state
         (unless the history already ends in one)."""
         if hf is not None and hf.last is not None and hf.last.db_pages:
-            hf.append(hf.last.seq + 1, self._now(), 0, {}, flags=BASE)
+            hf.append(hf.last.seq + 1, self.now_ms(), 0, {}, flags=BASE)
             self._unsynced = True
 
     def close(self) -> None:
@@ -236,7 +236,7 @@ class ObjectHistory(_OpenHistory):
         hf = self._open_file(True)
         assert hf is not None
         if hf.last is None:
-            hf.append(0, self._now(), 0, {}, flags=BASE)
+            hf.append(0, self.now_ms(), 0, {}, flags=BASE)
         return hf
 
     # -- hooks
@@ -249,7 +249,7 @@ class ObjectHistory(_OpenHistory):
             # was removed from outside, or a power loss kept the unlink but not the record) gets
             # an empty record; a missing history is created at the first commit.
             if hf is not None and hf.last is not None and hf.last.db_pages:
-                hf.append(hf.last.seq + 1, self._now(), 0, {}, flags=BASE | HEAL)
+                hf.append(hf.last.seq + 1, self.now_ms(), 0, {}, flags=BASE | HEAL)
                 self._unsynced = True
             return
         try:
@@ -281,7 +281,7 @@ class ObjectHistory(_OpenHistory):
             run("COMMIT")
             checkpoint()
         seq = 0 if last is None else last.seq + 1
-        hf.append_file_snapshot(seq, self._now(), self.db_path, flags=0 if last is None else HEAL)
+        hf.append_file_snapshot(seq, self.now_ms(), self.db_path, flags=0 if last is None else HEAL)
         hf.fsync()
 
     def _holds(self, hf: HistoryFile, rec: Record) -> bool:
@@ -311,7 +311,7 @@ class ObjectHistory(_OpenHistory):
         if got is None:
             return  # nothing changed: no new point in history
         size, pages, ident = got
-        hf.append(self._seq, self._now(), size, pages, ident=ident)
+        hf.append(self._seq, self.now_ms(), size, pages, ident=ident)
         self._unsynced = True
         # The database checkpoints every ~1,000 WAL pages, calling sync() or sync_later() first.
 
@@ -361,7 +361,7 @@ class ObjectHistory(_OpenHistory):
         return rec
 
     def for_time(self, when_ms: int) -> Record:
-        now = self._now()
+        now = self.now_ms()
         window = self.options.retention_ms
         if when_ms > now:
             raise InvalidInputError(f"time {when_ms} (epoch ms) is in the future (now is {now})")

@@ -22,7 +22,7 @@ import apsw
 
 from duro.errors import InvalidInputError, StorageError
 from duro.storage import history, journal
-from duro.storage.historyfile import fsync_dir
+from duro.storage.paths import fsync_dir, make_dirs_durably
 from duro.storage.journal import HistoryOptions, ObjectHistory, parse_bookmark
 
 __all__ = ["ObjectSummary", "SqlResult", "open_readonly", "summarize", "run_sql", "export_database",
@@ -336,7 +336,7 @@ def import_database(src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
     as it was."""
     src, dst = pathlib.Path(src), pathlib.Path(dst)
     check_sqlite_file(src)
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs_durably(dst.parent)
     tmp = dst.with_name(dst.name + ".import-tmp")
     remove_files(tmp)
     source = open_readonly(src)
@@ -410,42 +410,7 @@ def history_options(config: Any) -> HistoryOptions | None:
 def history_range(path: str | os.PathLike[str]) -> tuple[str, str] | None:
     """(first, last) bookmark in the object's ``.history`` file, read without changing anything;
     None when there is no history file. A last record that is being appended right now is skipped."""
-    hpath = journal.history_path(path)
-    try:
-        f = open(hpath, "rb")
-    except FileNotFoundError:
-        return None
-    with f:
-        header, prefix, suffix, body = journal._FILE_HEADER, journal._PREFIX, journal._SUFFIX, journal._BODY
-        head = f.read(header.size)
-        if len(head) < header.size or header.unpack(head)[0] != journal.MAGIC:
-            raise StorageError(f"{hpath} is not a duro history file")
-        end = f.seek(0, os.SEEK_END)
-
-        def bookmark_at(start: int) -> str | None:
-            f.seek(start)
-            blob = f.read(prefix.size + body.size)
-            if len(blob) < prefix.size + body.size:
-                return None
-            seq, ms, tag = body.unpack_from(blob, prefix.size)[:3]
-            return journal.format_bookmark(seq, ms, tag)
-
-        first = bookmark_at(header.size)
-        if first is None:
-            return None
-        last = None
-        pos = end
-        while pos > header.size and last is None:  # skip a torn tail
-            f.seek(pos - suffix.size)
-            (length,) = suffix.unpack(f.read(suffix.size))
-            start = pos - suffix.size - length - prefix.size
-            if start < header.size:
-                break
-            f.seek(start)
-            if prefix.unpack(f.read(prefix.size))[0] != length:
-                break
-            last = bookmark_at(start)
-        return first, (last or first)
+    return journal.read_bookmark_range(journal.history_path(path))
 
 
 def check_point(bookmark: str | None, at_ms: int | None, options: Any) -> None:
@@ -503,7 +468,7 @@ def branch_object(src: str | os.PathLike[str], dst: str | os.PathLike[str], book
     dst = pathlib.Path(dst)
     if dst.exists():
         raise InvalidInputError(f"{dst} already exists")
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs_durably(dst.parent)
     history.branch(src, dst, bookmark, options=options)
     if dst.exists():  # an empty state leaves no database
         set_name(dst, name)
