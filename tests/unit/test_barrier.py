@@ -96,3 +96,20 @@ async def test_os_mode_waits_for_nothing(tmp_path, disk):
     assert barrier.statistics()["commits"] == 1
     await barrier.close()
     assert disk.datasynced == disk.synced == []
+
+
+async def test_a_crashed_flush_loop_fails_its_waiters_instead_of_hanging(tmp_path, caplog):
+    b = DurabilityBarrier("fsync")
+    b.start()
+    b._pool = object()  # an executor that cannot run anything: the flush loop raises (a bug of ours)
+    f = tmp_path / "x-wal"
+    f.write_bytes(b"x")
+    fut = b.submit(str(f))
+    with pytest.raises(StorageError, match="could not be made durable"):
+        await asyncio.wait_for(fut, 5)
+    assert "the durability barrier crashed" in caplog.text
+    with pytest.raises(RuntimeError, match="closed"):
+        b.submit(str(f))
+    b._pool = None
+    with pytest.raises(AttributeError):
+        await b.close()  # the crash is raised again to the owner that stops it

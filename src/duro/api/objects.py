@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
 
 from ..errors import DurableObjectAbort, ObjectResetError
 from ..core.lifecycle import DeactivationReason
+from ..runtime.tasks import log_failure
 from .storage import DurableObjectStorage
 from .websocket import WebSocketStateMixin
 
@@ -99,6 +100,7 @@ class ExecutionContext:
         task = asyncio.ensure_future(_await(awaitable))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(log_failure)
 
     waitUntil = wait_until  # noqa: N815
 

@@ -14,6 +14,7 @@ from typing import Any
 from ..api import DurableObject, FetchResponse, Request, Response, WorkerEntrypoint
 from ..api.fetch import Headers
 from ..runtime import current_activation
+from ..runtime.tasks import log_failure
 
 __all__ = ["DurableObject", "WorkerEntrypoint", "WorkflowEntrypoint", "Request", "Response",
            "FetchResponse", "fetch", "handler", "python_to_rpc", "python_from_rpc", "wait_until",
@@ -59,6 +60,7 @@ def wait_until(awaitable: Any) -> None:
         task = asyncio.ensure_future(_await(awaitable))
         _background.add(task)
         task.add_done_callback(_background.discard)
+        task.add_done_callback(log_failure)
 
 
 waitUntil = wait_until

@@ -26,8 +26,10 @@ from ..core.limits import BCW_TIMEOUT_S, TEXT_BCW_TIMEOUT, TEXT_OVERLOADED_QUEUE
 from ..errors import DurableObjectAbort, ObjectResetError, OverloadedError, mark_remote
 from ..ids import DurableObjectId
 from ..storage import ObjectDatabase
+from ..storage.durability import Barrier
 from ..storage.journal import HistoryOptions, marker_path
 from .gates import InputGate, OutputGate
+from .tasks import log_failure
 
 if TYPE_CHECKING:
     from .alarms import AlarmScheduler
@@ -50,22 +52,9 @@ def _retrieve(fut: asyncio.Future[Any]) -> None:
         fut.exception()
 
 
-def _log_failure(task: "asyncio.Task[Any]") -> None:
-    """Background work (``wait_until``) has no caller to raise to: log its failure."""
-    if task.cancelled():
-        return
-    exc = task.exception()
-    if exc is not None:
-        log.error("background task %s failed: %r", task.get_name(), exc, exc_info=exc)
-
-
 class _Limits(Protocol):
     @property
     def max_queued_events(self) -> int: ...
-
-
-class _Barrier(Protocol):
-    def submit(self, path: str, *, sync_dir: bool = False) -> "asyncio.Future[None] | None": ...
 
 
 class ActivationHost(Protocol):
@@ -77,7 +66,7 @@ class ActivationHost(Protocol):
     @property
     def limits(self) -> _Limits: ...
     @property
-    def barrier(self) -> _Barrier: ...
+    def barrier(self) -> Barrier: ...
     @property
     def alarms(self) -> "AlarmScheduler": ...
     @property
@@ -374,7 +363,7 @@ class Activation:
         task = asyncio.get_running_loop().create_task(coro, name=name, context=ctx)  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(_log_failure)
+        task.add_done_callback(log_failure)
         return task
 
     async def drain(self, timeout: float) -> None:

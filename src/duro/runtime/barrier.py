@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 from ..errors import StorageError
 from ..storage.durability import BarrierStatistics
+
+log = logging.getLogger("duro.runtime")
 
 __all__ = ["DurabilityBarrier"]
 
@@ -101,6 +104,7 @@ class DurabilityBarrier:
         self._pending: dict[str, tuple[bool, list[asyncio.Future[None]]]] = {}
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
+        self._flushing: dict[str, tuple[bool, list[asyncio.Future[None]]]] = {}  # the batch in flight
         self._threads = threads
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="duro-fsync") if mode == "fsync" else None
         self._closed = False
@@ -112,6 +116,22 @@ class DurabilityBarrier:
         if self.mode == "fsync" and self._task is None:
             self._wakeup = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._run(), name="duro-durability-barrier")
+            self._task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: "asyncio.Task[None]") -> None:
+        """The flush loop only ends at close(). If it crashed (our bug), nothing may wait for it
+        forever: the crash is logged now, every waiting commit fails (its object resets) and later
+        submits are refused; close() raises it again."""
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        log.error("the durability barrier crashed: %r", exc, exc_info=exc)
+        self._closed = True
+        pending, self._pending = self._pending, {}
+        for _, futs in [*self._flushing.values(), *pending.values()]:
+            for fut in futs:
+                if not fut.done():
+                    fut.set_exception(_failure(exc))  # type: ignore[arg-type]
 
     def submit(self, path: str, *, sync_dir: bool = False) -> asyncio.Future[None] | None:
         """Ask for ``path`` to be made durable. Returns ``None`` when nothing needs waiting for."""
@@ -147,6 +167,7 @@ class DurabilityBarrier:
             # Let every task that is ready right now add its commit to this flush.
             await asyncio.sleep(0)
             batch, self._pending = self._pending, {}
+            self._flushing = batch
             # A few workers share the batch's files (started together, as measured above), rather
             # than one executor job per file: each job costs the event loop a future, a wake-up
             # and a callback, which at thousands of files a second was a third of an alarm's cost.

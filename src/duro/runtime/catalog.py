@@ -23,6 +23,7 @@ from ..clock import Clock, SystemClock
 from ..core.lifecycle import DeactivationReason
 from ..errors import ConfigError, UnknownNamespaceError
 from ..ids import DurableObjectId
+from ..storage.durability import Barrier
 from ..storage.journal import HistoryOptions
 from ..storage.paths import make_dirs_durably
 from .activation import Activation
@@ -103,7 +104,7 @@ class Runtime:
         # limits.max_open_databases, lowered at start if the open-file limit cannot hold that many.
         self.max_open_databases = self.limits.max_open_databases
         self.clock = clock or SystemClock()
-        self.barrier = DurabilityBarrier(durability)
+        self.barrier: Barrier = DurabilityBarrier(durability)
         self.classes: dict[str, ClassEntry] = {}
         self._activations: dict[tuple[str, str], Activation] = {}
         self.hibernation = HibernationRegistry()  # hibernatable sockets; outlive instances

@@ -17,9 +17,19 @@ import asyncio
 import logging
 from typing import Any, Coroutine
 
-__all__ = ["TaskSupervisor", "stop_task"]
+__all__ = ["TaskSupervisor", "log_failure", "stop_task"]
 
 log = logging.getLogger("duro.runtime")
+
+
+def log_failure(task: "asyncio.Task[Any]") -> None:
+    """Done-callback for user background work (``wait_until``), which has no caller to raise to:
+    its failure is logged with its traceback, once, instead of being lost."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.error("background task %s failed: %r", task.get_name(), exc, exc_info=exc)
 
 
 async def stop_task(task: "asyncio.Task[Any] | None") -> None:

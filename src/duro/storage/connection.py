@@ -32,7 +32,8 @@ from duro.errors import CorruptDatabaseError, InternalError, SqlError, StorageEr
 from duro.storage.authorizer import Authorizer
 from duro.storage.closing import close_on_worker, close_quietly, closing_any, wait_closed
 from duro.storage.history import apply_pending_restore
-from duro.storage.journal import ObjectHistory, fsync_dir, history_path
+from duro.storage.durability import History
+from duro.storage.journal import fsync_dir, history_path
 from duro.storage.paths import make_dirs_durably
 from duro.storage.translate import CORRUPT_CODES, corrupt_error, translate
 from duro.storage.txn import NO_TXN, ImplicitTxn, LostTxn, NoTxn, critical_error, loss
@@ -98,7 +99,7 @@ class DatabaseConnection:
     to exist means the connection is open); callers read it and record what they create or drop.
     """
 
-    def __init__(self, path: pathlib.Path, *, history: ObjectHistory | None,
+    def __init__(self, path: pathlib.Path, *, history: History | None,
                  on_transaction_open: Callable[[], None] | None,
                  offload: Callable[[Callable[[], None]], None] | None) -> None:
         self.path = path

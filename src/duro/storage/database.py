@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 from duro.errors import StorageError
 from duro.storage.connection import (CHECKPOINT_PAGES, MAX_DATABASE_BYTES, PAGE_SIZE, DatabaseConnection,
                                      wait_closed)
+from duro.storage.durability import History
 from duro.storage.journal import HistoryOptions, ObjectHistory, as_path
 from duro.storage.kv import KV_TABLE, KvStore, SyncKv
 from duro.storage.sql import SqlStorage
@@ -81,7 +82,7 @@ class ObjectDatabase(KvStore):
                  offload: Callable[[Callable[[], None]], None] | None = None) -> None:
         self.path = path = as_path(path)
         # Point-in-time recovery (journal.py): None when history is off.
-        self.history = ObjectHistory(path, history) if history is not None else None
+        self.history: History | None = ObjectHistory(path, history) if history is not None else None
         port = DatabaseConnection(path, history=self.history, on_transaction_open=on_transaction_open,
                                   offload=offload)
         super().__init__(port)
@@ -115,7 +116,7 @@ class ObjectDatabase(KvStore):
     def in_transaction(self) -> bool:
         return self.port.txn.open
 
-    def attached_history(self) -> ObjectHistory:
+    def attached_history(self) -> History:
         """The history, in step with the database (which is opened if it exists). Raises
         StorageError when history is off."""
         if self.history is None:
