@@ -31,9 +31,9 @@ async def test_rpc_copies_arguments_and_results(gates):
     assert out == value and out is not value
     assert await stub.sync_method(1) == {"sum": 3, "args": (1, 2)}
     assert await stub.sync_method(1, b=5) == {"sum": 6, "args": (1, 5)}
-    with pytest.raises(TypeError, match="'object'"):
+    with pytest.raises(TypeError, match='"object"'):
         await stub.echo(object())  # refused at the caller, nothing delivered
-    with pytest.raises(TypeError, match="'object'"):
+    with pytest.raises(TypeError, match='"object"'):
         await stub.give_unencodable()
 
 

@@ -28,7 +28,7 @@ def test_nested_types_survive():
 def test_unencodable_names_the_type():
     class Widget:
         pass
-    with pytest.raises(TypeError, match="'Widget'"):
+    with pytest.raises(TypeError, match='"Widget"'):
         codec.encode({"a": [Widget()]})
 
 

@@ -2,6 +2,7 @@
 ``__all__`` is compared with ``==``, so a new name fails here until it is added on purpose)."""
 
 import duro
+import duro.compat.asgi as asgi
 import duro.compat.js as js
 import duro.compat.pyodide_ffi as pyodide_ffi
 import duro.compat.workers as workers
@@ -78,3 +79,8 @@ def test_websocket_names():
                          ("deserialize_attachment", "deserializeAttachment"),
                          ("add_event_listener", "addEventListener"), ("ready_state", "readyState")]:
         assert getattr(duro.WebSocket, snake) is getattr(duro.WebSocket, camel)
+
+
+def test_asgi_shim_exports():
+    assert set(asgi.__all__) == {"ASGI", "fetch", "websocket", "request_to_scope"}
+    _all_resolve(asgi)

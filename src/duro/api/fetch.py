@@ -3,6 +3,9 @@
 Shaped like Cloudflare's Python ``workers`` SDK: ``Response(body, status=, status_text=, headers=,
 web_socket=)``, ``Response.json(data)``, ``await request.text() / .json() / .bytes()``. Bodies are
 held in memory (bounded by the server's request-size limit).
+
+Both cross RPC as Cloudflare's do (registered with the value codec at the end of this module, as a
+plain dict of their parts); storage refuses them, as Cloudflare's does. A WebSocket never crosses.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import json as _json
 from typing import Any, Iterable, Iterator, Mapping
 from urllib.parse import urlsplit
+
+from .. import codec
 
 __all__ = ["Headers", "Request", "Response", "FetchResponse"]
 
@@ -255,3 +260,45 @@ def as_fetch_response(resp: Response) -> FetchResponse:
     out._body = resp._body
     out.web_socket = resp.web_socket
     return out
+
+
+# ---------------------------------------------------------------------- over RPC
+# The plain shapes below are what the codec writes; their keys are part of the RPC wire format.
+def _no_websocket(value: Any) -> None:
+    if value is not None:
+        raise codec.DataCloneError('Could not serialize object of type "WebSocket". '
+                                   "This type does not support serialization.")
+
+
+def _request_to_plain(req: Request) -> dict[str, Any]:
+    _no_websocket(req.web_socket)
+    return {"url": req.url, "method": req.method, "headers": [list(h) for h in req.headers.items()],
+            "body": req._body, "cf": req.cf}
+
+
+def _request_from_plain(plain: dict[str, Any]) -> Request:
+    req = Request(plain["url"], method=plain["method"], headers=[tuple(h) for h in plain["headers"]],
+                  body=plain["body"])
+    req.cf = plain.get("cf") or {}
+    return req
+
+
+def _response_to_plain(resp: Response) -> dict[str, Any]:
+    _no_websocket(resp.web_socket)
+    return {"status": resp.status, "status_text": resp.status_text,
+            "headers": [list(h) for h in resp.headers.items()], "body": resp._body}
+
+
+def _response_from_plain(plain: dict[str, Any]) -> FetchResponse:
+    # Not through __init__: the headers already say what the original constructor added.
+    out = FetchResponse.__new__(FetchResponse)
+    out.status = plain["status"]
+    out.status_text = plain["status_text"]
+    out.headers = Headers([tuple(h) for h in plain["headers"]])
+    out._body = plain["body"]
+    out.web_socket = None
+    return out
+
+
+codec.register(Request, "Request", _request_to_plain, _request_from_plain)
+codec.register(Response, "Response", _response_to_plain, _response_from_plain)

@@ -2,8 +2,9 @@
 
 ``env.NS.get_by_name("x")`` returns a stub; ``await stub.fetch(...)`` is delivered to the object's
 ``fetch`` handler, ``await stub.method(*args, **kwargs)`` to a public method. Arguments and results
-are copied through the value codec; an exception raised in the object reaches the caller with its
-type, message and the ``remote`` / ``retryable`` / ``overloaded`` flags. Outgoing calls from an
+are copied through the value codec in its RPC mode (which, unlike storage, carries ``Request`` and
+``Response``); an exception raised in the object reaches the caller with its type, message and the
+``remote`` / ``retryable`` / ``overloaded`` flags. Outgoing calls from an
 object wait at its output gate first.
 """
 
@@ -131,7 +132,7 @@ class DurableObjectStub:
             raise AttributeError(name)
 
         async def rpc(*args: Any, **kwargs: Any) -> Any:
-            payload = codec.encode((args, kwargs))
+            payload = codec.encode((args, kwargs), rpc=True)
 
             async def event(instance: Any) -> bytes:
                 method = _resolve_rpc(instance, name)
@@ -139,7 +140,7 @@ class DurableObjectStub:
                 result = method(*a, **kw)
                 if inspect.isawaitable(result):
                     result = await result
-                return codec.encode(result)
+                return codec.encode(result, rpc=True)
 
             return codec.decode(await self._deliver(event))
 
@@ -246,7 +247,7 @@ def _translate(exc: BaseException) -> BaseException:
 def describe_exception(exc: BaseException) -> dict[str, Any]:
     """A codec-safe description of an exception (for crossing processes too)."""
     try:
-        args = codec.copy(list(exc.args))
+        args = codec.copy(list(exc.args), rpc=True)
     except TypeError:
         args = [str(exc)]
     return {
@@ -272,7 +273,7 @@ def _plain_attrs(exc: BaseException) -> dict[str, Any]:
         if k in _FLAG_ATTRS or k.startswith("__"):
             continue
         try:
-            out[k] = codec.copy(v)
+            out[k] = codec.copy(v, rpc=True)
         except TypeError:
             continue
     return out

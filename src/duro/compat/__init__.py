@@ -1,4 +1,4 @@
-"""Cloudflare compatibility: the ``workers``, ``js`` and ``pyodide.ffi`` modules that Cloudflare
+"""Cloudflare compatibility: the ``workers``, ``js``, ``asgi`` and ``pyodide.ffi`` modules that Cloudflare
 Python Workers import resolve to duro, and a project (pyproject ``[tool.duro]`` or an unchanged
 ``wrangler.jsonc`` / ``wrangler.toml``) is loaded into an :class:`~duro.api.App`."""
 

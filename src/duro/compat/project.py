@@ -16,6 +16,7 @@ from ..clock import Clock
 from ..config import ProjectConfig, load_project
 from ..errors import ConfigError
 from ..runtime import Runtime, RuntimeLimits
+from . import asgi as _asgi
 from . import js as _js
 from . import pyodide_ffi as _ffi
 from . import workers as _workers
@@ -24,8 +25,13 @@ __all__ = ["install_shims", "load_app", "load_module"]
 
 
 def install_shims() -> None:
-    """Make ``import workers``, ``import js`` and ``from pyodide.ffi import to_js`` resolve to duro."""
+    """Make ``import workers``, ``import js``, ``import asgi`` and ``from pyodide.ffi import to_js``
+    resolve to duro."""
     sys.modules["workers"] = _workers
+    sys.modules["asgi"] = _asgi
+    # ``from workers import asgi`` / ``import workers.asgi``, the SDK's newer spellings.
+    sys.modules["workers.asgi"] = _asgi
+    _workers.asgi = _asgi  # type: ignore[attr-defined]
     sys.modules["js"] = _js
     pyodide = types.ModuleType("pyodide")
     pyodide.__path__ = []  # type: ignore[attr-defined]
