@@ -20,6 +20,7 @@ from ..runtime.cron import CronScheduler
 from .fetch import Request, Response
 from .namespace import DurableObjectNamespace, call_handler, find_handler
 from .objects import DurableObject, DurableObjectState, ExecutionContext, WorkerEntrypoint
+from .outbound import entry_runtime, sockets_for
 from .scheduled import find_scheduled_handler, run_scheduled
 
 WAIT_UNTIL_GRACE_S = 5.0  # what the runtime gives objects' wait_until work at shutdown
@@ -78,6 +79,7 @@ class App:
             values[oc.binding] = ns
         self.env = Env(values)
         self.runtime.alarms.invoke = invoke_alarm
+        sockets_for(self.runtime)  # outbound WebSockets: closed when the runtime closes
         self.cron_scheduler: CronScheduler | None = None
         if self.crons:
             self.cron_scheduler = self._cron_scheduler()
@@ -127,6 +129,9 @@ class App:
         ep = self.entrypoint
         if ep is None:
             return Response("this project has no WorkerEntrypoint", status=500)
+        # For outbound WebSockets opened by entrypoint code (object code finds its runtime through
+        # its activation). Each request runs in a task of its own, so no reset is needed.
+        entry_runtime.set(self.runtime)
         if isinstance(ep, type):
             instance = ep(ExecutionContext(self._tasks), self.env)
             resp = await call_handler(instance, "fetch", request, self.env, instance.ctx)
@@ -144,6 +149,7 @@ class App:
         Returns when the handler and its ``wait_until`` work have finished; raises what failed."""
         if scheduled_time is None:
             scheduled_time = self.runtime.clock.now_ms()
+        entry_runtime.set(self.runtime)
         await run_scheduled(self.entrypoint, self.env, cron, int(scheduled_time))
 
 
