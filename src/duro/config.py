@@ -31,7 +31,7 @@ WRANGLER_FILES = ("wrangler.jsonc", "wrangler.json", "wrangler.toml")
 _ENTRY_CANDIDATES = ("app.py", "main.py", "src/entry.py", "entry.py")
 _DURABILITY = ("fsync", "os")
 _TOOL_KEYS = ("main", "entrypoint", "name", "durability", "data_dir", "bindings", "vars", "limits", "migrations",
-              "history_retention")
+              "history_retention", "crons")
 _WRANGLER_DURO_KEYS = ("entrypoint", "durability", "data_dir", "limits", "history_retention")
 
 
@@ -76,6 +76,7 @@ class ProjectConfig:
     limits: Limits
     data_dir: pathlib.Path | None
     history_retention: float = 30.0  # days of point-in-time-recovery history kept; 0 = history off
+    crons: tuple[str, ...] = ()  # cron triggers (wrangler triggers.crons, [tool.duro] crons); checked by the app
 
     def unique_key(self, class_name: str) -> str:
         """The namespace's unique key, ``"<name>-<ClassName>"`` as Miniflare derives it."""
@@ -101,8 +102,24 @@ def load_project(root: str | os.PathLike[str]) -> ProjectConfig:
         raise ConfigError(_no_config_message(root))
     path, data = found
     if path.name == "pyproject.toml":
-        return _from_tool_duro(root, path, data)
-    return _from_wrangler(root, path, data)
+        return _with_crons(_from_tool_duro(root, path, data), path, data)
+    return _with_crons(_from_wrangler(root, path, data), path, data)
+
+
+def _with_crons(cfg: ProjectConfig, path: pathlib.Path, data: Any) -> ProjectConfig:
+    """Read the cron triggers: wrangler ``triggers.crons``, or ``crons`` in ``[tool.duro]``. Only
+    their shape is checked here (strings, no repeats); their syntax is the app's to check."""
+    file = path.name
+    if file == "pyproject.toml":
+        raw, key = data["tool"]["duro"].get("crons", []), "tool.duro.crons"
+    else:
+        raw, key = _table(data.get("triggers", {}), file, "triggers").get("crons", []), "triggers.crons"
+    crons = _str_list(raw, file, key)
+    for i, text in enumerate(crons):
+        if text in crons[:i]:
+            raise ConfigError(f"{_show(text)} is listed twice (also {key}[{crons.index(text)}])", file=file,
+                              key=f"{key}[{i}]")
+    return dataclasses.replace(cfg, crons=tuple(crons))
 
 
 def apply_overrides(cfg: ProjectConfig, **kw: Any) -> ProjectConfig:

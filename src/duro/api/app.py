@@ -1,7 +1,8 @@
 """An application: the runtime wired to a project's classes, bindings and entrypoint.
 
-``App`` registers every bound ``DurableObject`` class with the runtime, builds ``env`` and runs the
-project's ``WorkerEntrypoint`` for each request. It knows nothing of sockets or of config files.
+``App`` registers every bound ``DurableObject`` class with the runtime, builds ``env``, runs the
+project's ``WorkerEntrypoint`` for each request and its ``scheduled`` handler for each cron trigger
+(the scheduler is ``runtime/cron.py``). It knows nothing of sockets or of config files.
 """
 
 from __future__ import annotations
@@ -12,11 +13,15 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from ..core.cron import CronExpression, CronSyntaxError
 from ..errors import ConfigError
 from ..runtime import Activation, Runtime
+from ..runtime.cron import CronScheduler
 from .fetch import Request, Response
 from .namespace import DurableObjectNamespace, call_handler, find_handler
 from .objects import DurableObject, DurableObjectState, ExecutionContext, WorkerEntrypoint
+from .outbound import entry_runtime, sockets_for
+from .scheduled import find_scheduled_handler, run_scheduled
 
 WAIT_UNTIL_GRACE_S = 5.0  # what the runtime gives objects' wait_until work at shutdown
 
@@ -57,6 +62,7 @@ class App:
     entrypoint: Any = None  # a WorkerEntrypoint subclass, or a module-level fetch function
     vars: Mapping[str, Any] = field(default_factory=dict)
     namespaces: dict[str, DurableObjectNamespace] = field(default_factory=dict)
+    crons: tuple[str, ...] = ()  # the cron triggers (wrangler ``triggers.crons``), fired in UTC
     _tasks: set["asyncio.Task[Any]"] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -73,6 +79,23 @@ class App:
             values[oc.binding] = ns
         self.env = Env(values)
         self.runtime.alarms.invoke = invoke_alarm
+        sockets_for(self.runtime)  # outbound WebSockets: closed when the runtime closes
+        self.cron_scheduler: CronScheduler | None = None
+        if self.crons:
+            self.cron_scheduler = self._cron_scheduler()
+            self.runtime.add_service(self.cron_scheduler)
+
+    def _cron_scheduler(self) -> CronScheduler:
+        expressions = []
+        for i, text in enumerate(self.crons):
+            try:
+                expressions.append(CronExpression.parse(text))
+            except CronSyntaxError as e:
+                raise ConfigError(str(e), key=f"triggers.crons[{i}]") from None
+        if find_scheduled_handler(self.entrypoint) is None:
+            log.warning("triggers.crons is set, but the entrypoint has no scheduled() handler: "
+                        "every trigger will fail until one is added")
+        return CronScheduler(self.runtime, expressions, self.scheduled)
 
     def _factory(self, cls: type) -> Any:
         env_ref = self
@@ -106,6 +129,9 @@ class App:
         ep = self.entrypoint
         if ep is None:
             return Response("this project has no WorkerEntrypoint", status=500)
+        # For outbound WebSockets opened by entrypoint code (object code finds its runtime through
+        # its activation). Each request runs in a task of its own, so no reset is needed.
+        entry_runtime.set(self.runtime)
         if isinstance(ep, type):
             instance = ep(ExecutionContext(self._tasks), self.env)
             resp = await call_handler(instance, "fetch", request, self.env, instance.ctx)
@@ -115,6 +141,16 @@ class App:
         if not isinstance(resp, Response):
             raise TypeError(f"the entrypoint's fetch() must return a Response, not {type(resp).__name__}")
         return resp
+
+
+    async def scheduled(self, cron: str, scheduled_time: int | None = None) -> None:
+        """Run the entrypoint's ``scheduled(controller, env, ctx)`` once for ``cron`` (any string:
+        the dev endpoint passes what it is given), at ``scheduled_time`` epoch ms (default: now).
+        Returns when the handler and its ``wait_until`` work have finished; raises what failed."""
+        if scheduled_time is None:
+            scheduled_time = self.runtime.clock.now_ms()
+        entry_runtime.set(self.runtime)
+        await run_scheduled(self.entrypoint, self.env, cron, int(scheduled_time))
 
 
 async def invoke_alarm(instance: Any, info: Any) -> bool:

@@ -125,6 +125,13 @@ class WebSocket:
                 "Response(None, status=101, web_socket=client) and use the server end")
         return self._channel
 
+    @classmethod
+    def new(cls, url: str, protocols: Any = None) -> "WebSocket":
+        """JavaScript's ``new WebSocket(url)`` (``js.WebSocket.new(url)``): an outbound connection
+        to another server, opened in the background (see :mod:`duro.api.outbound`)."""
+        from .outbound import connect
+        return connect(url, protocols)
+
     # -------------------------------------------------------------- accept
     def accept(self) -> None:
         """Accept as a standard (non-hibernating) socket: events go to the listeners, and the

@@ -60,8 +60,11 @@ async def _run(args: argparse.Namespace) -> None:
     if overrides:
         cfg = apply_overrides(cfg, **overrides)
     app = load_app(cfg.root, data_dir=args.data, config=cfg)
-    front = AsgiFront(app, max_body=cfg.limits.max_request_body, debug=getattr(args, "dev", False),
-                      websocket_handler=websocket_handler)
+    front: Any = AsgiFront(app, max_body=cfg.limits.max_request_body, debug=getattr(args, "dev", False),
+                           websocket_handler=websocket_handler)
+    if getattr(args, "dev", False):
+        from .scheduled import ScheduledEndpoint
+        front = ScheduledEndpoint(front)  # GET /__scheduled?cron=... fires scheduled() by hand
     log.info("duro serving %s on http://%s:%d (data: %s, durability: %s)", cfg.root, args.host, args.port,
              app.runtime.data_dir, app.runtime.durability)
     tune_gc()

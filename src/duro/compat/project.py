@@ -96,7 +96,7 @@ def load_app(root: str | os.PathLike[str], *, data_dir: str | os.PathLike[str] |
     runtime = Runtime(data, durability=durability or cfg.durability,  # type: ignore[arg-type]
                       limits=limits or runtime_limits(cfg), clock=clock,
                       history_retention=cfg.history_retention)
-    app = App(runtime, objects, entry, dict(cfg.vars))
+    app = App(runtime, objects, entry, dict(cfg.vars), crons=cfg.crons)
     app.config = cfg  # type: ignore[attr-defined]
     app.module = module  # type: ignore[attr-defined]
     _workers.env = app.env

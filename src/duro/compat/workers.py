@@ -80,6 +80,9 @@ async def fetch(input: "str | Request", method: str | None = None, headers: Any 
                 timeout: float = 60.0, **_ignored: Any) -> FetchResponse:
     """Outgoing HTTP request. From inside an object it waits at the output gate first."""
     req = input if isinstance(input, Request) else Request(str(input), method=method, headers=headers, body=body)
+    if (req.headers.get("upgrade") or "").lower() == "websocket":
+        from ..api.outbound import fetch_websocket
+        return await fetch_websocket(req)  # a 101 whose web_socket is to be accept()-ed
     act = current_activation()
     if act is not None:
         await act.output_gate()
