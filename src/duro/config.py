@@ -24,15 +24,25 @@ from typing import Any, Literal
 
 from duro.errors import ConfigError
 
-__all__ = ["Binding", "Limits", "ProjectConfig", "load_project", "find_config_file", "apply_overrides",
+__all__ = ["Assets", "Binding", "Limits", "ProjectConfig", "load_project", "find_config_file", "apply_overrides",
            "WRANGLER_FILES"]
 
 WRANGLER_FILES = ("wrangler.jsonc", "wrangler.json", "wrangler.toml")
 _ENTRY_CANDIDATES = ("app.py", "main.py", "src/entry.py", "entry.py")
 _DURABILITY = ("fsync", "os")
 _TOOL_KEYS = ("main", "entrypoint", "name", "durability", "data_dir", "bindings", "vars", "limits", "migrations",
-              "history_retention", "crons")
+              "history_retention", "crons", "assets")
 _WRANGLER_DURO_KEYS = ("entrypoint", "durability", "data_dir", "limits", "history_retention")
+_ASSETS_KEYS = ("directory", "binding", "html_handling", "not_found_handling", "run_worker_first",
+                "experimental_serve_directly")
+HTML_HANDLING = ("auto-trailing-slash", "force-trailing-slash", "drop-trailing-slash", "none")
+NOT_FOUND_HANDLING = ("single-page-application", "404-page", "none")
+# Cloudflare's limits on run_worker_first rules (workers-shared configuration constants).
+_MAX_ROUTE_RULES = 100
+_MAX_ROUTE_RULE_LENGTH = 100
+# The compatibility flag under which a browser navigation (Sec-Fetch-Mode: navigate) gets the
+# not_found_handling page even when a Worker exists; on by default from this date.
+_NAVIGATION_FLAG = ("assets_navigation_prefers_asset_serving", "assets_navigation_has_no_effect", "2025-04-01")
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,22 @@ class Binding:
     name: str
     class_name: str
     script_name: str | None = None  # cross-project binding; refused with a ConfigError for now
+
+
+@dataclass(frozen=True)
+class Assets:
+    """The ``assets`` block: a folder of static files served as Cloudflare's Workers Static Assets
+    serves them. ``run_worker_first`` is a bool or the tuple of route rules (``"/api/*"``,
+    ``"!/api/docs/*"``). ``navigation_prefers_assets``: a browser navigation that matches no file gets
+    the ``not_found_handling`` page rather than the Worker (Cloudflare's compatibility flag
+    ``assets_navigation_prefers_asset_serving``, on from compatibility date 2025-04-01)."""
+
+    directory: pathlib.Path
+    binding: str | None = None
+    html_handling: str = "auto-trailing-slash"
+    not_found_handling: str = "none"
+    run_worker_first: bool | tuple[str, ...] = False
+    navigation_prefers_assets: bool = True
 
 
 @dataclass(frozen=True)
@@ -77,6 +103,7 @@ class ProjectConfig:
     data_dir: pathlib.Path | None
     history_retention: float = 30.0  # days of point-in-time-recovery history kept; 0 = history off
     crons: tuple[str, ...] = ()  # cron triggers (wrangler triggers.crons, [tool.duro] crons); checked by the app
+    assets: Assets | None = None  # static assets (wrangler's ``assets`` block), if any
 
     def unique_key(self, class_name: str) -> str:
         """The namespace's unique key, ``"<name>-<ClassName>"`` as Miniflare derives it."""
@@ -213,8 +240,11 @@ def _from_wrangler(root: pathlib.Path, path: pathlib.Path, data: Any) -> Project
     if "cpu_ms" in wl:
         limits = _limit_values({"cpu_ms": wl["cpu_ms"]}, limits, file, "limits")
     limits = _limits(duro.get("limits", {}), limits, file, "duro.limits")
+    assets = None
+    if "assets" in data:
+        assets = _assets(root, data["assets"], file, "assets", _navigation_prefers_assets(data, file))
     return _build(root, path, name, main, duro, "duro", bindings, data.get("migrations", []), "migrations",
-                  data.get("vars", {}), "vars", limits)
+                  data.get("vars", {}), "vars", limits, assets)
 
 
 def _wrangler_bindings(do: dict[str, Any], name: str, file: str) -> list[tuple[Binding, str]]:
@@ -261,13 +291,14 @@ def _from_tool_duro(root: pathlib.Path, path: pathlib.Path, data: dict[str, Any]
         for k, v in _table(tool.get("bindings", {}), file, f"{prefix}.bindings").items()
     ]
     limits = _limits(tool.get("limits", {}), Limits(), file, f"{prefix}.limits")
+    assets = _assets(root, tool["assets"], file, f"{prefix}.assets", True) if "assets" in tool else None
     return _build(root, path, name, main, tool, prefix, bindings, tool.get("migrations", []),
-                  f"{prefix}.migrations", tool.get("vars", {}), f"{prefix}.vars", limits)
+                  f"{prefix}.migrations", tool.get("vars", {}), f"{prefix}.vars", limits, assets)
 
 
 def _build(root: pathlib.Path, path: pathlib.Path, name: str, main: pathlib.Path, section: dict[str, Any],
            prefix: str, keyed: list[tuple[Binding, str]], migrations: Any, mkey: str, vars_: Any, vkey: str,
-           limits: Limits) -> ProjectConfig:
+           limits: Limits, assets: Assets | None = None) -> ProjectConfig:
     """The part both formats share: entrypoint, durability, data_dir, migrations, vars."""
     file = path.name
     sqlite, kv, deleted = _migrations(migrations, file, mkey)
@@ -281,6 +312,11 @@ def _build(root: pathlib.Path, path: pathlib.Path, name: str, main: pathlib.Path
         if b.name in vars_:
             raise ConfigError(f"{b.name} is both a var and a Durable Object binding; rename one",
                               file=file, key=f"{vkey}.{b.name}")
+    if assets is not None and assets.binding is not None:
+        akey = "assets.binding" if prefix != "tool.duro" else "tool.duro.assets.binding"
+        if any(b.name == assets.binding for b in bindings) or assets.binding in vars_:
+            raise ConfigError(f"{assets.binding} is already bound (a Durable Object binding or a var); "
+                              f"give the assets binding another name", file=file, key=akey)
     sub = f"{prefix}." if prefix else ""
     data_dir = section.get("data_dir")
     if data_dir is not None:
@@ -300,7 +336,82 @@ def _build(root: pathlib.Path, path: pathlib.Path, name: str, main: pathlib.Path
         limits=limits,
         data_dir=data_dir,
         history_retention=_retention(section.get("history_retention", 30.0), file, f"{sub}history_retention"),
+        assets=assets,
     )
+
+
+def _assets(root: pathlib.Path, raw: Any, file: str, key: str, navigation_prefers_assets: bool) -> Assets:
+    """The ``assets`` block, checked as wrangler checks it."""
+    raw = _table(raw, file, key)
+    _check_keys(raw, _ASSETS_KEYS, file, key)
+    if "directory" not in raw:
+        raise ConfigError('missing; set it to the folder of static files, e.g. "./public"', file=file,
+                          key=f"{key}.directory")
+    directory = (root / _str(raw["directory"], file, f"{key}.directory")).resolve()
+    if not directory.is_dir():
+        raise ConfigError(f"the folder {directory} does not exist (or is not a folder); the assets directory "
+                          f"must exist", file=file, key=f"{key}.directory")
+    binding = _ident(raw["binding"], file, f"{key}.binding") if "binding" in raw else None
+    html = _choice(raw.get("html_handling", "auto-trailing-slash"), HTML_HANDLING, file, f"{key}.html_handling")
+    not_found = _choice(raw.get("not_found_handling", "none"), NOT_FOUND_HANDLING, file,
+                        f"{key}.not_found_handling")
+    first: bool | tuple[str, ...] = False
+    if "run_worker_first" in raw:
+        first = _route_rules(raw["run_worker_first"], file, f"{key}.run_worker_first")
+    elif "experimental_serve_directly" in raw:  # the older spelling: serve_directly = not run_worker_first
+        v = raw["experimental_serve_directly"]
+        if not isinstance(v, bool):
+            raise ConfigError(f"must be true or false, not {_show(v)}", file=file,
+                              key=f"{key}.experimental_serve_directly")
+        first = not v
+    return Assets(directory=directory, binding=binding, html_handling=html, not_found_handling=not_found,
+                  run_worker_first=first, navigation_prefers_assets=navigation_prefers_assets)
+
+
+def _route_rules(v: Any, file: str, key: str) -> bool | tuple[str, ...]:
+    """``run_worker_first``: true/false, or route rules as Cloudflare validates them."""
+    if isinstance(v, bool):
+        return v
+    if not isinstance(v, list):
+        raise ConfigError(f'must be true, false or an array of route rules like ["/api/*"], not {_show(v)}',
+                          file=file, key=key)
+    rules = _str_list(v, file, key)
+    if not rules:
+        raise ConfigError("no rules; must provide at least 1 rule (or use true/false)", file=file, key=key)
+    if len(rules) > _MAX_ROUTE_RULES:
+        raise ConfigError(f"{len(rules)} rules exceed the maximum of {_MAX_ROUTE_RULES}", file=file, key=key)
+    problems = []
+    for r in rules:
+        if r.startswith("!") and not r.startswith("!/"):
+            problems.append(f"{r!r}: negative rules must start with '!/'")
+        elif not r.startswith(("/", "!/")):
+            problems.append(f"{r!r}: rules must start with '/' or '!/'")
+        if len(r) > _MAX_ROUTE_RULE_LENGTH:
+            problems.append(f"{r!r}: all rules must be less than {_MAX_ROUTE_RULE_LENGTH} characters in length")
+    for i, r in enumerate(rules):
+        if r in rules[:i]:
+            problems.append(f"{r!r}: rule is a duplicate; rules must be unique")
+        if r.endswith("*"):
+            problems += [f"{o!r}: rule {r!r} makes it redundant" for o in rules
+                         if o != r and o.startswith(r[:-1]) and o.startswith("!") == r.startswith("!")]
+    if problems:
+        raise ConfigError("invalid routes:\n" + "\n".join(problems), file=file, key=key)
+    if not any(r.startswith("/") for r in rules):
+        raise ConfigError("only negative rules were provided; must provide at least 1 non-negative rule",
+                          file=file, key=key)
+    return tuple(rules)
+
+
+def _navigation_prefers_assets(data: dict[str, Any], file: str) -> bool:
+    """Cloudflare's flag ``assets_navigation_prefers_asset_serving``: on from the compatibility date
+    2025-04-01, or when listed; off when its opposite is listed."""
+    enable, disable, since = _NAVIGATION_FLAG
+    flags = data.get("compatibility_flags", [])
+    flags = _str_list(flags, file, "compatibility_flags")
+    if disable in flags:
+        return False
+    date = data.get("compatibility_date", "2021-11-02")  # the asset server's default date
+    return enable in flags or (isinstance(date, str) and date >= since)
 
 
 def _migrations(raw: Any, file: str, key: str) -> tuple[set[str], set[str], set[str]]:
@@ -400,6 +511,13 @@ def _main(root: pathlib.Path, v: Any, file: str, key: str) -> pathlib.Path:
     if not path.is_file():
         raise ConfigError(f"entry file {path} does not exist", file=file, key=key)
     return path
+
+
+def _choice(v: Any, allowed: tuple[str, ...], file: str, key: str) -> str:
+    if not isinstance(v, str) or v not in allowed:
+        raise ConfigError(f"must be one of {', '.join(json.dumps(a) for a in allowed)}; not {_show(v)}",
+                          file=file, key=key)
+    return v
 
 
 def _durability(v: Any, file: str | None, key: str) -> Literal["fsync", "os"]:

@@ -82,12 +82,20 @@ def tune_gc() -> None:
 
 def run_server(args: argparse.Namespace) -> int:
     _setup_logging(args.log_level)
+    from ..compat import ProjectImportError
     try:
+        # Only uvloop's own absence picks the plain loop: an ImportError from the project must not
+        # start the project a second time.
         try:
             import uvloop
-            uvloop.run(_run(args))
+            run: Any = uvloop.run
         except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
-            asyncio.run(_run(args))
+            run = asyncio.run
+        run(_run(args))
+    except ProjectImportError as e:
+        print(e.details.rstrip(), file=sys.stderr)
+        print(f"duro: {e}", file=sys.stderr)
+        return 1
     except ConfigError as e:
         print(f"duro: {e}", file=sys.stderr)
         return 2

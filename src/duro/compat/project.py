@@ -1,17 +1,27 @@
 """Loading a project: read its config, put the compatibility modules in place, import its entry
 module, and build the :class:`~duro.api.App`.
+
+duro's own dependencies are imported before the project's folder goes on ``sys.path``, so a
+project's module named like one of them (a stub ``uvicorn.py``) never replaces the server stack;
+the project's own ``import uvicorn`` then gets duro's, and the start-up says so once. A failing
+import of the project is one :class:`ProjectImportError`: the project's traceback and a one-line
+summary, never a second attempt.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import logging
 import os
 import pathlib
 import sys
+import traceback
 import types
 
 from ..api import App, ObjectClass
 from ..api.app import find_entrypoint
+from ..api.assets import AssetServer
 from ..clock import Clock
 from ..config import ProjectConfig, load_project
 from ..errors import ConfigError
@@ -21,7 +31,91 @@ from . import js as _js
 from . import pyodide_ffi as _ffi
 from . import workers as _workers
 
-__all__ = ["install_shims", "load_app", "load_module"]
+__all__ = ["ProjectImportError", "install_shims", "load_app", "load_module", "preload_dependencies"]
+
+log = logging.getLogger("duro.project")
+
+# Everything duro imports after the project's folder is on sys.path, by top-level name: the server
+# stack (uvicorn loads its protocol modules by name when it starts), the storage and codec
+# libraries, the dev reloader, and stdlib modules duro imports lazily. A submodule (websockets.
+# asyncio.client, say) is found through its package, so the top-level name is what must be loaded.
+_DEPENDENCIES = (
+    "apsw", "msgpack", "uvloop", "httptools", "h11", "click", "websockets", "watchfiles", "anyio", "uvicorn",
+    "uvicorn.config", "uvicorn.server", "uvicorn.logging", "uvicorn.lifespan.on",
+    "uvicorn.protocols.http.httptools_impl", "uvicorn.protocols.websockets.websockets_sansio_impl",
+    "resource",
+)
+
+
+class ProjectImportError(ConfigError):
+    """Importing the project's entry module raised. ``summary`` is one line
+    (``src/entry.py: ZeroDivisionError: division by zero``), ``details`` the project's traceback
+    (frames of duro and of the import machinery left out); ``__cause__`` is the original
+    exception. Raised by :func:`load_app` at start-up; nothing has run."""
+
+    def __init__(self, path: pathlib.Path, root: pathlib.Path | None, exc: BaseException) -> None:
+        try:
+            shown = str(path.relative_to(root)) if root else str(path)
+        except ValueError:
+            shown = str(path)
+        self.summary = f"{shown}: {''.join(traceback.format_exception_only(exc)).strip().splitlines()[-1]}"
+        self.details = _project_traceback(exc)
+        super().__init__(f"cannot import the project's entry module {self.summary}")
+
+
+def _project_traceback(exc: BaseException) -> str:
+    """The traceback of ``exc`` from the first frame outside duro and importlib on."""
+    duro_dir = str(pathlib.Path(__file__).resolve().parents[1]) + os.sep
+    tb = exc.__traceback__
+    while tb is not None:
+        f = tb.tb_frame.f_code.co_filename
+        if not (f.startswith(duro_dir) or f.startswith("<frozen importlib")):
+            break
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
+
+
+def preload_dependencies(project_folder: str | os.PathLike[str] | None = None) -> None:
+    """Import duro's dependencies (:data:`_DEPENDENCIES`) with ``project_folder`` (and the current
+    folder, when it is the project's) off ``sys.path``, so the project's files cannot stand in for
+    them. Idempotent; a dependency that is not installed (uvloop off POSIX) is skipped."""
+    folder = os.path.realpath(project_folder) if project_folder is not None else None
+    saved = list(sys.path)
+    if folder is not None:
+        sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.curdir) != folder]
+    try:
+        for name in _DEPENDENCIES:
+            if name in sys.modules:
+                continue
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                continue
+    finally:
+        sys.path[:] = saved
+
+
+_reported: set[str] = set()  # project folders already checked by _report_shadowed
+
+
+def _report_shadowed(folder: pathlib.Path) -> None:
+    """Say once which of the project's top-level modules the project cannot import because one of
+    duro's dependencies (or a standard module) already holds the name."""
+    taken = {n.split(".")[0] for n in _DEPENDENCIES} | set(sys.stdlib_module_names)
+    shadowed = []
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        name = entry.stem if entry.suffix == ".py" else entry.name if (entry / "__init__.py").is_file() else ""
+        if name in taken and name in sys.modules:
+            shadowed.append((name, entry.name))
+    if shadowed:
+        log.warning("the project's module%s %s %s the name of a module duro uses; `import %s` in the project "
+                    "gets duro's, not the project's file (rename the file to use it)",
+                    "s" if len(shadowed) > 1 else "", ", ".join(str(folder / f) for _, f in shadowed),
+                    "share" if len(shadowed) > 1 else "shares", shadowed[0][0])
 
 
 def install_shims() -> None:
@@ -40,13 +134,19 @@ def install_shims() -> None:
     sys.modules["pyodide.ffi"] = _ffi
 
 
-def load_module(path: pathlib.Path) -> types.ModuleType:
+def load_module(path: pathlib.Path, root: pathlib.Path | None = None) -> types.ModuleType:
     """Import the project's entry file as a module named after it, with its folder on sys.path
-    (so sibling modules import as usual). A module of the same name from another file is replaced."""
+    (so sibling modules import as usual), after duro's own dependencies. A module of the same
+    name from another file is replaced. Whatever the import raises becomes one
+    :class:`ProjectImportError` (``root``: the project folder, for shorter paths in it)."""
     path = path.resolve()
     folder = str(path.parent)
+    preload_dependencies(folder)
     if folder not in sys.path:
         sys.path.insert(0, folder)
+    if folder not in _reported:
+        _reported.add(folder)
+        _report_shadowed(path.parent)
     name = path.stem
     existing = sys.modules.get(name)
     if existing is not None and getattr(existing, "__file__", None) and pathlib.Path(existing.__file__).resolve() != path:
@@ -63,9 +163,9 @@ def load_module(path: pathlib.Path) -> types.ModuleType:
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception:
+    except Exception as e:
         sys.modules.pop(name, None)
-        raise
+        raise ProjectImportError(path, root, e) from e
     return module
 
 
@@ -82,7 +182,7 @@ def load_app(root: str | os.PathLike[str], *, data_dir: str | os.PathLike[str] |
     ``root/.duro``."""
     cfg = config or load_project(root)
     install_shims()
-    module = load_module(cfg.main)
+    module = load_module(cfg.main, cfg.root)
     objects: list[ObjectClass] = []
     cfg_file = str(cfg.source) if cfg.source else None
     for b in cfg.bindings:
@@ -96,8 +196,13 @@ def load_app(root: str | os.PathLike[str], *, data_dir: str | os.PathLike[str] |
     runtime = Runtime(data, durability=durability or cfg.durability,  # type: ignore[arg-type]
                       limits=limits or runtime_limits(cfg), clock=clock,
                       history_retention=cfg.history_retention)
-    app = App(runtime, objects, entry, dict(cfg.vars), crons=cfg.crons)
+    values = dict(cfg.vars)
+    assets = AssetServer(cfg.assets) if cfg.assets is not None else None
+    if assets is not None and cfg.assets is not None and cfg.assets.binding is not None:
+        values[cfg.assets.binding] = assets  # env.ASSETS.fetch(request)
+    app = App(runtime, objects, entry, values, crons=cfg.crons)
     app.config = cfg  # type: ignore[attr-defined]
+    app.assets = assets  # type: ignore[attr-defined]  # the front serves them before the Worker
     app.module = module  # type: ignore[attr-defined]
     _workers.env = app.env
     return app

@@ -1,6 +1,8 @@
 """The HTTP front: an ASGI application served by uvicorn (httptools parser, uvloop).
 
-Every request runs the project's entrypoint. Malformed HTTP never reaches us (the parser answers
+Every request runs the project's entrypoint, except those its static assets answer first
+(:meth:`duro.api.assets.AssetServer.route`: a matching file when the Worker does not ask to run
+first), which never enter Python user code. Malformed HTTP never reaches us (the parser answers
 400); a request body over the limit gets 413; an exception escaping user code is logged and answered
 with 500, and the server keeps serving. WebSocket upgrades are handed to ``websocket_handler``.
 """
@@ -53,6 +55,7 @@ class AsgiFront:
         self.debug = debug
         self.websocket_handler = websocket_handler
         self.admin = AdminEndpoint(app)  # /__duro/admin/..., for duro objects
+        self.assets = getattr(app, "assets", None)  # an AssetServer when the project has an assets block
         self.requests = 0
         self.errors = 0
 
@@ -113,8 +116,14 @@ class AsgiFront:
             await self._send(send, await self.admin.handle(scope, b"".join(chunks)))
             return
         request = self.build_request(scope, b"".join(chunks))
+        head = request.method == "HEAD"
+        if self.assets is not None:
+            resp = await self.assets.route(request, has_worker=self.app.entrypoint is not None)
+            if resp is not None:
+                await self._send(send, resp, head=head)
+                return
         resp = await self.run_entrypoint(request)
-        await self._send(send, resp)
+        await self._send(send, resp, head=head)
 
     async def run_entrypoint(self, request: Request) -> Response:
         try:
@@ -130,11 +139,15 @@ class AsgiFront:
                 text += f"\n\n{type(e).__name__}: {e}"
             return Response(text, status=500)
 
-    async def _send(self, send: Send, resp: Response) -> None:
+    async def _send(self, send: Send, resp: Response, *, head: bool = False) -> None:
         if resp.status == 101:  # a WebSocket answer to a plain HTTP request
             resp = upgrade_required(resp, self.app.runtime)
         body = resp.body
-        if resp.status in (204, 304) or resp.status < 200:
+        if head and not body and "content-length" in resp.headers:
+            # A HEAD answer without its body (an asset's, say) keeps the length of the body a GET
+            # would get; uvicorn sends no body for HEAD either way.
+            headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in resp.headers.items()]
+        elif resp.status in (204, 304) or resp.status < 200:
             # No body and no Content-Length (RFC 9110 8.6): in a 304 a length would describe the
             # cached representation, so ``content-length: 0`` would tell caches it is empty.
             body = b""

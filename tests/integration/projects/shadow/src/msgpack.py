@@ -1,0 +1,2 @@
+# A stub; duro must never import it.
+raise RuntimeError("the project's stub msgpack.py was imported")
