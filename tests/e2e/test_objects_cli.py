@@ -3,6 +3,7 @@ the server running (reads, and writes through --server) and stopped (offline wri
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pathlib
 import sqlite3
@@ -113,7 +114,7 @@ def test_export_then_import_through_the_server(running, tmp_path):
     srv, data = running
     export = tmp_path / "apples.sqlite"
     ok(data, "export", "apples", str(export))
-    with sqlite3.connect(export) as conn:  # a standalone SQLite file
+    with contextlib.closing(sqlite3.connect(export)) as conn:  # a standalone SQLite file
         assert conn.execute("SELECT v FROM counter").fetchall() == [(3,)]
     assert not pathlib.Path(str(export) + "-wal").exists()
     proc = objects(data, "export", "apples", str(export))
@@ -198,7 +199,7 @@ def test_offline_reads_create_no_files_and_writes_hold_the_lock(tmp_path):
     ok(data, "sql", "dates", "INSERT OR REPLACE INTO _cf_METADATA (key, value) VALUES (1, ?)", "--param",
        str(when), "--write")
     assert json.loads(ok(data, "show", "dates", "--json"))["alarm_ms"] == when
-    with sqlite3.connect(data / "alarms.sqlite") as conn:
+    with contextlib.closing(sqlite3.connect(data / "alarms.sqlite")) as conn:
         rows = conn.execute("SELECT object_id, due_ms FROM alarms").fetchall()
     assert (str(KEY.id_from_name("dates")), when) in rows
 

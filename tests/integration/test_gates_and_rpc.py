@@ -254,4 +254,11 @@ async def test_unconfirmed_put_alone_does_not_wait(gates):
         await instance.ctx.storage.put("a", 1, allowUnconfirmed=True)
         return "sent"
     assert await asyncio.wait_for(act.run(event), 5) == "sent"
+    # The answer left before its write was durable; the write's flush is held (it may be submitted
+    # a loop turn after the answer: on 3.12+ wait_for does not run the event in a task of its own).
+    for _ in range(500):
+        if barrier.held:
+            break
+        await asyncio.sleep(0.01)
+    assert barrier.held
     barrier.release_all()
