@@ -48,9 +48,11 @@ class PowerCut:
         deadline = time.monotonic() + 20
         while not os.path.ismount(self.mount):
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the power-cut filesystem did not mount: {self.proc.stderr.read()}")
+                err = self.proc.stderr.read()  # type: ignore[union-attr]
+                self.close()
+                raise RuntimeError(f"the power-cut filesystem did not mount: {err}")
             if time.monotonic() > deadline:
-                self.proc.kill()
+                self.close()
                 raise TimeoutError("the power-cut filesystem did not mount within 20 s")
             time.sleep(0.02)
 
