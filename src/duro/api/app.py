@@ -17,8 +17,9 @@ from ..core.cron import CronExpression, CronSyntaxError
 from ..errors import ConfigError
 from ..runtime import Activation, Runtime
 from ..runtime.cron import CronScheduler
+from ..runtime.tasks import drain_tasks
 from .fetch import Request, Response
-from .namespace import DurableObjectNamespace, call_handler, find_handler
+from .namespace import DurableObjectNamespace, call_handler, find_handler, fit_args
 from .objects import DurableObject, DurableObjectState, ExecutionContext, WorkerEntrypoint
 from .outbound import entry_runtime, sockets_for
 from .scheduled import find_scheduled_handler, run_scheduled
@@ -116,12 +117,7 @@ class App:
     async def close(self) -> None:
         # The entrypoint's wait_until work gets the same grace period as the objects' (5 s), then
         # is cancelled: a task that never ends must not keep the server from shutting down.
-        tasks = [t for t in self._tasks if not t.done()]
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=WAIT_UNTIL_GRACE_S)
-            for t in pending:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await drain_tasks(self._tasks, WAIT_UNTIL_GRACE_S)
         await self.runtime.close()
 
     async def handle(self, request: Request) -> Response:
@@ -136,7 +132,7 @@ class App:
             instance = ep(ExecutionContext(self._tasks), self.env)
             resp = await call_handler(instance, "fetch", request, self.env, instance.ctx)
         else:  # a module-level ``on_fetch(request, env)`` / ``fetch(request, env, ctx)``
-            result = ep(*_fit(ep, (request, self.env, ExecutionContext(self._tasks))))
+            result = ep(*fit_args(ep, (request, self.env, ExecutionContext(self._tasks))))
             resp = await result if inspect.isawaitable(result) else result
         if not isinstance(resp, Response):
             raise TypeError(f"the entrypoint's fetch() must return a Response, not {type(resp).__name__}")
@@ -162,15 +158,6 @@ async def invoke_alarm(instance: Any, info: Any) -> bool:
     return True
 
 
-def _fit(fn: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return args
-    if any(p.kind == p.VAR_POSITIONAL for p in params):
-        return args
-    n = sum(1 for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
-    return args[:n]
 
 
 def _looks_like_object(cls: Any) -> bool:

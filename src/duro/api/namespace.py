@@ -24,7 +24,7 @@ from .fetch import FetchResponse, Request, Response, as_fetch_response
 if TYPE_CHECKING:
     from ..runtime import Activation, Runtime
 
-__all__ = ["DurableObjectNamespace", "DurableObjectStub", "call_handler"]
+__all__ = ["DurableObjectNamespace", "DurableObjectStub", "call_handler", "fit_args"]
 
 _ROUTING_MODES = {None, "primary-only"}
 
@@ -209,6 +209,13 @@ def _arity(fn: Callable[..., Any]) -> int | None:
     return n
 
 
+def fit_args(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``args`` without the trailing ones ``fn`` does not take (Cloudflare's relaxed calls:
+    ``scheduled(self, controller)`` and ``fetch(request)`` are valid handlers)."""
+    n = _arity(fn)
+    return args if n is None else args[:n]
+
+
 async def call_handler(instance: Any, kind: str, *args: Any) -> Any:
     """Call a handler with "relaxed call" semantics: extra trailing arguments are dropped if the
     handler does not take them (legacy ``on_fetch(self, request, env, ctx)`` gets all three)."""
@@ -220,10 +227,7 @@ async def call_handler(instance: Any, kind: str, *args: Any) -> Any:
     name = getattr(fn, "__name__", "")
     if name.startswith("on_") and kind == "fetch":
         args = (args[0], instance.env, instance.ctx)
-    n = _arity(fn)
-    if n is not None:
-        args = args[:n]
-    result = fn(*args)
+    result = fn(*fit_args(fn, args))
     if inspect.isawaitable(result):
         result = await result
     return result

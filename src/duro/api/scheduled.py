@@ -13,6 +13,7 @@ import inspect
 import sys
 from typing import Any
 
+from .namespace import fit_args
 from .objects import ExecutionContext
 
 __all__ = ["ScheduledController", "find_scheduled_handler", "run_scheduled"]
@@ -63,16 +64,6 @@ def find_scheduled_handler(entrypoint: Any) -> Any:
     return None
 
 
-def _fit(fn: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Drop trailing arguments ``fn`` does not take (``scheduled(self, controller)`` is valid)."""
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return args
-    if any(p.kind == p.VAR_POSITIONAL for p in params):
-        return args
-    n = sum(1 for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
-    return args[:n]
 
 
 class _RunContext(ExecutionContext):
@@ -105,7 +96,7 @@ async def run_scheduled(entrypoint: Any, env: Any, cron: str, scheduled_time: in
     fn = getattr(entrypoint(ctx, env), handler.__name__) if isinstance(entrypoint, type) else handler
     try:
         try:
-            result = fn(*_fit(fn, (controller, env, ctx)))
+            result = fn(*fit_args(fn, (controller, env, ctx)))
             if inspect.isawaitable(result):
                 await result
         finally:

@@ -29,7 +29,7 @@ from ..storage import ObjectDatabase
 from ..storage.durability import Barrier
 from ..storage.journal import HistoryOptions, marker_path
 from .gates import InputGate, OutputGate
-from .tasks import log_failure
+from .tasks import drain_tasks, log_failure
 
 if TYPE_CHECKING:
     from .alarms import AlarmScheduler
@@ -368,14 +368,7 @@ class Activation:
 
     async def drain(self, timeout: float) -> None:
         """Give background tasks (``wait_until``) up to ``timeout`` seconds, then cancel them."""
-        tasks = [t for t in self._tasks if not t.done()]
-        if not tasks:
-            return
-        _, pending = await asyncio.wait(tasks, timeout=timeout)
-        for t in pending:
-            t.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+        await drain_tasks(self._tasks, timeout)
 
     # ------------------------------------------------------------------ resets and closing
     def reset(self, error: BaseException, reason: DeactivationReason) -> None:

@@ -29,6 +29,7 @@ from typing import Literal
 
 from ..errors import StorageError
 from ..storage.durability import BarrierStatistics
+from ..storage.paths import fsync_dir
 
 log = logging.getLogger("duro.runtime")
 
@@ -55,11 +56,7 @@ def _sync_path(path: str, sync_dir: bool) -> None:
     if sync_dir:
         directory = os.path.dirname(path) or "."
         try:
-            dfd = os.open(directory, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            fsync_dir(directory)
         except OSError as e:
             raise _sync_error("fsync of the directory", directory, e) from e
 

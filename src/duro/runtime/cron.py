@@ -24,7 +24,7 @@ from typing import Any, Awaitable, Callable, Iterable, Protocol
 
 from ..clock import Clock
 from ..core.cron import CronExpression, CronTimetable, Fire
-from .tasks import TaskSupervisor
+from .tasks import TaskSupervisor, drain_tasks
 
 __all__ = ["CronHost", "CronScheduler", "STATE_FILE"]
 
@@ -71,12 +71,7 @@ class CronScheduler:
     async def close(self) -> None:
         await self.host.tasks.cancel(self._loop_task)
         self._loop_task = None
-        runs = [t for t in self._runs if not t.done()]
-        if runs:
-            _, pending = await asyncio.wait(runs, timeout=CLOSE_GRACE_S)
-            for t in pending:
-                t.cancel()
-            await asyncio.gather(*runs, return_exceptions=True)
+        await drain_tasks(self._runs, CLOSE_GRACE_S)
 
     async def wait_idle(self) -> None:
         """Wait until every run started so far has finished (tests, after moving a virtual clock)."""

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Coroutine
+from typing import Any, Coroutine, Iterable
 
-__all__ = ["TaskSupervisor", "log_failure", "stop_task"]
+__all__ = ["TaskSupervisor", "drain_tasks", "log_failure", "stop_task"]
 
 log = logging.getLogger("duro.runtime")
 
@@ -30,6 +30,18 @@ def log_failure(task: "asyncio.Task[Any]") -> None:
     exc = task.exception()
     if exc is not None:
         log.error("background task %s failed: %r", task.get_name(), exc, exc_info=exc)
+
+
+async def drain_tasks(tasks: "Iterable[asyncio.Task[Any]]", timeout: float) -> None:
+    """Give ``tasks`` up to ``timeout`` seconds to finish (a shutdown's grace period), then cancel
+    the rest and wait for them: work that never ends must not keep the server from stopping."""
+    running = [t for t in tasks if not t.done()]
+    if not running:
+        return
+    _, pending = await asyncio.wait(running, timeout=timeout)
+    for t in pending:
+        t.cancel()
+    await asyncio.gather(*running, return_exceptions=True)
 
 
 async def stop_task(task: "asyncio.Task[Any] | None") -> None:

@@ -26,7 +26,7 @@ def marker_path(db_path: str | os.PathLike[str]) -> pathlib.Path:
     return as_path(db_path).with_suffix(".restore")
 
 
-def fsync_dir(path: pathlib.Path) -> None:
+def fsync_dir(path: str | os.PathLike[str]) -> None:
     """fsync a file or a directory by path (a directory: the entries created in it)."""
     fd = os.open(path, os.O_RDONLY)
     try:
