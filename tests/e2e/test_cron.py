@@ -2,16 +2,14 @@
 ``GET /__scheduled?cron=...`` (and ``/cdn-cgi/handler/scheduled``) runs ``scheduled()`` and answers
 once it has finished; ``duro serve`` does not expose it."""
 
-import os
 import pathlib
 import shutil
-import signal
-import subprocess
-import sys
 
 import httpx
 
-from duro.testing import ServerProcess, free_port, wait_for
+from duro.testing import ServerProcess, wait_for
+
+from .dev import dev_process
 
 PROJECT = pathlib.Path(__file__).resolve().parents[1] / "integration" / "projects" / "crons"
 
@@ -29,19 +27,13 @@ def quiet_copy(tmp_path):
 
 
 def test_dev_scheduled_endpoint_runs_the_handler(tmp_path):
-    port = free_port()
-    log = open(tmp_path / "dev.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "duro", "dev", str(quiet_copy(tmp_path)), "--port", str(port), "--no-reload",
-                             "--data", str(tmp_path / "data"), "--durability", "os"],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-
-    def up():
-        try:
-            return httpx.get(url + "/", timeout=2)
-        except httpx.HTTPError:
-            return None
-    try:
+    args = ("--no-reload", "--data", str(tmp_path / "data"), "--durability", "os")
+    with dev_process(quiet_copy(tmp_path), tmp_path / "dev.log", *args) as (url, _):
+        def up():
+            try:
+                return httpx.get(url + "/", timeout=2)
+            except httpx.HTTPError:
+                return None
         wait_for(up, timeout=30, what="duro dev to start")
         r = httpx.get(url + "/__scheduled?cron=*/2+*+*+*+*", timeout=10)
         assert (r.status_code, r.text) == (200, "Ran scheduled event")
@@ -59,14 +51,6 @@ def test_dev_scheduled_endpoint_runs_the_handler(tmp_path):
         r = httpx.get(url + "/__scheduled", params={"time": "soon"}, timeout=10)
         assert r.status_code == 400
         assert httpx.get(url + "/", timeout=10).status_code == 200
-    finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
 
 
 def test_serve_does_not_expose_the_scheduled_endpoint(tmp_path):
