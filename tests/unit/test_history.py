@@ -266,7 +266,7 @@ def _crash_image(path, to):
 def test_a_crash_between_commit_and_history_append_is_healed(path, opts, tmp_path):
     db = ObjectDatabase(path, history=opts)
     b1 = put(db, a=1)
-    db.history.after_commit = lambda: None  # the process dies right after COMMIT
+    db.history.after_commit = lambda got: None  # the process dies right after COMMIT
     db.kv_put("a", 2)
     db.commit()
     image = _crash_image(path, tmp_path / "crash")
@@ -286,7 +286,7 @@ def test_a_crashed_commit_on_other_pages_is_found_in_the_wal(path, opts, tmp_pat
         db.kv_put(f"k{i:03}", "x" * 200)  # many leaf pages
     db.commit()
     b1 = put(db, k000="first leaf")
-    db.history.after_commit = lambda: None
+    db.history.after_commit = lambda got: None
     db.kv_put("k199", "last leaf")  # a page the last record does not hold
     db.commit()
     image = _crash_image(path, tmp_path / "crash")

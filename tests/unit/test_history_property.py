@@ -130,10 +130,10 @@ def check(tmp_path_factory, script, rnd):
             # The process dies after a commit (before its history append, if op[1]); carry on from
             # the files as the crash left them.
             if op[1]:
-                db.history.after_commit = lambda: None
+                db.history.after_commit = lambda got: None
             db.commit()
             path = crash_image(path, tmp_path_factory.mktemp("crash"))
-            db.history.after_commit = lambda: None
+            db.history.after_commit = lambda got: None
             db.close()
             db = ObjectDatabase(path, history=opts)
         else:

@@ -93,6 +93,6 @@ def test_broken_and_the_broken_state_agree(runtime):
 def test_the_runtime_offers_everything_an_activation_needs_from_its_host(runtime):
     from duro.runtime.activation import ActivationHost
     needed = {name for name in vars(ActivationHost) if not name.startswith("_")}
-    assert needed == {"limits", "barrier", "alarms", "history", "offload", "forget"}
+    assert needed == {"limits", "barrier", "journal", "alarms", "history", "offload", "forget"}
     assert all(hasattr(runtime, name) for name in needed)
     assert isinstance(runtime.limits.max_queued_events, int) and callable(runtime.barrier.submit)

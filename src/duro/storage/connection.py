@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import pathlib
 import threading
 from collections.abc import Callable
@@ -28,12 +29,14 @@ from typing import Any
 
 import apsw
 
+from duro.clock import now_ms
 from duro.errors import CorruptDatabaseError, InternalError, SqlError, StorageError
 from duro.storage.authorizer import Authorizer
-from duro.storage.closing import close_on_worker, close_quietly, closing_any, wait_closed
+from duro.storage.closing import close_on_worker, close_quietly, closing_any, sync_journaled, wait_closed
 from duro.storage.history import apply_pending_restore
-from duro.storage.durability import History
-from duro.storage.journal import fsync_dir, history_path
+from duro.storage.durability import History, JournalLink
+from duro.storage.journal import WalTail, fsync_dir, history_path, marker_path
+from duro.storage.journalfile import Capture
 from duro.storage.paths import make_dirs_durably
 from duro.storage.translate import CORRUPT_CODES, corrupt_error, translate
 from duro.storage.txn import NO_TXN, ImplicitTxn, LostTxn, NoTxn, critical_error, loss
@@ -84,6 +87,11 @@ _SETUP = (
     "PRAGMA schema_version;"  # reads the schema: a damaged or foreign file fails here
 )
 
+# With a node journal (JournalLink) the journal is the durability source: SQLite syncs nothing
+# (no fsync on the commit path, none for a new file or a WAL restart). Stale WAL frames after a
+# power cut cannot be replayed: recovery removes every WAL left by an unclean stop.
+_SETUP_JOURNALED = _SETUP.replace("PRAGMA synchronous=NORMAL;", "PRAGMA synchronous=OFF;")
+
 _PERSIST_ON = ctypes.c_int(1)  # SQLite reads the int behind the pointer (it writes only for -1)
 
 def _not_open() -> int:
@@ -101,11 +109,19 @@ class DatabaseConnection:
 
     def __init__(self, path: pathlib.Path, *, history: History | None,
                  on_transaction_open: Callable[[], None] | None,
-                 offload: Callable[[Callable[[], None]], None] | None) -> None:
+                 offload: Callable[[Callable[[], None]], None] | None,
+                 journal: JournalLink | None = None) -> None:
         self.path = path
         self.wal_path = path.with_name(path.name + "-wal")
         self.shm_path = path.with_name(path.name + "-shm")
         self.history = history
+        # The node journal, when it is the durability source (see JournalLink): every write
+        # commit is read back from the WAL once (``_tail``) into ``captured``, for the journal and
+        # the history alike; SQLite itself syncs nothing.
+        self.journal = journal
+        self._tail = WalTail(self.wal_path) if (history is not None or journal is not None) else None
+        self.captured: Capture | None = None
+        self._dir_synced = False  # the folder was fsynced since this connection opened
         # Periodic checkpoints (every ~CHECKPOINT_PAGES WAL pages) fsync the WAL and the database:
         # the runtime passes ``offload`` to run them on a worker thread, off the event loop. Tools
         # (no offload) checkpoint inline. Opening and closing wait for a checkpoint in progress.
@@ -187,9 +203,16 @@ class DatabaseConnection:
         self._ckpt_idle.wait()
         if closing_any():
             wait_closed(self.path)
+        journal = self.journal
+        if journal is not None:
+            journal.check_open()
         history = self.history
         if history is not None and not history.restore_checked:
             history.restore_checked = True  # once per instance: a restore waits for the next session
+            if journal is not None and marker_path(self.path).exists():
+                # The restore rewrites the file: the journal must first know, durably, that none of
+                # its older records is to be redone over it.
+                journal.synced(journal.position(), durable=True)
             apply_pending_restore(self.path, history.options)
         existed = self.path.exists()
         self._mark_changed = history is None and existed and history_path(self.path).exists()
@@ -210,11 +233,12 @@ class DatabaseConnection:
         try:
             # Keep the -wal file when the connection closes: creating it again at every open is
             # the most expensive part of waking an object (the -shm file is removed on close).
-            conn.file_control("main", apsw.SQLITE_FCNTL_PERSIST_WAL, ctypes.addressof(_PERSIST_ON))
+            if journal is None:
+                conn.file_control("main", apsw.SQLITE_FCNTL_PERSIST_WAL, ctypes.addressof(_PERSIST_ON))
             conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 1)
             for limit, value in _LIMITS:
                 conn.limit(limit, value)
-            conn.execute(_SETUP).fetchall()
+            conn.execute(_SETUP if journal is None else _SETUP_JOURNALED).fetchall()
         except apsw.Error as e:
             conn.close()
             if getattr(e, "result", None) in CORRUPT_CODES:
@@ -226,6 +250,9 @@ class DatabaseConnection:
         self._wal_pages = 0
         conn.set_wal_hook(self._wal_hook)
         self._conn = conn
+        self._dir_synced = False
+        if self._tail is not None:
+            self._tail.close()
         self.changes = conn.changes
         self.total_changes = conn.total_changes
         self._cur = conn.cursor()
@@ -241,17 +268,41 @@ class DatabaseConnection:
         return True
 
     def close(self) -> None:
-        """Close the connection now: an open transaction is dropped, SQLite checkpoints."""
+        """Close the connection now: an open transaction is dropped, SQLite checkpoints (with a
+        journal: once the journal holds every commit durably; then the file is synced)."""
         self._ckpt_idle.wait()
+        journal = self.journal
+        conn = self._conn
+        if journal is not None and conn is not None:
+            lsn = journal.position()
+            if not journal.wait_durable(lsn):
+                self._close_unjournaled(conn)
+                return
         if self.history is not None:
             self.history.close()
-        conn = self._conn
         self._forget_connection()
         if conn is not None:
             close_quietly(conn, self.shm_path)
+            if journal is not None:
+                sync_journaled(self.path, journal, lsn, sync_dir=not self._dir_synced)
+
+    def _close_unjournaled(self, conn: apsw.Connection) -> None:
+        """Close without a checkpoint: the WAL holds a commit the journal could not make durable.
+        The file is redone from the journal (the object resets to its last durable commit)."""
+        journal = self.journal
+        assert journal is not None
+        if self.history is not None:
+            self.history.close()
+        self._forget_connection()
+        conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
+        conn.close()
+        journal.recover()
 
     def _forget_connection(self) -> None:
         self._conn = self._cur = self._ucur = None
+        if self._tail is not None:
+            self._tail.close()
+        self.captured = None
         self.changes = self.total_changes = _not_open
         lost = self.loss()
         self.txn = NO_TXN if lost is None else LostTxn(lost)  # a loss is reported by the commit
@@ -267,9 +318,11 @@ class DatabaseConnection:
         history = self.history.detach() if self.history is not None else None
         conn = self._conn
         assert conn is not None
+        journal = self.journal
+        lsn = journal.position() if journal is not None else 0
         self._forget_connection()
         close_on_worker(conn, history, (self.path, self.wal_path, self.shm_path), empty, self._ckpt_idle,
-                        offload)
+                        offload, journal=journal, lsn=lsn, sync_dir=not self._dir_synced)
 
     def wait_closed(self) -> None:
         """Return once no offloaded close of this file is in progress."""
@@ -285,13 +338,30 @@ class DatabaseConnection:
         """Checkpoint, close and delete the files of an open database the caller found empty. The
         history, fsynced first (a checkpoint must not get ahead of it), stays, ending in the empty
         state."""
+        journal = self.journal
+        lsn = journal.position() if journal is not None else 0
+        if journal is not None and not journal.wait_durable(lsn):
+            self._close_unjournaled(self._conn)
+            return
         if self.history is not None:
             self.history.sync()
         self.checkpoint()
-        self.close()
+        if journal is None:
+            self.close()
+        else:
+            conn = self._conn
+            if self.history is not None:
+                self.history.close()
+            self._forget_connection()
+            close_quietly(conn, self.shm_path)
         self.remove_files()
         if self.history is not None:
             self.history.after_discard()
+        if journal is not None:
+            # The files are gone for good only once their folder is synced; then the journal
+            # may forget this object's records.
+            fsync_dir(self.path.parent)
+            journal.synced(lsn)
 
     # ---- running statements ----------------------------------------------------------------
 
@@ -451,11 +521,76 @@ class DatabaseConnection:
         self.txn = NO_TXN
         if wrote:
             self.commit_count += 1
-            if self.history is not None:
-                self.history.after_commit()
-            if self._wal_pages >= CHECKPOINT_PAGES:
+            tail = self._tail
+            if tail is not None:
+                self._capture(tail)
+            if self._wal_pages >= CHECKPOINT_PAGES and self.journal is None:
                 self._periodic_checkpoint()
         return wrote
+
+    def _capture(self, tail: WalTail) -> None:
+        """Read the pages the commit just appended to the WAL, once, for the history and the
+        journal (``captured``: None when it changed no page)."""
+        try:
+            got = tail.read_commit()
+        except OSError as e:
+            raise StorageError(f"the commit succeeded but its pages could not be read from "
+                               f"{str(tail.path)!r}: {e.strerror or e}") from e
+        rec = self.history.after_commit(got) if self.history is not None else None
+        if self.journal is None or got is None:
+            self.captured = None
+            return
+        size, pages, ident = got
+        if rec is not None:
+            self.captured = Capture(rec.seq, rec.ms, rec.tag, size, pages, ident)
+        else:
+            self.captured = Capture(0, now_ms(), 0, size, pages, ident)
+
+    @property
+    def needs_checkpoint(self) -> bool:
+        """With a journal: the WAL has grown past the checkpoint threshold (see
+        :meth:`checkpoint_journaled`)."""
+        return self._wal_pages >= CHECKPOINT_PAGES
+
+    def checkpoint_journaled(self) -> bool:
+        """With a journal, on the event loop, outside a transaction: once every commit in the WAL
+        is durable in the journal (this waits for it: one journal flush, once per ~1,000 WAL
+        pages), copy the WAL into the database file (no fsync: synchronous=OFF), then sync the
+        file (and the history) on a worker thread and tell the journal it may drop the records.
+        False if it could not run now (a transaction is open, a sync still runs, or the journal
+        failed: the object is resetting)."""
+        journal = self.journal
+        assert journal is not None
+        if self.txn.open or self._conn is None or not self._ckpt_idle.is_set():
+            return False
+        lsn = journal.position()
+        if not journal.wait_durable(lsn):
+            return False
+        self._wal_pages = 0
+        self.checkpoint(passive=True)
+        sync_history = self.history.sync_later() if self.history is not None else None
+        sync_dir = not self._dir_synced
+        self._dir_synced = True
+        path = self.path
+
+        def job() -> None:
+            try:
+                if sync_history is not None:
+                    sync_history()
+                sync_journaled(path, journal, lsn, sync_dir=sync_dir)
+            except Exception as e:  # the journal keeps the records; a later sync retries
+                _log.warning("sync of %s failed: %s", path, e)
+            finally:
+                self._ckpt_idle.set()
+        self._ckpt_idle.clear()
+        if self.offload is None:
+            job()
+            return True
+        try:
+            self.offload(job)
+        except RuntimeError:
+            job()
+        return True
 
     def rollback(self) -> None:
         """Drop the implicit transaction and everything written in it (and any savepoints), and

@@ -13,8 +13,8 @@ Which operations create the file: a write (KV put, ``set_alarm``, a savepoint) a
 that never wrote (or only ran SQL that wrote nothing) still leaves no file: an empty database is
 removed when it closes (:meth:`ObjectDatabase.discard_files_if_empty`).
 
-It must never: fsync (the runtime makes commits durable with its own batched fdatasync of the WAL
-file); start threads or use asyncio; let an apsw exception escape untranslated; reach past the
+It must never: fsync (the runtime makes commits durable: through the node journal, or with its own
+batched fdatasync of the WAL file); start threads or use asyncio; let an apsw exception escape untranslated; reach past the
 port's public methods.
 
 Hidden tables: ``_cf_KV(key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID`` (see kv.py) and
@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 from duro.errors import StorageError
 from duro.storage.connection import (CHECKPOINT_PAGES, MAX_DATABASE_BYTES, PAGE_SIZE, DatabaseConnection,
                                      wait_closed)
-from duro.storage.durability import History
+from duro.storage.durability import History, JournalLink
 from duro.storage.journal import HistoryOptions, ObjectHistory, as_path
 from duro.storage.kv import KV_TABLE, KvStore, SyncKv
 from duro.storage.sql import SqlStorage
@@ -79,12 +79,13 @@ class ObjectDatabase(KvStore):
     def __init__(self, path: str | os.PathLike[str], *,
                  on_transaction_open: Callable[[], None] | None = None, name: str | None = None,
                  history: HistoryOptions | None = None,
-                 offload: Callable[[Callable[[], None]], None] | None = None) -> None:
+                 offload: Callable[[Callable[[], None]], None] | None = None,
+                 journal: JournalLink | None = None) -> None:
         self.path = path = as_path(path)
         # Point-in-time recovery (journal.py): None when history is off.
         self.history: History | None = ObjectHistory(path, history) if history is not None else None
         port = DatabaseConnection(path, history=self.history, on_transaction_open=on_transaction_open,
-                                  offload=offload)
+                                  offload=offload, journal=journal)
         super().__init__(port)
         self.wal_path = port.wal_path
         self.name = name  # recorded in _cf_METADATA key 3 (see _record_name)

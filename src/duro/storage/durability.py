@@ -26,9 +26,10 @@ if TYPE_CHECKING:
     import asyncio
 
     from duro.storage.historyfile import Record
+    from duro.storage.journalfile import Capture
     from duro.storage.journal import HistoryOptions
 
-__all__ = ["Barrier", "BarrierStatistics", "ClosingHistory", "History", "Run"]
+__all__ = ["Barrier", "BarrierStatistics", "ClosingHistory", "History", "JournalLink", "Run"]
 
 
 class BarrierStatistics(TypedDict):
@@ -134,7 +135,7 @@ class History(Protocol):
     recovery). Driven by the database (:class:`~duro.storage.ObjectDatabase`) on its own thread,
     synchronously, in this order for each connection::
 
-        attach → (prepare_commit → COMMIT → after_commit | sync | sync_later)* → close | detach | after_discard
+        attach → (prepare_commit → COMMIT → after_commit(got) | sync | sync_later)* → close | detach | after_discard
 
     The promises a user relies on:
 
@@ -174,10 +175,11 @@ class History(Protocol):
         """Called inside a write transaction, just before COMMIT: number the commit."""
         ...
 
-    def after_commit(self) -> None:
-        """Called just after a COMMIT that wrote: append the commit's record (none when it changed
-        no page). The commit itself has happened: a StorageError here means only that its record
-        could not be written."""
+    def after_commit(self, got: tuple[int, dict[int, bytes], bytes] | None) -> Record | None:
+        """Called just after a COMMIT that wrote, with what it appended to the WAL (db size in
+        pages, ``{pgno: page}``, commit frame identity; None when it changed no page): append the
+        commit's record and return it (None when nothing changed). The commit itself has happened:
+        a StorageError here means only that its record could not be written."""
         ...
 
     def sync(self) -> None:
@@ -217,4 +219,47 @@ class History(Protocol):
         """The newest record committed at or before ``when_ms`` (epoch ms). InvalidInputError if
         ``when_ms`` is in the future, outside the retention window, or before the history starts
         (except for an object that did not exist yet: its empty state at seq 0)."""
+        ...
+
+
+@runtime_checkable
+class JournalLink(Protocol):
+    """One object's handle on its node's commit journal (DESIGN.md §3), when the journal is the
+    durability source: the object's database is then written with no fsync of its own, and this
+    is how its connection keeps the one rule that makes that safe — **a page reaches the database
+    file only once the journal record that wrote it is durable**, and the journal forgets an
+    object's records only once its file holds them durably.
+
+    Today's implementation is the node journal's ``_Link`` (:mod:`duro.runtime.nodejournal`). The
+    blocking methods may be called from any thread.
+    """
+
+    def append(self, capture: Capture) -> asyncio.Future[None]:
+        """Append one write commit (event loop). The future resolves once the record is durable,
+        or fails with StorageError: the object must then reset (its connection is closed without
+        a checkpoint and :meth:`recover` redoes it)."""
+        ...
+
+    def position(self) -> int:
+        """The journal position of this object's last record (0: none yet)."""
+        ...
+
+    def wait_durable(self, lsn: int) -> bool:
+        """Block until the record at ``lsn`` was written; True if it is durable, False if it could
+        not be (then the WAL holds a commit the journal does not: never checkpoint it)."""
+        ...
+
+    def synced(self, through: int, *, durable: bool = False) -> None:
+        """The object's database file (and history) now hold every record up to ``through`` on
+        stable storage: those records may be dropped. With ``durable``, return only once the
+        journal has that on disk too (before a file is replaced wholesale, as a restore does)."""
+        ...
+
+    def recover(self) -> None:
+        """Drop the object's WAL and redo its file from the journal (after a failed append)."""
+        ...
+
+    def check_open(self) -> None:
+        """Raise CorruptDatabaseError if the object cannot be opened (damaged journal records);
+        recover first if a failed append left it behind."""
         ...

@@ -38,7 +38,7 @@ from duro.errors import InvalidInputError, StorageError
 from duro.storage.paths import as_path, fsync_dir, history_path, make_dirs_durably, marker_path  # noqa: F401 - re-exported
 
 __all__ = ["HistoryFile", "Record", "format_bookmark", "parse_bookmark", "history_path", "marker_path", "as_path",
-           "fsync_dir", "materialize_index", "read_bookmark_range", "PAGE_SIZE", "BASE", "RESTORE", "HEAL", "ZLIB"]
+           "fsync_dir", "materialize_index", "page_hole", "read_bookmark_range", "PAGE_SIZE", "BASE", "RESTORE", "HEAL", "ZLIB"]
 
 PAGE_SIZE = 4096
 MAGIC = b"DUROHIS1"
@@ -106,7 +106,7 @@ class Record(NamedTuple):
 _BTREE_HEADER = {2: 12, 5: 12, 10: 8, 13: 8}  # page type -> header size
 
 
-def _hole(page: bytes, pgno: int) -> tuple[int, int]:
+def page_hole(page: bytes, pgno: int) -> tuple[int, int]:
     """The longest run of zero bytes in a b-tree page's unallocated space (between the cell
     pointer array and the cell content area), as (start, end); (0, 0) if none is worth eliding.
     Only bytes that are zero are elided, so a page is always restored byte for byte; a page that
@@ -404,7 +404,7 @@ class HistoryFile:
                 parts: list[bytes] = []
                 for p in order:
                     page = pages[p]  # type: ignore[index]
-                    a, b = _hole(page, p)
+                    a, b = page_hole(page, p)
                     ents.append(p)
                     ents.append(a << 16 | b)
                     parts.append(page[:a] + page[b:] if a < b else page)

@@ -156,12 +156,11 @@ def wal_last_commit(wal_path: pathlib.Path) -> bytes | None:
 
 
 class _OpenHistory:
-    """An open history file with its WAL tail: what both a live history and one detached for a
-    worker-thread close need — fsync when something is unsynced, record the empty state, close."""
+    """An open history file: what both a live history and one detached for a worker-thread close
+    need — fsync when something is unsynced, record the empty state, close."""
 
     path: pathlib.Path
     file: "HistoryFile | None"
-    wal: "WalTail"
     options: HistoryOptions
     _unsynced: bool
 
@@ -182,11 +181,10 @@ class _OpenHistory:
             self._unsynced = True
 
     def close(self) -> None:
-        """Sync, then close the file and the WAL tail."""
+        """Sync, then close the file."""
         try:
             self.sync()
         finally:
-            self.wal.close()
             if self.file is not None:
                 self.file.close()
                 self.file = None
@@ -199,7 +197,8 @@ class ObjectHistory(_OpenHistory):
     - ``attach(run, checkpoint, existed)`` after the connection opens: decide whether the history
       holds the database's current state (below), heal it with a snapshot if not, checkpoint;
     - ``prepare_commit()`` inside a write transaction before COMMIT: number the commit;
-    - ``after_commit()`` after COMMIT: append the pages the commit wrote; every ~1,000 WAL pages
+    - ``after_commit(got)`` after COMMIT: append the pages the commit wrote (the connection read
+      them from the WAL once, for the history and the node journal alike); every ~1,000 WAL pages
       the database fsyncs the history (``sync``/``sync_later``), then checkpoints;
     - ``after_discard()`` when the files of an emptied database are removed: record the empty state;
     - ``close()`` before the connection closes (and checkpoints): fsync the history.
@@ -219,7 +218,7 @@ class ObjectHistory(_OpenHistory):
         self.path = history_path(db)
         self.options = options
         self.file: HistoryFile | None = None
-        self.wal = WalTail(db.with_name(db.name + "-wal"))
+        self.wal_path = db.with_name(db.name + "-wal")
         self._seq = 0  # seq of the commit being prepared
         self._unsynced = False
         self._checkpoint: Callable[..., None] | None = None
@@ -241,7 +240,6 @@ class ObjectHistory(_OpenHistory):
 
     # -- hooks
     def attach(self, run: Run, checkpoint: Callable[..., None], existed: bool) -> None:
-        self.wal.close()
         self._checkpoint = checkpoint
         hf = self._open_file(False)
         if not existed:
@@ -253,12 +251,12 @@ class ObjectHistory(_OpenHistory):
                 self._unsynced = True
             return
         try:
-            wal_empty = os.stat(self.wal.path).st_size == 0  # as a clean close leaves it
+            wal_empty = os.stat(self.wal_path).st_size == 0  # as a clean close leaves it
         except FileNotFoundError:
             wal_empty = True
         in_wal = None
         if not wal_empty:
-            in_wal = wal_last_commit(self.wal.path)
+            in_wal = wal_last_commit(self.wal_path)
             checkpoint()  # the WAL is now empty: every frame we read later is a new commit's
         if hf is None:
             hf = self._open_file(True)
@@ -300,19 +298,15 @@ class ObjectHistory(_OpenHistory):
         last = hf.last
         self._seq = (last.seq if last is not None else 0) + 1
 
-    def after_commit(self) -> None:
+    def after_commit(self, got: tuple[int, dict[int, bytes], bytes] | None) -> Record | None:
         hf = self.file
         assert hf is not None
-        try:
-            got = self.wal.read_commit()
-        except OSError as e:
-            raise StorageError(f"the commit succeeded but its pages could not be read from "
-                               f"{str(self.wal.path)!r} for history: {e.strerror or e}") from e
         if got is None:
-            return  # nothing changed: no new point in history
+            return None  # nothing changed: no new point in history
         size, pages, ident = got
-        hf.append(self._seq, self.now_ms(), size, pages, ident=ident)
+        rec = hf.append(self._seq, self.now_ms(), size, pages, ident=ident)
         self._unsynced = True
+        return rec
         # The database checkpoints every ~1,000 WAL pages, calling sync() or sync_later() first.
 
     def sync_later(self) -> Callable[[], None]:
@@ -325,16 +319,14 @@ class ObjectHistory(_OpenHistory):
     def detach(self) -> "DetachedHistory":
         """Hand the open history to the thread that finishes the database's close (``close(offload=
         True)``); this object is left closed, ready to attach again."""
-        detached = DetachedHistory(self.path, self.file, self.wal, self._unsynced, self.options)
+        detached = DetachedHistory(self.path, self.file, self._unsynced, self.options)
         self.file = None
-        self.wal = WalTail(self.wal.path)
         self._unsynced = False
         self._checkpoint = None
         return detached
 
     def after_discard(self) -> None:
         """The database's files were removed because it holds nothing: record the empty state."""
-        self.wal.close()
         self._record_empty(self._open_file(False))
         self.close()  # before the connection closes (which checkpoints): the history is synced first
 
@@ -386,16 +378,14 @@ class DetachedHistory(_OpenHistory):
     ``sync()`` before SQLite's checkpoint, ``discarded()`` once an empty database's files are
     removed (as :meth:`ObjectHistory.after_discard`), then ``close()`` (which syncs)."""
 
-    def __init__(self, path: pathlib.Path, file: HistoryFile | None, wal: WalTail, unsynced: bool,
+    def __init__(self, path: pathlib.Path, file: HistoryFile | None, unsynced: bool,
                  options: HistoryOptions) -> None:
         self.path = path
         self.file = file
-        self.wal = wal
         self.options = options
         self._unsynced = unsynced
 
     def discarded(self) -> None:
-        self.wal.close()
         if self.file is None:
             self.file = HistoryFile.open(self.path)
         self._record_empty(self.file)

@@ -219,6 +219,19 @@ class HeldBarrier:
         self._event().set()
         return fut
 
+    def append(self, key: str, capture: Any) -> asyncio.Future[None]:
+        """A journal record (:class:`~duro.runtime.nodejournal.NodeJournal`): held like a submit;
+        it goes to the inner barrier too when that is a journal."""
+        if self._closed:
+            raise RuntimeError("durability barrier is closed")
+        inner_append = getattr(self.inner, "append", None)
+        inner = inner_append(key, capture) if inner_append is not None else None
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.held.append(fut)
+        self._inner.append(inner)
+        self._event().set()
+        return fut
+
     async def wait_held(self) -> None:
         """Wait until some submit is held and not yet released."""
         await self._event().wait()
