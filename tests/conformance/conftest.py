@@ -15,7 +15,10 @@ from dataclasses import dataclass
 
 import pytest
 
+import tempfile
+
 from duro.runtime.barrier import DurabilityBarrier
+from duro.runtime.nodejournal import NodeJournal
 from duro.storage import ObjectDatabase
 from duro.storage.durability import Barrier
 from duro.storage.journal import DAY_MS, HistoryOptions, history_path
@@ -54,6 +57,8 @@ BARRIERS: dict[str, Callable[[], contextlib.AbstractAsyncContextManager[Barrier]
     "fsync": lambda: _plain(DurabilityBarrier("fsync", threads=3)),
     "os": lambda: _plain(DurabilityBarrier("os")),
     "held": lambda: _released(HeldBarrier(DurabilityBarrier("fsync", threads=3))),
+    # The node journal is also the barrier of the files it does not journal (the alarm index).
+    "journal": lambda: _plain(NodeJournal(tempfile.mkdtemp(prefix="duro-journal-"))),
 }
 
 
@@ -128,3 +133,33 @@ HISTORIES: dict[str, Callable[[FakeClock], HistoryCase]] = {
 @pytest.fixture(params=sorted(HISTORIES))
 def history_case(request: pytest.FixtureRequest) -> HistoryCase:
     return HISTORIES[request.param](FakeClock())
+
+
+# ---- journals ------------------------------------------------------------------------------------
+
+
+@dataclass
+class JournalCase:
+    """One journal implementation over a data directory: ``make()`` builds it (not yet opened) on
+    ``data_dir``; ``segments()`` lists the files that hold its records, oldest first (for the
+    torn-tail and damage cases)."""
+
+    data_dir: pathlib.Path
+    make: Callable[[], NodeJournal]
+    segments: Callable[[], list[pathlib.Path]]
+
+
+def _node_journal(data_dir: pathlib.Path) -> JournalCase:
+    from duro.storage.journalfile import segment_paths
+    return JournalCase(data_dir, lambda: NodeJournal(data_dir, segment_bytes=64 << 10),
+                       lambda: segment_paths(data_dir / "journal"))
+
+
+JOURNALS: dict[str, Callable[[pathlib.Path], JournalCase]] = {
+    "node": _node_journal,
+}
+
+
+@pytest.fixture(params=sorted(JOURNALS))
+def journal_case(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> JournalCase:
+    return JOURNALS[request.param](tmp_path / "data")

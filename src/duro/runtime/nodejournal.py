@@ -464,11 +464,29 @@ class NodeJournal:
             synced = self._synced
             return [k for k, lsn in self._segments[0].keys.items() if synced.get(k, 0) < lsn]
 
+    def read(self, key: str, after: int = 0) -> list[tuple[int, Capture]]:
+        """``key``'s COMMIT records with an lsn above ``after``, oldest first, as they are on disk
+        now (what was acknowledged; a record still being written is not there yet). Records the
+        journal has dropped (covered by a durable SYNCED marker in a deleted segment) are gone."""
+        self.wait_processed(self._next_lsn - 1)
+        with self._cond:
+            paths = [s.path for s in self._segments]
+        scan = scan_segments(paths)
+        if key in scan.corrupt:
+            raise CorruptDatabaseError(f"the journal records of {key} are damaged: {scan.corrupt[key]}")
+        return [(r.lsn, r.capture()) for r in scan.records if r.kind == COMMIT and r.key == key and r.lsn > after]
+
     def statistics(self) -> BarrierStatistics:
         with self._cond:
             return {"mode": self.mode, "commits": self.commits, "flushes": self.flushes,
-                    "synced_files": self.synced_files, "pending_files": len(self._paths),
-                    "segments": len(self._segments), "bytes_written": self.bytes_written}  # type: ignore[typeddict-unknown-key]
+                    "synced_files": self.synced_files, "pending_files": len(self._paths)}
+
+    def journal_statistics(self) -> dict[str, int]:
+        """The journal's own counters: segments on disk, bytes written, records not yet synced."""
+        with self._cond:
+            return {"segments": len(self._segments), "bytes_written": self.bytes_written,
+                    "last_lsn": self._next_lsn - 1, "durable_lsn": self._processed,
+                    "objects_failed": len(self._failed), "objects_corrupt": len(self._corrupt)}
 
 
 class _Link:
