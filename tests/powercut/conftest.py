@@ -66,9 +66,10 @@ class PowerCut:
         line = self._ask("stats")
         return {k: int(v) for k, v in (kv.split("=") for kv in line.split()[1:])}
 
-    def cut(self) -> int:
-        """Cut the power: every unsynced change is undone; the mount goes away."""
-        answer = self._ask("cut")
+    def cut(self, tear: bool = False) -> int:
+        """Cut the power: every unsynced change is undone (with ``tear``, the last unsynced write
+        of each file half kept); the mount goes away."""
+        answer = self._ask("cut tear" if tear else "cut")
         assert answer.startswith("cut "), answer
         self.lost = int(answer.split()[1])
         self.proc.wait(20)

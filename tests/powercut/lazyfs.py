@@ -11,7 +11,8 @@ of how to undo it:
   is ``fsync``-ed (strict POSIX: syncing a new file does not make its name durable; an unlinked
   file's data is kept aside until the unlink is durable, since a cut brings it back).
 
-Writing ``cut`` on standard input cuts the power: under the lock that every operation takes, all
+Writing ``cut`` (or ``cut tear``: the newest unsynced write of each file then half reaches the
+disk) on standard input cuts the power: under the lock that every operation takes, all
 undo records are applied newest first, every later operation fails with EIO, and the mount is
 taken down. BACKING then holds exactly what a machine would find after the power came back; a test
 starts the program again directly on BACKING. ``cut`` is answered with ``cut N`` (the number of
@@ -215,6 +216,8 @@ class PowerCutFS(Operations):  # type: ignore[misc]
         with self.mutex:
             self._check_power()
             self._note_old(fh, offset, len(data))
+            # What was written, for a torn cut (the newest unsynced write of a file half kept).
+            self.undo.append(("wrote", self.ino_fd[self.fh_ino[fh]], offset, bytes(data)))
             self.stats["writes"] += 1
             return os.pwrite(fh, data, offset)
 
@@ -261,7 +264,7 @@ class PowerCutFS(Operations):  # type: ignore[misc]
             os.fdatasync(fh)
             fd = self.ino_fd.pop(ino, None)
             if fd is not None:
-                self.undo = [r for r in self.undo if not (r[0] in ("data", "size") and r[1] == fd)]
+                self.undo = [r for r in self.undo if not (r[0] in ("data", "size", "wrote") and r[1] == fd)]
                 os.close(fd)
             self.sized.discard(ino)
             return 0
@@ -305,13 +308,24 @@ class PowerCutFS(Operations):  # type: ignore[misc]
         raise FuseOSError(errno.EPERM)
 
     # ---- the power cut ------------------------------------------------------------------------------
-    def cut(self) -> int:
-        """Cut the power: undo every unsynced change, newest first; later operations fail."""
+    def cut(self, tear: bool = False) -> int:
+        """Cut the power: undo every unsynced change, newest first; later operations fail. With
+        ``tear``, the newest unsynced write of each file then half reaches the disk after all (a
+        prefix of it, a whole number of 512-byte sectors), as a write cut off mid-way does."""
         with self.mutex:
             self.powered = False
-            lost = len(self.undo)
+            lost = sum(1 for r in self.undo if r[0] != "wrote")
+            torn: dict[int, tuple[Any, ...]] = {}
             for rec in reversed(self.undo):
-                _undo(rec)
+                if rec[0] == "wrote":
+                    torn.setdefault(rec[1], rec)
+                else:
+                    _undo(rec)
+            if tear:
+                for _, fd, offset, data in torn.values():
+                    keep = (len(data) // 2) // 512 * 512
+                    if keep:
+                        os.pwrite(fd, data[:keep], offset)
             self.undo.clear()
             for fd in self.ino_fd.values():
                 os.close(fd)
@@ -374,9 +388,9 @@ def main(argv: list[str] | None = None) -> int:
     def control() -> None:
         for line in sys.stdin:
             cmd = line.strip()
-            if cmd == "cut":
+            if cmd in ("cut", "cut tear"):
                 try:
-                    print(f"cut {fs.cut()}", flush=True)
+                    print(f"cut {fs.cut(tear=cmd == 'cut tear')}", flush=True)
                 except BaseException as e:  # say so: a test waiting for the answer must not hang
                     print(f"error {e!r}", flush=True)
                 unmount()

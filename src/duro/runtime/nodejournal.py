@@ -84,7 +84,7 @@ def recover(data_dir: pathlib.Path, *, history: bool, threads: int = 8) -> Recov
     if not scan.clean:
         skip = {str(data_dir / k) for k in corrupt}
         for p in stray_side_files(data_dir):
-            if str(p)[:-4] not in skip:
+            if str(p).rsplit("-", 1)[0] not in skip:
                 p.unlink(missing_ok=True)
                 report.stray_removed += 1
     jobs = [(k, recs) for k, recs in todo.items() if k not in corrupt]

@@ -51,6 +51,7 @@ _COMMIT = struct.Struct("<QQIII16s")
 _PAGE = struct.Struct("<IHH")
 _LSN = struct.Struct("<Q")
 _PRE = _HEAD.size + _HCRC.size
+SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
 @dataclass(frozen=True)
@@ -247,12 +248,13 @@ def pending_redo(scan: Scan) -> tuple[dict[str, list[JournalRecord]], dict[str, 
 
 
 def redo(data_dir: pathlib.Path, key: str, records: list[JournalRecord], *, history: bool) -> None:
-    """Make ``key``'s database file hold the state of its last record, durably: its ``-wal`` and
-    ``-shm`` (which may hold commits the journal never acknowledged, or stale frames) are removed,
+    """Make ``key``'s database file hold the state of its last record, durably: its side files
+    (which may hold commits the journal never acknowledged, stale frames or a stale rollback
+    journal: :func:`stray_side_files`) are removed,
     every page image is written in order and the file is cut to the last record's size, then
     fdatasync'd. Idempotent. With ``history`` the object's history gets the records it lacks."""
     db = data_dir / key
-    for side in ("-wal", "-shm"):
+    for side in SIDE_FILES:
         pathlib.Path(str(db) + side).unlink(missing_ok=True)
     if not records:
         return
@@ -307,8 +309,11 @@ def _redo_history(db: pathlib.Path, captures: list[Capture]) -> None:
 
 
 def stray_side_files(data_dir: pathlib.Path) -> Iterator[pathlib.Path]:
-    """Every object's ``-wal`` and ``-shm`` file (``DATA/do/<namespace>/``): after an unclean stop
-    they may hold commits that were never acknowledged, or frames already checkpointed."""
+    """Every object's ``-wal``, ``-shm`` and ``-journal`` file (``DATA/do/<namespace>/``): after an
+    unclean stop they may hold commits that were never acknowledged, frames already checkpointed,
+    or the pre-images of a database's creation (SQLite switches a new file to WAL mode in a
+    rollback-journal transaction, and the removal of that ``-journal`` is not synced: a power cut
+    can bring it back, and SQLite would then "roll back" a redone file to an older state)."""
     root = data_dir / "do"
     try:
         spaces = list(os.scandir(root))
@@ -319,5 +324,5 @@ def stray_side_files(data_dir: pathlib.Path) -> Iterator[pathlib.Path]:
             continue
         with os.scandir(ns.path) as it:
             for entry in it:
-                if entry.name.endswith(("-wal", "-shm")):
+                if entry.name.endswith(SIDE_FILES):
                     yield pathlib.Path(entry.path)
