@@ -45,6 +45,7 @@ async def _run(args: argparse.Namespace) -> None:
     from ..compat import load_app
     from ..config import apply_overrides, load_project
     from ..http import AsgiFront, serve
+    from ..http.guard import FrontLimits
     from ..http.websocket import websocket_handler
 
     cfg = load_project(args.project)
@@ -60,8 +61,8 @@ async def _run(args: argparse.Namespace) -> None:
     if overrides:
         cfg = apply_overrides(cfg, **overrides)
     app = load_app(cfg.root, data_dir=args.data, config=cfg)
-    front: Any = AsgiFront(app, max_body=cfg.limits.max_request_body, debug=getattr(args, "dev", False),
-                           websocket_handler=websocket_handler)
+    front: Any = AsgiFront(app, debug=getattr(args, "dev", False), websocket_handler=websocket_handler,
+                           limits=FrontLimits.from_limits(cfg.limits))
     if getattr(args, "dev", False):
         from .scheduled import ScheduledEndpoint
         front = ScheduledEndpoint(front)  # GET /__scheduled?cron=... fires scheduled() by hand

@@ -22,7 +22,9 @@ import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol, TypeVar
 
 from ..core.lifecycle import ActivationState, DeactivationReason, check_transition
-from ..core.limits import BCW_TIMEOUT_S, TEXT_BCW_TIMEOUT, TEXT_OVERLOADED_QUEUE
+from ..core.limits import (
+    BCW_TIMEOUT_S, TEXT_BCW_TIMEOUT, TEXT_OVERLOADED_AGE, TEXT_OVERLOADED_BYTES, TEXT_OVERLOADED_QUEUE,
+)
 from ..errors import DurableObjectAbort, ObjectResetError, OverloadedError, mark_remote
 from ..ids import DurableObjectId
 from ..storage import ObjectDatabase
@@ -55,6 +57,10 @@ def _retrieve(fut: asyncio.Future[Any]) -> None:
 class _Limits(Protocol):
     @property
     def max_queued_events(self) -> int: ...
+    @property
+    def max_queued_bytes(self) -> int: ...
+    @property
+    def max_queue_age(self) -> float: ...
 
 
 class ActivationHost(Protocol):
@@ -92,6 +98,7 @@ class Activation:
         self.db = ObjectDatabase(db_path, on_transaction_open=self._on_transaction_open, name=object_id.name,
                                  history=runtime.history, offload=runtime.offload)
         self.inflight = 0
+        self.inflight_bytes = 0  # the payload bytes (request bodies, RPC arguments) of those events
         self.waiting = 0
         self.last_used = time.monotonic()
         self.constructions = 0
@@ -138,16 +145,26 @@ class Activation:
             gate.note_storage_use()
 
     # ------------------------------------------------------------------ events
-    async def run(self, event: Callable[[Any], Awaitable[T]]) -> T:
+    async def run(self, event: Callable[[Any], Awaitable[T]], *, size: int = 0) -> T:
         """Deliver one event: construct the instance if needed, pass the input gate, run ``event``
-        with the instance, then hold the result at the output gate until its writes are durable."""
+        with the instance, then hold the result at the output gate until its writes are durable.
+
+        ``size`` is the event's payload in bytes (a request body, RPC arguments). The object's queue
+        is bounded by count, bytes and age (``limits.max_queued_events`` / ``max_queued_bytes`` /
+        ``max_queue_age``); past a bound the event is refused with :class:`OverloadedError`
+        *before* it runs, so a refused event never wrote anything. An event that has started is
+        never refused."""
         gate = self.in_gate
         if gate.broken is not None:
             raise gate.reset_error()
-        limit = self.runtime.limits.max_queued_events
-        if self.inflight >= limit:  # events waiting at a locked gate are in flight too
+        limits = self.runtime.limits
+        if self.inflight >= limits.max_queued_events:  # events waiting at a locked gate are in flight too
             raise OverloadedError(TEXT_OVERLOADED_QUEUE)
+        # One event alone is never "too much data": the front bounds a single body by itself.
+        if self.inflight and self.inflight_bytes + size > limits.max_queued_bytes:
+            raise OverloadedError(TEXT_OVERLOADED_BYTES)
         self.inflight += 1
+        self.inflight_bytes += size
         token = _current.set(self)
         try:
             if self.instance is None:
@@ -155,7 +172,10 @@ class Activation:
             if gate.locks:
                 self.waiting += 1
                 try:
-                    await gate.wait()
+                    async with asyncio.timeout(limits.max_queue_age):
+                        await gate.wait()
+                except TimeoutError:
+                    raise OverloadedError(TEXT_OVERLOADED_AGE) from None
                 finally:
                     self.waiting -= 1
             if self.instance is None:
@@ -175,6 +195,7 @@ class Activation:
         finally:
             _current.reset(token)
             self.inflight -= 1
+            self.inflight_bytes -= size
             self.last_used = time.monotonic()
 
     def _construct(self) -> None:
@@ -419,5 +440,6 @@ class Activation:
         return f"{self.unique_key}/{self.id}{name}"
 
     def statistics(self) -> dict[str, Any]:
-        return {"state": self.state.value, "inflight": self.inflight, "waiting": self.waiting,
+        return {"state": self.state.value, "inflight": self.inflight, "inflight_bytes": self.inflight_bytes,
+                "waiting": self.waiting,
                 "constructions": self.constructions, "db_open": self.db.is_open}

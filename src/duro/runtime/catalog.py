@@ -45,6 +45,9 @@ class RuntimeLimits:
     hibernation_timeout: float = 10.0
     max_open_databases: int = 2000
     max_queued_events: int = 1000
+    max_queued_bytes: int = 128 * 1024 * 1024
+    max_queue_age: float = 30.0
+    max_name_bytes: int = 1024  # ids.MAX_NAME_BYTES
     sweep_interval: float = 1.0
 
 
