@@ -24,7 +24,7 @@ SPARE_FDS = 256
 
 @dataclass(frozen=True)
 class FrontLimits:
-    """The front's limits (``[tool.duro.limits]``; docs/guide.md). Timeouts of 0 are off."""
+    """The front's limits (``[tool.duro.limits]``; docs/config.md). Timeouts of 0 are off."""
 
     max_request_body: int = 100 * 1024 * 1024
     max_url_bytes: int = 16 * 1024

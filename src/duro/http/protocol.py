@@ -32,6 +32,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     makes)."""
 
     guard: FrontGuard
+    # Slots, not the instance dict: these would grow every connection's dict past its size class.
+    __slots__ = ("_refused", "_refusal", "_in_head", "_head_bytes", "_header_count", "_header_bytes", "_timer")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
