@@ -60,10 +60,10 @@ def test_connection_cap_leaves_descriptors_for_the_databases():
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         pytest.skip("no open-file limit")
-    derived = connection_cap(0, 100, 5)
+    derived = connection_cap(0, 500)
     assert derived == max(16, soft - 500 - SPARE_FDS)
-    assert connection_cap(10, 100, 5) == 10  # a smaller configured cap stands
-    assert connection_cap(10 ** 9, 100, 5) == derived  # a larger one is lowered
+    assert connection_cap(10, 500) == 10  # a smaller configured cap stands
+    assert connection_cap(10 ** 9, 500) == derived  # a larger one is lowered
 
 
 def test_body_budget_is_all_or_nothing():

@@ -44,15 +44,16 @@ class FrontLimits:
         return cls(**{f.name: getattr(limits, f.name) for f in dataclasses.fields(cls) if hasattr(limits, f.name)})
 
 
-def connection_cap(configured: int, open_databases: int, fds_per_database: int) -> int:
-    """How many connections the front keeps open at once. The open-file limit must hold every open
-    database's files plus ``SPARE_FDS``; the rest is for connections. A configured cap is lowered
-    to that, never raised: a storage write must never fail for want of a descriptor."""
+def connection_cap(configured: int, storage_descriptors: int) -> int:
+    """How many connections the front keeps open at once. The open-file limit must hold the
+    descriptors the open databases may take (``Runtime.storage_descriptors()``) plus
+    ``SPARE_FDS``; the rest is for connections. A configured cap is lowered to that, never raised:
+    a storage write must never fail for want of a descriptor."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         room = 1 << 20
     else:
-        room = soft - open_databases * fds_per_database - SPARE_FDS
+        room = soft - storage_descriptors - SPARE_FDS
     room = max(16, room)
     return room if configured <= 0 else min(configured, room)
 
@@ -95,8 +96,8 @@ class FrontGuard:
         self.bursts = BurstLog(logger)
         self.max_log_line = limits.max_log_line
 
-    def set_connection_cap(self, open_databases: int, fds_per_database: int) -> None:
-        self.max_connections = connection_cap(self.limits.max_connections, open_databases, fds_per_database)
+    def set_connection_cap(self, storage_descriptors: int) -> None:
+        self.max_connections = connection_cap(self.limits.max_connections, storage_descriptors)
 
     def refusal(self, status: int, message: str) -> None:
         """Count a refusal and log it, once per burst of its kind."""

@@ -18,7 +18,6 @@ import traceback
 from typing import Any, Awaitable, Callable
 
 from ..api import App, Request, Response
-from ..runtime.catalog import FDS_PER_OPEN_DATABASE
 from ..runtime.tasks import stop_task
 from .admin import ADMIN_PREFIX, AdminEndpoint
 from .guard import FrontGuard, FrontLimits, cap_log_lines
@@ -88,7 +87,7 @@ class AsgiFront:
                     await self.app.start()
                     self.admin.start()
                     # After the runtime raised the open-file limit and sized its database pool.
-                    self.guard.set_connection_cap(self.app.runtime.max_open_databases, FDS_PER_OPEN_DATABASE)
+                    self.guard.set_connection_cap(self.app.runtime.storage_descriptors())
                     log.info("front limits: %d connections, %d bytes of request bodies in flight",
                              self.guard.max_connections, self.guard.limits.max_body_bytes_in_flight)
                 except Exception as e:
