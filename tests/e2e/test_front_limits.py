@@ -235,3 +235,12 @@ def test_an_object_name_past_the_limit_is_refused_with_the_limit(serve):
     log = srv.log()
     assert "the limit of 1024 bytes" in log and "SQLITE_TOOBIG" not in log, log[-2000:]
     assert max(len(line) for line in log.splitlines()) <= 4200
+
+
+def test_a_flood_of_garbage_is_400_and_one_log_line(serve):
+    srv = serve(FRONT)
+    for _ in range(50):
+        out = exchange(srv.port, b"\x16\x03\x01 not http at all\r\n\r\n", wait=2)
+        assert _status(out) == 400, out
+    log = srv.log()
+    assert log.count("Invalid HTTP request received") == 1, log

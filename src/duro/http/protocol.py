@@ -87,7 +87,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                 self._refuse(*self._refusal)
                 return
             msg = "Invalid HTTP request received."
-            self.logger.warning(msg)
+            self.guard.refusal(400, msg)  # once per burst: garbage must not flood the log
+            self._refused = True
+            self._disarm()
             self.send_400_response(msg)
             return
         if self._in_head and self._head_bytes > self._head_limit():
