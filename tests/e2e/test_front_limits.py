@@ -11,8 +11,6 @@ import re
 import socket
 import time
 
-import pytest
-
 from .net import exchange
 
 FRONT = pathlib.Path(__file__).resolve().parent / "projects" / "front"
