@@ -11,6 +11,7 @@ finished, so the bytes of an unfinished head are counted as they arrive.
 from __future__ import annotations
 
 import asyncio
+import urllib.parse
 from typing import Any
 
 import httptools
@@ -32,6 +33,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     makes)."""
 
     guard: FrontGuard
+    own_websockets = True
     # Slots, not the instance dict: these would grow every connection's dict past its size class.
     __slots__ = ("_refused", "_refusal", "_in_head", "_head_bytes", "_header_count", "_header_bytes", "_timer")
 
@@ -196,6 +198,44 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
-def guarded_protocol(guard: FrontGuard) -> type[GuardedHttpProtocol]:
-    """The protocol class for uvicorn's ``http=``, bound to ``guard``."""
-    return type("GuardedHttpProtocol", (GuardedHttpProtocol,), {"guard": guard})
+    # ------------------------------------------------------------------ WebSocket upgrade
+    def handle_websocket_upgrade(self) -> None:
+        if not self.own_websockets:
+            super().handle_websocket_upgrade()
+            return
+        from .websocket import adopted_message
+        from .wsconn import WebSocketConnection
+
+        self._disarm()
+        self.connections.discard(self)
+        scope = self.scope
+        head = [scope["method"].encode(), b" ", self.url, b" HTTP/1.1\r\n"]
+        for name, value in scope["headers"]:
+            head += [name, b": ", value, b"\r\n"]
+        head.append(b"\r\n")
+        parsed = httptools.parse_url(self.url)
+        raw_path = parsed.path
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        subprotocols: list[str] = []
+        for name, value in scope["headers"]:
+            if name == b"sec-websocket-protocol":
+                subprotocols += [t.strip() for t in value.decode("latin-1").split(",")]
+        ws_scope = {
+            "type": "websocket", "asgi": {"version": "3.0", "spec_version": "2.4"}, "http_version": "1.1",
+            "scheme": "ws", "server": self.server, "client": self.client, "root_path": self.root_path,
+            "path": self.root_path + path, "raw_path": self.root_path.encode("ascii") + raw_path,
+            "query_string": parsed.query or b"", "headers": scope["headers"], "subprotocols": subprotocols,
+            "state": self.app_state.copy(),
+        }
+        conn = WebSocketConnection(self.transport, self.server_state, max_size=self.config.ws_max_size,
+                                   handle=adopted_message)
+        self.transport.set_protocol(conn)
+        conn.start(b"".join(head), self.app, ws_scope)
+
+
+def guarded_protocol(guard: FrontGuard, *, own_websockets: bool = True) -> type[GuardedHttpProtocol]:
+    """The protocol class for uvicorn's ``http=``, bound to ``guard``. ``own_websockets``: upgraded
+    connections use :class:`~duro.http.wsconn.WebSocketConnection` rather than uvicorn's."""
+    return type("GuardedHttpProtocol", (GuardedHttpProtocol,), {"guard": guard, "own_websockets": own_websockets})

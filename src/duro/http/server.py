@@ -206,7 +206,10 @@ async def serve(front: Any, *, host: str = "127.0.0.1", port: int = 8787, log_le
 
     guard: FrontGuard = front.guard
     limits = guard.limits
-    config = uvicorn.Config(front, host=host, port=port, loop="none", http=guarded_protocol(guard),
+    # duro's own WebSocket connections (wsconn.py) have no permessage-deflate: with compression
+    # on, uvicorn's serve the upgraded sockets.
+    config = uvicorn.Config(front, host=host, port=port, loop="none",
+                            http=guarded_protocol(guard, own_websockets=not ws_compression),
                             timeout_keep_alive=limits.keepalive_timeout,
                             ws="websockets-sansio", lifespan="on", log_level=log_level, access_log=False,
                             ws_max_size=ws_max_size, ws_ping_interval=None, server_header=False,
