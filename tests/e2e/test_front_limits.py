@@ -103,6 +103,24 @@ def test_overload_is_503_with_retry_after_and_refused_writes_are_not_applied(ser
     assert len(_overload_lines(log)) == 1, log  # one line per burst
 
 
+def test_a_request_refused_after_it_wrote_elsewhere_is_not_told_to_retry(serve):
+    # /both/first/hot writes to "first", then calls "hot", whose queue is full: the answer is 503
+    # (overload) but without Retry-After, and it says the request may have been partly applied.
+    srv = serve(FRONT)
+
+    async def run() -> bytes:
+        fill = asyncio.ensure_future(_get_all(srv.port, "/incr/hot/1.0", 20))
+        await asyncio.sleep(0.5)
+        both = await _get_all(srv.port, "/both/first/hot", 1)
+        await fill
+        return both[0]
+    out = asyncio.run(run())
+    assert _status(out) == 503 and _header(out, "retry-after") is None, out
+    assert b"may have been partly applied" in out, out
+    count = exchange(srv.port, b"GET /count/first HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    assert count.endswith(b"\r\n\r\n1"), count
+
+
 def test_a_request_queued_too_long_is_503(serve):
     srv = serve(FRONT)
 

@@ -112,7 +112,7 @@ async def _deliver_hibernatable(runtime: "Runtime", channel: SocketChannel, kind
         else:
             await call_handler(instance, kind, ws, *args)
 
-    await act.run(event)
+    await act.run(event, size=_size(args))
 
 
 _LISTENER_EVENTS = {"websocket_message": MessageEvent, "websocket_close": CloseEvent, "websocket_error": ErrorEvent}
@@ -133,4 +133,10 @@ async def _deliver_standard(channel: SocketChannel, kind: str, args: tuple[Any, 
     async def event(instance: Any) -> None:
         await dispatch(ws, ev)
 
-    await act.run(event)
+    await act.run(event, size=_size(args))
+
+
+def _size(args: tuple[Any, ...]) -> int:
+    """A message's payload, for the object's queued-bytes bound (``max_queued_bytes``)."""
+    data = args[0] if args else None
+    return len(data) if isinstance(data, (str, bytes)) else 0

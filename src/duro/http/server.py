@@ -18,6 +18,7 @@ import traceback
 from typing import Any, Awaitable, Callable
 
 from ..api import App, Request, Response
+from ..runtime.activation import note_writes
 from ..runtime.tasks import stop_task
 from .admin import ADMIN_PREFIX, AdminEndpoint
 from .guard import FrontGuard, FrontLimits, cap_log_lines
@@ -155,14 +156,22 @@ class AsgiFront:
         return Response(text, status=503, headers={"retry-after": str(self.guard.limits.overload_retry_after)})
 
     async def run_entrypoint(self, request: Request) -> Response:
+        writes = note_writes()
         try:
             return await self.app.handle(request)
         except asyncio.CancelledError:
             raise
         except BaseException as e:
             if getattr(e, "overloaded", False):
-                # Refused before it ran (nothing it would write was written): 503, never 500.
+                # The refused event never ran. If nothing else of this request wrote, nothing
+                # changed: 503 + Retry-After. If an earlier call of it may have written, a retry
+                # could apply that twice: still 503 (it is overload), but no Retry-After, and
+                # the answer says so.
                 self.guard.refusal(503, f"{e} ({request.method} {request.url[:200]})")
+                if writes.wrote:
+                    return Response(f"{e} This request may have been partly applied before that: an "
+                                    "earlier call it made wrote to storage. It is not safe to retry "
+                                    "as is.", status=503)
                 return self._unavailable(str(e))
             self.errors += 1
             log.error("unhandled exception in %s %s:\n%s", request.method, request.url,

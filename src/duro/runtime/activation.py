@@ -36,7 +36,7 @@ from .tasks import drain_tasks, log_failure
 if TYPE_CHECKING:
     from .alarms import AlarmScheduler
 
-__all__ = ["Activation", "ActivationHost", "current_activation"]
+__all__ = ["Activation", "ActivationHost", "WriteNote", "current_activation", "note_writes"]
 
 T = TypeVar("T")
 log = logging.getLogger("duro.runtime")
@@ -47,6 +47,33 @@ _current: contextvars.ContextVar["Activation | None"] = contextvars.ContextVar("
 def current_activation() -> "Activation | None":
     """The activation whose code is running in this task, if any."""
     return _current.get()
+
+
+class WriteNote:
+    """Whether any object may have written on behalf of one request (``note_writes``)."""
+
+    __slots__ = ("wrote",)
+
+    def __init__(self) -> None:
+        self.wrote = False
+
+
+_writes: contextvars.ContextVar["WriteNote | None"] = contextvars.ContextVar("duro_writes", default=None)
+
+
+def note_writes() -> WriteNote:
+    """From now on in this task (and the events it runs in objects, which run in it), note any
+    storage write. The front uses it so that a request refused for overload after an earlier call
+    of it wrote is not told it changed nothing."""
+    note = WriteNote()
+    _writes.set(note)
+    return note
+
+
+def _noted() -> None:
+    note = _writes.get()
+    if note is not None:
+        note.wrote = True
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:
@@ -252,6 +279,7 @@ class Activation:
 
     # ------------------------------------------------------------------ implicit transaction
     def _on_transaction_open(self) -> None:
+        _noted()
         if self.db.name is None:  # the catalog learns the name later when first reached by ID
             self.db.name = self.id.name
         loop = asyncio.get_running_loop()
@@ -264,9 +292,12 @@ class Activation:
 
     def mark_unconfirmed_only(self) -> None:
         """The open transaction holds only ``allow_unconfirmed`` writes so far."""
+        _noted()
         self.out_gate.gated = False
 
     def mark_confirmed(self) -> None:
+        """A write (or SQL, which may write) joined the open transaction."""
+        _noted()
         self.out_gate.gated = True
 
     def _commit_turn(self) -> None:

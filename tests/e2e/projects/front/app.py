@@ -26,6 +26,9 @@ class Default(WorkerEntrypoint):
         parts = request.path.strip("/").split("/")
         if parts[0] == "incr":
             return Response(str(await self.env.C.get_by_name(parts[1]).incr(float(parts[2]))))
+        if parts[0] == "both":  # a write to one object, then a call to another
+            await self.env.C.get_by_name(parts[1]).incr(0)
+            return Response(str(await self.env.C.get_by_name(parts[2]).incr(0)))
         if parts[0] == "count":
             return Response(str(await self.env.C.get_by_name(parts[1]).count()))
         if parts[0] == "hold":
