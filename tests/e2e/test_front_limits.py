@@ -203,8 +203,10 @@ def test_connections_past_the_cap_get_503_and_storage_keeps_working(serve):
     srv = serve(FRONT)
     held = []
     try:
-        for _ in range(40):
-            held.append(socket.create_connection(("127.0.0.1", srv.port), timeout=2))
+        for _ in range(40):  # each in the middle of a request head: none is idle
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=2)
+            s.sendall(b"GET / HTTP/1.1\r\n")
+            held.append(s)
         with socket.create_connection(("127.0.0.1", srv.port), timeout=2) as s:
             out = _read_until_closed(s, time.monotonic() + 3)
         assert _status(out) == 503 and _header(out, "retry-after") == "2", out
@@ -214,6 +216,22 @@ def test_connections_past_the_cap_get_503_and_storage_keeps_working(serve):
             s.close()
     out = exchange(srv.port, b"GET /incr/after/0 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", wait=5)
     assert _status(out) == 200, out
+
+
+def test_at_the_cap_the_longest_idle_connection_makes_room(serve):
+    srv = serve(FRONT)
+    held = []
+    try:
+        for _ in range(40):  # connected, silent
+            held.append(socket.create_connection(("127.0.0.1", srv.port), timeout=2))
+        out = exchange(srv.port, b"GET /incr/room/0 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", wait=5)
+        assert _status(out) == 200, out
+        first = held[0]  # the oldest was closed for it
+        first.settimeout(2)
+        assert first.recv(10) == b""
+    finally:
+        for s in held:
+            s.close()
 
 
 def test_request_bodies_in_flight_are_capped(serve):

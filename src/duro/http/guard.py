@@ -95,6 +95,23 @@ class FrontGuard:
         self.refused: dict[int, int] = {}  # status -> count
         self.bursts = BurstLog(logger)
         self.max_log_line = limits.max_log_line
+        # Connections with no request in progress (never sent a byte, or idle between keep-alive
+        # requests), oldest first: at the cap, the oldest is closed to make room for a new one.
+        self.idle: dict[Any, None] = {}
+        self.evicted_idle = 0
+
+    def make_room(self, open_connections: int) -> bool:
+        """Whether one more connection fits: below the cap, or after closing the longest-idle
+        connection. Idle connections must not lock clients out until their timeouts pass."""
+        if open_connections < self.max_connections:
+            return True
+        while self.idle:
+            oldest = next(iter(self.idle))
+            del self.idle[oldest]
+            if oldest.close_idle():
+                self.evicted_idle += 1
+                return True
+        return False
 
     def set_connection_cap(self, storage_descriptors: int) -> None:
         self.max_connections = connection_cap(self.limits.max_connections, storage_descriptors)
@@ -116,7 +133,7 @@ class FrontGuard:
 
     def statistics(self) -> dict[str, Any]:
         return {"max_connections": self.max_connections, "body_bytes_in_flight": self.body_bytes_in_flight,
-                "refused": dict(self.refused)}
+                "refused": dict(self.refused), "idle": len(self.idle), "evicted_idle": self.evicted_idle}
 
 
 _REASONS = {408: "Request Timeout", 413: "Content Too Large", 414: "URI Too Long",

@@ -50,7 +50,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     # ------------------------------------------------------------------ connection
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         guard = self.guard
-        if len(self.connections) >= guard.max_connections:
+        if not guard.make_room(len(self.connections)):
             # Accept-and-close: the descriptor is returned at once, before storage can miss it.
             self.transport = transport
             self._refused = True
@@ -62,16 +62,34 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         # A connection that never sends a request is held to the header timeout too.
         self._arm(self.guard.limits.header_timeout, self._head_timed_out)
+        guard.idle[self] = None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self.guard.idle.pop(self, None)
         if self._refused and self.flow is None:
             return  # never registered
         super().connection_lost(exc)
 
+    def close_idle(self) -> bool:
+        """Close this connection to make room for another (the guard's choice: it has no request
+        in progress). False if it is already closing."""
+        if self._refused or self.transport.is_closing():
+            return False
+        self._refused = True
+        self._disarm()
+        self.transport.close()
+        return True
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing() and not self.pipeline and not self._refused:
+            self.guard.idle[self] = None  # waiting for the next keep-alive request
+
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
+        self.guard.idle.pop(self, None)
         self._unset_keepalive_if_required()
         if self._in_head:
             self._head_bytes += len(data)
@@ -207,6 +225,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         from .wsconn import WebSocketConnection
 
         self._disarm()
+        self.guard.idle.pop(self, None)
         self.connections.discard(self)
         scope = self.scope
         head = [scope["method"].encode(), b" ", self.url, b" HTTP/1.1\r\n"]
