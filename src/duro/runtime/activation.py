@@ -199,7 +199,7 @@ class Activation:
             if gate.locks:
                 self.waiting += 1
                 try:
-                    async with asyncio.timeout(limits.max_queue_age):
+                    async with asyncio.timeout(limits.max_queue_age or None):  # 0: no bound
                         await gate.wait()
                 except TimeoutError:
                     raise OverloadedError(TEXT_OVERLOADED_AGE) from None
