@@ -82,7 +82,7 @@ class Limits:
     max_request_body: int = 100 * 1024 * 1024  # one request body (413 past it)
     max_queued_bytes: int = 128 * 1024 * 1024  # per object: bodies and RPC arguments; "Too much data queued."
     max_queue_age: float = 30.0  # seconds an event may wait at a locked input gate; "Requests queued for too long."
-    # The front (docs/config.md, "The front protects itself"). 0 disables a timeout.
+    # The front (docs/config.md, "The front protects itself"). 0 turns header/body timeouts off.
     max_url_bytes: int = 16 * 1024  # request target; 414 past it (Cloudflare: 16 KB)
     max_header_bytes: int = 128 * 1024  # all header lines together; 431 past it (Cloudflare: 128 KB)
     max_header_count: int = 100  # header lines; 431 past it

@@ -2,10 +2,12 @@
 
 uvicorn bounds none of these with httptools: the request target (414), the number and the bytes of
 header lines (431), the time to send the headers and the gaps in a body (408), the number of open
-connections (503). This subclass adds them at the parser callbacks and on the transport, so a
-request past a limit is answered and its connection closed before anything of it reaches the
-application. It must never buffer a request itself: httptools keeps a header line it has not
-finished, so the bytes of an unfinished head are counted as they arrive.
+connections (503; at the cap the longest-idle connection is closed first). This subclass adds them
+at the parser callbacks and on the transport, so a request past a limit is answered and its
+connection closed before anything of it reaches the application. An accepted WebSocket upgrade is
+handed to duro's own connection (``wsconn.py``). It must never buffer a request itself: httptools
+keeps a header line it has not finished, so the bytes of an unfinished head are counted as they
+arrive.
 """
 
 from __future__ import annotations
