@@ -79,10 +79,25 @@ class Limits:
     max_open_databases: int = 2000  # LRU bound on open SQLite files per process
     max_queued_events: int = 1000  # per object; beyond that: "Too many requests queued."
     cpu_ms: int = 30000  # wrangler limits.cpu_ms; recorded, not enforced yet
-    max_request_body: int = 100 * 1024 * 1024
+    max_request_body: int = 100 * 1024 * 1024  # one request body (413 past it)
+    max_queued_bytes: int = 128 * 1024 * 1024  # per object: bodies and RPC arguments; "Too much data queued."
+    max_queue_age: float = 30.0  # seconds an event may wait at a locked input gate; "Requests queued for too long."
+    # The front (docs/config.md, "The front protects itself"). 0 turns header/body timeouts off.
+    max_url_bytes: int = 16 * 1024  # request target; 414 past it (Cloudflare: 16 KB)
+    max_header_bytes: int = 128 * 1024  # all header lines together; 431 past it (Cloudflare: 128 KB)
+    max_header_count: int = 100  # header lines; 431 past it
+    header_timeout: float = 20.0  # seconds from a request's first byte to the end of its headers; 408
+    body_timeout: float = 30.0  # seconds a request body may go without a byte arriving; 408
+    keepalive_timeout: float = 15.0  # seconds an idle keep-alive connection stays open
+    max_connections: int = 0  # open HTTP/WebSocket connections; 0: derived from the open-file limit
+    max_body_bytes_in_flight: int = 256 * 1024 * 1024  # request bodies being read, all together; 503 past it
+    overload_retry_after: int = 1  # seconds, the Retry-After of every 503
+    max_name_bytes: int = 1024  # an object name (UTF-8) for id_from_name / get_by_name
+    max_log_line: int = 4096  # characters; longer log records are cut (tracebacks included)
 
 
 _LIMIT_KINDS = {f.name: type(f.default) for f in dataclasses.fields(Limits)}  # float: seconds; int: counts
+_ZERO_MEANS_DERIVED = frozenset({"max_connections"})
 
 
 @dataclass(frozen=True)
@@ -559,7 +574,7 @@ def _limit_values(raw: dict[str, Any], base: Limits, file: str | None, key: str)
         else:
             if isinstance(v, bool) or not isinstance(v, int):
                 raise ConfigError(f"must be a whole number, not {_show(v)}", file=file, key=lk)
-            if v < 1:
+            if v < 1 and not (v == 0 and k in _ZERO_MEANS_DERIVED):
                 raise ConfigError(f"must be a positive whole number (>= 1), not {v}", file=file, key=lk)
             changes[k] = v
     return dataclasses.replace(base, **changes)

@@ -15,22 +15,27 @@ import hmac
 import os
 import re
 
-from .errors import InvalidIdError
+from .errors import InvalidIdError, InvalidInputError
 
 __all__ = ["DurableObjectId", "NamespaceKey"]
 
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 
+# Cloudflare keeps an object's name (``ctx.id.name``) only up to 1,024 bytes; duro refuses longer
+# names outright (``limits.max_name_bytes``) rather than hash megabytes and store them per object.
+MAX_NAME_BYTES = 1024
+
 
 class NamespaceKey:
     """The secret that mints and checks the IDs of one namespace."""
 
-    __slots__ = ("unique_key", "_key", "_names")
+    __slots__ = ("unique_key", "_key", "_names", "max_name_bytes")
 
     _MAX_CACHED_NAMES = 100_000
 
-    def __init__(self, unique_key: str) -> None:
+    def __init__(self, unique_key: str, *, max_name_bytes: int = MAX_NAME_BYTES) -> None:
         self.unique_key = unique_key
+        self.max_name_bytes = max_name_bytes
         self._key = hashlib.sha256(unique_key.encode()).digest()
         self._names: dict[str, str] = {}  # name -> hex; two HMACs per lookup otherwise
 
@@ -42,7 +47,13 @@ class NamespaceKey:
             raise TypeError(f"id_from_name() takes a str, not {type(name).__name__}")
         hex_id = self._names.get(name)
         if hex_id is None:
-            head = hmac.new(self._key, name.encode(), hashlib.sha256).digest()[:16]
+            limit = self.max_name_bytes
+            # Checked before hashing, and before encoding a name whose length alone is too much.
+            if len(name) > limit or len(encoded := name.encode()) > limit:
+                raise InvalidInputError(
+                    f"Durable Object name is longer than the limit of {limit} bytes (UTF-8): "
+                    f"{len(name)} characters given. Use a shorter name, or a hash of it.")
+            head = hmac.new(self._key, encoded, hashlib.sha256).digest()[:16]
             hex_id = (head + self._tail(head)).hex()
             if len(self._names) >= self._MAX_CACHED_NAMES:
                 self._names.clear()

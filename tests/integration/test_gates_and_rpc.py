@@ -142,6 +142,35 @@ async def test_overload_is_refused_with_cloudflare_text(tmp_path):
 
 
 
+async def test_overload_by_bytes_and_by_age_is_refused_before_the_event_runs(tmp_path):
+    from duro.runtime import RuntimeLimits
+    from duro.testing import LocalApp
+    from tests.integration.conftest import PROJECTS
+    limits = RuntimeLimits(max_queued_bytes=10_000, max_queue_age=0.2)
+    async with LocalApp(PROJECTS / "gates", tmp_path / "d", limits=limits) as app:
+        stub = app.env.PROBE.get_by_name("bytes")
+        slow = asyncio.ensure_future(stub.critical(0.5))  # locks the input gate for 0.5 s
+        await wait_until(lambda: stub._act is not None and stub._act.in_gate.locks, what="the gate to lock")
+        # 8 KB of arguments queue; 8 KB more would pass 10 KB.
+        first = asyncio.ensure_future(stub.echo("x" * 8000))
+        await wait_until(lambda: stub._act.waiting == 1, what="the first call to wait at the gate")
+        with pytest.raises(OverloadedError, match=r"^Durable Object is overloaded\. Too much data queued\.$") as e:
+            await stub.echo("y" * 8000)
+        assert e.value.overloaded is True and e.value.remote is False
+        # The first waited at the locked gate past max_queue_age: refused, never ran.
+        with pytest.raises(OverloadedError, match=r"^Durable Object is overloaded\. Requests queued for too long\.$"):
+            await first
+        assert await slow == "done"
+        before = await stub.get_n()
+        # A refused rmw() never writes.
+        slow = asyncio.ensure_future(stub.critical(0.5))
+        await wait_until(lambda: stub._act.in_gate.locks, what="the gate to lock")
+        with pytest.raises(OverloadedError, match="queued for too long"):
+            await stub.rmw()
+        await slow
+        assert await stub.get_n() == before
+
+
 async def test_response_waits_for_durability(gates):
     barrier = HeldBarrier()
     gates.runtime.barrier = barrier

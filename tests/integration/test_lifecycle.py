@@ -19,6 +19,27 @@ async def test_open_databases_are_bounded(tmp_path):
         assert values == [1] * 30
 
 
+async def test_a_database_past_the_bound_is_refused_while_all_open_ones_are_busy(tmp_path):
+    # The bound is what keeps descriptors for storage: past it, an object that would need a new
+    # database is refused as overloaded (the front answers 503) instead of opening one.
+    from duro.errors import OverloadedError
+    limits = RuntimeLimits(max_open_databases=3)
+    async with LocalApp(PROJECTS / "gates", tmp_path / "d", limits=limits) as app:
+        ceiling = app.runtime.open_database_ceiling  # the bound plus a burst allowance
+        assert ceiling > 3
+        busy = [asyncio.ensure_future(app.env.PROBE.get_by_name(f"b{i}").critical(0.3)) for i in range(ceiling)]
+        await asyncio.sleep(0.05)
+        try:
+            await app.env.PROBE.get_by_name("fourth").rmw()
+        except OverloadedError as e:
+            assert e.overloaded and "max_open_databases" in str(e)
+        else:
+            raise AssertionError("a database past the ceiling was opened while all the others were busy")
+        assert await asyncio.gather(*busy) == ["done"] * ceiling
+        assert await app.env.PROBE.get_by_name("fourth").rmw() == 1
+        assert await app.env.PROBE.get_by_name("fourth").get_n() == 1  # the refused call wrote nothing
+
+
 async def test_os_durability_mode_skips_fsync_but_keeps_data(tmp_path):
     async with LocalApp(PROJECTS / "gates", tmp_path / "d", durability="os") as app:
         assert await app.env.PROBE.get_by_name("x").rmw() == 1

@@ -34,7 +34,7 @@ class DurableObjectNamespace:
 
     def __init__(self, runtime: "Runtime", unique_key: str, class_name: str, binding: str | None = None) -> None:
         self._runtime = runtime
-        self._key = NamespaceKey(unique_key)
+        self._key = NamespaceKey(unique_key, max_name_bytes=runtime.limits.max_name_bytes)
         self.unique_key = unique_key
         self.class_name = class_name
         self.binding = binding
@@ -101,13 +101,13 @@ class DurableObjectStub:
         self._act = act
         return act
 
-    async def _deliver(self, event: Callable[[Any], Any]) -> Any:
+    async def _deliver(self, event: Callable[[Any], Any], size: int = 0) -> Any:
         caller = current_activation()
         if caller is not None:
             await caller.output_gate()
         act = self._target()
         try:
-            return await act.run(event)
+            return await act.run(event, size=size)
         except BaseException as e:
             raise _translate(e) from None
 
@@ -122,7 +122,7 @@ class DurableObjectStub:
         async def event(instance: Any) -> Response:
             return await call_handler(instance, "fetch", request)
 
-        resp = await self._deliver(event)
+        resp = await self._deliver(event, len(request.body))
         if not isinstance(resp, Response):
             raise TypeError(f"fetch() of {self._ns.class_name} must return a Response, not {type(resp).__name__}")
         return as_fetch_response(resp)
@@ -142,7 +142,7 @@ class DurableObjectStub:
                     result = await result
                 return codec.encode(result, rpc=True)
 
-            return codec.decode(await self._deliver(event))
+            return codec.decode(await self._deliver(event, len(payload)))
 
         rpc.__name__ = name
         return rpc

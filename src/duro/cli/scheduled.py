@@ -30,6 +30,7 @@ class ScheduledEndpoint:
 
     def __init__(self, front: Any) -> None:
         self.front = front
+        self.guard = front.guard  # the front's limits hold for these paths too
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] not in SCHEDULED_PATHS:

@@ -31,6 +31,9 @@ def add_serve_args(p: argparse.ArgumentParser, *, dev: bool) -> None:
                    help="evict an object's instance after this many idle seconds (default from config: 70)")
     p.add_argument("--hibernation-timeout", type=float, default=None, metavar="SECONDS",
                    help="drop the instance of an object whose only work is hibernatable WebSockets after this many idle seconds (default 10)")
+    p.add_argument("--max-connections", type=int, default=None, metavar="N",
+                   help="open HTTP/WebSocket connections; past it 503 + Retry-After (default from config, else "
+                        "derived from the open-file limit, leaving descriptors for the databases; never above that)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                    help="log verbosity (default: info)")
     if dev:
@@ -45,6 +48,7 @@ async def _run(args: argparse.Namespace) -> None:
     from ..compat import load_app
     from ..config import apply_overrides, load_project
     from ..http import AsgiFront, serve
+    from ..http.guard import FrontLimits
     from ..http.websocket import websocket_handler
 
     cfg = load_project(args.project)
@@ -56,12 +60,14 @@ async def _run(args: argparse.Namespace) -> None:
         limits["idle_timeout"] = args.idle_timeout
     if args.hibernation_timeout is not None:
         limits["hibernation_timeout"] = args.hibernation_timeout
+    if args.max_connections is not None:
+        limits["max_connections"] = args.max_connections
     overrides.update(limits)  # Limits field names replace single limits
     if overrides:
         cfg = apply_overrides(cfg, **overrides)
     app = load_app(cfg.root, data_dir=args.data, config=cfg)
-    front: Any = AsgiFront(app, max_body=cfg.limits.max_request_body, debug=getattr(args, "dev", False),
-                           websocket_handler=websocket_handler)
+    front: Any = AsgiFront(app, debug=getattr(args, "dev", False), websocket_handler=websocket_handler,
+                           limits=FrontLimits.from_limits(cfg.limits))
     if getattr(args, "dev", False):
         from .scheduled import ScheduledEndpoint
         front = ScheduledEndpoint(front)  # GET /__scheduled?cron=... fires scheduled() by hand
@@ -128,6 +134,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
         argv += ["--idle-timeout", str(args.idle_timeout)]
     if args.hibernation_timeout is not None:
         argv += ["--hibernation-timeout", str(args.hibernation_timeout)]
+    if args.max_connections is not None:
+        argv += ["--max-connections", str(args.max_connections)]
     if args.no_reload:
         args.dev = True
         return run_server(args)

@@ -172,7 +172,9 @@ def load_module(path: pathlib.Path, root: pathlib.Path | None = None) -> types.M
 def runtime_limits(cfg: ProjectConfig) -> RuntimeLimits:
     lim = cfg.limits
     return RuntimeLimits(idle_timeout=lim.idle_timeout, hibernation_timeout=lim.hibernation_timeout,
-                         max_open_databases=lim.max_open_databases, max_queued_events=lim.max_queued_events)
+                         max_open_databases=lim.max_open_databases, max_queued_events=lim.max_queued_events,
+                         max_queued_bytes=lim.max_queued_bytes, max_queue_age=lim.max_queue_age,
+                         max_name_bytes=lim.max_name_bytes)
 
 
 def load_app(root: str | os.PathLike[str], *, data_dir: str | os.PathLike[str] | None = None,

@@ -18,6 +18,8 @@ TEXT_BCW_NESTED = "blockConcurrencyWhile() calls are nested too deeply."
 TEXT_BCW_TIMEOUT = ("A call to blockConcurrencyWhile() in a Durable Object waited for too long. "
                     "The call was canceled and the Durable Object was reset.")
 TEXT_OVERLOADED_QUEUE = "Durable Object is overloaded. Too many requests queued."
+TEXT_OVERLOADED_BYTES = "Durable Object is overloaded. Too much data queued."
+TEXT_OVERLOADED_AGE = "Durable Object is overloaded. Requests queued for too long."
 TEXT_DELETE_ALL_IN_TXN = "Cannot call deleteAll() within a transaction"
 
 ALARM_HANDLER_TIMEOUT_S = 15 * 60.0  # wall time of one alarm() call (§5)

@@ -25,6 +25,7 @@ from ..api.websocket import (
 )
 from ..errors import ObjectResetError, OverloadedError
 from ..runtime.sockets import CLOSED, HIBERNATABLE, STANDARD, SocketChannel
+from .guard import BurstLog
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["response_channel", "unlist", "release", "try_auto_response", "deliver"]
 
 log = logging.getLogger("duro.websocket")
+_overloaded = BurstLog(log)  # one line per burst of sockets closed for overload
 
 
 def response_channel(resp: Any) -> SocketChannel | None:
@@ -81,7 +83,7 @@ async def deliver(runtime: "Runtime", channel: SocketChannel, kind: str, *args: 
     except asyncio.CancelledError:
         raise
     except OverloadedError as e:
-        log.warning("WebSocket %d: %s; closing it with 1013", channel.id, e)
+        _overloaded.note(str(e), f"WebSocket {channel.id}: {e}; closing it with 1013")
         if not channel.close_sent:
             channel.close(1013, "Durable Object is overloaded", None)
     except ObjectResetError as e:
@@ -110,7 +112,7 @@ async def _deliver_hibernatable(runtime: "Runtime", channel: SocketChannel, kind
         else:
             await call_handler(instance, kind, ws, *args)
 
-    await act.run(event)
+    await act.run(event, size=_size(args))
 
 
 _LISTENER_EVENTS = {"websocket_message": MessageEvent, "websocket_close": CloseEvent, "websocket_error": ErrorEvent}
@@ -131,4 +133,10 @@ async def _deliver_standard(channel: SocketChannel, kind: str, args: tuple[Any, 
     async def event(instance: Any) -> None:
         await dispatch(ws, ev)
 
-    await act.run(event)
+    await act.run(event, size=_size(args))
+
+
+def _size(args: tuple[Any, ...]) -> int:
+    """A message's payload, for the object's queued-bytes bound (``max_queued_bytes``)."""
+    data = args[0] if args else None
+    return len(data) if isinstance(data, (str, bytes)) else 0

@@ -3,8 +3,11 @@
 Every request runs the project's entrypoint, except those its static assets answer first
 (:meth:`duro.api.assets.AssetServer.route`: a matching file when the Worker does not ask to run
 first), which never enter Python user code. Malformed HTTP never reaches us (the parser answers
-400); a request body over the limit gets 413; an exception escaping user code is logged and answered
-with 500, and the server keeps serving. WebSocket upgrades are handed to ``websocket_handler``.
+400), nor do requests past the front's limits (``protocol.py``: 408, 414, 431, 503). A request body
+over the limit gets 413; bodies past the cap on all bodies in flight get 503. An overloaded object
+(its queue full by count, bytes or age) gets 503 with ``Retry-After`` and Cloudflare's text, logged
+once per burst; any other exception escaping user code is logged and answered with 500, and the
+server keeps serving. WebSocket upgrades are handed to ``websocket_handler``.
 """
 
 from __future__ import annotations
@@ -15,8 +18,11 @@ import traceback
 from typing import Any, Awaitable, Callable
 
 from ..api import App, Request, Response
+from ..runtime.activation import note_writes
 from ..runtime.tasks import stop_task
 from .admin import ADMIN_PREFIX, AdminEndpoint
+from .guard import FrontGuard, FrontLimits, cap_log_lines
+from .protocol import guarded_protocol
 from .websocket import upgrade_required
 
 __all__ = ["AsgiFront", "serve"]
@@ -48,10 +54,13 @@ def _url(scope: Scope) -> str:
 class AsgiFront:
     """ASGI application around an :class:`App`."""
 
-    def __init__(self, app: App, *, max_body: int = 100 * 1024 * 1024, debug: bool = False,
-                 websocket_handler: Callable[..., Awaitable[None]] | None = None) -> None:
+    def __init__(self, app: App, *, max_body: int | None = None, debug: bool = False,
+                 websocket_handler: Callable[..., Awaitable[None]] | None = None,
+                 limits: FrontLimits | None = None) -> None:
         self.app = app
-        self.max_body = max_body
+        limits = limits or FrontLimits()
+        self.max_body = limits.max_request_body if max_body is None else max_body
+        self.guard = FrontGuard(limits, log)
         self.debug = debug
         self.websocket_handler = websocket_handler
         self.admin = AdminEndpoint(app)  # /__duro/admin/..., for duro objects
@@ -78,6 +87,10 @@ class AsgiFront:
                 try:
                     await self.app.start()
                     self.admin.start()
+                    # After the runtime raised the open-file limit and sized its database pool.
+                    self.guard.set_connection_cap(self.app.runtime.storage_descriptors())
+                    log.info("front limits: %d connections, %d bytes of request bodies in flight",
+                             self.guard.max_connections, self.guard.limits.max_body_bytes_in_flight)
                 except Exception as e:
                     await send({"type": "lifespan.startup.failed", "message": str(e)})
                     return
@@ -96,41 +109,70 @@ class AsgiFront:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.requests += 1
+        guard = self.guard
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            if chunk:
-                size += len(chunk)
-                if size > self.max_body:
-                    await self._send(send, Response(
-                        f"request body is larger than the limit of {self.max_body} bytes", status=413))
+        try:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
                     return
-                chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        if scope["path"].startswith(ADMIN_PREFIX):
-            await self._send(send, await self.admin.handle(scope, b"".join(chunks)))
-            return
-        request = self.build_request(scope, b"".join(chunks))
-        head = request.method == "HEAD"
-        if self.assets is not None:
-            resp = await self.assets.route(request, has_worker=self.app.entrypoint is not None)
-            if resp is not None:
-                await self._send(send, resp, head=head)
+                chunk = message.get("body", b"")
+                if chunk:
+                    size += len(chunk)
+                    if size > self.max_body:
+                        await self._send(send, Response(
+                            f"request body is larger than the limit of {self.max_body} bytes", status=413))
+                        return
+                    if not guard.reserve_body(len(chunk)):
+                        size -= len(chunk)
+                        limit = guard.limits.max_body_bytes_in_flight
+                        text = f"too many bytes of request bodies in flight; the limit is {limit}"
+                        guard.refusal(503, text)
+                        await self._send(send, self._unavailable(text))
+                        return
+                    chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+            body = b"".join(chunks)
+            chunks.clear()
+            if scope["path"].startswith(ADMIN_PREFIX):
+                await self._send(send, await self.admin.handle(scope, body))
                 return
-        resp = await self.run_entrypoint(request)
-        await self._send(send, resp, head=head)
+            request = self.build_request(scope, body)
+            del body
+            head = request.method == "HEAD"
+            if self.assets is not None:
+                resp = await self.assets.route(request, has_worker=self.app.entrypoint is not None)
+                if resp is not None:
+                    await self._send(send, resp, head=head)
+                    return
+            resp = await self.run_entrypoint(request)
+            await self._send(send, resp, head=head)
+        finally:
+            guard.release_body(size)
+
+    def _unavailable(self, text: str) -> Response:
+        return Response(text, status=503, headers={"retry-after": str(self.guard.limits.overload_retry_after)})
 
     async def run_entrypoint(self, request: Request) -> Response:
+        writes = note_writes()
         try:
             return await self.app.handle(request)
         except asyncio.CancelledError:
             raise
         except BaseException as e:
+            if getattr(e, "overloaded", False):
+                # The refused event never ran. If nothing else of this request wrote, nothing
+                # changed: 503 + Retry-After. If an earlier call of it may have written, a retry
+                # could apply that twice: still 503 (it is overload), but no Retry-After, and
+                # the answer says so.
+                self.guard.refusal(503, f"{e} ({request.method} {request.url[:200]})")
+                if writes.wrote:
+                    return Response(f"{e} This request may have been partly applied before that: an "
+                                    "earlier call it made wrote to storage. It is not safe to retry "
+                                    "as is.", status=503)
+                return self._unavailable(str(e))
             self.errors += 1
             log.error("unhandled exception in %s %s:\n%s", request.method, request.url,
                       "".join(traceback.format_exception(e)))
@@ -161,20 +203,28 @@ class AsgiFront:
         await send({"type": "http.response.body", "body": body})
 
 
-async def serve(front: AsgiFront, *, host: str = "127.0.0.1", port: int = 8787, log_level: str = "info",
+async def serve(front: Any, *, host: str = "127.0.0.1", port: int = 8787, log_level: str = "info",
                 ready: "asyncio.Event | None" = None, ws_max_size: int = 32 * 1024 * 1024,
                 ws_compression: bool = False) -> None:
-    """Serve ``front`` until cancelled or signalled (SIGINT/SIGTERM stop it gracefully).
+    """Serve ``front`` (an :class:`AsgiFront`, or a wrapper with its ``guard``) until cancelled or
+    signalled (SIGINT/SIGTERM stop it gracefully). Connections get the guard's limits.
 
     WebSocket permessage-deflate is off by default: its per-connection zlib state (~40 KB) would
     dominate the memory of idle hibernated connections."""
     import uvicorn
 
-    config = uvicorn.Config(front, host=host, port=port, loop="none", http="httptools",
+    guard: FrontGuard = front.guard
+    limits = guard.limits
+    # duro's own WebSocket connections (wsconn.py) have no permessage-deflate: with compression
+    # on, uvicorn's serve the upgraded sockets.
+    config = uvicorn.Config(front, host=host, port=port, loop="none",
+                            http=guarded_protocol(guard, own_websockets=not ws_compression),
+                            timeout_keep_alive=limits.keepalive_timeout,
                             ws="websockets-sansio", lifespan="on", log_level=log_level, access_log=False,
                             ws_max_size=ws_max_size, ws_ping_interval=None, server_header=False,
                             ws_per_message_deflate=ws_compression,
                             date_header=False, timeout_graceful_shutdown=30, proxy_headers=False)
+    cap_log_lines(guard.max_log_line)  # after uvicorn.Config: it installs its own handlers
     server = uvicorn.Server(config)
     if ready is not None:
         async def _watch() -> None:

@@ -7,8 +7,11 @@ and delivers them to the socket's object one at a time, in order (the object's i
 the delivery itself is :mod:`duro.http.delivery`); auto-responses are answered without waking the
 object. Frames the object sends leave through the channel's flusher, after the object's output gate.
 
-Connections belong to the front, not to object instances: a hibernated object's sockets are just
-these coroutines waiting in ``receive()``.
+Connections belong to the front, not to object instances. Under ``duro serve`` a connection is
+adopted after the handshake by duro's own protocol (``wsconn.py``, through the ``duro.adopt`` scope
+extension), which feeds ``handle_message`` as frames arrive: a hibernated object's sockets are then
+just those protocol objects, with no task. Other ASGI servers (and ``duro.testing``) drive the same
+``handle_message`` from the ``receive()`` loop of ``_pump``.
 
 Ends of a connection, and what the object sees:
 - the peer sends a Close frame: ``websocket_close(ws, code, reason, True)``;
@@ -29,7 +32,7 @@ from ..api.websocket import TEXT_ABRUPT_CLOSE, WebSocketError
 from .delivery import deliver, release, response_channel, try_auto_response, unlist
 from ..runtime.sockets import CLOSED, HIBERNATABLE, SocketChannel
 
-__all__ = ["websocket_handler", "upgrade_required"]
+__all__ = ["websocket_handler", "upgrade_required", "handle_message", "adopted_message"]
 
 log = logging.getLogger("duro.http")
 
@@ -61,11 +64,27 @@ async def websocket_handler(front: Any, scope: dict[str, Any], receive: Any, sen
     if channel is None:
         return
     runtime = front.app.runtime
+    adopt = (scope.get("extensions") or {}).get("duro.adopt")
+    if adopt is not None:
+        # duro's own connection (wsconn.py) delivers from now on, through adopted_message(): no
+        # task waits in receive() for an idle socket.
+        adopt(runtime, channel)
+        return
     try:
         await _pump(runtime, channel, receive)
     finally:
         release(runtime, channel)
         await channel.detach()
+
+
+async def adopted_message(runtime: Any, channel: SocketChannel, message: dict[str, Any]) -> bool:
+    """Handle one ASGI message of an adopted connection; True once its end was handled (the
+    channel is then released)."""
+    if not await handle_message(runtime, channel, message):
+        return False
+    release(runtime, channel)
+    await channel.detach()
+    return True
 
 
 async def _handshake(front: Any, scope: dict[str, Any], send: Any) -> SocketChannel | None:
@@ -122,21 +141,26 @@ async def _deny(send: Any, resp: Response) -> None:
 
 
 async def _pump(runtime: Any, channel: SocketChannel, receive: Any) -> None:
-    hibernatable = channel.mode == HIBERNATABLE
-    while True:
-        message = await receive()
-        kind = message["type"]
-        if kind == "websocket.receive":
-            text = message.get("text")
-            if text is not None:
-                if hibernatable and try_auto_response(runtime, channel, text):
-                    continue
-                await deliver(runtime, channel, "websocket_message", text)
-            else:
-                await deliver(runtime, channel, "websocket_message", message.get("bytes") or b"")
-        elif kind == "websocket.disconnect":
-            await _disconnected(runtime, channel, message)
-            return
+    while not await handle_message(runtime, channel, await receive()):
+        pass
+
+
+async def handle_message(runtime: Any, channel: SocketChannel, message: dict[str, Any]) -> bool:
+    """Deliver one ASGI message of an open connection to its object; True if it was the end."""
+    kind = message["type"]
+    if kind == "websocket.receive":
+        text = message.get("text")
+        if text is not None:
+            if channel.mode == HIBERNATABLE and try_auto_response(runtime, channel, text):
+                return False
+            await deliver(runtime, channel, "websocket_message", text)
+        else:
+            await deliver(runtime, channel, "websocket_message", message.get("bytes") or b"")
+        return False
+    if kind == "websocket.disconnect":
+        await _disconnected(runtime, channel, message)
+        return True
+    return False
 
 
 async def _disconnected(runtime: Any, channel: SocketChannel, message: dict[str, Any]) -> None:

@@ -22,7 +22,9 @@ import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol, TypeVar
 
 from ..core.lifecycle import ActivationState, DeactivationReason, check_transition
-from ..core.limits import BCW_TIMEOUT_S, TEXT_BCW_TIMEOUT, TEXT_OVERLOADED_QUEUE
+from ..core.limits import (
+    BCW_TIMEOUT_S, TEXT_BCW_TIMEOUT, TEXT_OVERLOADED_AGE, TEXT_OVERLOADED_BYTES, TEXT_OVERLOADED_QUEUE,
+)
 from ..errors import DurableObjectAbort, ObjectResetError, OverloadedError, mark_remote
 from ..ids import DurableObjectId
 from ..storage import ObjectDatabase
@@ -35,7 +37,7 @@ if TYPE_CHECKING:
     from .nodejournal import NodeJournal
     from .alarms import AlarmScheduler
 
-__all__ = ["Activation", "ActivationHost", "current_activation"]
+__all__ = ["Activation", "ActivationHost", "WriteNote", "current_activation", "note_writes"]
 
 T = TypeVar("T")
 log = logging.getLogger("duro.runtime")
@@ -48,6 +50,33 @@ def current_activation() -> "Activation | None":
     return _current.get()
 
 
+class WriteNote:
+    """Whether any object may have written on behalf of one request (``note_writes``)."""
+
+    __slots__ = ("wrote",)
+
+    def __init__(self) -> None:
+        self.wrote = False
+
+
+_writes: contextvars.ContextVar["WriteNote | None"] = contextvars.ContextVar("duro_writes", default=None)
+
+
+def note_writes() -> WriteNote:
+    """From now on in this task (and the events it runs in objects, which run in it), note any
+    storage write. The front uses it so that a request refused for overload after an earlier call
+    of it wrote is not told it changed nothing."""
+    note = WriteNote()
+    _writes.set(note)
+    return note
+
+
+def _noted() -> None:
+    note = _writes.get()
+    if note is not None:
+        note.wrote = True
+
+
 def _retrieve(fut: asyncio.Future[Any]) -> None:
     if not fut.cancelled():
         fut.exception()
@@ -56,6 +85,10 @@ def _retrieve(fut: asyncio.Future[Any]) -> None:
 class _Limits(Protocol):
     @property
     def max_queued_events(self) -> int: ...
+    @property
+    def max_queued_bytes(self) -> int: ...
+    @property
+    def max_queue_age(self) -> float: ...
 
 
 class ActivationHost(Protocol):
@@ -97,6 +130,7 @@ class Activation:
         self.db = ObjectDatabase(db_path, on_transaction_open=self._on_transaction_open, name=object_id.name,
                                  history=runtime.history, offload=runtime.offload, journal=self.link)
         self.inflight = 0
+        self.inflight_bytes = 0  # the payload bytes (request bodies, RPC arguments) of those events
         self.waiting = 0
         self.last_used = time.monotonic()
         self.constructions = 0
@@ -143,16 +177,26 @@ class Activation:
             gate.note_storage_use()
 
     # ------------------------------------------------------------------ events
-    async def run(self, event: Callable[[Any], Awaitable[T]]) -> T:
+    async def run(self, event: Callable[[Any], Awaitable[T]], *, size: int = 0) -> T:
         """Deliver one event: construct the instance if needed, pass the input gate, run ``event``
-        with the instance, then hold the result at the output gate until its writes are durable."""
+        with the instance, then hold the result at the output gate until its writes are durable.
+
+        ``size`` is the event's payload in bytes (a request body, RPC arguments). The object's queue
+        is bounded by count, bytes and age (``limits.max_queued_events`` / ``max_queued_bytes`` /
+        ``max_queue_age``); past a bound the event is refused with :class:`OverloadedError`
+        *before* it runs, so a refused event never wrote anything. An event that has started is
+        never refused."""
         gate = self.in_gate
         if gate.broken is not None:
             raise gate.reset_error()
-        limit = self.runtime.limits.max_queued_events
-        if self.inflight >= limit:  # events waiting at a locked gate are in flight too
+        limits = self.runtime.limits
+        if self.inflight >= limits.max_queued_events:  # events waiting at a locked gate are in flight too
             raise OverloadedError(TEXT_OVERLOADED_QUEUE)
+        # One event alone is never "too much data": the front bounds a single body by itself.
+        if self.inflight and self.inflight_bytes + size > limits.max_queued_bytes:
+            raise OverloadedError(TEXT_OVERLOADED_BYTES)
         self.inflight += 1
+        self.inflight_bytes += size
         token = _current.set(self)
         try:
             if self.instance is None:
@@ -160,7 +204,10 @@ class Activation:
             if gate.locks:
                 self.waiting += 1
                 try:
-                    await gate.wait()
+                    async with asyncio.timeout(limits.max_queue_age or None):  # 0: no bound
+                        await gate.wait()
+                except TimeoutError:
+                    raise OverloadedError(TEXT_OVERLOADED_AGE) from None
                 finally:
                     self.waiting -= 1
             if self.instance is None:
@@ -180,6 +227,7 @@ class Activation:
         finally:
             _current.reset(token)
             self.inflight -= 1
+            self.inflight_bytes -= size
             self.last_used = time.monotonic()
 
     def _construct(self) -> None:
@@ -236,6 +284,7 @@ class Activation:
 
     # ------------------------------------------------------------------ implicit transaction
     def _on_transaction_open(self) -> None:
+        _noted()
         if self.db.name is None:  # the catalog learns the name later when first reached by ID
             self.db.name = self.id.name
         loop = asyncio.get_running_loop()
@@ -248,9 +297,12 @@ class Activation:
 
     def mark_unconfirmed_only(self) -> None:
         """The open transaction holds only ``allow_unconfirmed`` writes so far."""
+        _noted()
         self.out_gate.gated = False
 
     def mark_confirmed(self) -> None:
+        """A write (or SQL, which may write) joined the open transaction."""
+        _noted()
         self.out_gate.gated = True
 
     def _commit_turn(self) -> None:
@@ -434,5 +486,6 @@ class Activation:
         return f"{self.unique_key}/{self.id}{name}"
 
     def statistics(self) -> dict[str, Any]:
-        return {"state": self.state.value, "inflight": self.inflight, "waiting": self.waiting,
+        return {"state": self.state.value, "inflight": self.inflight, "inflight_bytes": self.inflight_bytes,
+                "waiting": self.waiting,
                 "constructions": self.constructions, "db_open": self.db.is_open}

@@ -22,7 +22,7 @@ from typing import Any, Awaitable, Callable, Literal, TypeVar
 
 from ..clock import Clock, SystemClock
 from ..core.lifecycle import DeactivationReason
-from ..errors import ConfigError, UnknownNamespaceError
+from ..errors import ConfigError, OverloadedError, UnknownNamespaceError
 from ..ids import DurableObjectId
 from ..storage.durability import Barrier
 from ..storage.journal import HistoryOptions
@@ -47,6 +47,9 @@ class RuntimeLimits:
     hibernation_timeout: float = 10.0
     max_open_databases: int = 2000
     max_queued_events: int = 1000
+    max_queued_bytes: int = 128 * 1024 * 1024
+    max_queue_age: float = 30.0
+    max_name_bytes: int = 1024  # ids.MAX_NAME_BYTES
     sweep_interval: float = 1.0
 
 
@@ -61,6 +64,9 @@ class ClassEntry:
 # File descriptors one open object holds: its database, -wal and -shm (SQLite), its history file
 # and the reader that follows the -wal for the history.
 FDS_PER_OPEN_DATABASE = 5
+# Descriptors that busy objects may take past max_open_databases (idle ones are closed first);
+# past them a new object is refused as overloaded. The front leaves these free too.
+OVERFLOW_FDS = 256
 
 
 def _raise_fd_limit() -> int:
@@ -105,6 +111,7 @@ class Runtime:
         self.limits = limits or RuntimeLimits()
         # limits.max_open_databases, lowered at start if the open-file limit cannot hold that many.
         self.max_open_databases = self.limits.max_open_databases
+        self.open_database_ceiling = self.max_open_databases + OVERFLOW_FDS // FDS_PER_OPEN_DATABASE
         self.clock = clock or SystemClock()
         # With fsync durability the node journal is the durability source of every object (one
         # fdatasync per batch for all of them) and the barrier of the files it does not journal
@@ -171,6 +178,7 @@ class Runtime:
                         "fewer objects stay in memory; raise it (ulimit -n) to keep more", fd_limit, bound,
                         self.limits.max_open_databases)
         self.max_open_databases = bound
+        self.open_database_ceiling = bound + OVERFLOW_FDS // FDS_PER_OPEN_DATABASE
         self._lock_data_dir()
         if self.journal is not None:
             report = self.journal.open()
@@ -240,11 +248,22 @@ class Runtime:
         entry = self.classes.get(unique_key)
         if entry is None:
             raise UnknownNamespaceError(f"no class registered for namespace {unique_key!r}")
+        if len(self._activations) >= self.max_open_databases and \
+                self._close_lru_databases() >= self.open_database_ceiling:
+            # Busy objects may pass max_open_databases by OVERFLOW_FDS worth of databases, no
+            # further: another would take descriptors reserved for nobody (its commit's fsync
+            # could fail after the write). Refused before anything ran; the front answers 503.
+            raise OverloadedError(f"Durable Object is overloaded. Too many objects are active at once: "
+                                  f"{self.open_database_ceiling} databases are open and busy, the limit "
+                                  f"(max_open_databases = {self.max_open_databases} plus "
+                                  f"{self.open_database_ceiling - self.max_open_databases} for bursts).")
         act = Activation(self, unique_key, object_id, entry.factory, self.db_path(unique_key, object_id))
         self._activations[key] = act
-        if len(self._activations) > self.max_open_databases:
-            self._close_lru_databases()
         return act
+
+    def storage_descriptors(self) -> int:
+        """The most descriptors the open databases can hold: what the front must leave free."""
+        return self.open_database_ceiling * FDS_PER_OPEN_DATABASE
 
     def find(self, unique_key: str, hex_id: str) -> Activation | None:
         return self._activations.get((unique_key, hex_id))
@@ -266,13 +285,17 @@ class Runtime:
         return await self.activation(unique_key, object_id).run(event)
 
     # ------------------------------------------------------------------ eviction
-    def _close_lru_databases(self) -> None:
-        open_acts = [a for a in self._activations.values() if a.db.is_open]
-        if len(open_acts) <= self.max_open_databases:
-            return
+    def _close_lru_databases(self) -> int:
+        """Close idle databases, least recently used first, down to 90 % of the bound if it is
+        reached. Returns how many stay open (or are about to open)."""
+        # A busy activation whose database is not open yet is about to open it: it counts.
+        open_acts = [a for a in self._activations.values() if a.db.is_open or not a.is_idle]
+        if len(open_acts) < self.max_open_databases:
+            return len(open_acts)
         # Close down to 90 % of the bound: the scan and sort then run once per ~10 % of new
         # activations, not on every one (a burst of alarms waking evicted objects).
         excess = len(open_acts) - self.max_open_databases * 9 // 10
+        remaining = len(open_acts)
         open_acts.sort(key=lambda a: a.last_used)
         for act in open_acts:
             if excess <= 0:
@@ -281,6 +304,8 @@ class Runtime:
                 act.close(DeactivationReason.IDLE)
                 self.forget(act)
                 excess -= 1
+                remaining -= 1
+        return remaining
 
     def sweep(self, now: float | None = None) -> int:
         """Evict activations idle for longer than the idle timeout. Returns how many."""
