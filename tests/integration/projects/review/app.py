@@ -195,6 +195,8 @@ class Default(WorkerEntrypoint):
             return Response("scheduled")
         if path.startswith("status/"):
             return Response(None, status=int(path[7:]), headers={"etag": '"v1"'})
+        if path.startswith("reason/"):
+            return Response("with a reason", status=int(path[7:]), status_text="Quite Fine Thanks")
         if path.startswith("body"):
             return Response(str(len(await request.bytes())))
         name = path.rsplit("/", 1)[-1]
