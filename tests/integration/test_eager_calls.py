@@ -171,3 +171,15 @@ async def test_unawaited_rpc_from_the_entrypoint(eager):
     stub = eager.env.E.get_by_name("from-entry")
     await wait_until(lambda: stub.log(), what="the entrypoint's unawaited call to arrive")
     assert await stub.log() == ["from the entrypoint"]
+
+
+async def test_put_entries_takes_options_second(eager):
+    # As measured on workerd: put(entries, options) ignores a third argument; a second argument
+    # that is not options is refused with Cloudflare's text.
+    stub = eager.env.E.get_by_name("entries")
+    assert await stub.put_entries({}, {}) == "stored"
+    assert await stub.put_entries({"allowUnconfirmed": False}) == "stored"
+    assert await stub.put_entries("x") == (
+        "put() may only be called with a single key-value pair and optional options as put(key, value, "
+        "options) or with multiple key-value pairs and optional options as put(entries, options)")
+    assert await stub.stored() == {"e": 1}

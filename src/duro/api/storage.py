@@ -171,14 +171,16 @@ class DurableObjectStorage:
 
     def _put(self, key: Any, value: Any, opts: Any, kwargs: Mapping[str, Any]) -> None:
         if isinstance(key, Mapping):
-            if value is _MISSING:
+            # put(entries, options): the second argument is the options (a third is ignored, as
+            # on Cloudflare); anything but options there is refused with Cloudflare's text.
+            if value is _MISSING or value is None:
                 value = None
-            if value is not None and opts is not None:
+            elif not isinstance(value, Mapping):
                 raise TypeError(
                     "put() may only be called with a single key-value pair and optional options as "
                     "put(key, value, options) or with multiple key-value pairs and optional options as "
                     "put(entries, options)")
-            o = _options("put", value if value is not None else opts, kwargs)
+            o = _options("put", value, kwargs)
             entries = {_check_key(k): v for k, v in key.items()}
             self._act.check_usable()
             was_open = self._db.in_transaction

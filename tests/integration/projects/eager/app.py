@@ -70,6 +70,13 @@ class Eager(DurableObject):
         got = await asyncio.gather(self.ctx.storage.get("task"), t)
         return got
 
+    async def put_entries(self, *rest):
+        try:
+            await self.ctx.storage.put({"e": 1}, *rest)
+        except TypeError as e:
+            return str(e)
+        return "stored"
+
     async def stored(self):
         return dict(await self.ctx.storage.list())
 
