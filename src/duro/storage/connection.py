@@ -35,6 +35,7 @@ from duro.storage.history import apply_pending_restore
 from duro.storage.durability import History
 from duro.storage.journal import fsync_dir, history_path
 from duro.storage.paths import make_dirs_durably
+from duro.storage.rowcounts import RowCounter
 from duro.storage.translate import CORRUPT_CODES, corrupt_error, translate
 from duro.storage.txn import NO_TXN, ImplicitTxn, LostTxn, NoTxn, critical_error, loss
 
@@ -129,6 +130,10 @@ class DatabaseConnection:
         # rows changed by the last statement, and since the connection opened.
         self.changes: Callable[[], int] = _not_open
         self.total_changes: Callable[[], int] = _not_open
+        # Cloudflare's row counters of the last user statement run to its end (rows read, rows
+        # written), kept by ``counter`` (storage/rowcounts.py).
+        self.counter = RowCounter(self.run_internal)
+        self.last_counts: tuple[int, int] = (0, 0)
 
     # ---- state ------------------------------------------------------------------------------
 
@@ -253,6 +258,7 @@ class DatabaseConnection:
     def _forget_connection(self) -> None:
         self._conn = self._cur = self._ucur = None
         self.changes = self.total_changes = _not_open
+        self.counter.forget_schema()
         lost = self.loss()
         self.txn = NO_TXN if lost is None else LostTxn(lost)  # a loss is reported by the commit
         self.memo.clear()
@@ -343,8 +349,18 @@ class DatabaseConnection:
         auth.alter_pending = False
         self.user_description = None
         try:
-            cur = self._ucur.execute(sql, bindings)
-            return cur.fetchall() if all_rows else []
+            if not all_rows:
+                self._ucur.execute(sql, bindings)
+                return []
+            conn = self._conn
+            counter = self.counter
+            counter.start(conn, sql)
+            try:
+                rows = self._ucur.execute(sql, bindings).fetchall()
+            finally:
+                counter.stop(conn)
+            self.last_counts = counter.finish(sql, bindings, len(rows))
+            return rows
         except apsw.BindingsError:
             raise
         except apsw.AuthError as e:

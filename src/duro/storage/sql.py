@@ -11,10 +11,9 @@ Known divergences from Cloudflare, on purpose:
   Integer results come back as ``int`` at full 64-bit precision, not as doubles.
 * Each ``exec`` runs its statement to completion before returning and buffers the rows, so
   ``rows_read`` / ``rows_written`` are final at once instead of growing during iteration.
-* ``rows_written`` is SQLite's count of rows inserted, updated or deleted by the call (all its
-  statements, triggers included; index entries are not counted). ``rows_read`` is the number of
-  rows the last statement returned, not the rows SQLite scanned: apsw does not expose workerd's
-  per-statement read counter.
+* ``rows_read`` / ``rows_written`` count the last statement as Cloudflare does (rows visited, rows
+  and index entries written), rebuilt from what stock SQLite exposes (``storage/rowcounts.py``,
+  which lists the statement shapes where the numbers still differ).
 
 Every ``exec``, a ``SELECT`` too, opens the database and creates its file if there is none (and
 begins the implicit transaction). An object that only read still leaves no file: the database,
@@ -137,12 +136,12 @@ class SqlCursor:
     __slots__ = ("_rows", "_pos", "_desc", "_names", "rows_read", "rows_written")
 
     def __init__(self, rows: list[tuple[Any, ...]], desc: tuple[tuple[str, Any], ...],
-                 rows_written: int) -> None:
+                 rows_read: int, rows_written: int) -> None:
         self._rows = rows
         self._pos = 0
         self._desc = desc
         self._names: tuple[str, ...] | None = None
-        self.rows_read = len(rows)
+        self.rows_read = rows_read
         self.rows_written = rows_written
 
     def _columns(self) -> tuple[str, ...]:
@@ -300,7 +299,6 @@ class SqlStorage:
         port = self._port
         if not port.txn.open:
             port.ensure_transaction()
-        before = port.total_changes()
         last = pieces[-1]
         for piece in pieces[:-1]:
             self._run_first_step(piece)
@@ -314,10 +312,12 @@ class SqlStorage:
             raise _bad_value(e) from None
         if rows is None:
             rows = self._run_guarded_alter(last, bindings)
+            port.last_counts = (0, 0)
         desc = port.user_description
         if desc is None:
             raise SqlError(_NO_STATEMENT)
-        return SqlCursor(rows, desc, port.total_changes() - before)
+        read, written = port.last_counts
+        return SqlCursor(rows, desc, read, written)
 
     def _run_first_step(self, piece: str) -> None:
         """Run a statement before the last one: only its first step (as workerd), no bindings."""
