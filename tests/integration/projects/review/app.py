@@ -89,6 +89,13 @@ class Review(DurableObject):
         await self.ctx.storage.put(key, 1)
         return "stored"
 
+    async def sleep_then_put_unawaited(self, key, seconds):
+        REACHED.append(("sleep_then_put_unawaited", self.ctx.id.name))
+        await asyncio.sleep(seconds)  # resumes inside another event's transaction()
+        self.ctx.storage.put(key, 1)  # not awaited: waits for the transaction, in call order
+        self.ctx.storage.put(key, 2)
+        return await self.ctx.storage.get(key)
+
     async def sleep_then_sql(self, seconds):
         REACHED.append(("sleep_then_sql", self.ctx.id.name))
         await asyncio.sleep(seconds)  # resumes inside another event's transaction()
