@@ -183,3 +183,16 @@ async def test_put_entries_takes_options_second(eager):
         "put() may only be called with a single key-value pair and optional options as put(key, value, "
         "options) or with multiple key-value pairs and optional options as put(entries, options)")
     assert await stub.stored() == {"e": 1}
+
+
+async def test_unawaited_block_concurrency_while_runs_and_a_failure_resets_once(eager, caplog):
+    stub = eager.env.E.get_by_name("bcw")
+    assert await stub.bump() == 1
+    assert await stub.bcw_unawaited(False) == "called"
+    assert await stub.stored() == {"in_bcw": 1}  # the next event waited for the critical section
+    assert await stub.bump() == 2
+    with caplog.at_level(logging.WARNING, logger="duro.runtime"):
+        assert await stub.bcw_unawaited(True) == "called"
+        await wait_until(lambda: stub._act.broken is not None, what="the failed critical section to reset")
+    assert len([r for r in caplog.records if "critical section failed" in r.getMessage()]) == 1
+    assert await eager.env.E.get_by_name("bcw").bump() == 1  # a new instance

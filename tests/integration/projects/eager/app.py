@@ -151,6 +151,14 @@ class Eager(DurableObject):
         self.env.E.get_by_name(other).boom()
         return "called"
 
+    async def bcw_unawaited(self, fail):
+        async def critical():
+            await self.ctx.storage.put("in_bcw", 1)
+            if fail:
+                raise ValueError("critical section failed")
+        self.ctx.blockConcurrencyWhile(critical)  # not awaited: the gate is locked at the call
+        return "called"
+
     async def log(self):
         return await self.ctx.storage.get("log")
 
