@@ -1,9 +1,11 @@
 """``ctx.storage``: the async KV API, ``sql``, ``kv``, transactions and ``sync`` for one object.
 
 Every method checks that the activation is still live (a stale instance after a reset must not
-write), then calls the synchronous storage layer. The async methods never suspend while they touch
-SQLite, so a read-modify-write cannot interleave with another event (the input gate). Writes join
-the activation's implicit transaction (write coalescing); outputs wait for them (output gate).
+write), then calls the synchronous storage layer. The "async" methods do their work when called,
+awaited or not (as on Cloudflare), and return an already finished awaitable (``runtime.calls``);
+they never suspend while they touch SQLite, so a read-modify-write cannot interleave with another
+event (the input gate). Writes join the activation's implicit transaction (write coalescing);
+outputs wait for them (output gate). A failed call nobody awaits resets the object.
 """
 
 from __future__ import annotations

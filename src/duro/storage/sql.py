@@ -8,7 +8,9 @@ Known divergences from Cloudflare, on purpose:
 
 * **Python ints bind as INTEGER**, not REAL (§13.7 measured REAL on workerd, because JS numbers are
   doubles). ``SELECT typeof(?)`` with ``1`` is ``integer`` here, and ``? / 2`` with ``3`` is ``1``.
-  Integer results come back as ``int`` at full 64-bit precision, not as doubles.
+  Integer results come back as ``int`` at full 64-bit precision, not as doubles. Deliberate:
+  Python code is written for exact ints, and REAL would silently round ids and counters above
+  2^53 (docs/cloudflare.md, Differences 1).
 * Each ``exec`` runs its statement to completion before returning and buffers the rows, so
   ``rows_read`` / ``rows_written`` are final at once instead of growing during iteration.
 * ``rows_read`` / ``rows_written`` count the last statement as Cloudflare does (rows visited, rows
