@@ -33,3 +33,13 @@ def test_no_content_and_not_modified_carry_no_content_length(serve):
                                   f"GET /status/{status} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".encode())
         assert out.count(f"HTTP/1.1 {status}".encode()) == 2, out
         assert b"content-length" not in out.lower(), out
+
+
+def test_status_text_reaches_the_status_line(serve):
+    srv = serve(REVIEW)
+    out = exchange(srv.port, b"GET /reason/200 HTTP/1.1\r\nHost: a\r\n\r\n"
+                              b"GET /reason/404 HTTP/1.1\r\nHost: a\r\n\r\n"
+                              b"GET /status/204 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200 Quite Fine Thanks\r\n"), out
+    assert b"HTTP/1.1 404 Quite Fine Thanks\r\n" in out, out
+    assert b"HTTP/1.1 204 No Content\r\n" in out, out  # no status_text: the standard phrase

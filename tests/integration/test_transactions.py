@@ -30,6 +30,17 @@ async def test_failed_transaction_does_not_undo_another_events_acknowledged_writ
     assert await stub.get("a_key") == 1  # ... so it must be stored
 
 
+async def test_unawaited_writes_during_another_events_transaction_wait_in_order(review):
+    stub = review.env.R.get_by_name("txn-unawaited")
+    a = asyncio.ensure_future(stub.sleep_then_put_unawaited("a_key", 0.05))
+    reached = review.app.module.REACHED
+    await wait_until(lambda: ("sleep_then_put_unawaited", "txn-unawaited") in reached, what="a to wait on its timer")
+    b = asyncio.ensure_future(stub.failing_txn(0.15))
+    assert await a == 2  # both writes ran after b's transaction, in the order they were made
+    assert await b == "rolled back"
+    assert await stub.get("a_key") == 2 and await stub.get("txn_key") is None
+
+
 async def test_sync_write_inside_another_events_failed_transaction_is_never_falsely_acknowledged(review):
     # The sync API cannot wait for the transaction to end; its write lands in the savepoint. When
     # the transaction then fails, the object is reset instead: that event's caller gets an error,

@@ -125,14 +125,40 @@ def test_semicolons_inside_strings_comments_and_triggers(sql):
     assert sql("SELECT 'a;b' AS a;").one().a == "a;b"
     sql("CREATE TABLE t(x); CREATE TABLE log(m);"
         "CREATE TRIGGER tr AFTER INSERT ON t BEGIN INSERT INTO log VALUES ('a;b'); INSERT INTO log VALUES (new.x); END;")
-    sql("INSERT INTO t VALUES (5); -- trailing comment; with a semicolon")
+    sql("INSERT INTO t VALUES (5); -- a comment; with a semicolon\nSELECT 1")
     assert [r.m for r in sql("SELECT m FROM log /* ; */ ORDER BY rowid")] == ["a;b", 5]
-    assert sql("SELECT 1 AS one;;  ;").one().one == 1
+    assert sql("SELECT 1 AS one;;  ; SELECT 2 AS two;\n\n").one().two == 2
+    assert sql(";SELECT 1 AS one").one().one == 1
+
+
+def test_text_after_the_last_statement(sql):
+    # As measured on workerd: whitespace is fine; a comment or a stray ";" after the last
+    # statement fails with "no statement", after the statements before it ran.
+    sql("CREATE TABLE t(x)")
+    for query in ("INSERT INTO t VALUES (1); -- done", "INSERT INTO t VALUES (2);;", "INSERT INTO t VALUES (3); /* */"):
+        with pytest.raises(SqlError) as info:
+            sql(query)
+        assert str(info.value) == "SQL code did not contain a statement."
+    assert [r.x for r in sql("SELECT x FROM t ORDER BY x")] == [1, 2, 3]
+
+
+def test_statement_length_limit(sql):
+    ok = "SELECT '" + "x" * (100_000 - 9) + "'"
+    assert len(ok) == 100_000 and sql(ok).one()
+    with pytest.raises(StorageLimitError) as info:
+        sql(ok + " ")
+    assert str(info.value) == "statement too long: SQLITE_TOOBIG"
+    # The limit is on the whole text of the call, counted in UTF-8 bytes.
+    with pytest.raises(StorageLimitError, match="^statement too long: SQLITE_TOOBIG$"):
+        sql("SELECT '" + "x" * 60_000 + "'; SELECT '" + "y" * 60_000 + "'")
+    with pytest.raises(StorageLimitError, match="^statement too long"):
+        sql("SELECT '" + "é" * 50_000 + "'")
 
 
 def test_split_statements():
     assert split_statements("SELECT 1; SELECT 2;") == ("SELECT 1;", " SELECT 2;")
-    assert split_statements("SELECT ';'; -- x") == ("SELECT ';';",)
+    assert split_statements("SELECT ';'; -- x") == ("SELECT ';';", "")
+    assert split_statements("SELECT 1;  \n") == ("SELECT 1;",)
     assert split_statements(" ; ;") == ()
 
 
@@ -312,7 +338,7 @@ def test_limits(sql):
     assert len(sql("SELECT " + ", ".join(["?"] * 100), *range(100)).raw().to_array()[0]) == 100
     with pytest.raises(SqlError):
         sql("CREATE TABLE wide(" + ", ".join(f"c{i}" for i in range(101)) + ")")
-    with pytest.raises(SqlError, match="too big"):
+    with pytest.raises(SqlError, match="^statement too long: SQLITE_TOOBIG$"):
         sql("SELECT 1" + " " * 100_000)
     with pytest.raises(SqlError, match="LIKE or GLOB pattern too complex"):
         sql("SELECT 'a' LIKE ?", "%" * 51)

@@ -10,15 +10,19 @@ object wait at its output gate first.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
+import functools
 import importlib
 import inspect
+import logging
 from typing import TYPE_CHECKING, Any, Callable
 
 from .. import codec, errors
 from ..core.limits import RESERVED_RPC_NAMES, missing_method_text, reserved_method_text
 from ..ids import DurableObjectId, NamespaceKey
 from ..runtime import current_activation
+from ..runtime.calls import Failed, Pending
 from .fetch import FetchResponse, Request, Response, as_fetch_response
 
 if TYPE_CHECKING:
@@ -27,6 +31,15 @@ if TYPE_CHECKING:
 __all__ = ["DurableObjectNamespace", "DurableObjectStub", "call_handler", "fit_args"]
 
 _ROUTING_MODES = {None, "primary-only"}
+
+log = logging.getLogger("duro.rpc")
+
+
+def _unawaited_rpc(stub: "DurableObjectStub", error: BaseException, name: str) -> None:
+    """An RPC call failed and nobody awaited it: say so once (the callee's own rules decided
+    whether the object was reset; the caller is not)."""
+    log.error("RPC call %s() on %r failed and was never awaited: %s", name, stub, error,
+              exc_info=error)
 
 
 class DurableObjectNamespace:
@@ -92,6 +105,7 @@ class DurableObjectStub:
         self.id = object_id
         self.name = object_id.name
         self._act: "Activation | None" = None
+        self._last: "asyncio.Future[None] | None" = None  # set once the last call was delivered
 
     def _target(self) -> "Activation":
         act = self._ns._runtime.activation(self._ns.unique_key, self.id)
@@ -101,11 +115,20 @@ class DurableObjectStub:
         self._act = act
         return act
 
-    async def _deliver(self, event: Callable[[Any], Any], size: int = 0) -> Any:
-        caller = current_activation()
-        if caller is not None:
-            await caller.output_gate()
-        act = self._target()
+    async def _deliver(self, event: Callable[[Any], Any], after: "asyncio.Future[None] | None" = None,
+                       delivered: "asyncio.Future[None] | None" = None, size: int = 0) -> Any:
+        try:
+            if after is not None and not after.done():
+                await asyncio.wait((after,))  # the call made before this one on this stub goes first
+            caller = current_activation()
+            if caller is not None:
+                await caller.output_gate()
+            act = self._target()
+        except BaseException as e:
+            raise _translate(e) from None
+        finally:
+            if delivered is not None and not delivered.done():
+                delivered.set_result(None)
         try:
             return await act.run(event, size=size)
         except BaseException as e:
@@ -122,7 +145,9 @@ class DurableObjectStub:
         async def event(instance: Any) -> Response:
             return await call_handler(instance, "fetch", request)
 
-        resp = await self._deliver(event, len(request.body))
+        delivered = asyncio.get_running_loop().create_future()
+        after, self._last = self._last, delivered
+        resp = await self._deliver(event, after, delivered, len(request.body))
         if not isinstance(resp, Response):
             raise TypeError(f"fetch() of {self._ns.class_name} must return a Response, not {type(resp).__name__}")
         return as_fetch_response(resp)
@@ -131,21 +156,44 @@ class DurableObjectStub:
         if name.startswith("__"):
             raise AttributeError(name)
 
-        async def rpc(*args: Any, **kwargs: Any) -> Any:
-            payload = codec.encode((args, kwargs), rpc=True)
-
-            async def event(instance: Any) -> bytes:
-                method = _resolve_rpc(instance, name)
-                a, kw = codec.decode(payload)
-                result = method(*a, **kw)
-                if inspect.isawaitable(result):
-                    result = await result
-                return codec.encode(result, rpc=True)
-
-            return codec.decode(await self._deliver(event, len(payload)))
+        def rpc(*args: Any, **kwargs: Any) -> Any:
+            return self._call(name, args, kwargs)
 
         rpc.__name__ = name
         return rpc
+
+    def _call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """An RPC call starts when it is made, awaited or not, after the calls made before it on
+        this stub (E-order). The result is awaitable; a failure nobody awaits is logged."""
+        report = functools.partial(_unawaited_rpc, self)
+        try:
+            payload = codec.encode((args, kwargs), rpc=True)
+        except Exception as e:  # refused in the caller, before anything is delivered
+            return Failed(e, name, report)
+
+        async def event(instance: Any) -> bytes:
+            method = _resolve_rpc(instance, name)
+            a, kw = codec.decode(payload)
+            result = method(*a, **kw)
+            if inspect.isawaitable(result):
+                result = await result
+            return codec.encode(result, rpc=True)
+
+        loop = asyncio.get_running_loop()
+        delivered = loop.create_future()
+        after, self._last = self._last, delivered
+        task = loop.create_task(self._rpc(event, after, delivered, len(payload)))
+        task.add_done_callback(lambda _: delivered.done() or delivered.set_result(None))
+        caller = current_activation()
+        if caller is not None:
+            caller.own(task)
+        else:
+            self._ns._runtime.own_call(task)
+        return Pending(task, name, report)
+
+    async def _rpc(self, event: Callable[[Any], Any], after: "asyncio.Future[None] | None",
+                   delivered: "asyncio.Future[None]", size: int) -> Any:
+        return codec.decode(await self._deliver(event, after, delivered, size))
 
     def __repr__(self) -> str:
         return f"<DurableObjectStub {self._ns.class_name} {self.id!r}>"

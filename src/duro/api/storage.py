@@ -1,9 +1,11 @@
 """``ctx.storage``: the async KV API, ``sql``, ``kv``, transactions and ``sync`` for one object.
 
 Every method checks that the activation is still live (a stale instance after a reset must not
-write), then calls the synchronous storage layer. The async methods never suspend while they touch
-SQLite, so a read-modify-write cannot interleave with another event (the input gate). Writes join
-the activation's implicit transaction (write coalescing); outputs wait for them (output gate).
+write), then calls the synchronous storage layer. The "async" methods do their work when called,
+awaited or not (as on Cloudflare), and return an already finished awaitable (``runtime.calls``);
+they never suspend while they touch SQLite, so a read-modify-write cannot interleave with another
+event (the input gate). Writes join the activation's implicit transaction (write coalescing);
+outputs wait for them (output gate). A failed call nobody awaits resets the object.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from ..core.limits import TEXT_ALARM_NO_HANDLER, TEXT_ALARM_TIME_NOT_POSITIVE, T
 from ..storage.history import schedule_restore, to_epoch_ms
 from ..storage.journal import parse_bookmark
 from ..errors import ObjectResetError
+from ..runtime.calls import Completed, Failed, Pending
 from .namespace import find_handler
 
 if TYPE_CHECKING:
@@ -31,6 +34,7 @@ __all__ = ["DurableObjectStorage", "JsDict", "Transaction"]
 T = TypeVar("T")
 
 _MISSING: Any = object()  # put()'s value when none was given (JavaScript's undefined)
+_NONE = Completed(None)  # the result of every call that returns nothing (awaiting never changes it)
 
 _OPTION_NAMES = {
     "allow_concurrency": "allow_concurrency", "allowConcurrency": "allow_concurrency",
@@ -105,31 +109,80 @@ class DurableObjectStorage:
         self._gate = activation.in_gate
         self._db = activation.db
         self._txn_depth = 0
+        self._queued: "asyncio.Task[Any] | None" = None  # the last call waiting for a transaction()
         self.sql = _Guarded(activation, activation.db.sql)
         self.kv = _Guarded(activation, activation.db.kv)
 
+    # ------------------------------------------------------------------ calls
+    # Every async method does its work when it is called, awaited or not, and returns an
+    # already-finished awaitable (``runtime.calls``): ``self.ctx.storage.put("k", v)`` without
+    # ``await`` stores the value, as on Cloudflare. An error is raised where the result is
+    # awaited; a failed result nobody awaits resets the object (``Activation.
+    # unawaited_storage_failure``). Only while another event's ``transaction()`` runs does a call
+    # wait (as if the input gate had held its event back): it then runs as a task, in call order.
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._gate.owner is not None or self._queued is not None:
+            if self._must_queue():
+                return self._queue(what, fn, args)
+        try:
+            result = fn(*args)
+        except Exception as e:
+            return Failed(e, what, self._act.unawaited_storage_failure)
+        return _NONE if result is None else Completed(result)
+
+    def _must_queue(self) -> bool:
+        gate = self._gate
+        if gate.owner is not None:
+            # Another event's transaction() runs: wait for it. Its own calls never wait for it.
+            return not gate.in_own_critical_section()
+        queued = self._queued
+        if queued is not None and not queued.done():
+            return True  # after a call still waiting: keep call order
+        self._queued = None
+        return False
+
+    def _queue(self, what: str, fn: Callable[..., Any], args: tuple[Any, ...]) -> Pending:
+        prev = self._queued
+        gate = self._gate
+
+        async def later() -> Any:
+            if prev is not None and not prev.done():
+                await asyncio.wait((prev,))
+            await gate.wait_for_critical_section()
+            return fn(*args)
+
+        task = asyncio.get_running_loop().create_task(later())
+        self._act.own(task)
+        self._queued = task
+        return Pending(task, what, self._act.unawaited_storage_failure)
+
     # ------------------------------------------------------------------ KV
-    async def get(self, key: str | list[str], opts: Any = None, **kwargs: Any) -> Any:
-        if self._gate.owner is not None:  # another event's transaction() may be running
-            await self._gate.wait_for_critical_section()
+    def get(self, key: str | list[str], opts: Any = None, **kwargs: Any) -> Awaitable[Any]:
+        return self._call("get", self._get, key, opts, kwargs)
+
+    def _get(self, key: Any, opts: Any, kwargs: Mapping[str, Any]) -> Any:
         _options("get", opts, kwargs)
         self._act.check_usable()
         if isinstance(key, (list, tuple)):
             return JsDict(self._db.kv_get_many([_check_key(k) for k in key]))
         return self._db.kv_get(_check_key(key))
 
-    async def put(self, key: str | Mapping[str, Any], value: Any = _MISSING, opts: Any = None, **kwargs: Any) -> None:
-        if self._gate.owner is not None:  # another event's transaction() may be running
-            await self._gate.wait_for_critical_section()
+    def put(self, key: str | Mapping[str, Any], value: Any = _MISSING, opts: Any = None,
+            **kwargs: Any) -> Awaitable[None]:
+        return self._call("put", self._put, key, value, opts, kwargs)
+
+    def _put(self, key: Any, value: Any, opts: Any, kwargs: Mapping[str, Any]) -> None:
         if isinstance(key, Mapping):
-            if value is _MISSING:
+            # put(entries, options): the second argument is the options (a third is ignored, as
+            # on Cloudflare); anything but options there is refused with Cloudflare's text.
+            if value is _MISSING or value is None:
                 value = None
-            if value is not None and opts is not None:
+            elif not isinstance(value, Mapping):
                 raise TypeError(
                     "put() may only be called with a single key-value pair and optional options as "
                     "put(key, value, options) or with multiple key-value pairs and optional options as "
                     "put(entries, options)")
-            o = _options("put", value if value is not None else opts, kwargs)
+            o = _options("put", value, kwargs)
             entries = {_check_key(k): v for k, v in key.items()}
             self._act.check_usable()
             was_open = self._db.in_transaction
@@ -143,9 +196,10 @@ class DurableObjectStorage:
             self._db.kv_put(_check_key(key), value)
         self._after_write(o, was_open)
 
-    async def delete(self, key: str | list[str], opts: Any = None, **kwargs: Any) -> bool | int:
-        if self._gate.owner is not None:  # another event's transaction() may be running
-            await self._gate.wait_for_critical_section()
+    def delete(self, key: str | list[str], opts: Any = None, **kwargs: Any) -> Awaitable[bool | int]:
+        return self._call("delete", self._delete, key, opts, kwargs)
+
+    def _delete(self, key: Any, opts: Any, kwargs: Mapping[str, Any]) -> bool | int:
         o = _options("delete", opts, kwargs)
         self._act.check_usable()
         was_open = self._db.in_transaction
@@ -156,9 +210,10 @@ class DurableObjectStorage:
         self._after_write(o, was_open)
         return result
 
-    async def list(self, opts: Any = None, **kwargs: Any) -> JsDict:
-        if self._gate.owner is not None:  # another event's transaction() may be running
-            await self._gate.wait_for_critical_section()
+    def list(self, opts: Any = None, **kwargs: Any) -> Awaitable[JsDict]:
+        return self._call("list", self._list, opts, kwargs)
+
+    def _list(self, opts: Any, kwargs: Mapping[str, Any]) -> JsDict:
         o = _options("list", opts, kwargs, _LIST_NAMES)
         self._act.check_usable()
         args = {k: o[k] for k in ("start", "start_after", "end", "prefix", "reverse", "limit") if k in o}
@@ -173,9 +228,10 @@ class DurableObjectStorage:
         else:
             self._act.mark_confirmed()
 
-    async def delete_all(self, opts: Any = None, **kwargs: Any) -> None:
-        if self._gate.owner is not None:  # another event's transaction() may be running
-            await self._gate.wait_for_critical_section()
+    def delete_all(self, opts: Any = None, **kwargs: Any) -> Awaitable[None]:
+        return self._call("deleteAll", self._delete_all, opts, kwargs)
+
+    def _delete_all(self, opts: Any, kwargs: Mapping[str, Any]) -> None:
         _options("deleteAll", opts, kwargs)
         if self._txn_depth:
             raise RuntimeError(TEXT_DELETE_ALL_IN_TXN)
@@ -188,21 +244,23 @@ class DurableObjectStorage:
     deleteAll = delete_all  # noqa: N815
 
     # ------------------------------------------------------------------ alarms
-    async def get_alarm(self, opts: Any = None, **kwargs: Any) -> int | None:
+    def get_alarm(self, opts: Any = None, **kwargs: Any) -> Awaitable[int | None]:
         """The alarm time in epoch milliseconds, or None. None also while ``alarm()`` runs, unless
         a new alarm was set meanwhile; a failed alarm waiting for its retry still counts as set."""
-        if self._gate.owner is not None:  # another event's transaction() may be running
-            await self._gate.wait_for_critical_section()
+        return self._call("getAlarm", self._get_alarm, opts, kwargs)
+
+    def _get_alarm(self, opts: Any, kwargs: Mapping[str, Any]) -> int | None:
         _options("getAlarm", opts, kwargs)
         self._act.check_usable()
         return self._act.runtime.alarms.get_alarm(self._act)
 
-    async def set_alarm(self, scheduled_time: Any, opts: Any = None, **kwargs: Any) -> None:
+    def set_alarm(self, scheduled_time: Any, opts: Any = None, **kwargs: Any) -> Awaitable[None]:
         """Replace the object's alarm: ``alarm()`` runs at ``scheduled_time`` (epoch milliseconds, or
         a ``datetime``; naive means UTC). A time in the past fires at once. The write joins the
         implicit transaction like any other."""
-        if self._gate.owner is not None:  # another event's transaction() may be running
-            await self._gate.wait_for_critical_section()
+        return self._call("setAlarm", self._set_alarm, scheduled_time, opts, kwargs)
+
+    def _set_alarm(self, scheduled_time: Any, opts: Any, kwargs: Mapping[str, Any]) -> None:
         o = _options("setAlarm", opts, kwargs)
         when = alarm_time_ms(scheduled_time)
         act = self._act
@@ -216,11 +274,12 @@ class DurableObjectStorage:
         act.runtime.alarms.set_alarm(act, when)
         self._after_write(o, was_open)
 
-    async def delete_alarm(self, opts: Any = None, **kwargs: Any) -> None:
+    def delete_alarm(self, opts: Any = None, **kwargs: Any) -> Awaitable[None]:
         """Remove the alarm. Does not stop a running ``alarm()``; called inside it, it prevents the
         retry should that call fail."""
-        if self._gate.owner is not None:  # another event's transaction() may be running
-            await self._gate.wait_for_critical_section()
+        return self._call("deleteAlarm", self._delete_alarm, opts, kwargs)
+
+    def _delete_alarm(self, opts: Any, kwargs: Mapping[str, Any]) -> None:
         o = _options("deleteAlarm", opts, kwargs)
         self._act.check_usable()
         was_open = self._db.in_transaction
@@ -238,10 +297,23 @@ class DurableObjectStorage:
 
     transactionSync = transaction_sync  # noqa: N815
 
-    async def transaction(self, closure: Callable[["Transaction"], Awaitable[T]]) -> T:
+    def transaction(self, closure: Callable[["Transaction"], Awaitable[T]]) -> Awaitable[T]:
         """Run ``closure(txn)`` atomically with the input gate closed. If it raises, every write
         it made (including the alarm) is rolled back and the error re-raised; the object is not
-        reset."""
+        reset. It starts when called (as a task of its own), awaited or not."""
+        return self._start("transaction", self._transaction, closure)
+
+    def _start(self, what: str, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        """Start ``fn(*args)`` now as a task the activation owns; awaitable like every call."""
+        try:
+            self._act.check_usable()
+        except Exception as e:
+            return Failed(e, what, self._act.unawaited_storage_failure)
+        task = asyncio.get_running_loop().create_task(fn(*args))  # type: ignore[arg-type]
+        self._act.own(task)
+        return Pending(task, what, self._act.unawaited_storage_failure)
+
+    async def _transaction(self, closure: Callable[["Transaction"], Awaitable[T]]) -> T:
         act = self._act
         act.check_usable()
         act.hold_commits()
@@ -289,22 +361,34 @@ class DurableObjectStorage:
         if self._db.in_transaction and not self._txn_depth:
             await self._act.sync()  # a bookmark covers every write made before asking for it
 
-    async def get_current_bookmark(self) -> str:
+    def get_current_bookmark(self) -> Awaitable[str]:
         """A bookmark (opaque string, sorts in commit order) for the current state."""
+        return self._start("getCurrentBookmark", self._get_current_bookmark)
+
+    async def _get_current_bookmark(self) -> str:
         await self._commit_for_bookmark()
         return self._db.attached_history().current().bookmark
 
-    async def get_bookmark_for_time(self, timestamp: Any) -> str:
+    def get_bookmark_for_time(self, timestamp: Any) -> Awaitable[str]:
         """The bookmark of the state at ``timestamp`` (epoch ms or ``datetime``; naive = UTC), which
         must lie within the retention window (30 days by default)."""
+        return self._call("getBookmarkForTime", self._get_bookmark_for_time, timestamp)
+
+    def _get_bookmark_for_time(self, timestamp: Any) -> str:
         ms = to_epoch_ms(timestamp)
         self._act.check_usable()
         return self._db.attached_history().for_time(ms).bookmark
 
-    async def on_next_session_restore_bookmark(self, bookmark: str) -> str:
+    def on_next_session_restore_bookmark(self, bookmark: str) -> Awaitable[str]:
         """Restore the database to ``bookmark`` when the object next starts; call ``ctx.abort()``
         to make that now. Returns a bookmark of the state just before the restore (to undo it)."""
-        parse_bookmark(bookmark)
+        try:
+            parse_bookmark(bookmark)
+        except Exception as e:
+            return Failed(e, "onNextSessionRestoreBookmark", self._act.unawaited_storage_failure)
+        return self._start("onNextSessionRestoreBookmark", self._on_next_session_restore_bookmark, bookmark)
+
+    async def _on_next_session_restore_bookmark(self, bookmark: str) -> str:
         await self._commit_for_bookmark()
         history = self._db.attached_history()
         history.resolve(bookmark)
@@ -356,47 +440,67 @@ class Transaction:
         self._savepoint: str | None = None
 
     def _check(self, op: str) -> None:
-        if self._done:
-            raise RuntimeError(f"Cannot call {op} on transaction that has already committed: "
-                               "did you move `txn` outside of the closure?")
+        # Cloudflare's texts, with the method's JavaScript name and its parentheses.
         if self._rolled_back:
-            raise RuntimeError(f"Cannot {op} on rolled back transaction")
+            raise RuntimeError(f"Cannot {op}() on rolled back transaction")
+        if self._done:
+            raise RuntimeError(f"Cannot call {op}() on transaction that has already committed: "
+                               "did you move `txn` outside of the closure?")
 
-    async def get(self, *a: Any, **k: Any) -> Any:
-        self._check("get")
-        return await self._storage.get(*a, **k)
+    def _op(self, op: str, method: Callable[..., Any], a: tuple[Any, ...], k: dict[str, Any]) -> Any:
+        """Run ``method`` now, as every storage call does; a refused call fails when awaited."""
+        try:
+            self._check(op)
+        except RuntimeError as e:
+            return Failed(e, op, self._storage._act.unawaited_storage_failure)
+        return method(*a, **k)
 
-    async def put(self, *a: Any, **k: Any) -> None:
-        self._check("put")
-        await self._storage.put(*a, **k)
+    def get(self, *a: Any, **k: Any) -> Awaitable[Any]:
+        return self._op("get", self._storage.get, a, k)
 
-    async def delete(self, *a: Any, **k: Any) -> Any:
-        self._check("delete")
-        return await self._storage.delete(*a, **k)
+    def put(self, *a: Any, **k: Any) -> Awaitable[None]:
+        return self._op("put", self._storage.put, a, k)
 
-    async def list(self, *a: Any, **k: Any) -> JsDict:
-        self._check("list")
-        return await self._storage.list(*a, **k)
+    def delete(self, *a: Any, **k: Any) -> Awaitable[Any]:
+        return self._op("delete", self._storage.delete, a, k)
 
-    async def delete_all(self, *a: Any, **k: Any) -> None:
-        raise RuntimeError(TEXT_DELETE_ALL_IN_TXN)
+    def list(self, *a: Any, **k: Any) -> Awaitable[JsDict]:
+        return self._op("list", self._storage.list, a, k)
+
+    def get_alarm(self, *a: Any, **k: Any) -> Awaitable[int | None]:
+        return self._op("getAlarm", self._storage.get_alarm, a, k)
+
+    def set_alarm(self, *a: Any, **k: Any) -> Awaitable[None]:
+        return self._op("setAlarm", self._storage.set_alarm, a, k)
+
+    def delete_alarm(self, *a: Any, **k: Any) -> Awaitable[None]:
+        return self._op("deleteAlarm", self._storage.delete_alarm, a, k)
+
+    getAlarm = get_alarm  # noqa: N815
+    setAlarm = set_alarm  # noqa: N815
+    deleteAlarm = delete_alarm  # noqa: N815
+
+    def delete_all(self, *a: Any, **k: Any) -> Awaitable[None]:
+        return Failed(RuntimeError(TEXT_DELETE_ALL_IN_TXN), "deleteAll",
+                      self._storage._act.unawaited_storage_failure)
 
     deleteAll = delete_all  # noqa: N815
 
     def rollback(self) -> None:
+        if self._rolled_back:
+            return  # rollback() may be called more than once
         self._check("rollback")
         assert self._savepoint is not None
         self._storage._db.rollback_to(self._savepoint)
         self._rolled_back = True
 
     def __getattr__(self, name: str) -> Any:
-        # Alarm methods and any other storage method, with the same checks.
+        # Any other storage member (``sql``, ``kv``, ``sync``, ...), with the same checks.
         target = getattr(self._storage, name)
         if not callable(target):
             return target
 
-        async def call(*a: Any, **k: Any) -> Any:
+        def call(*a: Any, **k: Any) -> Any:
             self._check(name)
-            r = target(*a, **k)
-            return await r if hasattr(r, "__await__") else r
+            return target(*a, **k)
         return call

@@ -36,6 +36,7 @@ class DeactivationReason(enum.Enum):
     COMMIT_FAILED = "commit failed"
     CRITICAL_SECTION_FAILED = "block_concurrency_while failed"
     CONSTRUCTOR_FAILED = "constructor failed"
+    UNAWAITED_CALL_FAILED = "a storage call nobody awaited failed"
 
 
 _S = ActivationState

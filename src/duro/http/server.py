@@ -199,8 +199,43 @@ class AsgiFront:
             headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in resp.headers.items()
                        if k.lower() != "content-length"]
             headers.append((b"content-length", str(len(body)).encode()))
-        await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+        await send({"type": "http.response.start", "status": _status(resp), "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+class _Status(int):
+    """A status code that carries its own reason phrase (``Response(status_text=...)``). ASGI has
+    no field for the phrase, so the code itself carries it to the status line (``_StatusLines``)."""
+
+    reason: bytes
+
+
+def _status(resp: Response) -> int:
+    text = resp.status_text
+    if not text:
+        return resp.status
+    code = _Status(resp.status)
+    # A reason phrase is latin-1 text without line breaks (RFC 9112); anything else is replaced.
+    code.reason = text.replace("\r", " ").replace("\n", " ").encode("latin-1", "replace")
+    return code
+
+
+class _StatusLines(dict):  # type: ignore[type-arg]
+    """uvicorn's table of status lines, answering a ``_Status`` with its own phrase."""
+
+    def __getitem__(self, code: Any) -> bytes:
+        reason = getattr(code, "reason", None)
+        if reason is None:
+            return dict.__getitem__(self, code)  # type: ignore[no-any-return]
+        return b"HTTP/1.1 %d %s\r\n" % (int(code), reason)
+
+
+def _install_status_lines() -> None:
+    """Make uvicorn's HTTP/1.1 protocol write a response's own reason phrase. It looks its status
+    line up in a module-level table on every response; that table becomes a ``_StatusLines``."""
+    from uvicorn.protocols.http import httptools_impl
+    if not isinstance(httptools_impl.STATUS_LINE, _StatusLines):
+        httptools_impl.STATUS_LINE = _StatusLines(httptools_impl.STATUS_LINE)
 
 
 async def serve(front: Any, *, host: str = "127.0.0.1", port: int = 8787, log_level: str = "info",
@@ -213,6 +248,7 @@ async def serve(front: Any, *, host: str = "127.0.0.1", port: int = 8787, log_le
     dominate the memory of idle hibernated connections."""
     import uvicorn
 
+    _install_status_lines()
     guard: FrontGuard = front.guard
     limits = guard.limits
     # duro's own WebSocket connections (wsconn.py) have no permessage-deflate: with compression

@@ -144,6 +144,9 @@ class Activation:
         self.on_reset: list[Callable[["Activation", BaseException], None]] = []
         self.pins: set[str] = set()  # reasons this activation must not be evicted (e.g. "websocket")
         self.suppress_alarm_retry = False  # set by ``ctx.abort(retryAlarm=False)``
+        # A storage call failed and was dropped without being awaited: the object is reset (at
+        # the next safe point: the end of this turn, or before an output leaves, if sooner).
+        self._unawaited_error: BaseException | None = None
 
     # ------------------------------------------------------------------ state
     def _set_state(self, new: ActivationState) -> None:
@@ -220,8 +223,12 @@ class Activation:
                 raise gate.reset_error() from None
             except BaseException:
                 if gate.broken is None:
+                    if self._unawaited_error is not None:
+                        self._reset_for_unawaited()
                     await self.out_gate.wait()
                 raise
+            if self._unawaited_error is not None:
+                self._reset_for_unawaited()
             await self.out_gate.wait()
             return result
         finally:
@@ -267,6 +274,8 @@ class Activation:
 
     async def output_gate(self) -> None:
         """Wait at the output gate, for sockets and outgoing calls; raises at once once reset."""
+        if self._unawaited_error is not None:
+            self._reset_for_unawaited()
         gate = self.in_gate
         if gate.broken is not None:
             raise gate.reset_error()
@@ -277,7 +286,8 @@ class Activation:
         Lets sockets send without scheduling a task in the common case. (Called for every socket
         send: the output gate's fields are read here rather than through another call.)"""
         out = self.out_gate
-        if self.in_gate.broken is not None or (out.txn is not None and out.gated):
+        if self.in_gate.broken is not None or (out.txn is not None and out.gated) \
+                or self._unawaited_error is not None:
             return False
         dur = out.durable
         return dur is None or (dur.done() and not dur.cancelled() and dur.exception() is None)
@@ -390,6 +400,33 @@ class Activation:
         dur = out.durable
         if dur is not None and not dur.done():
             await dur
+
+    # ------------------------------------------------------------------ calls nobody awaited
+    def unawaited_storage_failure(self, error: BaseException, what: str) -> None:
+        """A storage call of this object failed and its result was dropped without being awaited
+        (``runtime.calls.Failed``): log it once and reset the object, as a failed write does.
+        Called from ``__del__``, so it only records and schedules; the reset happens at the end
+        of this turn, or before an output of this object leaves if that comes first."""
+        if self.in_gate.broken is not None or self._unawaited_error is not None:
+            return
+        self._unawaited_error = error
+        log.error("%s: ctx.storage.%s() failed and was never awaited; the object is reset: %s",
+                  self.describe(), what, error, exc_info=error)
+        try:
+            asyncio.get_running_loop().call_soon(self._reset_for_unawaited)
+        except RuntimeError:  # no loop (interpreter shutdown): nothing is left to protect
+            pass
+
+    def _reset_for_unawaited(self) -> None:
+        err = self._unawaited_error
+        if err is not None and self.in_gate.broken is None:
+            self.reset(err, DeactivationReason.UNAWAITED_CALL_FAILED)
+
+    def own(self, task: "asyncio.Task[Any]") -> None:
+        """Keep ``task`` (a call still running for this object's code) among the work the
+        activation waits for before it is evicted or shut down. Its failure is its caller's."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # ------------------------------------------------------------------ critical sections
     def block_concurrency_while(self, callback: Callable[[], Awaitable[T]]) -> "asyncio.Task[T]":

@@ -33,7 +33,7 @@ from .barrier import DurabilityBarrier
 from .nodejournal import NodeJournal, recover
 from .pruning import HistoryPruner
 from .hibernation import HibernationRegistry
-from .tasks import TaskSupervisor
+from .tasks import TaskSupervisor, drain_tasks
 
 __all__ = ["Runtime", "RuntimeLimits", "ClassEntry"]
 
@@ -129,6 +129,7 @@ class Runtime:
         self.tasks = TaskSupervisor()
         self._sweeper: asyncio.Task[None] | None = None
         self._services: list[Any] = []  # started/closed with the runtime (alarm scheduler, ...)
+        self._calls: set[asyncio.Task[Any]] = set()  # RPC calls made outside any object, running
         self.alarms = AlarmScheduler(self, self.data_dir / "alarms.sqlite")  # the api layer installs ``invoke``
         self._services.append(self.alarms)
         # Point-in-time recovery: days of history kept per object (0 = off), pruned in the background.
@@ -148,6 +149,12 @@ class Runtime:
     def offload(self, job: Callable[[], None]) -> None:
         """Run blocking storage maintenance on a worker thread (raises RuntimeError once closed)."""
         self._maintenance.submit(job)
+
+    def own_call(self, task: "asyncio.Task[Any]") -> None:
+        """Hold a call made outside any object (an RPC from the entrypoint) until it ends; at
+        shutdown it gets the same grace period as ``wait_until`` work."""
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
 
     def add_service(self, service: Any) -> None:
         """A component with ``async start()`` and ``async close()`` that lives as long as the runtime."""
@@ -208,7 +215,8 @@ class Runtime:
         await self.tasks.cancel(self._sweeper)
         self._sweeper = None
         # wait_until work gets a short grace period, then is cancelled: no task outlives the runtime.
-        await asyncio.gather(*(a.drain(5.0) for a in list(self._activations.values())), return_exceptions=True)
+        await asyncio.gather(drain_tasks(self._calls, 5.0),
+                             *(a.drain(5.0) for a in list(self._activations.values())), return_exceptions=True)
         pending = [d for a in self._activations.values() if (d := a.durable_future()) is not None]
         for act in list(self._activations.values()):
             act.close(DeactivationReason.SHUTDOWN)

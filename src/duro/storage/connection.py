@@ -38,6 +38,7 @@ from duro.storage.durability import History, JournalLink
 from duro.storage.journal import WalTail, fsync_dir, history_path, marker_path
 from duro.storage.journalfile import Capture
 from duro.storage.paths import make_dirs_durably
+from duro.storage.rowcounts import RowCounter
 from duro.storage.translate import CORRUPT_CODES, corrupt_error, translate
 from duro.storage.txn import NO_TXN, ImplicitTxn, LostTxn, NoTxn, critical_error, loss
 
@@ -145,6 +146,10 @@ class DatabaseConnection:
         # rows changed by the last statement, and since the connection opened.
         self.changes: Callable[[], int] = _not_open
         self.total_changes: Callable[[], int] = _not_open
+        # Cloudflare's row counters of the last user statement run to its end (rows read, rows
+        # written), kept by ``counter`` (storage/rowcounts.py).
+        self.counter = RowCounter(self.run_internal)
+        self.last_counts: tuple[int, int] = (0, 0)
 
     # ---- state ------------------------------------------------------------------------------
 
@@ -304,6 +309,7 @@ class DatabaseConnection:
             self._tail.close()
         self.captured = None
         self.changes = self.total_changes = _not_open
+        self.counter.forget_schema()
         lost = self.loss()
         self.txn = NO_TXN if lost is None else LostTxn(lost)  # a loss is reported by the commit
         self.memo.clear()
@@ -413,8 +419,18 @@ class DatabaseConnection:
         auth.alter_pending = False
         self.user_description = None
         try:
-            cur = self._ucur.execute(sql, bindings)
-            return cur.fetchall() if all_rows else []
+            if not all_rows:
+                self._ucur.execute(sql, bindings)
+                return []
+            conn = self._conn
+            counter = self.counter
+            counter.start(conn, sql)
+            try:
+                rows = self._ucur.execute(sql, bindings).fetchall()
+            finally:
+                counter.stop(conn)
+            self.last_counts = counter.finish(sql, bindings, len(rows))
+            return rows
         except apsw.BindingsError:
             raise
         except apsw.AuthError as e:

@@ -292,6 +292,7 @@ class ObjectDatabase(KvStore):
             raise
         port.run_internal("RELEASE _cf_delete_all")
         port.memo.update({KV_TABLE: False, _META_TABLE: False, _ALARM: None})
+        port.counter.forget_schema()
         self._name_recorded = False
 
     def _drop_everything(self) -> None:

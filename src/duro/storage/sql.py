@@ -8,14 +8,14 @@ Known divergences from Cloudflare, on purpose:
 
 * **Python ints bind as INTEGER**, not REAL (§13.7 measured REAL on workerd, because JS numbers are
   doubles). ``SELECT typeof(?)`` with ``1`` is ``integer`` here, and ``? / 2`` with ``3`` is ``1``.
-  Integer results come back as ``int`` at full 64-bit precision, not as doubles.
+  Integer results come back as ``int`` at full 64-bit precision, not as doubles. Deliberate:
+  Python code is written for exact ints, and REAL would silently round ids and counters above
+  2^53 (docs/cloudflare.md, Differences 1).
 * Each ``exec`` runs its statement to completion before returning and buffers the rows, so
   ``rows_read`` / ``rows_written`` are final at once instead of growing during iteration.
-* ``rows_written`` is SQLite's count of rows inserted, updated or deleted by the call (all its
-  statements, triggers included; index entries are not counted). ``rows_read`` is the number of
-  rows the last statement returned, not the rows SQLite scanned: apsw does not expose workerd's
-  per-statement read counter.
-* A trailing comment after the last ``;`` is ignored instead of being an error.
+* ``rows_read`` / ``rows_written`` count the last statement as Cloudflare does (rows visited, rows
+  and index entries written), rebuilt from what stock SQLite exposes (``storage/rowcounts.py``,
+  which lists the statement shapes where the numbers still differ).
 
 Every ``exec``, a ``SELECT`` too, opens the database and creates its file if there is none (and
 begins the implicit transaction). An object that only read still leaves no file: the database,
@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import apsw
 
-from duro.errors import InvalidInputError, SqlError, StorageError
+from duro.errors import InvalidInputError, SqlError, StorageError, StorageLimitError
 
 if TYPE_CHECKING:  # pragma: no cover
     from duro.storage.connection import DatabaseConnection
@@ -42,6 +42,9 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["SqlStorage", "SqlCursor", "RawCursor", "Row", "split_statements"]
 
 _NO_STATEMENT = "SQL code did not contain a statement."
+_TOO_LONG = "statement too long: SQLITE_TOOBIG"
+MAX_SQL_BYTES = 100_000  # of the whole text of one exec() call, in UTF-8 (Cloudflare's limit)
+_MAX_SQL_CHARS = MAX_SQL_BYTES // 4  # shorter texts cannot be over the limit: no need to encode
 _WRONG_BINDINGS = "Wrong number of parameter bindings for SQL query."
 _MULTI_BINDINGS = (
     "When executing multiple SQL statements in a single call, only the last statement can have "
@@ -64,21 +67,26 @@ _BLANK = re.compile(r"(?:\s+|--[^\n]*(?:\n|\Z)|/\*.*?(?:\*/|\Z))*\Z", re.S)
 @functools.lru_cache(maxsize=256)
 def split_statements(query: str) -> tuple[str, ...]:
     """Split ``query`` into statements with SQLite's own notion of a complete statement
-    (``sqlite3_complete``, which knows strings, comments and trigger bodies). Empty statements and
-    a trailing comment are dropped."""
+    (``sqlite3_complete``, which knows strings, comments and trigger bodies). Empty statements are
+    dropped. Anything but whitespace after the last statement (a comment, a stray ``;``) is kept
+    as a final empty string: Cloudflare runs the statements and then fails on it."""
     pieces = []
     start = 0
+    end_of_last = 0  # where the text after the last real statement begins
     pos = query.find(";")
     while pos != -1:
         candidate = query[start:pos + 1]
         if apsw.complete(candidate):
             if not _BLANK.match(candidate, 0, len(candidate) - 1):
                 pieces.append(candidate)
+                end_of_last = pos + 1
             start = pos + 1
         pos = query.find(";", pos + 1)
     rest = query[start:]
     if rest and not _BLANK.match(rest):
         pieces.append(rest)
+    elif pieces and not query[end_of_last:].isspace() and end_of_last < len(query):
+        pieces.append("")
     return tuple(pieces)
 
 
@@ -130,12 +138,12 @@ class SqlCursor:
     __slots__ = ("_rows", "_pos", "_desc", "_names", "rows_read", "rows_written")
 
     def __init__(self, rows: list[tuple[Any, ...]], desc: tuple[tuple[str, Any], ...],
-                 rows_written: int) -> None:
+                 rows_read: int, rows_written: int) -> None:
         self._rows = rows
         self._pos = 0
         self._desc = desc
         self._names: tuple[str, ...] | None = None
-        self.rows_read = len(rows)
+        self.rows_read = rows_read
         self.rows_written = rows_written
 
     def _columns(self) -> tuple[str, ...]:
@@ -278,16 +286,21 @@ class SqlStorage:
             if type(value) not in _BIND_TYPES:
                 _check_bindings(bindings)
                 break
+        if len(query) > _MAX_SQL_CHARS and len(query.encode("utf-8", "surrogatepass")) > MAX_SQL_BYTES:
+            raise StorageLimitError(_TOO_LONG, code="SQLITE_TOOBIG")
         if ";" in query:
             pieces = split_statements(query)
             if not pieces:
+                raise SqlError(_NO_STATEMENT)
+            if not pieces[-1]:  # only a comment or a stray ";" after the last statement
+                for piece in pieces[:-1]:
+                    self._run_first_step(piece)
                 raise SqlError(_NO_STATEMENT)
         else:
             pieces = (query,)
         port = self._port
         if not port.txn.open:
             port.ensure_transaction()
-        before = port.total_changes()
         last = pieces[-1]
         for piece in pieces[:-1]:
             self._run_first_step(piece)
@@ -301,10 +314,12 @@ class SqlStorage:
             raise _bad_value(e) from None
         if rows is None:
             rows = self._run_guarded_alter(last, bindings)
+            port.last_counts = (0, 0)
         desc = port.user_description
         if desc is None:
             raise SqlError(_NO_STATEMENT)
-        return SqlCursor(rows, desc, port.total_changes() - before)
+        read, written = port.last_counts
+        return SqlCursor(rows, desc, read, written)
 
     def _run_first_step(self, piece: str) -> None:
         """Run a statement before the last one: only its first step (as workerd), no bindings."""

@@ -89,6 +89,13 @@ class Review(DurableObject):
         await self.ctx.storage.put(key, 1)
         return "stored"
 
+    async def sleep_then_put_unawaited(self, key, seconds):
+        REACHED.append(("sleep_then_put_unawaited", self.ctx.id.name))
+        await asyncio.sleep(seconds)  # resumes inside another event's transaction()
+        self.ctx.storage.put(key, 1)  # not awaited: waits for the transaction, in call order
+        self.ctx.storage.put(key, 2)
+        return await self.ctx.storage.get(key)
+
     async def sleep_then_sql(self, seconds):
         REACHED.append(("sleep_then_sql", self.ctx.id.name))
         await asyncio.sleep(seconds)  # resumes inside another event's transaction()
@@ -195,6 +202,8 @@ class Default(WorkerEntrypoint):
             return Response("scheduled")
         if path.startswith("status/"):
             return Response(None, status=int(path[7:]), headers={"etag": '"v1"'})
+        if path.startswith("reason/"):
+            return Response("with a reason", status=int(path[7:]), status_text="Quite Fine Thanks")
         if path.startswith("body"):
             return Response(str(len(await request.bytes())))
         name = path.rsplit("/", 1)[-1]
