@@ -10,6 +10,7 @@ This module imports nothing of duro.
 from __future__ import annotations
 
 __all__ = [
+    "JsException",
     "DuroError",
     "InvalidInputError",
     "InvalidIdError",
@@ -29,7 +30,25 @@ __all__ = [
 ]
 
 
-class DuroError(Exception):
+class JsException(Exception):
+    """What Cloudflare Python Workers code catches a JavaScript error with
+    (``except pyodide.ffi.JsException as e``), so that the same ``except`` catches duro's errors:
+    it is a base of every error duro raises where Cloudflare's runtime throws a JS error
+    (the :class:`DuroError` tree, ``codec.DataCloneError``). ``name`` is the JS error's name
+    (``Error``, ``TypeError``, ``DataCloneError``), ``message`` its message without the name."""
+
+    js_name = "Error"
+
+    @property
+    def name(self) -> str:
+        return self.js_name
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class DuroError(JsException):
     """Root of every error duro raises on purpose.
 
     The flags mirror Cloudflare's error properties: ``remote`` (raised inside the callee),
@@ -55,6 +74,8 @@ class InvalidInputError(DuroError, ValueError):
 
 class InvalidIdError(InvalidInputError, TypeError):
     """A Durable Object ID string is malformed or belongs to another namespace. Nothing is changed."""
+
+    js_name = "TypeError"
 
 
 class ConfigError(DuroError):

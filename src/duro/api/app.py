@@ -16,6 +16,7 @@ from typing import Any, Mapping
 from ..core.cron import CronExpression, CronSyntaxError
 from ..errors import ConfigError
 from ..runtime import Activation, Runtime
+from ..runtime import portal
 from ..runtime.cron import CronScheduler
 from ..runtime.tasks import drain_tasks
 from .fetch import Request, Response
@@ -121,7 +122,12 @@ class App:
         await self.runtime.close()
 
     async def handle(self, request: Request) -> Response:
-        """Run the project's entrypoint for one request."""
+        """Run the project's entrypoint for one request (in a portal once ``run_sync`` is in use)."""
+        if portal.enabled():
+            return await portal.run(self._handle(request))
+        return await self._handle(request)
+
+    async def _handle(self, request: Request) -> Response:
         ep = self.entrypoint
         if ep is None:
             return Response("this project has no WorkerEntrypoint", status=500)
@@ -146,7 +152,8 @@ class App:
         if scheduled_time is None:
             scheduled_time = self.runtime.clock.now_ms()
         entry_runtime.set(self.runtime)
-        await run_scheduled(self.entrypoint, self.env, cron, int(scheduled_time))
+        run = run_scheduled(self.entrypoint, self.env, cron, int(scheduled_time))
+        await (portal.run(run) if portal.enabled() else run)
 
 
 async def invoke_alarm(instance: Any, info: Any) -> bool:

@@ -29,6 +29,7 @@ from ..runtime import Runtime, RuntimeLimits
 from . import asgi as _asgi
 from . import js as _js
 from . import pyodide_ffi as _ffi
+from .pyodide_pkg import make_modules
 from . import workers as _workers
 
 __all__ = ["ProjectImportError", "install_shims", "load_app", "load_module", "preload_dependencies"]
@@ -45,6 +46,9 @@ _DEPENDENCIES = (
     "uvicorn.protocols.http.httptools_impl", "uvicorn.protocols.websockets.websockets_sansio_impl",
     "resource",
 )
+
+
+_PYODIDE_MODULES = make_modules(_ffi)  # made once: `import pyodide` gets the same module every time
 
 
 class ProjectImportError(ConfigError):
@@ -119,19 +123,15 @@ def _report_shadowed(folder: pathlib.Path) -> None:
 
 
 def install_shims() -> None:
-    """Make ``import workers``, ``import js``, ``import asgi`` and ``from pyodide.ffi import to_js``
-    resolve to duro."""
+    """Make ``import workers``, ``import js``, ``import asgi``, ``import pyodide`` (``ffi``, ``http``,
+    ``code``) resolve to duro."""
     sys.modules["workers"] = _workers
     sys.modules["asgi"] = _asgi
     # ``from workers import asgi`` / ``import workers.asgi``, the SDK's newer spellings.
     sys.modules["workers.asgi"] = _asgi
     _workers.asgi = _asgi  # type: ignore[attr-defined]
     sys.modules["js"] = _js
-    pyodide = types.ModuleType("pyodide")
-    pyodide.__path__ = []  # type: ignore[attr-defined]
-    pyodide.ffi = _ffi  # type: ignore[attr-defined]
-    sys.modules["pyodide"] = pyodide
-    sys.modules["pyodide.ffi"] = _ffi
+    sys.modules.update(_PYODIDE_MODULES)
 
 
 def load_module(path: pathlib.Path, root: pathlib.Path | None = None) -> types.ModuleType:
