@@ -25,7 +25,7 @@ from ..api.assets import AssetServer
 from ..clock import Clock
 from ..config import ProjectConfig, load_project
 from ..errors import ConfigError
-from ..runtime import Runtime, RuntimeLimits
+from ..runtime import Runtime, RuntimeLimits, portal
 from . import asgi as _asgi
 from . import js as _js
 from . import pyodide_ffi as _ffi
@@ -169,6 +169,32 @@ def load_module(path: pathlib.Path, root: pathlib.Path | None = None) -> types.M
     return module
 
 
+_SKIPPED_DIRS = {"node_modules", "__pycache__", "site-packages"}
+_MAX_SCANNED_FILES = 5000
+
+
+def mentions_run_sync(folder: pathlib.Path) -> bool:
+    """True when a ``.py`` file in ``folder`` (recursively; hidden folders, ``node_modules`` and
+    ``site-packages`` left out, at most 5,000 files) names ``run_sync``. Cloudflare's own code often
+    imports it inside the function that calls it, after the first handler has started: portals
+    must be on before then."""
+    scanned = 0
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in _SKIPPED_DIRS]
+        for f in filenames:
+            if not f.endswith(".py"):
+                continue
+            scanned += 1
+            if scanned > _MAX_SCANNED_FILES:
+                return False
+            try:
+                if b"run_sync" in (pathlib.Path(dirpath) / f).read_bytes():
+                    return True
+            except OSError:
+                continue
+    return False
+
+
 def runtime_limits(cfg: ProjectConfig) -> RuntimeLimits:
     lim = cfg.limits
     return RuntimeLimits(idle_timeout=lim.idle_timeout, hibernation_timeout=lim.hibernation_timeout,
@@ -182,6 +208,8 @@ def load_app(root: str | os.PathLike[str], *, data_dir: str | os.PathLike[str] |
     ``root/.duro``."""
     cfg = config or load_project(root)
     install_shims()
+    if mentions_run_sync(cfg.main.parent):
+        portal.enable()  # before any handler runs (see ``runtime/portal.py``)
     module = load_module(cfg.main, cfg.root)
     objects: list[ObjectClass] = []
     cfg_file = str(cfg.source) if cfg.source else None

@@ -11,9 +11,11 @@ as an ``await`` would suspend it. Everything stays in the task that ran the hand
 variables, its activation, its input and output gates); nothing runs in another thread, and the
 event loop never runs inside a portal.
 
-Portals cost a greenlet per event and two switches per suspension, so they are off until the
-first lookup of ``run_sync`` (``enable()``, called by ``pyodide.ffi``): a project that never names
-it pays nothing. Inspired by the ``greenback`` library's portals.
+Portals cost two greenlet switches per event and two per suspension (greenlets are pooled,
+since making one costs several switches), so they are off until ``enable()``: the project loader
+calls it when the project's source names ``run_sync``, and so does the first lookup of
+``pyodide.ffi.run_sync``. A project that never names it pays nothing. Inspired by the
+``greenback`` library's portals.
 """
 
 from __future__ import annotations
