@@ -57,8 +57,11 @@ def test_workers_shim_exports():
 
 
 def test_js_and_pyodide_shim_exports():
-    assert set(js.__all__) == {"Date", "Headers", "JSON", "Object", "Response", "URL", "URLSearchParams",
-                               "WebSocketPair", "console"}
+    assert set(js.__all__) == {
+        "Array", "Date", "Error", "Headers", "JSON", "Math", "Object", "Promise", "Request", "Response", "TextDecoder",
+        "TextEncoder", "URL", "URLSearchParams", "Uint8Array", "WebSocket", "WebSocketPair",
+        "WebSocketRequestResponsePair", "atob", "btoa", "clearTimeout", "console", "crypto", "decodeURIComponent",
+        "encodeURIComponent", "fetch", "globalThis", "performance", "setTimeout", "undefined"}
     assert set(pyodide_ffi.__all__) == {
         "IN_BROWSER", "JsArray", "JsAsyncGenerator", "JsAsyncIterable", "JsAsyncIterator", "JsBuffer", "JsCallable",
         "JsDoubleProxy", "JsException", "JsFetchResponse", "JsGenerator", "JsIterable", "JsIterator", "JsMap",

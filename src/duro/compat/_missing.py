@@ -11,7 +11,7 @@ from __future__ import annotations
 import dis
 import sys
 
-__all__ = ["missing", "DOCS"]
+__all__ = ["DOCS", "MissingImportError", "MissingNameError", "missing"]
 
 DOCS = "docs/cloudflare.md#what-js-and-pyodide-provide"
 
@@ -27,10 +27,11 @@ class MissingImportError(ImportError):
 
 
 def missing(module: str, name: str, why: str | None = None) -> Exception:
+    """The error for ``module.name`` (called from the module's ``__getattr__``, to be raised)."""
     text = (f"{module}.{name} is not available in duro: {why or 'no CPython equivalent is provided'} "
             f"(see {DOCS})")
     frame = sys._getframe(2)  # the code that looked the name up (past the module's __getattr__)
     code = frame.f_code.co_code
     if 0 <= frame.f_lasti < len(code) and code[frame.f_lasti] == _IMPORT_FROM:
         return MissingImportError(text, name=module)
-    return MissingNameError(text, name=name, obj=None) if sys.version_info >= (3, 10) else MissingNameError(text)
+    return MissingNameError(text, name=name)
