@@ -16,6 +16,7 @@ __all__ = [
     "InvalidIdError",
     "ConfigError",
     "UnknownNamespaceError",
+    "UnsupportedBindingError",
     "StorageError",
     "SqlError",
     "StorageLimitError",
@@ -42,6 +43,12 @@ class JsException(Exception):
     @property
     def name(self) -> str:
         return self.js_name
+
+    @name.setter
+    def name(self, value: str | None) -> None:
+        # AttributeError and ImportError set ``name`` (the missing attribute or module) in their
+        # __init__; an error that is one of them too keeps that value apart from the JS name.
+        self.__dict__["python_name"] = value
 
     @property
     def message(self) -> str:
@@ -100,6 +107,12 @@ class UnknownNamespaceError(DuroError):
     (or a request) names a namespace the running project no longer has (a class removed or
     renamed). Raised by the runtime before anything of the object is opened; nothing is changed,
     and the object's data, alarm included, stays for a project that has the class."""
+
+
+class UnsupportedBindingError(DuroError, AttributeError):
+    """``env.NAME`` names a binding to a Cloudflare service duro does not provide (Workers KV, D1,
+    Workers AI, Workflows, ...), declared in the wrangler file. Raised when the attribute is read;
+    an ``AttributeError``, so ``hasattr(env, "NAME")`` is False. Nothing else is affected."""
 
 
 class StorageError(DuroError):

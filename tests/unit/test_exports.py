@@ -33,7 +33,7 @@ def test_error_exports():
         "DuroError", "InvalidInputError", "InvalidIdError", "ConfigError", "StorageError", "SqlError",
         "StorageLimitError", "CorruptDatabaseError", "GateBrokenError", "ObjectResetError",
         "DurableObjectAbort", "OverloadedError", "RemoteError", "InternalError", "UnknownNamespaceError",
-        "mark_remote", "JsException",
+        "mark_remote", "JsException", "UnsupportedBindingError",
     }
     _all_resolve(duro.errors)
     for name in ("DuroError", "DurableObjectAbort", "ObjectResetError", "OverloadedError", "RemoteError"):

@@ -31,6 +31,7 @@ from . import js as _js
 from . import pyodide_ffi as _ffi
 from .pyodide_pkg import make_modules
 from . import workers as _workers
+from . import wsgi as _wsgi
 
 __all__ = ["ProjectImportError", "install_shims", "load_app", "load_module", "preload_dependencies"]
 
@@ -130,6 +131,8 @@ def install_shims() -> None:
     # ``from workers import asgi`` / ``import workers.asgi``, the SDK's newer spellings.
     sys.modules["workers.asgi"] = _asgi
     _workers.asgi = _asgi  # type: ignore[attr-defined]
+    sys.modules["workers.wsgi"] = _wsgi
+    _workers.wsgi = _wsgi  # type: ignore[attr-defined]
     sys.modules["js"] = _js
     sys.modules.update(_PYODIDE_MODULES)
 
@@ -228,7 +231,12 @@ def load_app(root: str | os.PathLike[str], *, data_dir: str | os.PathLike[str] |
     assets = AssetServer(cfg.assets) if cfg.assets is not None else None
     if assets is not None and cfg.assets is not None and cfg.assets.binding is not None:
         values[cfg.assets.binding] = assets  # env.ASSETS.fetch(request)
-    app = App(runtime, objects, entry, values, crons=cfg.crons)
+    if cfg.unsupported_bindings:
+        log.warning("%s: %s not provided by duro; reading %s from env raises an error saying so",
+                    cfg.source.name if cfg.source else "config",
+                    ", ".join(f"{n} ({w.split(' (')[0]})" for n, w in cfg.unsupported_bindings.items()),
+                    "it" if len(cfg.unsupported_bindings) == 1 else "them")
+    app = App(runtime, objects, entry, values, crons=cfg.crons, unsupported=dict(cfg.unsupported_bindings))
     app.config = cfg  # type: ignore[attr-defined]
     app.assets = assets  # type: ignore[attr-defined]  # the front serves them before the Worker
     app.module = module  # type: ignore[attr-defined]

@@ -1,7 +1,7 @@
 """``pyodide.ffi`` for code written for Cloudflare Python Workers, on CPython.
 
 - Conversions (``to_js``, ``create_proxy``, ``create_once_callable``, ``destroy_proxies``) are
-  identities: duro's values are already Python values.
+  identities: duro's values are already Python values (``to_js(bytes)`` adds ``.buffer``).
 - ``run_sync(awaitable)`` waits for an awaitable from synchronous code inside a handler, as
   Pyodide's stack switching does: the handler runs in a greenlet portal (``runtime/portal.py``),
   switched on by the first lookup of ``run_sync``. ``can_run_sync()`` says whether it would work.
@@ -61,7 +61,33 @@ class JsTypedArray(JsProxy): ...
 jsnull: Any = None
 
 
+class _Uint8Array(bytes):
+    """What ``to_js(some_bytes)`` gives: the bytes, with the ``Uint8Array`` members code reads
+    before handing them on (``to_js(data).buffer`` as a response body, ``.length``,
+    ``.byteLength``, ``.to_bytes()``)."""
+
+    @property
+    def buffer(self) -> bytes:
+        return bytes(self)
+
+    @property
+    def length(self) -> int:
+        return len(self)
+
+    byteLength = length  # noqa: N815 - JS spelling
+
+    def to_bytes(self) -> bytes:
+        return bytes(self)
+
+    def to_py(self) -> bytes:
+        return bytes(self)
+
+
 def to_js(value: Any, *args: Any, **kwargs: Any) -> Any:
+    """The value itself (duro's values are Python values); bytes-like values get the few
+    ``Uint8Array`` members Python Workers code uses."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return _Uint8Array(value)
     return value
 
 
