@@ -37,6 +37,14 @@ def test_run_sync_in_an_alarm_handler(serve):
         wait_for(lambda: c.get("/alarm-state/c").json() == "rang", what="the alarm's write")
 
 
+def test_storage_calls_not_awaited_still_happen(serve):
+    srv = serve(PROJECT)
+    with httpx.Client(base_url=srv.url, timeout=30) as c:
+        c.get("/fire-and-forget/d").raise_for_status()
+        assert c.get("/forgotten/d").json() == "stored"
+        wait_for(lambda: c.get("/alarm-state/d").json() == "rang", what="the alarm set without await")
+
+
 def test_run_sync_outside_a_handler_says_why(serve):
     srv = serve(PROJECT)
     with httpx.Client(base_url=srv.url, timeout=30) as c:

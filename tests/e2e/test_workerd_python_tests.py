@@ -77,9 +77,6 @@ def _run_test_handler(serve, project):
     assert (r.status_code, r.text) == (200, "passed"), srv.log()
 
 
-@pytest.mark.xfail(strict=True, reason="its fetch() calls self.storage.setAlarm(...) without awaiting it; on "
-                   "Cloudflare storage calls start when called, in duro only when awaited, so the alarm "
-                   "is never set (everything before that step, run_sync included, passes)")
 def test_durable_object(serve, tmp_path):
     _run_test_handler(serve, _project(tmp_path, "durable-object", [("ns", "DurableObjectExample")]))
 

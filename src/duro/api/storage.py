@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
+import logging
 import math
+import types
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, TypeVar
 
 from ..core.lifecycle import ActivationState, DeactivationReason
@@ -22,6 +25,8 @@ from .namespace import find_handler
 
 if TYPE_CHECKING:
     from ..runtime import Activation
+
+log = logging.getLogger("duro.storage")
 
 TRANSACTION_TIMEOUT_S = 30.0
 TEXT_STORAGE_TIMEOUT = "Durable Object storage operation exceeded timeout which caused object to be reset."
@@ -73,6 +78,84 @@ def _options(method: str, opts: Any, kwargs: Mapping[str, Any], extra: Mapping[s
     return merged
 
 
+class _Settled:
+    """The result of a storage call that finished when it was called: awaiting it gives the value
+    (or raises the error) at once. It is a coroutine to asyncio (``send``/``throw``/``close``), so
+    ``asyncio.create_task(storage.get(k))`` keeps working. A failure nobody awaits is logged when the
+    result is dropped, as asyncio does for a future."""
+
+    __slots__ = ("_value", "_error", "_retrieved")
+
+    def __init__(self, value: Any, error: BaseException | None) -> None:
+        self._value = value
+        self._error = error
+        self._retrieved = False
+
+    def __await__(self) -> "_Settled":
+        return self
+
+    def __iter__(self) -> "_Settled":
+        return self
+
+    def __next__(self) -> Any:
+        return self.send(None)
+
+    def send(self, _value: Any) -> Any:
+        self._retrieved = True
+        if self._error is not None:
+            raise self._error
+        raise StopIteration(self._value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        self._retrieved = True
+        raise typ if val is None else val
+
+    def close(self) -> None:
+        self._retrieved = True
+
+    def __del__(self) -> None:
+        if self._error is not None and not self._retrieved:
+            log.error("a storage call that was never awaited failed: %s: %s", type(self._error).__name__, self._error)
+
+
+@types.coroutine
+def _finish(coro: Any, yielded: Any) -> Any:
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            value, error = (yield yielded), None
+        except BaseException as e:
+            error = e
+        try:
+            yielded = coro.send(value) if error is None else coro.throw(error)
+        except StopIteration as stop:
+            return stop.value
+
+
+async def _finish_task(coro: Any, yielded: Any) -> Any:
+    return await _finish(coro, yielded)
+
+
+def _eager(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a storage method when it is called, as Cloudflare does (``self.ctx.storage.put(k, v)``
+    without ``await`` still writes; only the result waits for ``await``). A call that must wait
+    (for another event's ``transaction()``) goes on as a task."""
+
+    @functools.wraps(method)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        coro = method(*args, **kwargs)
+        try:
+            yielded = coro.send(None)
+        except StopIteration as stop:
+            return _Settled(stop.value, None)
+        except Exception as e:
+            return _Settled(None, e)
+        return asyncio.ensure_future(_finish_task(coro, yielded))
+
+    return call
+
+
 def _check_key(key: Any) -> str:
     if not isinstance(key, str):
         raise TypeError(f"storage keys must be str, not {type(key).__name__}")
@@ -109,6 +192,7 @@ class DurableObjectStorage:
         self.kv = _Guarded(activation, activation.db.kv)
 
     # ------------------------------------------------------------------ KV
+    @_eager
     async def get(self, key: str | list[str], opts: Any = None, **kwargs: Any) -> Any:
         if self._gate.owner is not None:  # another event's transaction() may be running
             await self._gate.wait_for_critical_section()
@@ -118,6 +202,7 @@ class DurableObjectStorage:
             return JsDict(self._db.kv_get_many([_check_key(k) for k in key]))
         return self._db.kv_get(_check_key(key))
 
+    @_eager
     async def put(self, key: str | Mapping[str, Any], value: Any = _MISSING, opts: Any = None, **kwargs: Any) -> None:
         if self._gate.owner is not None:  # another event's transaction() may be running
             await self._gate.wait_for_critical_section()
@@ -143,6 +228,7 @@ class DurableObjectStorage:
             self._db.kv_put(_check_key(key), value)
         self._after_write(o, was_open)
 
+    @_eager
     async def delete(self, key: str | list[str], opts: Any = None, **kwargs: Any) -> bool | int:
         if self._gate.owner is not None:  # another event's transaction() may be running
             await self._gate.wait_for_critical_section()
@@ -156,6 +242,7 @@ class DurableObjectStorage:
         self._after_write(o, was_open)
         return result
 
+    @_eager
     async def list(self, opts: Any = None, **kwargs: Any) -> JsDict:
         if self._gate.owner is not None:  # another event's transaction() may be running
             await self._gate.wait_for_critical_section()
@@ -173,6 +260,7 @@ class DurableObjectStorage:
         else:
             self._act.mark_confirmed()
 
+    @_eager
     async def delete_all(self, opts: Any = None, **kwargs: Any) -> None:
         if self._gate.owner is not None:  # another event's transaction() may be running
             await self._gate.wait_for_critical_section()
@@ -188,6 +276,7 @@ class DurableObjectStorage:
     deleteAll = delete_all  # noqa: N815
 
     # ------------------------------------------------------------------ alarms
+    @_eager
     async def get_alarm(self, opts: Any = None, **kwargs: Any) -> int | None:
         """The alarm time in epoch milliseconds, or None. None also while ``alarm()`` runs, unless
         a new alarm was set meanwhile; a failed alarm waiting for its retry still counts as set."""
@@ -197,6 +286,7 @@ class DurableObjectStorage:
         self._act.check_usable()
         return self._act.runtime.alarms.get_alarm(self._act)
 
+    @_eager
     async def set_alarm(self, scheduled_time: Any, opts: Any = None, **kwargs: Any) -> None:
         """Replace the object's alarm: ``alarm()`` runs at ``scheduled_time`` (epoch milliseconds, or
         a ``datetime``; naive means UTC). A time in the past fires at once. The write joins the
@@ -216,6 +306,7 @@ class DurableObjectStorage:
         act.runtime.alarms.set_alarm(act, when)
         self._after_write(o, was_open)
 
+    @_eager
     async def delete_alarm(self, opts: Any = None, **kwargs: Any) -> None:
         """Remove the alarm. Does not stop a running ``alarm()``; called inside it, it prevents the
         retry should that call fail."""

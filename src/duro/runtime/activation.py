@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 import logging
 import os
 import time
@@ -354,7 +355,7 @@ class Activation:
         try:
             try:
                 result = callback()
-                if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+                if inspect.isawaitable(result):
                     result = await asyncio.wait_for(result, BCW_TIMEOUT_S)
             except asyncio.TimeoutError:
                 err = ObjectResetError(TEXT_BCW_TIMEOUT)

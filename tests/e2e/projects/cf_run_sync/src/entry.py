@@ -63,12 +63,21 @@ class Counter(DurableObject):
         await asyncio.sleep(0)
         raise ValueError("raised while waited for")
 
+    def fire_and_forget(self):
+        # Not awaited, as Cloudflare code sometimes writes it (workerd's own test sets its alarm so):
+        # the calls happen when they are made.
+        self.ctx.storage.put("forgotten", "stored")
+        self.ctx.storage.setAlarm(Date.now() + 10)
+
     def arm(self):
         run_sync(self.ctx.storage.setAlarm(Date.now() + 10))
 
     def alarm(self):  # run by the alarm scheduler's own task, not inside a request
         run_sync(asyncio.sleep(0))
         run_sync(self.ctx.storage.put("alarm", "rang"))
+
+    async def get_forgotten(self):
+        return await self.ctx.storage.get("forgotten")
 
     async def alarm_state(self):
         return await self.ctx.storage.get("alarm")
@@ -110,6 +119,11 @@ class Default(WorkerEntrypoint):
                 return Response.json(call_sync(stub, int(parts[2])))
             case "nested":
                 return Response.json(await stub.nested())
+            case "fire-and-forget":
+                await stub.fire_and_forget()
+                return Response.json(await stub.alarm_state())
+            case "forgotten":
+                return Response.json(run_sync(stub.get_forgotten()))
             case "arm":
                 return Response.json(await stub.arm())
             case "alarm-state":
