@@ -78,7 +78,8 @@ def test_other_js_names_fail_naming_the_name_and_the_docs(name):
 
 
 @pytest.mark.parametrize("module, name", [("pyodide.ffi", "register_js_module"), ("pyodide.code", "run_js"),
-                                          ("pyodide.http", "open_url"), ("pyodide", "webloop")])
+                                          ("pyodide.http", "open_url"), ("pyodide", "webloop"),
+                                          ("workers", "import_from_javascript"), ("workers", "FormData")])
 def test_other_pyodide_names_fail_the_same_way(module, name):
     with pytest.raises(ImportError, match=rf"{module}\.{name} is not available in duro.*docs/cloudflare\.md"):
         exec(f"from {module} import {name}", {})
