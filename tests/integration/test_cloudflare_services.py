@@ -32,3 +32,11 @@ async def test_wsgi_app_gets_the_request_and_env(tmp_path):
         assert (r.status, r.status_text) == (201, "Created")
         assert await r.text() == "POST /p q?x=1 data b hi"
         assert r.headers.get_all("set-cookie") == ["a=1", "b=2"]
+
+
+async def test_storage_calls_happen_when_called(tmp_path):
+    async with LocalApp(PROJECT, tmp_path) as app:
+        stub = app.env.EAGER.get_by_name("e")
+        assert await stub.unawaited() == [1, 2]
+        assert await stub.as_tasks() == [2, [None, 3]]
+        assert await stub.refused_at_the_call() == "DataCloneError"

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import functools
-import logging
 import math
-import types
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generator, Mapping, TypeVar
 
 from ..core.lifecycle import ActivationState, DeactivationReason
 from ..core.limits import TEXT_ALARM_NO_HANDLER, TEXT_ALARM_TIME_NOT_POSITIVE, TEXT_DELETE_ALL_IN_TXN
@@ -25,8 +22,6 @@ from .namespace import find_handler
 
 if TYPE_CHECKING:
     from ..runtime import Activation
-
-log = logging.getLogger("duro.storage")
 
 TRANSACTION_TIMEOUT_S = 30.0
 TEXT_STORAGE_TIMEOUT = "Durable Object storage operation exceeded timeout which caused object to be reset."
@@ -78,82 +73,32 @@ def _options(method: str, opts: Any, kwargs: Mapping[str, Any], extra: Mapping[s
     return merged
 
 
-class _Settled:
-    """The result of a storage call that finished when it was called: awaiting it gives the value
-    (or raises the error) at once. It is a coroutine to asyncio (``send``/``throw``/``close``), so
-    ``asyncio.create_task(storage.get(k))`` keeps working. A failure nobody awaits is logged when the
-    result is dropped, as asyncio does for a future."""
+class _Ready:
+    """What a storage call returns: the call has happened (as on Cloudflare, where
+    ``self.ctx.storage.put(k, v)`` without ``await`` still writes), and awaiting gives its result.
+    It is a coroutine to asyncio (``send``/``throw``/``close``), so ``asyncio.create_task`` takes
+    it; awaiting it costs about as much as awaiting a coroutine that does not suspend."""
 
-    __slots__ = ("_value", "_error", "_retrieved")
+    __slots__ = ("_value",)
 
-    def __init__(self, value: Any, error: BaseException | None) -> None:
+    def __init__(self, value: Any) -> None:
         self._value = value
-        self._error = error
-        self._retrieved = False
 
-    def __await__(self) -> "_Settled":
-        return self
-
-    def __iter__(self) -> "_Settled":
-        return self
-
-    def __next__(self) -> Any:
-        return self.send(None)
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._value
+        yield  # pragma: no cover - makes __await__ a generator that returns at once
 
     def send(self, _value: Any) -> Any:
-        self._retrieved = True
-        if self._error is not None:
-            raise self._error
         raise StopIteration(self._value)
 
     def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
-        self._retrieved = True
         raise typ if val is None else val
 
     def close(self) -> None:
-        self._retrieved = True
-
-    def __del__(self) -> None:
-        if self._error is not None and not self._retrieved:
-            log.error("a storage call that was never awaited failed: %s: %s", type(self._error).__name__, self._error)
+        pass
 
 
-@types.coroutine
-def _finish(coro: Any, yielded: Any) -> Any:
-    value: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            value, error = (yield yielded), None
-        except BaseException as e:
-            error = e
-        try:
-            yielded = coro.send(value) if error is None else coro.throw(error)
-        except StopIteration as stop:
-            return stop.value
-
-
-async def _finish_task(coro: Any, yielded: Any) -> Any:
-    return await _finish(coro, yielded)
-
-
-def _eager(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Run a storage method when it is called, as Cloudflare does (``self.ctx.storage.put(k, v)``
-    without ``await`` still writes; only the result waits for ``await``). A call that must wait
-    (for another event's ``transaction()``) goes on as a task."""
-
-    @functools.wraps(method)
-    def call(*args: Any, **kwargs: Any) -> Any:
-        coro = method(*args, **kwargs)
-        try:
-            yielded = coro.send(None)
-        except StopIteration as stop:
-            return _Settled(stop.value, None)
-        except Exception as e:
-            return _Settled(None, e)
-        return asyncio.ensure_future(_finish_task(coro, yielded))
-
-    return call
+_READY_NONE = _Ready(None)
 
 
 def _check_key(key: Any) -> str:
@@ -191,21 +136,29 @@ class DurableObjectStorage:
         self.sql = _Guarded(activation, activation.db.sql)
         self.kv = _Guarded(activation, activation.db.kv)
 
-    # ------------------------------------------------------------------ KV
-    @_eager
-    async def get(self, key: str | list[str], opts: Any = None, **kwargs: Any) -> Any:
-        if self._gate.owner is not None:  # another event's transaction() may be running
+    def _after_critical_section(self, method: Callable[..., Awaitable[T]], *args: Any,
+                                **kwargs: Any) -> "asyncio.Task[T]":
+        """The call once another event's ``transaction()`` is over, as a task (so that it is still
+        made if nobody awaits it)."""
+        async def later() -> T:
             await self._gate.wait_for_critical_section()
+            return await method(*args, **kwargs)
+        return asyncio.ensure_future(later())
+
+    # ------------------------------------------------------------------ KV
+    def get(self, key: str | list[str], opts: Any = None, **kwargs: Any) -> "Awaitable[Any]":
+        if self._gate.owner is not None and self._gate.must_wait_for_critical_section():
+            return self._after_critical_section(self.get, key, opts, **kwargs)
         _options("get", opts, kwargs)
         self._act.check_usable()
         if isinstance(key, (list, tuple)):
-            return JsDict(self._db.kv_get_many([_check_key(k) for k in key]))
-        return self._db.kv_get(_check_key(key))
+            return _Ready(JsDict(self._db.kv_get_many([_check_key(k) for k in key])))
+        return _Ready(self._db.kv_get(_check_key(key)))
 
-    @_eager
-    async def put(self, key: str | Mapping[str, Any], value: Any = _MISSING, opts: Any = None, **kwargs: Any) -> None:
-        if self._gate.owner is not None:  # another event's transaction() may be running
-            await self._gate.wait_for_critical_section()
+    def put(self, key: str | Mapping[str, Any], value: Any = _MISSING, opts: Any = None,
+            **kwargs: Any) -> "Awaitable[None]":
+        if self._gate.owner is not None and self._gate.must_wait_for_critical_section():
+            return self._after_critical_section(self.put, key, value, opts, **kwargs)
         if isinstance(key, Mapping):
             if value is _MISSING:
                 value = None
@@ -227,11 +180,11 @@ class DurableObjectStorage:
             was_open = self._db.in_transaction
             self._db.kv_put(_check_key(key), value)
         self._after_write(o, was_open)
+        return _READY_NONE
 
-    @_eager
-    async def delete(self, key: str | list[str], opts: Any = None, **kwargs: Any) -> bool | int:
-        if self._gate.owner is not None:  # another event's transaction() may be running
-            await self._gate.wait_for_critical_section()
+    def delete(self, key: str | list[str], opts: Any = None, **kwargs: Any) -> "Awaitable[bool | int]":
+        if self._gate.owner is not None and self._gate.must_wait_for_critical_section():
+            return self._after_critical_section(self.delete, key, opts, **kwargs)
         o = _options("delete", opts, kwargs)
         self._act.check_usable()
         was_open = self._db.in_transaction
@@ -240,16 +193,15 @@ class DurableObjectStorage:
         else:
             result = self._db.kv_delete(_check_key(key))
         self._after_write(o, was_open)
-        return result
+        return _Ready(result)
 
-    @_eager
-    async def list(self, opts: Any = None, **kwargs: Any) -> JsDict:
-        if self._gate.owner is not None:  # another event's transaction() may be running
-            await self._gate.wait_for_critical_section()
+    def list(self, opts: Any = None, **kwargs: Any) -> "Awaitable[JsDict]":
+        if self._gate.owner is not None and self._gate.must_wait_for_critical_section():
+            return self._after_critical_section(self.list, opts, **kwargs)
         o = _options("list", opts, kwargs, _LIST_NAMES)
         self._act.check_usable()
         args = {k: o[k] for k in ("start", "start_after", "end", "prefix", "reverse", "limit") if k in o}
-        return JsDict(self._db.kv_list(**args))
+        return _Ready(JsDict(self._db.kv_list(**args)))
 
     def _after_write(self, o: Mapping[str, Any], was_open: bool) -> None:
         # allow_unconfirmed exempts a transaction from the output gate only while every write in
@@ -260,10 +212,9 @@ class DurableObjectStorage:
         else:
             self._act.mark_confirmed()
 
-    @_eager
-    async def delete_all(self, opts: Any = None, **kwargs: Any) -> None:
-        if self._gate.owner is not None:  # another event's transaction() may be running
-            await self._gate.wait_for_critical_section()
+    def delete_all(self, opts: Any = None, **kwargs: Any) -> "Awaitable[None]":
+        if self._gate.owner is not None and self._gate.must_wait_for_critical_section():
+            return self._after_critical_section(self.delete_all, opts, **kwargs)
         _options("deleteAll", opts, kwargs)
         if self._txn_depth:
             raise RuntimeError(TEXT_DELETE_ALL_IN_TXN)
@@ -272,27 +223,26 @@ class DurableObjectStorage:
         self._act.runtime.alarms.note_delete_all(self._act)  # the alarm goes too (§13.10)
         self._act.mark_confirmed()
         self._act.after_delete_all()
+        return _READY_NONE
 
     deleteAll = delete_all  # noqa: N815
 
     # ------------------------------------------------------------------ alarms
-    @_eager
-    async def get_alarm(self, opts: Any = None, **kwargs: Any) -> int | None:
+    def get_alarm(self, opts: Any = None, **kwargs: Any) -> "Awaitable[int | None]":
         """The alarm time in epoch milliseconds, or None. None also while ``alarm()`` runs, unless
         a new alarm was set meanwhile; a failed alarm waiting for its retry still counts as set."""
-        if self._gate.owner is not None:  # another event's transaction() may be running
-            await self._gate.wait_for_critical_section()
+        if self._gate.owner is not None and self._gate.must_wait_for_critical_section():
+            return self._after_critical_section(self.get_alarm, opts, **kwargs)
         _options("getAlarm", opts, kwargs)
         self._act.check_usable()
-        return self._act.runtime.alarms.get_alarm(self._act)
+        return _Ready(self._act.runtime.alarms.get_alarm(self._act))
 
-    @_eager
-    async def set_alarm(self, scheduled_time: Any, opts: Any = None, **kwargs: Any) -> None:
+    def set_alarm(self, scheduled_time: Any, opts: Any = None, **kwargs: Any) -> "Awaitable[None]":
         """Replace the object's alarm: ``alarm()`` runs at ``scheduled_time`` (epoch milliseconds, or
         a ``datetime``; naive means UTC). A time in the past fires at once. The write joins the
         implicit transaction like any other."""
-        if self._gate.owner is not None:  # another event's transaction() may be running
-            await self._gate.wait_for_critical_section()
+        if self._gate.owner is not None and self._gate.must_wait_for_critical_section():
+            return self._after_critical_section(self.set_alarm, scheduled_time, opts, **kwargs)
         o = _options("setAlarm", opts, kwargs)
         when = alarm_time_ms(scheduled_time)
         act = self._act
@@ -305,18 +255,19 @@ class DurableObjectStorage:
         was_open = self._db.in_transaction
         act.runtime.alarms.set_alarm(act, when)
         self._after_write(o, was_open)
+        return _READY_NONE
 
-    @_eager
-    async def delete_alarm(self, opts: Any = None, **kwargs: Any) -> None:
+    def delete_alarm(self, opts: Any = None, **kwargs: Any) -> "Awaitable[None]":
         """Remove the alarm. Does not stop a running ``alarm()``; called inside it, it prevents the
         retry should that call fail."""
-        if self._gate.owner is not None:  # another event's transaction() may be running
-            await self._gate.wait_for_critical_section()
+        if self._gate.owner is not None and self._gate.must_wait_for_critical_section():
+            return self._after_critical_section(self.delete_alarm, opts, **kwargs)
         o = _options("deleteAlarm", opts, kwargs)
         self._act.check_usable()
         was_open = self._db.in_transaction
         self._act.runtime.alarms.delete_alarm(self._act)
         self._after_write(o, was_open)
+        return _READY_NONE
 
     getAlarm = get_alarm  # noqa: N815
     setAlarm = set_alarm  # noqa: N815

@@ -1,4 +1,28 @@
-from workers import Response, WorkerEntrypoint, wsgi
+import asyncio
+
+from pyodide.ffi import JsException
+from workers import DurableObject, Response, WorkerEntrypoint, wsgi
+
+
+class Eager(DurableObject):
+    """Storage calls happen when called; awaiting only collects the result."""
+
+    async def unawaited(self):
+        self.ctx.storage.put("a", 1)
+        pending = self.ctx.storage.get("a")  # called, not yet awaited
+        self.ctx.storage.put("a", 2)
+        return [await pending, await self.ctx.storage.get("a")]
+
+    async def as_tasks(self):
+        got = await asyncio.create_task(self.ctx.storage.get("a"))
+        both = await asyncio.gather(self.ctx.storage.put("b", 3), self.ctx.storage.get("b"))
+        return [got, both]
+
+    async def refused_at_the_call(self):
+        try:
+            self.ctx.storage.put("x", object())
+        except JsException as e:
+            return e.name
 
 
 def application(environ, start_response):
