@@ -3,6 +3,8 @@ values, exceptions, cancellation and context variables cross it as they cross an
 
 import asyncio
 import contextvars
+import gc
+import weakref
 
 import pytest
 
@@ -81,3 +83,20 @@ async def test_no_portal_is_a_clear_error_and_the_coroutine_is_closed():
         return await asyncio.ensure_future(spawned())  # a task of its own has no portal
     with pytest.raises(portal.NoPortalError):
         await portal.run(handler())
+
+
+async def test_an_idle_portal_keeps_nothing_of_its_last_job():
+    class Payload:
+        pass
+
+    async def handler(payload):
+        await asyncio.sleep(0)
+        raise ValueError(payload)
+
+    payload = Payload()
+    ref = weakref.ref(payload)
+    with pytest.raises(ValueError):
+        await portal.run(handler(payload))
+    del payload
+    gc.collect()
+    assert ref() is None  # the pooled greenlet does not hold the failed job's error

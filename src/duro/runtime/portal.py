@@ -52,24 +52,21 @@ def enabled() -> bool:
 class _Portal(greenlet.greenlet):  # type: ignore[misc]
     """A greenlet that runs portal jobs (coroutines) one after another; while it runs one, its
     ``parent`` (the greenlet driving the task's step) is the way out to the event loop. Idle ones
-    are kept, per thread: making a greenlet costs several times a switch."""
+    are kept, per thread: making a greenlet costs several times a switch. ``outcome`` holds how
+    the last job finished, ``(value, error)``, until the shim takes it."""
+
+    outcome: tuple[Any, BaseException | None] | None = None
 
 
-class _Finished:
-    __slots__ = ("value", "error")
-
-    def __init__(self, value: Any, error: BaseException | None) -> None:
-        self.value = value
-        self.error = error
-
-
+_FINISHED = object()  # what a portal switches to its parent when its job is over
 _MAX_IDLE = 64
 _local = threading.local()
 
 
 def _serve(coro: Any) -> None:
     """Body of a portal greenlet: run each coroutine it is given to the end, handing its yields to
-    the parent, then report how it finished and wait for the next one."""
+    the parent, then leave how it finished in ``outcome`` and wait for the next one. Nothing of a
+    finished job stays referenced from here while the portal is idle."""
     me = greenlet.getcurrent()
     while True:
         value: Any = None
@@ -78,14 +75,15 @@ def _serve(coro: Any) -> None:
             try:
                 yielded = coro.send(value) if error is None else coro.throw(error)
             except StopIteration as stop:
-                outcome = _Finished(stop.value, None)
+                me.outcome = (stop.value, None)
                 break
             except BaseException as e:
-                outcome = _Finished(None, e)
+                me.outcome = (None, e)
                 break
             value, error = me.parent.switch((yielded, me))
+            del yielded
         del coro, value, error
-        coro = me.parent.switch(outcome)
+        coro = me.parent.switch(_FINISHED)
 
 
 @types.coroutine
@@ -102,21 +100,25 @@ def _shim(coro: Any) -> Generator[Any, Any, Any]:
     # A greenlet has a contextvars context of its own: the portal shares the task's.
     child.gr_context = here.gr_context
     request = child.switch(coro)
-    while type(request) is not _Finished:
+    while request is not _FINISHED:
         yielded, resume = request
         try:
             sent = ((yield yielded), None)
         except BaseException as e:  # cancellation, GeneratorExit: forwarded into the coroutine
             sent = (None, e)
         request = resume.switch(sent)
+        del yielded, resume, sent
+    value, error = child.outcome  # type: ignore[misc]
+    child.outcome = None
     child.gr_context = None  # an idle portal keeps no task's context variables alive
     if len(idle) < _MAX_IDLE:
         idle.append(child)
-    if request.error is not None:
-        error = request.error
-        del request
-        raise error
-    return request.value
+    if error is not None:
+        try:
+            raise error
+        finally:
+            del error
+    return value
 
 
 async def _in_portal(coro: Any) -> Any:
