@@ -26,6 +26,8 @@ from typing import Any, Callable, NamedTuple
 
 import msgpack
 
+from .errors import JsException
+
 __all__ = ["encode", "decode", "copy", "register", "DataCloneError", "VERSION"]
 
 VERSION = 1
@@ -47,11 +49,13 @@ _INT64_MIN = -(2**63)
 _UINT64_MAX = 2**64 - 1
 
 
-class DataCloneError(TypeError):
+class DataCloneError(TypeError, JsException):
     """A value that cannot be stored or sent (a class instance, a function, a ``Request`` put into
     storage). Raised by the encoder before anything is stored or delivered; the message is
     Cloudflare's: ``Could not serialize object of type "Widget". This type does not support
     serialization.``"""
+
+    js_name = "DataCloneError"
 
 
 def _refusal(obj: Any, name: str | None = None) -> DataCloneError:

@@ -119,6 +119,9 @@ class ProjectConfig:
     history_retention: float = 30.0  # days of point-in-time-recovery history kept; 0 = history off
     crons: tuple[str, ...] = ()  # cron triggers (wrangler triggers.crons, [tool.duro] crons); checked by the app
     assets: Assets | None = None  # static assets (wrangler's ``assets`` block), if any
+    # Bindings to Cloudflare services duro does not provide (KV, D1, Workers AI, ...): name -> what
+    # it is. ``env.NAME`` raises an error saying so.
+    unsupported_bindings: Mapping[str, str] = field(default_factory=lambda: types.MappingProxyType({}), hash=False)
 
     def unique_key(self, class_name: str) -> str:
         """The namespace's unique key, ``"<name>-<ClassName>"`` as Miniflare derives it."""
@@ -258,8 +261,52 @@ def _from_wrangler(root: pathlib.Path, path: pathlib.Path, data: Any) -> Project
     assets = None
     if "assets" in data:
         assets = _assets(root, data["assets"], file, "assets", _navigation_prefers_assets(data, file))
-    return _build(root, path, name, main, duro, "duro", bindings, data.get("migrations", []), "migrations",
-                  data.get("vars", {}), "vars", limits, assets)
+    cfg = _build(root, path, name, main, duro, "duro", bindings, data.get("migrations", []), "migrations",
+                 data.get("vars", {}), "vars", limits, assets)
+    unsupported = {n: what for n, what in _unsupported_bindings(data).items()
+                   if n not in cfg.vars and all(b.name != n for b in cfg.bindings)}
+    return dataclasses.replace(cfg, unsupported_bindings=types.MappingProxyType(unsupported)) if unsupported else cfg
+
+
+# wrangler keys of bindings to Cloudflare services duro does not provide: key -> (what, the field
+# naming the binding). A list of tables, or one table (``ai``, ``browser``).
+_UNSUPPORTED_BINDING_KEYS = {
+    "kv_namespaces": ("a Workers KV namespace", "binding"),
+    "d1_databases": ("a D1 database", "binding"),
+    "r2_buckets": ("an R2 bucket", "binding"),
+    "services": ("a service binding", "binding"),
+    "ai": ("the Workers AI binding", "binding"),
+    "workflows": ("a Workflow", "binding"),
+    "worker_loaders": ("a Worker Loader", "binding"),
+    "vectorize": ("a Vectorize index", "binding"),
+    "hyperdrive": ("a Hyperdrive configuration", "binding"),
+    "analytics_engine_datasets": ("an Analytics Engine dataset", "binding"),
+    "browser": ("the Browser Rendering binding", "binding"),
+    "images": ("the Images binding", "binding"),
+    "dispatch_namespaces": ("a dispatch namespace", "binding"),
+    "mtls_certificates": ("an mTLS certificate", "binding"),
+    "secrets_store_secrets": ("a Secrets Store secret", "binding"),
+    "version_metadata": ("the version metadata binding", "binding"),
+    "send_email": ("an email sending binding", "name"),
+}
+
+
+def _unsupported_bindings(data: dict[str, Any]) -> dict[str, str]:
+    """Binding names of the wrangler file that duro cannot provide, and what each is."""
+    out: dict[str, str] = {}
+    for key, (what, field_name) in _UNSUPPORTED_BINDING_KEYS.items():
+        entries = data.get(key)
+        if isinstance(entries, dict):
+            entries = [entries]
+        for e in entries if isinstance(entries, list) else ():
+            if isinstance(e, dict) and isinstance(e.get(field_name), str):
+                out[e[field_name]] = f"{what} ({key} in the wrangler file)"
+    queues = data.get("queues")
+    if isinstance(queues, dict):
+        for e in queues.get("producers") or ():
+            if isinstance(e, dict) and isinstance(e.get("binding"), str):
+                out[e["binding"]] = "a Queue producer (queues.producers in the wrangler file)"
+    return out
 
 
 def _wrangler_bindings(do: dict[str, Any], name: str, file: str) -> list[tuple[Binding, str]]:

@@ -10,11 +10,13 @@ This module imports nothing of duro.
 from __future__ import annotations
 
 __all__ = [
+    "JsException",
     "DuroError",
     "InvalidInputError",
     "InvalidIdError",
     "ConfigError",
     "UnknownNamespaceError",
+    "UnsupportedBindingError",
     "StorageError",
     "SqlError",
     "StorageLimitError",
@@ -29,7 +31,31 @@ __all__ = [
 ]
 
 
-class DuroError(Exception):
+class JsException(Exception):
+    """What Cloudflare Python Workers code catches a JavaScript error with
+    (``except pyodide.ffi.JsException as e``), so that the same ``except`` catches duro's errors:
+    it is a base of every error duro raises where Cloudflare's runtime throws a JS error
+    (the :class:`DuroError` tree, ``codec.DataCloneError``). ``name`` is the JS error's name
+    (``Error``, ``TypeError``, ``DataCloneError``), ``message`` its message without the name."""
+
+    js_name = "Error"
+
+    @property
+    def name(self) -> str:
+        return self.js_name
+
+    @name.setter
+    def name(self, value: str | None) -> None:
+        # AttributeError and ImportError set ``name`` (the missing attribute or module) in their
+        # __init__; an error that is one of them too keeps that value apart from the JS name.
+        self.__dict__["python_name"] = value
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class DuroError(JsException):
     """Root of every error duro raises on purpose.
 
     The flags mirror Cloudflare's error properties: ``remote`` (raised inside the callee),
@@ -56,6 +82,8 @@ class InvalidInputError(DuroError, ValueError):
 class InvalidIdError(InvalidInputError, TypeError):
     """A Durable Object ID string is malformed or belongs to another namespace. Nothing is changed."""
 
+    js_name = "TypeError"
+
 
 class ConfigError(DuroError):
     """A project's configuration is wrong. The message names the file, the key and what is wrong.
@@ -79,6 +107,12 @@ class UnknownNamespaceError(DuroError):
     (or a request) names a namespace the running project no longer has (a class removed or
     renamed). Raised by the runtime before anything of the object is opened; nothing is changed,
     and the object's data, alarm included, stays for a project that has the class."""
+
+
+class UnsupportedBindingError(DuroError, AttributeError):
+    """``env.NAME`` names a binding to a Cloudflare service duro does not provide (Workers KV, D1,
+    Workers AI, Workflows, ...), declared in the wrangler file. Raised when the attribute is read;
+    an ``AttributeError``, so ``hasattr(env, "NAME")`` is False. Nothing else is affected."""
 
 
 class StorageError(DuroError):

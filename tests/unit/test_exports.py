@@ -33,7 +33,7 @@ def test_error_exports():
         "DuroError", "InvalidInputError", "InvalidIdError", "ConfigError", "StorageError", "SqlError",
         "StorageLimitError", "CorruptDatabaseError", "GateBrokenError", "ObjectResetError",
         "DurableObjectAbort", "OverloadedError", "RemoteError", "InternalError", "UnknownNamespaceError",
-        "mark_remote",
+        "mark_remote", "JsException", "UnsupportedBindingError",
     }
     _all_resolve(duro.errors)
     for name in ("DuroError", "DurableObjectAbort", "ObjectResetError", "OverloadedError", "RemoteError"):
@@ -57,9 +57,16 @@ def test_workers_shim_exports():
 
 
 def test_js_and_pyodide_shim_exports():
-    assert set(js.__all__) == {"Date", "Headers", "JSON", "Object", "Response", "URL", "URLSearchParams",
-                               "WebSocketPair", "console"}
-    assert set(pyodide_ffi.__all__) == {"JsProxy", "create_proxy", "create_once_callable", "to_js"}
+    assert set(js.__all__) == {
+        "Array", "Date", "Error", "Headers", "JSON", "Math", "Object", "Promise", "Request", "Response", "TextDecoder",
+        "TextEncoder", "URL", "URLSearchParams", "Uint8Array", "WebSocket", "WebSocketPair",
+        "WebSocketRequestResponsePair", "atob", "btoa", "clearTimeout", "console", "crypto", "decodeURIComponent",
+        "encodeURIComponent", "fetch", "globalThis", "performance", "setTimeout", "undefined"}
+    assert set(pyodide_ffi.__all__) == {
+        "IN_BROWSER", "JsArray", "JsAsyncGenerator", "JsAsyncIterable", "JsAsyncIterator", "JsBuffer", "JsCallable",
+        "JsDoubleProxy", "JsException", "JsFetchResponse", "JsGenerator", "JsIterable", "JsIterator", "JsMap",
+        "JsMutableMap", "JsPromise", "JsProxy", "JsTypedArray", "can_run_sync", "create_once_callable",
+        "create_proxy", "destroy_proxies", "jsnull", "run_sync", "to_js"}
     _all_resolve(js)
     _all_resolve(pyodide_ffi)
 

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ..core.cron import CronExpression, CronSyntaxError
-from ..errors import ConfigError
+from ..errors import ConfigError, UnsupportedBindingError
 from ..runtime import Activation, Runtime
+from ..runtime import portal
 from ..runtime.cron import CronScheduler
 from ..runtime.tasks import drain_tasks
 from .fetch import Request, Response
@@ -34,8 +35,17 @@ log = logging.getLogger("duro.app")
 class Env:
     """``env``: one attribute per binding and variable. Also readable as ``env["NAME"]``."""
 
-    def __init__(self, values: Mapping[str, Any]) -> None:
+    def __init__(self, values: Mapping[str, Any], unsupported: Mapping[str, str] | None = None) -> None:
         self.__dict__.update(values)
+        self._unsupported = dict(unsupported or {})  # name -> what it is, for the error
+
+    def __getattr__(self, name: str) -> Any:
+        what = self.__dict__.get("_unsupported", {}).get(name)
+        if what is not None:
+            raise UnsupportedBindingError(
+                f"env.{name} is {what}, a Cloudflare service duro does not provide "
+                f"(see docs/cloudflare.md#not-implemented)")
+        raise AttributeError(f"'Env' object has no attribute {name!r}")
 
     def __getitem__(self, name: str) -> Any:
         return self.__dict__[name]
@@ -44,7 +54,7 @@ class Env:
         return name in self.__dict__
 
     def __repr__(self) -> str:
-        return f"Env({', '.join(sorted(self.__dict__))})"
+        return f"Env({', '.join(sorted(k for k in self.__dict__ if k != '_unsupported'))})"
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,7 @@ class App:
     vars: Mapping[str, Any] = field(default_factory=dict)
     namespaces: dict[str, DurableObjectNamespace] = field(default_factory=dict)
     crons: tuple[str, ...] = ()  # the cron triggers (wrangler ``triggers.crons``), fired in UTC
+    unsupported: Mapping[str, str] = field(default_factory=dict)  # bindings duro cannot provide -> what
     _tasks: set["asyncio.Task[Any]"] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -78,7 +89,7 @@ class App:
                 self.namespaces[oc.unique_key] = ns
                 self.runtime.register(oc.unique_key, oc.cls.__name__, self._factory(oc.cls), oc.cls)
             values[oc.binding] = ns
-        self.env = Env(values)
+        self.env = Env(values, self.unsupported)
         self.runtime.alarms.invoke = invoke_alarm
         sockets_for(self.runtime)  # outbound WebSockets: closed when the runtime closes
         self.cron_scheduler: CronScheduler | None = None
@@ -121,7 +132,12 @@ class App:
         await self.runtime.close()
 
     async def handle(self, request: Request) -> Response:
-        """Run the project's entrypoint for one request."""
+        """Run the project's entrypoint for one request (in a portal once ``run_sync`` is in use)."""
+        if portal.enabled():
+            return await portal.run(self._handle(request))
+        return await self._handle(request)
+
+    async def _handle(self, request: Request) -> Response:
         ep = self.entrypoint
         if ep is None:
             return Response("this project has no WorkerEntrypoint", status=500)
@@ -146,7 +162,8 @@ class App:
         if scheduled_time is None:
             scheduled_time = self.runtime.clock.now_ms()
         entry_runtime.set(self.runtime)
-        await run_scheduled(self.entrypoint, self.env, cron, int(scheduled_time))
+        run = run_scheduled(self.entrypoint, self.env, cron, int(scheduled_time))
+        await (portal.run(run) if portal.enabled() else run)
 
 
 async def invoke_alarm(instance: Any, info: Any) -> bool:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
 
 from ..errors import DurableObjectAbort, ObjectResetError
 from ..core.lifecycle import DeactivationReason
+from ..runtime import portal
 from ..runtime.tasks import log_failure
 from .storage import DurableObjectStorage
 from .websocket import WebSocketStateMixin
@@ -97,7 +98,8 @@ class ExecutionContext:
         self._tasks = tasks
 
     def wait_until(self, awaitable: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(_await(awaitable))
+        coro = _await(awaitable)
+        task = asyncio.ensure_future(portal.run(coro) if portal.enabled() else coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(log_failure)

@@ -290,6 +290,12 @@ class WebSocketRequestResponsePair:
         self._request = request
         self._response = response
 
+    @classmethod
+    def new(cls, request: str, response: str) -> "WebSocketRequestResponsePair":
+        """JavaScript's ``new WebSocketRequestResponsePair(request, response)``, as Python Workers
+        code spells it."""
+        return cls(request, response)
+
     @property
     def request(self) -> str:
         return self._request

@@ -25,11 +25,13 @@ from ..api.assets import AssetServer
 from ..clock import Clock
 from ..config import ProjectConfig, load_project
 from ..errors import ConfigError
-from ..runtime import Runtime, RuntimeLimits
+from ..runtime import Runtime, RuntimeLimits, portal
 from . import asgi as _asgi
 from . import js as _js
 from . import pyodide_ffi as _ffi
+from .pyodide_pkg import make_modules
 from . import workers as _workers
+from . import wsgi as _wsgi
 
 __all__ = ["ProjectImportError", "install_shims", "load_app", "load_module", "preload_dependencies"]
 
@@ -45,6 +47,9 @@ _DEPENDENCIES = (
     "uvicorn.protocols.http.httptools_impl", "uvicorn.protocols.websockets.websockets_sansio_impl",
     "resource",
 )
+
+
+_PYODIDE_MODULES = make_modules(_ffi)  # made once: `import pyodide` gets the same module every time
 
 
 class ProjectImportError(ConfigError):
@@ -119,19 +124,17 @@ def _report_shadowed(folder: pathlib.Path) -> None:
 
 
 def install_shims() -> None:
-    """Make ``import workers``, ``import js``, ``import asgi`` and ``from pyodide.ffi import to_js``
-    resolve to duro."""
+    """Make ``import workers``, ``import js``, ``import asgi``, ``import pyodide`` (``ffi``, ``http``,
+    ``code``) resolve to duro."""
     sys.modules["workers"] = _workers
     sys.modules["asgi"] = _asgi
     # ``from workers import asgi`` / ``import workers.asgi``, the SDK's newer spellings.
     sys.modules["workers.asgi"] = _asgi
     _workers.asgi = _asgi  # type: ignore[attr-defined]
+    sys.modules["workers.wsgi"] = _wsgi
+    _workers.wsgi = _wsgi  # type: ignore[attr-defined]
     sys.modules["js"] = _js
-    pyodide = types.ModuleType("pyodide")
-    pyodide.__path__ = []  # type: ignore[attr-defined]
-    pyodide.ffi = _ffi  # type: ignore[attr-defined]
-    sys.modules["pyodide"] = pyodide
-    sys.modules["pyodide.ffi"] = _ffi
+    sys.modules.update(_PYODIDE_MODULES)
 
 
 def load_module(path: pathlib.Path, root: pathlib.Path | None = None) -> types.ModuleType:
@@ -169,6 +172,32 @@ def load_module(path: pathlib.Path, root: pathlib.Path | None = None) -> types.M
     return module
 
 
+_SKIPPED_DIRS = {"node_modules", "__pycache__", "site-packages"}
+_MAX_SCANNED_FILES = 5000
+
+
+def mentions_run_sync(folder: pathlib.Path) -> bool:
+    """True when a ``.py`` file in ``folder`` (recursively; hidden folders, ``node_modules`` and
+    ``site-packages`` left out, at most 5,000 files) names ``run_sync``. Cloudflare's own code often
+    imports it inside the function that calls it, after the first handler has started: portals
+    must be on before then."""
+    scanned = 0
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in _SKIPPED_DIRS]
+        for f in filenames:
+            if not f.endswith(".py"):
+                continue
+            scanned += 1
+            if scanned > _MAX_SCANNED_FILES:
+                return False
+            try:
+                if b"run_sync" in (pathlib.Path(dirpath) / f).read_bytes():
+                    return True
+            except OSError:
+                continue
+    return False
+
+
 def runtime_limits(cfg: ProjectConfig) -> RuntimeLimits:
     lim = cfg.limits
     return RuntimeLimits(idle_timeout=lim.idle_timeout, hibernation_timeout=lim.hibernation_timeout,
@@ -184,6 +213,8 @@ def load_app(root: str | os.PathLike[str], *, data_dir: str | os.PathLike[str] |
     ``root/.duro``."""
     cfg = config or load_project(root)
     install_shims()
+    if mentions_run_sync(cfg.main.parent):
+        portal.enable()  # before any handler runs (see ``runtime/portal.py``)
     module = load_module(cfg.main, cfg.root)
     objects: list[ObjectClass] = []
     cfg_file = str(cfg.source) if cfg.source else None
@@ -202,7 +233,12 @@ def load_app(root: str | os.PathLike[str], *, data_dir: str | os.PathLike[str] |
     assets = AssetServer(cfg.assets) if cfg.assets is not None else None
     if assets is not None and cfg.assets is not None and cfg.assets.binding is not None:
         values[cfg.assets.binding] = assets  # env.ASSETS.fetch(request)
-    app = App(runtime, objects, entry, values, crons=cfg.crons)
+    if cfg.unsupported_bindings:
+        log.warning("%s: %s not provided by duro; reading %s from env raises an error saying so",
+                    cfg.source.name if cfg.source else "config",
+                    ", ".join(f"{n} ({w.split(' (')[0]})" for n, w in cfg.unsupported_bindings.items()),
+                    "it" if len(cfg.unsupported_bindings) == 1 else "them")
+    app = App(runtime, objects, entry, values, crons=cfg.crons, unsupported=dict(cfg.unsupported_bindings))
     app.config = cfg  # type: ignore[attr-defined]
     app.assets = assets  # type: ignore[attr-defined]  # the front serves them before the Worker
     app.module = module  # type: ignore[attr-defined]

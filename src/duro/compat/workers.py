@@ -90,3 +90,18 @@ async def fetch(input: "str | Request", method: str | None = None, headers: Any 
         None, _blocking_fetch, req.url, req.method, req.headers.items(), req.body or None, timeout)
     resp = FetchResponse(data, status=status, headers=Headers(h))
     return resp
+
+
+_REFUSED = {
+    "import_from_javascript": "duro runs no JavaScript modules",
+    "Blob": "duro bodies are bytes; pass bytes or str",
+    "File": "duro bodies are bytes; pass bytes or str",
+    "FormData": "Request.form_data() and FormData are not implemented",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name.startswith("__"):
+        raise AttributeError(name)
+    from ._missing import missing
+    raise missing("workers", name, _REFUSED.get(name))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 import logging
 import os
 import time
@@ -30,6 +31,7 @@ from ..ids import DurableObjectId
 from ..storage import ObjectDatabase
 from ..storage.durability import Barrier
 from ..storage.journal import HistoryOptions, marker_path
+from . import portal
 from .gates import InputGate, OutputGate
 from .tasks import drain_tasks, log_failure
 
@@ -202,9 +204,9 @@ class Activation:
         self.inflight_bytes += size
         token = _current.set(self)
         try:
-            if self.instance is None:
-                self._construct()
-            if gate.locks:
+            if self.instance is None and self.state is not ActivationState.CONSTRUCTING:
+                await self._construct_in_portal() if portal.enabled() else self._construct()
+            if gate.locks:  # a constructor waiting in a portal holds the gate too
                 self.waiting += 1
                 try:
                     async with asyncio.timeout(limits.max_queue_age or None):  # 0: no bound
@@ -214,9 +216,12 @@ class Activation:
                 finally:
                     self.waiting -= 1
             if self.instance is None:
-                self._construct()
+                await self._construct_in_portal() if portal.enabled() else self._construct()
             try:
-                result = await event(self.instance)
+                if portal.enabled():
+                    result = await portal.run(event(self.instance))
+                else:
+                    result = await event(self.instance)
             except DurableObjectAbort as e:
                 if gate.broken is None:
                     self.reset(ObjectResetError(e.reason), DeactivationReason.ABORT)
@@ -250,6 +255,16 @@ class Activation:
             self.reset(e, DeactivationReason.CONSTRUCTOR_FAILED)
             raise
         self._set_state(ActivationState.ACTIVE)
+
+    async def _construct_in_portal(self) -> None:
+        """The constructor in a portal (it may ``run_sync``), with the input gate locked: while it
+        waits, no other event sees the half-built object or builds a second one."""
+        gate = self.in_gate
+        gate.lock()
+        try:
+            await portal.call(self._construct)
+        finally:
+            gate.unlock()
 
     def _apply_pending_restore(self) -> None:
         """A restore scheduled by ``on_next_session_restore_bookmark`` happens before the constructor
@@ -433,7 +448,8 @@ class Activation:
         """Run ``callback()`` with the input gate locked. Returns a task (awaitable); works unawaited
         from a constructor. If the callback raises or takes longer than 30 s, the object is reset."""
         self.in_gate.lock()
-        task = asyncio.ensure_future(self._critical(callback))
+        critical = self._critical(callback)
+        task = asyncio.ensure_future(portal.run(critical) if portal.enabled() else critical)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(_retrieve)
@@ -443,7 +459,7 @@ class Activation:
         try:
             try:
                 result = callback()
-                if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+                if inspect.isawaitable(result):
                     result = await asyncio.wait_for(result, BCW_TIMEOUT_S)
             except asyncio.TimeoutError:
                 err = ObjectResetError(TEXT_BCW_TIMEOUT)
@@ -464,6 +480,8 @@ class Activation:
         """Own a background task (``ctx.wait_until``): the activation is not evicted while it runs."""
         ctx = contextvars.copy_context()
         ctx.run(_current.set, self)
+        if portal.enabled():
+            coro = portal.run(coro)
         task = asyncio.get_running_loop().create_task(coro, name=name, context=ctx)  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -82,6 +82,11 @@ class InputGate(core.InputGate):
         if self.owner is not None:
             self.note_use(_critical_var.get())
 
+    def must_wait_for_critical_section(self) -> bool:
+        """True when ``wait_for_critical_section`` would wait: another event's critical section is
+        running, and the gate is not broken."""
+        return self.broken is None and self.is_foreign(_critical_var.get())
+
     async def wait_for_critical_section(self) -> None:
         """An event already in flight waits for another event's critical section to end before it
         uses the async storage API, as if the gate had held it back."""
