@@ -20,7 +20,7 @@ class Eager(DurableObject):
 
     async def refused_at_the_call(self):
         try:
-            self.ctx.storage.put("x", object())
+            await self.ctx.storage.put("x", object())  # refused: the awaitable raises
         except JsException as e:
             return e.name
 
