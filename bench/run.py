@@ -6,7 +6,9 @@
     python bench/run.py --compare ../old/src  # also another checkout's duro (before/after in one run)
 
 Workloads (the anchor of ../shared/anchors): GET /obj/hot (one hot object, SQL UPSERT counter),
-GET /obj/o<1..1000> (counters spread over 1,000 existing objects), GET /kv/hot (KV get+put),
+GET /obj/o<1..1000> (counters spread over 1,000 existing objects), obj_new (every request the first
+write of a new object), obj_1000_after_new (obj_1000 right after 2,000 objects were created: the
+cost of their background work to the foreground), GET /kv/hot (KV get+put),
 GET /hello (no object). The load generator is wrk (Debian package `wrk`): 1 thread, 64 connections,
 pinned to core 1; the server is pinned to core 0. Systems run alternately (A B A B ...); the
 report gives medians per workload and the duro/workerd ratios. Traffic goes to 127.0.0.1 only and
@@ -43,9 +45,24 @@ request = function()
 end
 """
 
+LUA_NEW = """
+-- wrk script: every request is the first write of a new object (a name never used before).
+local n = 0
+math.randomseed(os.time())
+local tag = tostring(math.random(1, 1000000000))
+request = function()
+  n = n + 1
+  return wrk.format("GET", "/obj/n" .. tag .. "-" .. n)
+end
+"""
+
 WORKLOADS = {
     "obj_hot": ("/obj/hot", None),
     "obj_1000": ("/", "obj"),
+    "obj_new": ("/", "new"),
+    # obj_1000 measured right after 2,000 new objects were created as fast as they go: what the
+    # background work those creations leave behind (closes, syncs, pruning) does to the foreground.
+    "obj_1000_after_new": ("/", "obj"),
     "kv_hot": ("/kv/hot", None),
     "hello": ("/hello", None),
 }
@@ -134,9 +151,20 @@ def run_wrk(port: int, workload: str, duration: int, connections: int, lua: path
     if kind == "obj":
         cmd += ["-s", str(lua)]
         env.update(PREFIX="/obj/", NOBJ="1000")
+    elif kind == "new":
+        cmd += ["-s", str(lua.with_name("new_obj.lua"))]
     cmd.append(f"http://127.0.0.1:{port}{path}")
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=duration + 60).stdout
     return parse_wrk(out)
+
+
+def create_objects(port: int, n: int) -> None:
+    """Create ``n`` new objects (one first write each), 32 at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+    tag = os.urandom(4).hex()
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(lambda i: urllib.request.urlopen(f"http://127.0.0.1:{port}/obj/c{tag}-{i}", timeout=30).read(),
+                      range(n)))
 
 
 def prefill(port: int) -> None:
@@ -150,7 +178,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per system (default 3)")
     ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
     ap.add_argument("--connections", type=int, default=64)
-    ap.add_argument("--workloads", default="obj_hot,obj_1000,kv_hot,hello")
+    ap.add_argument("--workloads", default="obj_hot,obj_1000,obj_new,obj_1000_after_new,kv_hot,hello")
     ap.add_argument("--durability", default="fsync", choices=["fsync", "os"])
     ap.add_argument("--compare", type=pathlib.Path, metavar="SRC",
                     help="also measure the duro of another checkout's src/ folder (shown as 'before')")
@@ -167,6 +195,7 @@ def main() -> int:
     workloads = args.workloads.split(",")
     lua = pathlib.Path(tempfile.mkdtemp()) / "random_obj.lua"
     lua.write_text(LUA)
+    lua.with_name("new_obj.lua").write_text(LUA_NEW)
     results: dict[str, dict[str, list[dict[str, float]]]] = {s.name: {w: [] for w in workloads} for s in systems}
     for rnd in range(args.rounds):
         for system in systems:
@@ -175,9 +204,11 @@ def main() -> int:
             proc = system.start(port, data)
             try:
                 wait_port(port, proc)
-                if "obj_1000" in workloads:
+                if any(w.startswith("obj_1000") for w in workloads):
                     prefill(port)
                 for w in workloads:
+                    if w == "obj_1000_after_new":
+                        create_objects(port, 2000)
                     r = run_wrk(port, w, args.duration, args.connections, lua)
                     results[system.name][w].append(r)
                     print(f"round {rnd + 1} {system.name:8s} {w:9s} {r['rps']:9.0f} req/s  "

@@ -66,6 +66,10 @@ class PowerCut:
         line = self._ask("stats")
         return {k: int(v) for k, v in (kv.split("=") for kv in line.split()[1:])}
 
+    def fill(self) -> None:
+        """The disk is full from now on: writes that need a new block fail with ENOSPC."""
+        assert self._ask("full") == "full"
+
     def cut(self, tear: bool = False) -> int:
         """Cut the power: every unsynced change is undone (with ``tear``, the last unsynced write
         of each file half kept); the mount goes away."""

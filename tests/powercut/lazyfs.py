@@ -16,7 +16,8 @@ disk) on standard input cuts the power: under the lock that every operation take
 undo records are applied newest first, every later operation fails with EIO, and the mount is
 taken down. BACKING then holds exactly what a machine would find after the power came back; a test
 starts the program again directly on BACKING. ``cut`` is answered with ``cut N`` (the number of
-changes lost) on standard output; ``stats`` with the pending counts.
+changes lost) on standard output; ``stats`` with the pending counts; ``full`` makes the disk full
+(a write that needs a new block fails with ENOSPC; see ``PowerCutFS.full``).
 
 Data records are undone through a descriptor the filesystem keeps for each file with unsynced
 data, so they reach the file whatever its name is by then; directory records name paths, and
@@ -60,6 +61,10 @@ class PowerCutFS(Operations):  # type: ignore[misc]
         self.ino_fd: dict[int, int] = {}
         self.serial = 0
         self.stats = {"writes": 0, "fsyncs": 0, "fsyncdirs": 0}
+        # "full": the disk has no free block. Bytes a file already has can be rewritten; a write or
+        # truncate that would need a new block (past the size the file had when the disk filled,
+        # or any byte of a file made since) fails with ENOSPC. None: there is room.
+        self.full: dict[int, int] | None = None
 
     # ---- helpers ---------------------------------------------------------------------------------
     def _real(self, path: str) -> str:
@@ -212,9 +217,29 @@ class PowerCutFS(Operations):  # type: ignore[misc]
         self._check_power()
         return os.pread(fh, size, offset)
 
+    def _check_room(self, fh: int, end: int) -> None:
+        if self.full is None:
+            return
+        ino = self.fh_ino[fh]
+        if ino not in self.full:
+            self.full[ino] = 0  # a file created since the disk filled has no block of its own
+        if end > self.full[ino]:
+            raise FuseOSError(errno.ENOSPC)
+
+    def fill(self) -> None:
+        """The disk is full from now on (every file keeps the blocks it has)."""
+        with self.mutex:
+            sizes: dict[int, int] = {}
+            for dirpath, _, names in os.walk(self.root):
+                for n in names:
+                    st = os.lstat(os.path.join(dirpath, n))
+                    sizes[st.st_ino] = st.st_size
+            self.full = sizes
+
     def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
         with self.mutex:
             self._check_power()
+            self._check_room(fh, offset + len(data))
             self._note_old(fh, offset, len(data))
             # What was written, for a torn cut (the newest unsynced write of a file half kept).
             self.undo.append(("wrote", self.ino_fd[self.fh_ino[fh]], offset, bytes(data)))
@@ -222,6 +247,7 @@ class PowerCutFS(Operations):  # type: ignore[misc]
             return os.pwrite(fh, data, offset)
 
     def _truncate_fh(self, fh: int, length: int) -> None:
+        self._check_room(fh, length)
         size = os.fstat(fh).st_size
         self._note_size(fh)
         if length < size:
@@ -395,6 +421,10 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"error {e!r}", flush=True)
                 unmount()
                 return
+            if cmd == "full":
+                fs.fill()
+                print("full", flush=True)
+                continue
             if cmd == "stats":
                 print("stats " + " ".join(f"{k}={v}" for k, v in sorted(fs.pending().items())), flush=True)
         fs.cut()  # stdin closed: the test is gone; cut, so the mount does not outlive it
