@@ -70,6 +70,10 @@ class PowerCut:
         """The disk is full from now on: writes that need a new block fail with ENOSPC."""
         assert self._ask("full") == "full"
 
+    def make_room(self) -> None:
+        """The disk has room again."""
+        assert self._ask("room") == "room"
+
     def cut(self, tear: bool = False) -> int:
         """Cut the power: every unsynced change is undone (with ``tear``, the last unsynced write
         of each file half kept); the mount goes away."""

@@ -17,7 +17,7 @@ undo records are applied newest first, every later operation fails with EIO, and
 taken down. BACKING then holds exactly what a machine would find after the power came back; a test
 starts the program again directly on BACKING. ``cut`` is answered with ``cut N`` (the number of
 changes lost) on standard output; ``stats`` with the pending counts; ``full`` makes the disk full
-(a write that needs a new block fails with ENOSPC; see ``PowerCutFS.full``).
+(a write that needs a new block fails with ENOSPC; see ``PowerCutFS.full``) and ``room`` frees it.
 
 Data records are undone through a descriptor the filesystem keeps for each file with unsynced
 data, so they reach the file whatever its name is by then; directory records name paths, and
@@ -424,6 +424,10 @@ def main(argv: list[str] | None = None) -> int:
             if cmd == "full":
                 fs.fill()
                 print("full", flush=True)
+                continue
+            if cmd == "room":
+                fs.full = None
+                print("room", flush=True)
                 continue
             if cmd == "stats":
                 print("stats " + " ".join(f"{k}={v}" for k, v in sorted(fs.pending().items())), flush=True)

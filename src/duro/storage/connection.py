@@ -93,6 +93,9 @@ _SETUP = (
 # power cut cannot be replayed: recovery removes every WAL left by an unclean stop.
 _SETUP_JOURNALED = _SETUP.replace("PRAGMA synchronous=NORMAL;", "PRAGMA synchronous=OFF;")
 
+# Opening the WAL index (the -shm file) failed: the disk has no room for it.
+_SHM_FAILURES = (apsw.SQLITE_IOERR_SHMOPEN, apsw.SQLITE_IOERR_SHMSIZE, apsw.SQLITE_IOERR_SHMMAP)
+
 _PERSIST_ON = ctypes.c_int(1)  # SQLite reads the int behind the pointer (it writes only for -1)
 
 def _not_open() -> int:
@@ -243,7 +246,25 @@ class DatabaseConnection:
             conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 1)
             for limit, value in _LIMITS:
                 conn.limit(limit, value)
-            conn.execute(_SETUP if journal is None else _SETUP_JOURNALED).fetchall()
+            setup = _SETUP if journal is None else _SETUP_JOURNALED
+            try:
+                conn.execute(setup).fetchall()
+            except apsw.IOError as e:
+                if getattr(e, "extendedresult", None) not in _SHM_FAILURES:
+                    raise
+                # No room for the -shm file (a full disk): keep the WAL index in this process's
+                # memory instead (exclusive locking), so the object can still be read. Its
+                # writes fail with SQLite's "database or disk is full" until there is room.
+                _log.warning("%s: no room for its -shm file (%s); opened with exclusive locking",
+                             self.path, e)
+                conn.close()
+                conn = apsw.Connection(str(self.path), flags=apsw.SQLITE_OPEN_READWRITE,
+                                       statementcachesize=_STATEMENT_CACHE)
+                conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 1)
+                for limit, value in _LIMITS:
+                    conn.limit(limit, value)
+                conn.execute("PRAGMA locking_mode=EXCLUSIVE").fetchall()
+                conn.execute(setup).fetchall()
         except apsw.Error as e:
             conn.close()
             if getattr(e, "result", None) in CORRUPT_CODES:

@@ -28,6 +28,7 @@ Never: use asyncio, keep state between calls, or let an OSError escape untransla
 
 from __future__ import annotations
 
+import logging
 import os
 import pathlib
 import struct
@@ -41,6 +42,8 @@ from duro.storage.paths import fsync_dir, history_path, make_dirs_durably
 
 __all__ = ["COMMIT", "SYNCED", "CLEAN", "Capture", "JournalRecord", "Scan", "encode_commit", "encode_marker",
            "scan_segments", "segment_name", "segment_paths", "redo", "SEGMENT_SUFFIX"]
+
+_log = logging.getLogger("duro.journal")
 
 MAGIC = 0x4C4A5244  # b"DRJL"
 COMMIT, SYNCED, CLEAN = 1, 2, 3
@@ -276,7 +279,11 @@ def redo(data_dir: pathlib.Path, key: str, records: list[JournalRecord], *, hist
     except OSError as e:
         raise StorageError(f"cannot redo the journal into {str(db)!r}: {e.strerror or e}") from e
     if history and captures[-1].seq:
-        _redo_history(db, captures)
+        try:
+            _redo_history(db, captures)
+        except StorageError as e:
+            # The database is whole; its history heals itself with a snapshot when it opens.
+            _log.warning("the history of %s could not be redone: %s", db, e)
 
 
 def _redo_history(db: pathlib.Path, captures: list[Capture]) -> None:

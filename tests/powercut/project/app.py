@@ -41,7 +41,10 @@ class Default(WorkerEntrypoint):
         kind, _, name = request.path.strip("/").partition("/")
         obj = self.env.LEDGER.get_by_name(name)
         if kind == "w" and request.method == "POST":
-            return Response.json(await obj.write())
+            try:
+                return Response.json(await obj.write())
+            except Exception as e:  # noqa: BLE001 - a refused write answers with why
+                return Response(f"{type(e).__name__}: {e}", status=503)
         if kind == "r":
             return Response.json(await obj.read())
         if kind == "b":
