@@ -14,13 +14,16 @@ import fcntl
 import os
 import pathlib
 import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..config import ProjectConfig, find_config_file, load_project
 from ..errors import DuroError, InvalidInputError
 from ..ids import NamespaceKey
+from ..runtime.nodejournal import recover
 from ..storage import maintenance
+from ..storage.journalfile import segment_paths
 
 __all__ = ["Namespace", "Target", "DataContext", "ServerRunning", "UnknownObject", "load_context"]
 
@@ -223,6 +226,20 @@ class DataContext:
         finally:
             os.close(fd)
 
+    def recover_journal(self) -> None:
+        """After an unclean stop the object files may lag behind the node journal (the durability
+        source): bring them in step, as the server does at start, before anything reads or changes
+        them offline. Nothing to do when a server holds the directory (it did that itself) or
+        there is no journal."""
+        if not segment_paths(self.data_dir / "journal") or self.server_pid() is not None:
+            return
+        with self.exclusive("recover the journal"):
+            report = recover(self.data_dir, history=True)
+        if report.redone or report.corrupt:
+            print(f"recovered from an unclean stop: {report.redone} objects redone from the journal "
+                  f"({report.records} records)" + (f"; {len(report.corrupt)} cannot be recovered" if report.corrupt
+                                                   else ""), file=sys.stderr)
+
     def running_error(self, what: str, pid: str) -> ServerRunning:
         return ServerRunning(
             f"cannot {what}: a duro server (pid {pid}) is using {self.data_dir}. Nothing was changed. "
@@ -247,4 +264,6 @@ def load_context(project: str | None, data: str | None, *, must_exist: bool = Tr
     if must_exist and not data_dir.is_dir():
         raise InvalidInputError(f"no data directory at {data_dir}: pass --data DIR (the directory given "
                                 "to duro serve --data), or run from the project folder")
-    return DataContext(data_dir, config)
+    ctx = DataContext(data_dir, config)
+    ctx.recover_journal()
+    return ctx
