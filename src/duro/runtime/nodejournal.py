@@ -78,6 +78,9 @@ def recover(data_dir: pathlib.Path, *, history: bool, threads: int = 8) -> Recov
     report.next_lsn = scan.last_lsn + 1
     todo, corrupt = pending_redo(scan)
     report.corrupt = corrupt
+    if scan.clean and not todo and not corrupt:
+        report.seconds = time.perf_counter() - t0
+        return report  # a clean stop: nothing to do (and nothing changed: offline reads stay reads)
     for key, why in corrupt.items():
         log.error("object %s cannot start: %s; its other objects' data is intact. Restore it from a "
                   "bookmark or remove its journal records to start it as of its file", key, why)
@@ -188,6 +191,10 @@ class NodeJournal:
                 seg = _Segment(p, -1, frozen=True)
                 self._segments.append(seg)
             self._last = dict(report.last)
+        else:
+            # Every object file holds its records (a clean stop, or redone): start afresh.
+            for p in segment_paths(self.folder):
+                p.unlink(missing_ok=True)
         self._open_segment()
         return report
 
