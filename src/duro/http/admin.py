@@ -127,10 +127,21 @@ class AdminEndpoint:
         return unique_key, hex_id, path
 
     def _reset(self, unique_key: str, hex_id: str, why: str) -> None:
-        act = self.app.runtime.find(unique_key, hex_id)
+        """Reset the object's instance (if any) and wait until its file is closed and synced. With
+        the node journal, the journal is first told durably that the file holds every record of
+        the object: the file is about to change outside the journal, and a redo of older records
+        after a power cut would undo that change."""
+        runtime = self.app.runtime
+        act = runtime.find(unique_key, hex_id)
         if act is not None:
             act.reset(ObjectResetError(f"The Durable Object was reset by an administrator ({why})."),
                       DeactivationReason.ABORT)
+        path = runtime.db_path(unique_key, hex_id)
+        wait_closed(path)
+        journal = getattr(runtime, "journal", None)
+        if journal is not None:
+            link = journal.link(path)
+            link.synced(link.position(), durable=True)
 
     # ---- operations -----------------------------------------------------------------------------
 

@@ -91,7 +91,25 @@ _SETUP = (
 # With a node journal (JournalLink) the journal is the durability source: SQLite syncs nothing
 # (no fsync on the commit path, none for a new file or a WAL restart). Stale WAL frames after a
 # power cut cannot be replayed: recovery removes every WAL left by an unclean stop.
+# (Normal locking stays: `duro objects` reads an open object's file from another process while
+# the server runs, through the -shm file.)
 _SETUP_JOURNALED = _SETUP.replace("PRAGMA synchronous=NORMAL;", "PRAGMA synchronous=OFF;")
+
+
+def _empty_wal_database() -> bytes:
+    """Page 1 of an empty database already in WAL mode. A new journaled database starts as this
+    file, so SQLite never makes (and removes) a rollback journal to switch it to WAL."""
+    mem = apsw.Connection(":memory:")
+    try:
+        mem.execute(f"PRAGMA page_size={PAGE_SIZE}; CREATE TABLE x(a); DROP TABLE x; VACUUM;")
+        page = bytearray(mem.serialize("main"))
+    finally:
+        mem.close()
+    page[18] = page[19] = 2  # file format read/write version 2: WAL
+    return bytes(page)
+
+
+_EMPTY_WAL_DATABASE = _empty_wal_database()
 
 # Opening the WAL index (the -shm file) failed: the disk has no room for it.
 _SHM_FAILURES = (apsw.SQLITE_IOERR_SHMOPEN, apsw.SQLITE_IOERR_SHMSIZE, apsw.SQLITE_IOERR_SHMMAP)
@@ -231,6 +249,8 @@ class DatabaseConnection:
             # A WAL left behind by a deleted database must never be replayed into a new one.
             self.wal_path.unlink(missing_ok=True)
             self.shm_path.unlink(missing_ok=True)
+            if journal is not None:
+                self._create_empty()
         flags = apsw.SQLITE_OPEN_READWRITE | (apsw.SQLITE_OPEN_CREATE if create else 0)
         try:
             conn = apsw.Connection(str(self.path), flags=flags, statementcachesize=_STATEMENT_CACHE)
@@ -292,6 +312,22 @@ class DatabaseConnection:
                 self.close()
                 raise
         return True
+
+    def _create_empty(self) -> None:
+        """Create the file as an empty database in WAL mode (no fsync: the journal redoes it)."""
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return
+        except OSError as e:
+            raise StorageError(f"cannot create database file {str(self.path)!r}: {e.strerror or e}") from e
+        try:
+            os.write(fd, _EMPTY_WAL_DATABASE)
+        except OSError as e:
+            os.close(fd)
+            self.path.unlink(missing_ok=True)
+            raise StorageError(f"cannot create database file {str(self.path)!r}: {e.strerror or e}") from e
+        os.close(fd)
 
     def close(self) -> None:
         """Close the connection now: an open transaction is dropped, SQLite checkpoints (with a
