@@ -44,6 +44,7 @@ log = logging.getLogger("duro.journal")
 __all__ = ["NodeJournal", "RecoveryReport", "recover", "SEGMENT_BYTES"]
 
 SEGMENT_BYTES = 64 << 20
+SYNC_INTERVAL = 1.0  # seconds between two passes that sync the object files written meanwhile
 
 
 @dataclass
@@ -154,6 +155,15 @@ class NodeJournal:
         self._failed: dict[str, StorageError] = {}  # key -> why its last record was not made durable
         self._synced: dict[str, int] = {}  # key -> through-lsn of its last durable SYNCED marker
         self._corrupt: dict[str, str] = {}
+        # Object files written (checkpointed or closed) but not yet synced: (key, through lsn). A
+        # pass every SYNC_INTERVAL syncs them all at once, in parallel and each folder once, then
+        # writes their SYNCED markers: closes and checkpoints never wait for a disk sync.
+        self._written: list[tuple[str, int]] = []
+        self._sync_lock = threading.Lock()  # one pass at a time
+        self._syncer: threading.Thread | None = None
+        self._sync_wakeup = threading.Event()
+        self._closing_syncer = False
+        self.file_syncs = 0
         self._segments: list[_Segment] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -215,6 +225,8 @@ class NodeJournal:
         self._loop = asyncio.get_running_loop()
         self._thread = threading.Thread(target=self._run, name="duro-journal", daemon=True)
         self._thread.start()
+        self._syncer = threading.Thread(target=self._sync_forever, name="duro-journal-sync", daemon=True)
+        self._syncer.start()
 
     async def close(self) -> None:
         """Write what is pending, then (every object having been closed and synced) a CLEAN marker;
@@ -222,6 +234,11 @@ class NodeJournal:
         if self._closed:
             return
         loop = asyncio.get_running_loop()
+        self._sync_wakeup.set()
+        if self._syncer is not None:
+            self._closing_syncer = True
+            await loop.run_in_executor(None, self._syncer.join)
+        await loop.run_in_executor(None, self.sync_files)  # every object file written: synced, marked
         await loop.run_in_executor(None, self.wait_processed, self._next_lsn - 1)
         with self._cond:
             # CLEAN only if every object's file holds all its records (each close synced it).
@@ -312,6 +329,86 @@ class NodeJournal:
             self._go = True
             self._cond.notify()
             return lsn
+
+    # ------------------------------------------------------------------ syncing object files
+    def written(self, key: str, through: int) -> None:
+        """``key``'s database file (and its history, and its name in its folder) now hold every
+        record up to ``through``, written but not synced (any thread). The next sync pass makes
+        them durable, then marks them synced."""
+        with self._cond:
+            self._written.append((key, through))
+
+    def _sync_forever(self) -> None:
+        while not self._closing_syncer:
+            self._sync_wakeup.wait(SYNC_INTERVAL)
+            self._sync_wakeup.clear()
+            if self._closing_syncer:
+                return
+            try:
+                self.sync_files()
+            except Exception as e:  # the records stay; the next pass retries
+                log.warning("syncing object files failed: %s", e)
+
+    def sync_files(self) -> int:
+        """One pass: fdatasync every object file (and history) written since the last pass, in
+        parallel, fsync each of their folders once, then write their SYNCED markers. A file that
+        fails keeps its records (retried next pass). Returns how many objects were marked."""
+        with self._sync_lock:
+            with self._cond:
+                todo, self._written = self._written, []
+            if not todo:
+                return 0
+            latest: dict[str, int] = {}
+            for key, through in todo:
+                latest[key] = max(latest.get(key, 0), through)
+            files = []
+            for key in latest:
+                db = self.data_dir / key
+                files += [db, db.with_suffix(".history")]
+            folders = {str((self.data_dir / k).parent) for k in latest}
+            failed: set[str] = set()
+
+            def sync_one(path: pathlib.Path) -> None:
+                try:
+                    fd = os.open(path, os.O_RDONLY)
+                except FileNotFoundError:
+                    return  # removed (an empty database), or no history: nothing to keep
+                except OSError:
+                    failed.add(str(path))
+                    return
+                try:
+                    os.fdatasync(fd)
+                except OSError:
+                    failed.add(str(path))
+                finally:
+                    os.close(fd)
+
+            def sync_dir(folder: str) -> None:
+                try:
+                    fsync_dir(folder)
+                except FileNotFoundError:
+                    pass
+                except OSError:
+                    failed.add(folder)
+
+            with ThreadPoolExecutor(max_workers=8, thread_name_prefix="duro-file-sync") as pool:
+                list(pool.map(sync_one, files))
+                list(pool.map(sync_dir, folders))
+            self.file_syncs += len(files) + len(folders)
+            marked = 0
+            retry = []
+            for key, through in latest.items():
+                db = self.data_dir / key
+                if {str(db), str(db.with_suffix(".history")), str(db.parent)} & failed:
+                    retry.append((key, through))
+                    continue
+                self.mark_synced(key, through)
+                marked += 1
+            if retry:
+                log.warning("%d object files could not be synced; retrying in the next pass", len(retry))
+                with self._cond:
+                    self._written.extend(retry)
+            return marked
 
     def wait_processed(self, lsn: int) -> None:
         """Block until every record up to ``lsn`` was written and synced (or failed)."""
@@ -518,9 +615,17 @@ class _Link:
             j.wait_processed(lsn)
         return self.key not in j._failed and j._crash is None
 
+    def written(self, through: int) -> None:
+        """This object's file (and history) now hold every record up to ``through``, written but
+        not synced: the journal syncs them in its next pass, then may drop the records."""
+        self.journal.written(self.key, through)
+
     def synced(self, through: int, *, durable: bool = False) -> None:
         """This object's file now holds every record up to ``through`` on stable storage. With
-        ``durable``, wait until the journal knows it too (before the file is replaced wholesale)."""
+        ``durable`` (before the file is changed outside the journal: a restore, an admin write),
+        first sync every file written so far, then wait until the journal has the marker."""
+        if durable:
+            self.journal.sync_files()
         lsn = self.journal.mark_synced(self.key, through)
         if durable and lsn:
             self.journal.wait_processed(lsn)

@@ -19,12 +19,10 @@ from collections.abc import Callable
 
 import apsw
 
-from duro.errors import StorageError
 from duro.storage.durability import JournalLink
 from duro.storage.journal import DetachedHistory
-from duro.storage.paths import fsync_dir
 
-__all__ = ["wait_closed", "close_on_worker", "close_quietly", "closing_any", "sync_journaled"]
+__all__ = ["wait_closed", "close_on_worker", "close_quietly", "closing_any"]
 
 _log = logging.getLogger("duro.storage")
 
@@ -60,7 +58,7 @@ def closing_any() -> bool:
 def close_on_worker(conn: apsw.Connection, history: DetachedHistory | None,
                     files: tuple[pathlib.Path, pathlib.Path, pathlib.Path], empty: bool,
                     ckpt_idle: threading.Event, offload: Callable[[Callable[[], None]], None], *,
-                    journal: JournalLink | None = None, lsn: int = 0, sync_dir: bool = True) -> None:
+                    journal: JournalLink | None = None, lsn: int = 0) -> None:
     """Hand the end of a close to ``offload`` (or run it here if the runtime is shutting down),
     registered so that opening ``files[0]`` again waits for it. ``conn`` is no longer the
     object's; ``ckpt_idle`` is set when no periodic checkpoint of it runs."""
@@ -74,7 +72,7 @@ def close_on_worker(conn: apsw.Connection, history: DetachedHistory | None,
             if journal is None:
                 _finish_close(conn, history, files, empty)
             else:
-                _finish_journaled_close(conn, history, files, empty, journal, lsn, sync_dir)
+                _finish_journaled_close(conn, history, files, empty, journal, lsn)
         except Exception as e:
             _log.error("closing %s failed: %s", path, e)
         finally:
@@ -123,12 +121,12 @@ def _finish_close(conn: apsw.Connection, history: DetachedHistory | None,
 
 def _finish_journaled_close(conn: apsw.Connection, history: DetachedHistory | None,
                             files: tuple[pathlib.Path, pathlib.Path, pathlib.Path], empty: bool,
-                            journal: JournalLink, lsn: int, sync_dir: bool) -> None:
+                            journal: JournalLink, lsn: int) -> None:
     """The end of ``close_offloaded`` when the node journal is the durability source: SQLite's
     checkpoint on close runs only once the journal holds every commit durably (otherwise the WAL
-    is dropped unread and the file redone from the journal); then the file (and history) are
-    synced and the journal told it may forget the object's records. An ``empty`` database's
-    files are removed, and that removal synced, first."""
+    is dropped unread and the file redone from the journal); then the journal is told the file
+    (and history) hold its records, and syncs them in its next pass. An ``empty`` database's
+    files are removed (the pass syncs their folder)."""
     if not journal.wait_durable(lsn):
         if history is not None:
             history.close()
@@ -137,44 +135,18 @@ def _finish_journaled_close(conn: apsw.Connection, history: DetachedHistory | No
         journal.recover()
         return
     try:
-        if history is not None:
-            history.sync()
         if empty:
             conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE)
             conn.close()
             for p in files:
                 p.unlink(missing_ok=True)
-            fsync_dir(files[0].parent)
             if history is not None:
                 history.discarded()
-                history.sync()
-            journal.synced(lsn)
-            return
     finally:
         close_quietly(conn, files[2])
         if history is not None:
             history.close()
-    sync_journaled(files[0], journal, lsn, sync_dir=sync_dir)
-
-
-def sync_journaled(db: pathlib.Path, journal: JournalLink, lsn: int, *, sync_dir: bool) -> None:
-    """fdatasync a journaled database file that holds every record up to ``lsn`` (and fsync its
-    folder when it may hold a new name), then tell the journal."""
-    try:
-        try:
-            fd = os.open(db, os.O_RDONLY)
-        except FileNotFoundError:
-            fd = -1  # removed meanwhile (an empty database): nothing to keep
-        if fd >= 0:
-            try:
-                os.fdatasync(fd)
-            finally:
-                os.close(fd)
-        if sync_dir:
-            fsync_dir(db.parent)
-    except OSError as e:
-        raise StorageError(f"cannot sync {str(db)!r}: {e.strerror or e}") from e
-    journal.synced(lsn)
+    journal.written(lsn)
 
 
 def close_quietly(conn: apsw.Connection, shm: pathlib.Path) -> None:

@@ -32,7 +32,7 @@ import apsw
 from duro.clock import now_ms
 from duro.errors import CorruptDatabaseError, InternalError, SqlError, StorageError
 from duro.storage.authorizer import Authorizer
-from duro.storage.closing import close_on_worker, close_quietly, closing_any, sync_journaled, wait_closed
+from duro.storage.closing import close_on_worker, close_quietly, closing_any, wait_closed
 from duro.storage.history import apply_pending_restore
 from duro.storage.durability import History, JournalLink
 from duro.storage.journal import WalTail, fsync_dir, history_path, marker_path
@@ -143,7 +143,8 @@ class DatabaseConnection:
         self.journal = journal
         self._tail = WalTail(self.wal_path) if (history is not None or journal is not None) else None
         self.captured: Capture | None = None
-        self._dir_synced = False  # the folder was fsynced since this connection opened
+        if journal is not None and history is not None:
+            history.deferred_sync = True  # the journal syncs it, with the database file, later
         # Periodic checkpoints (every ~CHECKPOINT_PAGES WAL pages) fsync the WAL and the database:
         # the runtime passes ``offload`` to run them on a worker thread, off the event loop. Tools
         # (no offload) checkpoint inline. Opening and closing wait for a checkpoint in progress.
@@ -296,7 +297,6 @@ class DatabaseConnection:
         self._wal_pages = 0
         conn.set_wal_hook(self._wal_hook)
         self._conn = conn
-        self._dir_synced = False
         if self._tail is not None:
             self._tail.close()
         self.changes = conn.changes
@@ -346,7 +346,7 @@ class DatabaseConnection:
         if conn is not None:
             close_quietly(conn, self.shm_path)
             if journal is not None:
-                sync_journaled(self.path, journal, lsn, sync_dir=not self._dir_synced)
+                journal.written(lsn)
 
     def _close_unjournaled(self, conn: apsw.Connection) -> None:
         """Close without a checkpoint: the WAL holds a commit the journal could not make durable.
@@ -385,7 +385,7 @@ class DatabaseConnection:
         lsn = journal.position() if journal is not None else 0
         self._forget_connection()
         close_on_worker(conn, history, (self.path, self.wal_path, self.shm_path), empty, self._ckpt_idle,
-                        offload, journal=journal, lsn=lsn, sync_dir=not self._dir_synced)
+                        offload, journal=journal, lsn=lsn)
 
     def wait_closed(self) -> None:
         """Return once no offloaded close of this file is in progress."""
@@ -421,10 +421,8 @@ class DatabaseConnection:
         if self.history is not None:
             self.history.after_discard()
         if journal is not None:
-            # The files are gone for good only once their folder is synced; then the journal
-            # may forget this object's records.
-            fsync_dir(self.path.parent)
-            journal.synced(lsn)
+            # The files are gone for good once their folder is synced: the journal's next pass.
+            journal.written(lsn)
 
     # ---- running statements ----------------------------------------------------------------
 
@@ -628,41 +626,19 @@ class DatabaseConnection:
     def checkpoint_journaled(self) -> bool:
         """With a journal, on the event loop, outside a transaction: once every commit in the WAL
         is durable in the journal (this waits for it: one journal flush, once per ~1,000 WAL
-        pages), copy the WAL into the database file (no fsync: synchronous=OFF), then sync the
-        file (and the history) on a worker thread and tell the journal it may drop the records.
-        False if it could not run now (a transaction is open, a sync still runs, or the journal
-        failed: the object is resetting)."""
+        pages), copy the WAL into the database file (no fsync: synchronous=OFF) and tell the
+        journal, which syncs the file in its next pass and then may drop the records. False if it
+        could not run now (a transaction is open, or the journal failed: the object is resetting)."""
         journal = self.journal
         assert journal is not None
-        if self.txn.open or self._conn is None or not self._ckpt_idle.is_set():
+        if self.txn.open or self._conn is None:
             return False
         lsn = journal.position()
         if not journal.wait_durable(lsn):
             return False
         self._wal_pages = 0
         self.checkpoint(passive=True)
-        sync_history = self.history.sync_later() if self.history is not None else None
-        sync_dir = not self._dir_synced
-        self._dir_synced = True
-        path = self.path
-
-        def job() -> None:
-            try:
-                if sync_history is not None:
-                    sync_history()
-                sync_journaled(path, journal, lsn, sync_dir=sync_dir)
-            except Exception as e:  # the journal keeps the records; a later sync retries
-                _log.warning("sync of %s failed: %s", path, e)
-            finally:
-                self._ckpt_idle.set()
-        self._ckpt_idle.clear()
-        if self.offload is None:
-            job()
-            return True
-        try:
-            self.offload(job)
-        except RuntimeError:
-            job()
+        journal.written(lsn)
         return True
 
     def rollback(self) -> None:

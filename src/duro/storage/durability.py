@@ -249,10 +249,17 @@ class JournalLink(Protocol):
         not be (then the WAL holds a commit the journal does not: never checkpoint it)."""
         ...
 
+    def written(self, through: int) -> None:
+        """The object's database file (and history, and its name in its folder) now hold every
+        record up to ``through``, written but not synced (a checkpoint or a close): the journal
+        syncs them later, many objects at once, and only then drops those records."""
+        ...
+
     def synced(self, through: int, *, durable: bool = False) -> None:
         """The object's database file (and history) now hold every record up to ``through`` on
-        stable storage: those records may be dropped. With ``durable``, return only once the
-        journal has that on disk too (before a file is replaced wholesale, as a restore does)."""
+        stable storage: those records may be dropped. With ``durable`` (before a file is changed
+        outside the journal, as a restore does), every file written so far is synced first and
+        this returns only once the journal has the marker on disk."""
         ...
 
     def recover(self) -> None:

@@ -167,9 +167,13 @@ class _OpenHistory:
     def now_ms(self) -> int:
         return int(self.options.now_ms())
 
+    deferred_sync = False
+    """Set when the node journal holds every record this history appends and syncs the history
+    file itself, later (with the database file): then :meth:`sync` does not fsync."""
+
     def sync(self) -> None:
         """fsync the history if anything was appended since the last sync."""
-        if self._unsynced and self.file is not None:
+        if self._unsynced and self.file is not None and not self.deferred_sync:
             self.file.fsync()
         self._unsynced = False
 
@@ -320,6 +324,7 @@ class ObjectHistory(_OpenHistory):
         """Hand the open history to the thread that finishes the database's close (``close(offload=
         True)``); this object is left closed, ready to attach again."""
         detached = DetachedHistory(self.path, self.file, self._unsynced, self.options)
+        detached.deferred_sync = self.deferred_sync
         self.file = None
         self._unsynced = False
         self._checkpoint = None
