@@ -1,6 +1,7 @@
 """Lifecycle: the bound on open databases, durability modes, files left on disk."""
 
 import asyncio
+import os
 
 from duro.runtime import RuntimeLimits
 from duro.testing import LocalApp
@@ -95,3 +96,17 @@ def test_the_open_file_limit_bounds_open_databases(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split()[:2] == ["bound", "16"], proc.stdout
     assert "open-file limit (300) holds only 16 open databases" in proc.stderr
+
+
+async def test_an_idle_open_object_gives_back_the_descriptors_duro_holds(tmp_path):
+    import time as _time
+    async with LocalApp(PROJECTS / "gates", tmp_path / "d") as app:
+        stub = app.env.PROBE.get_by_name("idle-fds")
+        await stub.rmw()
+        before = len(os.listdir("/proc/self/fd"))
+        app.runtime.sweep(now=_time.monotonic() + 6)  # idle past FD_IDLE_SECONDS, not evicted
+        assert app.runtime.find(*next(iter(app.runtime._activations))) is not None
+        assert len(os.listdir("/proc/self/fd")) == before - 2  # the WAL reader and the history file
+        await stub.rmw()  # the next commit opens them again and its history goes on
+        assert await stub.get_n() == 2
+        assert len(os.listdir("/proc/self/fd")) == before

@@ -62,8 +62,11 @@ class ClassEntry:
 
 
 # File descriptors one open object holds: its database, -wal and -shm (SQLite), its history file
-# and the reader that follows the -wal for the history.
+# and the reader that follows the -wal for the history. After FD_IDLE_SECONDS without an event an
+# open object gives the last two back (``DatabaseConnection.release_fds``); the bound below still
+# counts five, for objects that are busy.
 FDS_PER_OPEN_DATABASE = 5
+FD_IDLE_SECONDS = 5.0
 # Descriptors that busy objects may take past max_open_databases (idle ones are closed first);
 # past them a new object is refused as overloaded. The front leaves these free too.
 OVERFLOW_FDS = 256
@@ -329,6 +332,8 @@ class Runtime:
                 act.close(DeactivationReason.HIBERNATION if hibernating else DeactivationReason.IDLE)
                 self.forget(act)
                 evicted += 1
+            elif act.is_idle and now - act.last_used >= FD_IDLE_SECONDS and act.db.is_open:
+                act.db.port.release_fds()
         self.hibernation.sweep(now, lambda key, hex_id: (key, hex_id) in self._activations)
         if len(self._activations) > self.max_open_databases:
             self._close_lru_databases()

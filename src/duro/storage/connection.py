@@ -617,6 +617,18 @@ class DatabaseConnection:
         else:
             self.captured = Capture(0, now_ms(), 0, size, pages, ident)
 
+    def release_fds(self) -> None:
+        """An idle open object gives back the descriptors duro holds beside SQLite's (the WAL
+        reader's and the history file's); the next commit opens them again. With a journal an
+        idle open object then holds three (database, -wal, -shm)."""
+        if self.txn.open or self._conn is None:
+            return
+        if self._tail is not None:
+            self._tail.release()
+        release = getattr(self.history, "release", None)
+        if release is not None:
+            release()
+
     @property
     def needs_checkpoint(self) -> bool:
         """With a journal: the WAL has grown past the checkpoint threshold (see

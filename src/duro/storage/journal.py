@@ -76,6 +76,13 @@ class WalTail:
         self._salt = b""
         self._offset = 0
 
+    def release(self) -> None:
+        """Give the descriptor back while the object is idle; where the next commit starts is
+        kept (the next read opens the file again)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd = -1
+
     @property
     def frames(self) -> int:
         """Frames in the WAL up to the end of the last commit read."""
@@ -319,6 +326,13 @@ class ObjectHistory(_OpenHistory):
         hf = self.file
         self._unsynced = False
         return hf.fsync if hf is not None else (lambda: None)
+
+    def release(self) -> None:
+        """Give the history file's descriptor back while the object is idle (the next commit
+        opens it again). Only once nothing appended waits for a sync this history would do."""
+        if self.file is not None and (self.deferred_sync or not self._unsynced):
+            self.file.close()
+            self.file = None
 
     def detach(self) -> "DetachedHistory":
         """Hand the open history to the thread that finishes the database's close (``close(offload=
