@@ -1,0 +1,79 @@
+"""An object with named schedules next to its own alarm, for the schedule tests. Every call a
+schedule or ``alarm()`` makes is appended to the KV key "log", so tests read it back after
+evictions and restarts."""
+
+from duro import DurableObject
+
+
+class Planner(DurableObject):
+    async def schedule(self, when, method, payload=None, **kw):
+        s = await self.ctx.storage.schedule(when, method, payload, **kw)
+        return {"id": s.id, "time": s.time, "type": s.type}
+
+    async def schedule_camel(self, when, method, payload=None, **kw):
+        s = await self.ctx.storage.schedule(when, method, payload, **kw)
+        got = await self.ctx.storage.getSchedule(s.id)
+        return [x.id for x in await self.ctx.storage.getSchedules()], got.callback
+
+    async def schedules(self, **kw):
+        return [(s.id, s.method, s.payload, s.type, s.time, s.cron, s.catch_up)
+                for s in await self.ctx.storage.get_schedules(**kw)]
+
+    async def cancel(self, sid):
+        return await self.ctx.storage.cancel_schedule(sid)
+
+    async def cancel_camel(self, sid):
+        return await self.ctx.storage.cancelSchedule(sid)
+
+    async def set_alarm(self, when):
+        await self.ctx.storage.set_alarm(when)
+
+    async def get_alarm(self):
+        return await self.ctx.storage.get_alarm()
+
+    async def delete_alarm(self):
+        await self.ctx.storage.delete_alarm()
+
+    async def raw_alarm_row(self):
+        return self.ctx._act.db.get_alarm()
+
+    async def fail_times(self, n):
+        await self.ctx.storage.put("fail", n)
+
+    async def log(self):
+        return await self.ctx.storage.get("log") or []
+
+    async def _append(self, entry):
+        log = await self.ctx.storage.get("log") or []
+        log.append(entry)
+        await self.ctx.storage.put("log", log)
+
+    # ---- what the schedules call
+    async def ping(self, payload, schedule):
+        await self._append(["ping", payload, schedule.id, schedule.time, schedule.missed, schedule.retry_count])
+
+    async def flaky(self, payload, schedule):
+        n = await self.ctx.storage.get("fail") or 0
+        await self._append(["flaky", payload, schedule.time, schedule.retry_count])
+        if n > 0:
+            await self.ctx.storage.put("fail", n - 1)
+            raise RuntimeError("flaky failed")
+
+    async def chain(self, payload):
+        await self._append(["chain", payload])
+        if payload < 3:
+            await self.ctx.storage.schedule(1, "chain", payload + 1)
+
+    async def self_cancel(self, payload, schedule):
+        await self._append(["self_cancel", schedule.time])
+        await self.ctx.storage.cancel_schedule(schedule.id)
+
+    async def alarm(self, info):
+        await self._append(["alarm", info.scheduled_time, info.retry_count])
+        n = await self.ctx.storage.get("alarm_fail") or 0
+        if n > 0:
+            await self.ctx.storage.put("alarm_fail", n - 1)
+            raise RuntimeError("alarm failed")
+
+    async def alarm_fails(self, n):
+        await self.ctx.storage.put("alarm_fail", n)
