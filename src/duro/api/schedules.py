@@ -26,13 +26,13 @@ import datetime
 import inspect
 import logging
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from .. import codec
 from ..core.alarms import AlarmInvocationInfo, RetryPolicy
 from ..core.cron import CronExpression
-from ..core.schedules import CatchUp, Kind, ScheduleRecord, after_failure, after_success, gives_up, plan_fires
+from ..core.schedules import MISSED_AFTER_MS, CatchUp, Kind, ScheduleRecord, after_failure, after_success, gives_up, plan_fires
 from ..storage.schedules import ScheduleStore
 from .namespace import call_handler, find_handler, fit_args
 
@@ -125,7 +125,7 @@ def _first_time(when: Any, now_ms: int) -> tuple[Kind, str | None, int]:
 
 
 def schedule(act: "Activation", when: Any, method: str, payload: Any = None, *, id: str | None = None,
-             catch_up: "str | CatchUp" = "once") -> Schedule:
+             catch_up: "str | CatchUp" = "once", missed_after: Any = None) -> Schedule:
     """Make (or, with an ``id`` that exists, keep or replace) a schedule. See DurableObjectStorage."""
     if not isinstance(method, str) or not method:
         raise TypeError("schedule(when, method, ...): method must be the name of a method of the object")
@@ -137,13 +137,15 @@ def schedule(act: "Activation", when: Any, method: str, payload: Any = None, *, 
     policy = CatchUp.parse(catch_up)
     if id is not None and (not isinstance(id, str) or not id or len(id) > _MAX_ID):
         raise ValueError(f"schedule(): id must be a non-empty str of at most {_MAX_ID} characters")
+    missed_after_ms = MISSED_AFTER_MS if missed_after is None else _seconds_ms(missed_after, "missed_after")
     now = _now(act)
     kind, cron, due = _first_time(when, now)
     data = codec.encode(payload)
     store = _store(act)
     ensure_mode(act, store)
     sid = id if id is not None else secrets.token_hex(8)
-    rec = ScheduleRecord(sid, method, data, kind, cron, due, policy, rev=secrets.randbits(62))
+    rec = ScheduleRecord(sid, method, data, kind, cron, due, policy, rev=secrets.randbits(62),
+                         missed_after_ms=missed_after_ms)
     old = store.get(sid) if id is not None else None
     if old is not None and (old.same_definition(rec) or (kind is Kind.DELAYED and old.kind is Kind.DELAYED
                                                           and _same_but_time(old, rec))):
@@ -153,9 +155,18 @@ def schedule(act: "Activation", when: Any, method: str, payload: Any = None, *, 
     return Schedule.of(rec)
 
 
+def _seconds_ms(v: Any, what: str) -> int:
+    if isinstance(v, datetime.timedelta):
+        v = v.total_seconds()
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+        raise ValueError(f"schedule(): {what} must be a number of seconds >= 0 (or a timedelta), not {v!r}")
+    return int(v * 1000)
+
+
 def _same_but_time(a: ScheduleRecord, b: ScheduleRecord) -> bool:
     # A delay is relative to the call: asking again for the same delay keeps the first one's time.
-    return (a.method, a.payload, a.catch_up) == (b.method, b.payload, b.catch_up)
+    return (a.method, a.payload, a.catch_up, a.missed_after_ms) == (b.method, b.payload, b.catch_up,
+                                                                   b.missed_after_ms)
 
 
 def get_schedule(act: "Activation", schedule_id: str) -> Schedule | None:
@@ -317,8 +328,7 @@ async def _run_schedule(act: "Activation", instance: Any, store: ScheduleStore, 
             _save(store, cur, nxt)
             return
         if i + 1 < len(plan.fires):
-            cur = ScheduleRecord(cur.id, cur.method, cur.payload, cur.kind, cur.cron, plan.fires[i + 1],
-                                 cur.catch_up, cur.rev)
+            cur = replace(cur, due_ms=plan.fires[i + 1], retries=0, retry_at_ms=None)
             store.put(cur)  # progress through the missed times is kept even if a later call fails
         else:
             _save(store, cur, after_success(cur, plan))
@@ -374,8 +384,7 @@ def after_drop(act: "Activation") -> None:
         if nxt is not None and nxt.due_ms <= now:  # ``all`` with a backlog: skip to the future
             expr = CronExpression.parse(rec.cron or "")
             n = expr.next_after(now)
-            nxt = None if n is None else ScheduleRecord(rec.id, rec.method, rec.payload, rec.kind, rec.cron,
-                                                         n, rec.catch_up, rec.rev)
+            nxt = None if n is None else replace(rec, due_ms=n, retries=0, retry_at_ms=None)
         _save(store, rec, nxt)
     wake = store.user_wake()
     if wake is not None and wake <= now:

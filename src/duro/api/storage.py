@@ -301,24 +301,29 @@ class DurableObjectStorage:
 
     # ------------------------------------------------------------------ schedules (docs/schedules.md)
     def schedule(self, when: Any, method: str, payload: Any = None, *, id: str | None = None,
-                 catch_up: str = "once", **kwargs: Any) -> "Awaitable[schedules.Schedule]":
+                 catch_up: str = "once", missed_after: Any = None,
+                 **kwargs: Any) -> "Awaitable[schedules.Schedule]":
         """Call ``self.<method>(payload, schedule)`` later: ``when`` is a delay in seconds (or a
         ``timedelta``), a ``datetime``, or a cron expression (UTC, Cloudflare syntax; repeats).
         ``payload`` is stored with the value codec. With an ``id`` that already names the same
         schedule, nothing changes (idempotent); a different one with that id is replaced.
         ``catch_up`` ("once", "all", "skip") says what to do with times missed while the server
-        was down. Many schedules share the object's one alarm; ``get_alarm()`` still returns the
-        object's own. Written in the implicit transaction, like any other write."""
+        was down; a time counts as missed once it is ``missed_after`` seconds late (default 60).
+        Many schedules share the object's one alarm; ``get_alarm()`` still returns the object's
+        own. Written in the implicit transaction, like any other write."""
         catch_up = kwargs.pop("catchUp", catch_up)
+        missed_after = kwargs.pop("missedAfter", missed_after)
         if kwargs:
             raise TypeError(f"schedule() got unexpected keyword arguments: {', '.join(sorted(kwargs))}")
-        return self._call("schedule", self._schedule, when, method, payload, id, catch_up)
+        return self._call("schedule", self._schedule, when, method, payload, id, catch_up, missed_after)
 
-    def _schedule(self, when: Any, method: str, payload: Any, id: str | None, catch_up: str) -> Any:
+    def _schedule(self, when: Any, method: str, payload: Any, id: str | None, catch_up: str,
+                  missed_after: Any) -> Any:
         act = self._act
         act.check_usable()
         was_open = self._db.in_transaction
-        result = schedules.schedule(act, when, method, payload, id=id, catch_up=catch_up)
+        result = schedules.schedule(act, when, method, payload, id=id, catch_up=catch_up,
+                                    missed_after=missed_after)
         self._after_write({}, was_open)
         return result
 

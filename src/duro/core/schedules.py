@@ -6,8 +6,9 @@ with a method name and a payload. Many live in one object; they are multiplexed 
 (the runtime side is :mod:`duro.api.schedules`). This module never reads a clock, touches a file or
 uses asyncio: callers pass ``now_ms`` and ``rand`` in and persist what it returns.
 
-The catch-up policy says what to do with times that were *missed* — due more than
-:data:`MISSED_AFTER_MS` ago when the schedule is looked at (the server was down, or far behind):
+The catch-up policy says what to do with times that were *missed* — due more than the schedule's
+``missed_after_ms`` (default :data:`MISSED_AFTER_MS`, one minute) ago when the schedule is looked
+at (the server was down, or far behind):
 
 - ``once`` (default): call the method once, for the latest missed time (its info says how many
   times were folded into that call);
@@ -77,6 +78,7 @@ class ScheduleRecord:
     rev: int
     retries: int = 0
     retry_at_ms: int | None = None
+    missed_after_ms: int = MISSED_AFTER_MS
 
     @property
     def wake_ms(self) -> int:
@@ -85,8 +87,8 @@ class ScheduleRecord:
 
     def same_definition(self, other: "ScheduleRecord") -> bool:
         """Whether ``other`` asks for the same thing (``schedule()`` with an existing id)."""
-        return (self.method, self.payload, self.kind, self.cron, self.catch_up) == \
-            (other.method, other.payload, other.kind, other.cron, other.catch_up) and \
+        return (self.method, self.payload, self.kind, self.cron, self.catch_up, self.missed_after_ms) == \
+            (other.method, other.payload, other.kind, other.cron, other.catch_up, other.missed_after_ms) and \
             (self.kind is Kind.CRON or self.due_ms == other.due_ms)
 
 
@@ -105,9 +107,9 @@ def _expr(rec: ScheduleRecord) -> CronExpression:
     return CronExpression.parse(rec.cron)
 
 
-def plan_fires(rec: ScheduleRecord, now_ms: int, *, missed_after_ms: int = MISSED_AFTER_MS,
-               max_catch_up: int = MAX_CATCH_UP) -> FirePlan:
+def plan_fires(rec: ScheduleRecord, now_ms: int, *, max_catch_up: int = MAX_CATCH_UP) -> FirePlan:
     """What to call for ``rec`` at ``now_ms`` (its wake time has come)."""
+    missed_after_ms = rec.missed_after_ms
     if rec.kind is not Kind.CRON:
         if rec.retries > 0:
             return FirePlan((rec.due_ms,), 0, None)  # a retry is made whatever the policy

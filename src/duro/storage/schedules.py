@@ -27,15 +27,15 @@ _CREATE = (
     "CREATE TABLE IF NOT EXISTS _cf_SCHEDULES (id TEXT PRIMARY KEY, method TEXT NOT NULL, "
     "payload BLOB NOT NULL, kind TEXT NOT NULL, cron TEXT, due_ms INTEGER NOT NULL, "
     "catch_up TEXT NOT NULL, rev INTEGER NOT NULL, retries INTEGER NOT NULL DEFAULT 0, "
-    "retry_at_ms INTEGER, wake_ms INTEGER NOT NULL)"
+    "retry_at_ms INTEGER, wake_ms INTEGER NOT NULL, missed_after_ms INTEGER NOT NULL)"
 )
 _INDEX = "CREATE INDEX IF NOT EXISTS _cf_SCHEDULES_wake ON _cf_SCHEDULES (wake_ms)"
-_COLUMNS = "id, method, payload, kind, cron, due_ms, catch_up, rev, retries, retry_at_ms"
+_COLUMNS = "id, method, payload, kind, cron, due_ms, catch_up, rev, retries, retry_at_ms, missed_after_ms"
 _GET = f"SELECT {_COLUMNS} FROM _cf_SCHEDULES WHERE id = ?"
 _ALL = f"SELECT {_COLUMNS} FROM _cf_SCHEDULES ORDER BY wake_ms, id"
 _DUE = f"SELECT {_COLUMNS} FROM _cf_SCHEDULES WHERE wake_ms <= ? ORDER BY wake_ms, id"
 _PUT = (f"INSERT OR REPLACE INTO _cf_SCHEDULES ({_COLUMNS}, wake_ms) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 _DELETE = "DELETE FROM _cf_SCHEDULES WHERE id = ?"
 _EARLIEST = "SELECT min(wake_ms) FROM _cf_SCHEDULES"
 _COUNT = "SELECT count(*) FROM _cf_SCHEDULES"
@@ -50,9 +50,9 @@ _USER_RETRY_AT_SET = "INSERT OR REPLACE INTO _cf_METADATA (key, value) VALUES (6
 
 
 def _record(row: tuple) -> ScheduleRecord:  # type: ignore[type-arg]
-    id_, method, payload, kind, cron, due_ms, catch_up, rev, retries, retry_at_ms = row
+    id_, method, payload, kind, cron, due_ms, catch_up, rev, retries, retry_at_ms, missed_after_ms = row
     return ScheduleRecord(id_, method, bytes(payload), Kind(kind), cron, due_ms, CatchUp(catch_up), rev,
-                          retries, retry_at_ms)
+                          retries, retry_at_ms, missed_after_ms)
 
 
 class ScheduleStore:
@@ -103,7 +103,8 @@ class ScheduleStore:
         port = self._port
         port.ensure_transaction()
         port.run_internal(_PUT, (rec.id, rec.method, rec.payload, rec.kind.value, rec.cron, rec.due_ms,
-                                 rec.catch_up.value, rec.rev, rec.retries, rec.retry_at_ms, rec.wake_ms),
+                                 rec.catch_up.value, rec.rev, rec.retries, rec.retry_at_ms, rec.missed_after_ms,
+                                 rec.wake_ms),
                           rows=False)
 
     def delete(self, schedule_id: str) -> bool:
