@@ -26,9 +26,7 @@ class Harness:
         return self.clock.now_ms()
 
     async def advance(self, seconds):
-        await self.sched.wait_idle()
-        await self.clock.advance(seconds)
-        await self.sched.wait_idle()
+        await self.local.advance(seconds)  # stops at every alarm due inside the step
 
 
 @pytest.fixture
@@ -248,3 +246,91 @@ async def test_one_shot_catch_up_skip_and_once(tmp_path):
         p = local.env.PLANNER.get_by_name("oneshot")
         assert [(e[1], e[4]) for e in await p.log()] == [("kept", 1)]
         assert [s[2] for s in await p.schedules()] == ["later"]
+
+
+async def test_user_alarm_dropped_after_seven_failures_schedules_go_on(h, caplog):
+    p = h.env.PLANNER.get_by_name("alarmdoomed")
+    await p.alarm_fails(100)
+    await p.schedule("* * * * *", "ping", None, id="tick")
+    t = h.now() + 1000
+    await p.set_alarm(t)
+    await h.advance(1)
+    for d in (2, 4, 8, 16, 32, 64):
+        await h.advance(d)
+    alarms = [e for e in await p.log() if e[0] == "alarm"]
+    assert [e[2] for e in alarms] == [0, 1, 2, 3, 4, 5, 6] and {e[1] for e in alarms} == {t}
+    assert "failed 7 times; the alarm is dropped" in caplog.text
+    assert await p.get_alarm() is None
+    ticks = len([e for e in await p.log() if e[0] == "ping"])
+    await h.advance(120)
+    assert len([e for e in await p.log() if e[0] == "ping"]) == ticks + 2
+
+
+async def test_alarm_handler_sees_no_alarm_and_may_set_the_next(h):
+    p = h.env.PLANNER.get_by_name("next")
+    await p.schedule(3600, "ping")
+    t = h.now() + 1000
+    await p.set_alarm(t)
+    await p.alarm_next(t + 5000)
+    await h.advance(1)
+    assert await p.alarm_during() is None  # as on Cloudflare: no alarm while alarm() runs
+    assert await p.get_alarm() == t + 5000
+    await h.advance(5)
+    assert [e[1] for e in await p.log() if e[0] == "alarm"] == [t, t + 5000]
+    assert await p.get_alarm() is None
+    assert await p.raw_alarm_row() == (await p.schedules())[0][4]
+
+
+async def test_a_reset_in_a_method_is_retried_by_the_alarm(h):
+    p = h.env.PLANNER.get_by_name("reset")
+    await p.aborts(2)
+    await p.schedule(1, "aborter", None)
+    await h.advance(1)
+    await h.advance(2)
+    await h.advance(4)  # the alarm scheduler's backoff: 2 s, then 4 s
+    p = h.env.PLANNER.get_by_name("reset")  # (a stub that reached a reset object stays broken)
+    # The writes of the reset calls were rolled back with them: only the third call's entry stays.
+    assert [e[0] for e in await p.log()] == ["aborter"]
+    assert await p.schedules() == []
+
+
+async def test_abort_without_retry_gives_up_what_is_due_and_keeps_the_rest(h, caplog):
+    p = h.env.PLANNER.get_by_name("noretry")
+    await p.schedule(1, "aborter", "no-retry", id="a")
+    await p.schedule("* * * * *", "ping", None, id="tick")
+    await p.schedule(90, "ping", "later", id="later")
+    await h.advance(1)
+    p = h.env.PLANNER.get_by_name("noretry")  # (a stub that reached a reset object stays broken)
+    assert "given up for now" in caplog.text
+    assert [s[0] for s in await p.schedules()] == ["tick", "later"]  # 'a' is given up
+    await h.advance(120)
+    assert [e[1] for e in await p.log() if e[0] == "ping"].count("later") == 1
+    assert [e[0] for e in await p.log()].count("ping") >= 3
+
+
+async def test_a_method_cancelling_another_due_schedule(h):
+    p = h.env.PLANNER.get_by_name("cancelother")
+    await p.schedule(1, "cancel_other", "victim", id="a")
+    await p.schedule(1.001, "ping", "victim", id="victim")
+    await h.advance(2)
+    assert [e[0] for e in await p.log()] == ["cancel_other"]
+
+
+async def test_delete_all_removes_schedules_and_the_alarm(h):
+    p = h.env.PLANNER.get_by_name("wipe")
+    await p.schedule(5, "ping")
+    await p.set_alarm(h.now() + 5000)
+    await p.delete_everything()
+    assert await p.schedules() == [] and await p.get_alarm() is None
+    await h.advance(10)
+    assert await p.log() == []
+    await p.schedule(1, "ping", "after")  # and schedules work again afterwards
+    await h.advance(1)
+    assert [e[1] for e in await p.log()] == ["after"]
+
+
+async def test_a_schedule_rolls_back_with_its_transaction(h):
+    p = h.env.PLANNER.get_by_name("txn")
+    assert await p.schedule_then_fail() is None
+    await h.advance(10)
+    assert await p.log() == []

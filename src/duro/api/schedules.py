@@ -276,7 +276,10 @@ async def fire(act: "Activation", instance: Any) -> None:
     store = _store(act)
     now = _now(act)
     for rec in store.due(now):
-        await _run_schedule(act, instance, store, rec, now)
+        current = store.get(rec.id)
+        if current is None or current.rev != rec.rev:
+            continue  # cancelled or replaced by an earlier call of this firing
+        await _run_schedule(act, instance, store, current, now)
     await _run_user_alarm(act, instance, store, now)
     rearm(act, store, force=True)
 

@@ -68,12 +68,53 @@ class Planner(DurableObject):
         await self._append(["self_cancel", schedule.time])
         await self.ctx.storage.cancel_schedule(schedule.id)
 
+    async def aborter(self, payload, schedule):
+        await self._append(["aborter", schedule.time])
+        if payload == "no-retry":
+            self.ctx.abort("give up", retryAlarm=False)
+        if Planner.aborts_left > 0:  # (kept in memory: a reset rolls back the object's writes)
+            Planner.aborts_left -= 1
+            self.ctx.abort("again")
+
+    aborts_left = 0
+
+    async def aborts(self, n):
+        Planner.aborts_left = n
+
+    async def cancel_other(self, payload):
+        await self._append(["cancel_other", payload])
+        await self.ctx.storage.cancel_schedule(payload)
+
+    async def delete_everything(self):
+        await self.ctx.storage.delete_all()
+
+    async def schedule_then_fail(self):
+        async def body(txn):
+            await txn.schedule(5, "ping", "rolled back", id="txn")
+            raise ValueError("no")
+        try:
+            await self.ctx.storage.transaction(body)
+        except ValueError:
+            pass
+        return await self.ctx.storage.get_schedule("txn")
+
+    async def alarm_during(self):
+        return await self.ctx.storage.get("seen_during")
+
     async def alarm(self, info):
+        await self.ctx.storage.put("seen_during", await self.ctx.storage.get_alarm())
+        nxt = await self.ctx.storage.get("alarm_next")
+        if nxt:
+            await self.ctx.storage.delete("alarm_next")
+            await self.ctx.storage.set_alarm(nxt)
         await self._append(["alarm", info.scheduled_time, info.retry_count])
         n = await self.ctx.storage.get("alarm_fail") or 0
         if n > 0:
             await self.ctx.storage.put("alarm_fail", n - 1)
             raise RuntimeError("alarm failed")
+
+    async def alarm_next(self, when):
+        await self.ctx.storage.put("alarm_next", when)
 
     async def alarm_fails(self, n):
         await self.ctx.storage.put("alarm_fail", n)
