@@ -59,6 +59,9 @@ async def test_api_list_get_cancel_and_aliases(h):
     assert await p.cancel(a["id"]) is False
     assert await p.cancel_camel("every5") is True
     assert len(await p.schedules()) == 2
+    obj = await p.schedule_object(30, "ping")  # a Schedule crosses RPC as it is
+    assert (obj.method, obj.callback, obj.type, obj.time, obj.payload) == ("ping", "ping", "delayed", h.now() + 30_000, None)
+    assert await p.cancel(obj.id) is True
     with pytest.raises(TypeError, match="no method 'nope'"):
         await p.schedule(1, "nope")
     with pytest.raises(ValueError, match="catch_up must be"):

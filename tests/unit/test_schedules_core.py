@@ -132,3 +132,11 @@ def test_catch_up_parse():
     assert CatchUp.parse("ALL") is CatchUp.ALL
     with pytest.raises(ValueError, match="catch_up must be"):
         CatchUp.parse("never")
+
+
+def test_missed_after_is_per_schedule():
+    late = T0 + 2000
+    assert plan_fires(one_shot(policy=CatchUp.SKIP, missed_after_ms=1000), late).fires == ()
+    assert plan_fires(one_shot(policy=CatchUp.SKIP, missed_after_ms=5000), late).fires == (T0,)
+    assert plan_fires(one_shot(policy=CatchUp.ONCE, missed_after_ms=1000), late) == FirePlan((T0,), 1, None)
+    assert not one_shot(missed_after_ms=1).same_definition(one_shot())

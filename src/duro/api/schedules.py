@@ -90,6 +90,12 @@ class Schedule:
                    rec.catch_up.value, rec.retries if when == rec.due_ms else 0, missed)
 
 
+# A Schedule can be returned from an RPC method as it is.
+codec.register(Schedule, "duro.Schedule", lambda s: [s.id, s.method, s.payload, s.type, s.time, s.cron,
+                                                     s.catch_up, s.retry_count, s.missed],
+               lambda v: Schedule(*v))
+
+
 # ---------------------------------------------------------------------------------------------- API
 def _now(act: "Activation") -> int:
     return act.runtime.clock.now_ms()  # type: ignore[attr-defined, no-any-return]

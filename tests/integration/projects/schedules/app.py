@@ -15,6 +15,9 @@ class Planner(DurableObject):
         got = await self.ctx.storage.getSchedule(s.id)
         return [x.id for x in await self.ctx.storage.getSchedules()], got.callback
 
+    async def schedule_object(self, when, method):
+        return await self.ctx.storage.schedule(when, method)
+
     async def schedules(self, **kw):
         return [(s.id, s.method, s.payload, s.type, s.time, s.cron, s.catch_up)
                 for s in await self.ctx.storage.get_schedules(**kw)]
