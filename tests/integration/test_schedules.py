@@ -337,3 +337,34 @@ async def test_a_schedule_rolls_back_with_its_transaction(h):
     assert await p.schedule_then_fail() is None
     await h.advance(10)
     assert await p.log() == []
+
+
+async def test_filters_and_a_method_without_parameters(h):
+    p = h.env.PLANNER.get_by_name("filters")
+    await p.schedule(10, "nothing", None, id="a")
+    await p.schedule(100, "nothing", None, id="b")
+    await p.schedule("0 0 1 1 *", "nothing", None, id="c")
+    now = h.now()
+    assert await p.schedules(time_range={"start": now + 50_000, "end": now + 200_000}) == \
+        [("b", "nothing", None, "delayed", now + 100_000, None, "once")]
+    assert await p.schedules_camel({"type": "delayed", "timeRange": {"end": now + 50_000}}) == ["a"]
+    await h.advance(10)
+    assert await p.log() == [["nothing"]]
+
+
+async def test_a_failing_alarm_that_set_or_deleted_its_alarm_is_not_retried(h, caplog):
+    p = h.env.PLANNER.get_by_name("touched")
+    await p.schedule(3600, "ping")
+    t = h.now() + 1000
+    await p.set_alarm(t)
+    await p.alarm_fails(1)
+    await p.alarm_next(t + 10_000)  # alarm() sets the next alarm, then fails: the new one stands
+    await h.advance(1)
+    assert await p.get_alarm() == t + 10_000
+    await h.advance(10)
+    assert [e[1:] for e in await p.log() if e[0] == "alarm"] == [[t, 0], [t + 10_000, 0]]
+    await p.set_alarm(h.now() + 1000)
+    await p.alarm_delete_and_fail()  # alarm() deletes its alarm, then fails: no retry
+    await h.advance(100)
+    assert caplog.text.count("deleted, then failed") == 1  # called once (it fails before logging)
+    assert await p.get_alarm() is None

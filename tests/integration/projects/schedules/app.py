@@ -22,6 +22,12 @@ class Planner(DurableObject):
         return [(s.id, s.method, s.payload, s.type, s.time, s.cron, s.catch_up)
                 for s in await self.ctx.storage.get_schedules(**kw)]
 
+    async def schedules_camel(self, criteria):
+        return [s.id for s in await self.ctx.storage.getSchedules(criteria)]
+
+    async def nothing(self):
+        await self._append(["nothing"])
+
     async def cancel(self, sid):
         return await self.ctx.storage.cancel_schedule(sid)
 
@@ -110,6 +116,10 @@ class Planner(DurableObject):
         if nxt:
             await self.ctx.storage.delete("alarm_next")
             await self.ctx.storage.set_alarm(nxt)
+        if await self.ctx.storage.get("alarm_delete_and_fail"):
+            await self.ctx.storage.delete("alarm_delete_and_fail")
+            await self.ctx.storage.delete_alarm()
+            raise RuntimeError("deleted, then failed")
         await self._append(["alarm", info.scheduled_time, info.retry_count])
         n = await self.ctx.storage.get("alarm_fail") or 0
         if n > 0:
@@ -118,6 +128,9 @@ class Planner(DurableObject):
 
     async def alarm_next(self, when):
         await self.ctx.storage.put("alarm_next", when)
+
+    async def alarm_delete_and_fail(self):
+        await self.ctx.storage.put("alarm_delete_and_fail", True)
 
     async def alarm_fails(self, n):
         await self.ctx.storage.put("alarm_fail", n)
