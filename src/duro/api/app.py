@@ -24,6 +24,7 @@ from .namespace import DurableObjectNamespace, call_handler, find_handler, fit_a
 from .objects import DurableObject, DurableObjectState, ExecutionContext, WorkerEntrypoint
 from .outbound import entry_runtime, sockets_for
 from .scheduled import find_scheduled_handler, run_scheduled
+from .schedules import install as install_schedules
 
 WAIT_UNTIL_GRACE_S = 5.0  # what the runtime gives objects' wait_until work at shutdown
 
@@ -90,7 +91,7 @@ class App:
                 self.runtime.register(oc.unique_key, oc.cls.__name__, self._factory(oc.cls), oc.cls)
             values[oc.binding] = ns
         self.env = Env(values, self.unsupported)
-        self.runtime.alarms.invoke = invoke_alarm
+        install_schedules(self.runtime.alarms, invoke_alarm)  # alarm() and the named schedules
         sockets_for(self.runtime)  # outbound WebSockets: closed when the runtime closes
         self.cron_scheduler: CronScheduler | None = None
         if self.crons:

@@ -21,6 +21,7 @@ from ..storage.history import schedule_restore, to_epoch_ms
 from ..storage.journal import parse_bookmark
 from ..errors import ObjectResetError
 from ..runtime.calls import Completed, Failed, Pending
+from . import schedules
 from .namespace import find_handler
 
 if TYPE_CHECKING:
@@ -252,6 +253,8 @@ class DurableObjectStorage:
     def _get_alarm(self, opts: Any, kwargs: Mapping[str, Any]) -> int | None:
         _options("getAlarm", opts, kwargs)
         self._act.check_usable()
+        if schedules.in_schedule_mode(self._act):
+            return schedules.get_user_alarm(self._act)  # the row also serves the schedules
         return self._act.runtime.alarms.get_alarm(self._act)
 
     def set_alarm(self, scheduled_time: Any, opts: Any = None, **kwargs: Any) -> Awaitable[None]:
@@ -271,7 +274,10 @@ class DurableObjectStorage:
                 and find_handler(act.instance, "alarm") is None:
             raise TypeError(TEXT_ALARM_NO_HANDLER)
         was_open = self._db.in_transaction
-        act.runtime.alarms.set_alarm(act, when)
+        if schedules.in_schedule_mode(act):
+            schedules.set_user_alarm(act, when)
+        else:
+            act.runtime.alarms.set_alarm(act, when)
         self._after_write(o, was_open)
 
     def delete_alarm(self, opts: Any = None, **kwargs: Any) -> Awaitable[None]:
@@ -283,12 +289,76 @@ class DurableObjectStorage:
         o = _options("deleteAlarm", opts, kwargs)
         self._act.check_usable()
         was_open = self._db.in_transaction
-        self._act.runtime.alarms.delete_alarm(self._act)
+        if schedules.in_schedule_mode(self._act):
+            schedules.delete_user_alarm(self._act)
+        else:
+            self._act.runtime.alarms.delete_alarm(self._act)
         self._after_write(o, was_open)
 
     getAlarm = get_alarm  # noqa: N815
     setAlarm = set_alarm  # noqa: N815
     deleteAlarm = delete_alarm  # noqa: N815
+
+    # ------------------------------------------------------------------ schedules (docs/schedules.md)
+    def schedule(self, when: Any, method: str, payload: Any = None, *, id: str | None = None,
+                 catch_up: str = "once", missed_after: Any = None,
+                 **kwargs: Any) -> "Awaitable[schedules.Schedule]":
+        """Call ``self.<method>(payload, schedule)`` later: ``when`` is a delay in seconds (or a
+        ``timedelta``), a ``datetime``, or a cron expression (UTC, Cloudflare syntax; repeats).
+        ``payload`` is stored with the value codec. With an ``id`` that already names the same
+        schedule, nothing changes (idempotent); a different one with that id is replaced.
+        ``catch_up`` ("once", "all", "skip") says what to do with times missed while the server
+        was down; a time counts as missed once it is ``missed_after`` seconds late (default 60).
+        Many schedules share the object's one alarm; ``get_alarm()`` still returns the object's
+        own. Written in the implicit transaction, like any other write."""
+        catch_up = kwargs.pop("catchUp", catch_up)
+        missed_after = kwargs.pop("missedAfter", missed_after)
+        if kwargs:
+            raise TypeError(f"schedule() got unexpected keyword arguments: {', '.join(sorted(kwargs))}")
+        return self._call("schedule", self._schedule, when, method, payload, id, catch_up, missed_after)
+
+    def _schedule(self, when: Any, method: str, payload: Any, id: str | None, catch_up: str,
+                  missed_after: Any) -> Any:
+        act = self._act
+        act.check_usable()
+        was_open = self._db.in_transaction
+        result = schedules.schedule(act, when, method, payload, id=id, catch_up=catch_up,
+                                    missed_after=missed_after)
+        self._after_write({}, was_open)
+        return result
+
+    def get_schedule(self, id: str) -> "Awaitable[schedules.Schedule | None]":
+        """The schedule with this id, or None."""
+        return self._call("getSchedule", self._read_schedules, schedules.get_schedule, id)
+
+    def get_schedules(self, criteria: Any = None, *, type: str | None = None,
+                      time_range: Any = None) -> "Awaitable[list[schedules.Schedule]]":
+        """Every schedule, soonest first; filtered by ``type`` ("delayed", "scheduled", "cron") and
+        ``time_range`` ({"start": ..., "end": ...}) as in the Agents SDK (``criteria`` may hold both)."""
+        if isinstance(criteria, dict):
+            type = criteria.get("type", type)
+            time_range = criteria.get("timeRange", criteria.get("time_range", time_range))
+        return self._call("getSchedules", self._read_schedules, schedules.get_schedules, type, time_range)
+
+    def _read_schedules(self, fn: Callable[..., Any], *args: Any) -> Any:
+        self._act.check_usable()
+        return fn(self._act, *args)
+
+    def cancel_schedule(self, id: str) -> Awaitable[bool]:
+        """Remove a schedule; False if none has this id. A call already running is not stopped."""
+        return self._call("cancelSchedule", self._cancel_schedule, id)
+
+    def _cancel_schedule(self, id: str) -> bool:
+        act = self._act
+        act.check_usable()
+        was_open = self._db.in_transaction
+        result = schedules.cancel_schedule(act, id)
+        self._after_write({}, was_open)
+        return result
+
+    getSchedule = get_schedule  # noqa: N815
+    getSchedules = get_schedules  # noqa: N815
+    cancelSchedule = cancel_schedule  # noqa: N815
 
     # ------------------------------------------------------------------ transactions
     def transaction_sync(self, fn: Callable[[], T]) -> T:

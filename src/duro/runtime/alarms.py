@@ -102,6 +102,9 @@ class AlarmScheduler:
         self.max_concurrent = 0  # set by start()
         self.shutdown_grace = shutdown_grace
         self.invoke: Invoke | None = None
+        # Called (inside the object's event, or directly with no instance) right after a spent
+        # alarm row was deleted: the api layer sets the row again for the object's schedules.
+        self.on_drop: Callable[["Activation"], None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Event | None = None
         self._sleep_until: int | None = None
@@ -442,6 +445,8 @@ class AlarmScheduler:
             if scheduled is not None and act.db.get_alarm() == scheduled:
                 act.db.delete_alarm()
                 self.book.note_change(act, key)
+                if self.on_drop is not None:
+                    self.on_drop(act)
             return AttemptResult(AttemptOutcome.DROPPED, self.table.gen(key), act.db.get_alarm())
 
         if act.instance is None and act.inflight == 0 and act.broken is None and not act.db.in_transaction:

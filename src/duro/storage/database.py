@@ -291,7 +291,7 @@ class ObjectDatabase(KvStore):
             port.abandon_savepoint("_cf_delete_all")
             raise
         port.run_internal("RELEASE _cf_delete_all")
-        port.memo.update({KV_TABLE: False, _META_TABLE: False, _ALARM: None})
+        port.memo.update({KV_TABLE: False, _META_TABLE: False, _ALARM: None, "_cf_SCHEDULES": False})
         port.counter.forget_schema()
         self._name_recorded = False
 
