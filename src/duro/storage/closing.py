@@ -69,10 +69,7 @@ def close_on_worker(conn: apsw.Connection, history: DetachedHistory | None,
     def finish() -> None:
         try:
             ckpt_idle.wait()  # a periodic checkpoint of this database finishes first
-            if journal is None:
-                _finish_close(conn, history, files, empty)
-            else:
-                _finish_journaled_close(conn, history, files, empty, journal, lsn)
+            _finish_close(conn, history, files, empty, journal, lsn)
         except Exception as e:
             _log.error("closing %s failed: %s", path, e)
         finally:
@@ -92,42 +89,16 @@ def close_on_worker(conn: apsw.Connection, history: DetachedHistory | None,
 
 
 def _finish_close(conn: apsw.Connection, history: DetachedHistory | None,
-                  files: tuple[pathlib.Path, pathlib.Path, pathlib.Path], empty: bool) -> None:
+                  files: tuple[pathlib.Path, pathlib.Path, pathlib.Path], empty: bool,
+                  journal: JournalLink | None = None, lsn: int = 0) -> None:
     """The end of ``close_offloaded``, on a worker thread (the connection is no longer the
-    object's): as ``close()`` does, the history is fsynced before SQLite checkpoints on close (a
-    page reaches the database file only once its record is durable); an ``empty`` database is
-    checkpointed and its ``files`` (database, -wal, -shm) removed."""
-    discard = files if empty else None
-    try:
-        if history is not None:
-            try:
-                history.sync()
-            except BaseException:
-                # Not durable: keep the WAL (the next open reconciles the history with it).
-                conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
-                raise
-        if discard is not None:
-            conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE)
-            conn.close()
-            for p in discard:
-                p.unlink(missing_ok=True)
-            if history is not None:
-                history.discarded()
-    finally:
-        close_quietly(conn, files[2])
-        if history is not None:
-            history.close()
-
-
-def _finish_journaled_close(conn: apsw.Connection, history: DetachedHistory | None,
-                            files: tuple[pathlib.Path, pathlib.Path, pathlib.Path], empty: bool,
-                            journal: JournalLink, lsn: int) -> None:
-    """The end of ``close_offloaded`` when the node journal is the durability source: SQLite's
-    checkpoint on close runs only once the journal holds every commit durably (otherwise the WAL
-    is dropped unread and the file redone from the journal); then the journal is told the file
-    (and history) hold its records, and syncs them in its next pass. An ``empty`` database's
-    files are removed (the pass syncs their folder)."""
-    if not journal.wait_durable(lsn):
+    object's). A page reaches the database file only once its record is durable, so SQLite's
+    checkpoint on close comes after: the history's fsync, or with the node journal, the journal
+    holding every commit durably (if it could not, the WAL is dropped unread and the file redone
+    from the journal; otherwise the journal is told the file holds its records and syncs it in
+    its next pass). An ``empty`` database is checkpointed and its ``files`` (database, -wal,
+    -shm) removed."""
+    if journal is not None and not journal.wait_durable(lsn):
         if history is not None:
             history.close()
         conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
@@ -135,6 +106,13 @@ def _finish_journaled_close(conn: apsw.Connection, history: DetachedHistory | No
         journal.recover()
         return
     try:
+        if history is not None and journal is None:
+            try:
+                history.sync()
+            except BaseException:
+                # Not durable: keep the WAL (the next open reconciles the history with it).
+                conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
+                raise
         if empty:
             conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE)
             conn.close()
@@ -146,7 +124,8 @@ def _finish_journaled_close(conn: apsw.Connection, history: DetachedHistory | No
         close_quietly(conn, files[2])
         if history is not None:
             history.close()
-    journal.written(lsn)
+    if journal is not None:
+        journal.written(lsn)
 
 
 def close_quietly(conn: apsw.Connection, shm: pathlib.Path) -> None:
