@@ -199,7 +199,9 @@ async def stream_tail(runtime: Any, scope: dict[str, Any], receive: Receive, sen
                 await send({"type": "http.response.body", "body": b"".join(chunks), "more_body": True})
                 last_sent = time.monotonic()
         if not gone.is_set():
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            # Shutting down: what is queued still goes out, then the stream ends.
+            rest = b"".join(_line({"type": "event", **r.to_json()}) for r in sub.take_nowait())
+            await send({"type": "http.response.body", "body": rest, "more_body": False})
     finally:
         sub.close()
         watcher.cancel()
