@@ -197,7 +197,8 @@ def test_metrics_parse_and_move(serve):
                      "duro_http_request_duration_seconds", "duro_objects_active", "duro_objects_hibernated",
                      "duro_objects_stored", "duro_websockets_hibernatable", "duro_connections_open",
                      "duro_journal_batch_commits", "duro_journal_fsync_seconds", "duro_alarm_lateness_seconds",
-                     "duro_queue_depth", "duro_resets", "duro_overloaded", "duro_front_refusals"):
+                     "duro_queue_depth", "duro_resets", "duro_overloaded", "duro_front_refusals",
+                     "duro_tail_dropped"):
             assert name in fam, name
         assert fam["duro_event_duration_seconds"].type == "histogram"
         assert fam["duro_events"].type == "counter"

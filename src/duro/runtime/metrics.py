@@ -141,8 +141,10 @@ def render(metrics: Iterable[_Metric]) -> str:
     """The Prometheus text exposition of ``metrics`` (``text/plain; version=0.0.4``)."""
     out: list[str] = []
     for m in metrics:
-        out.append(f"# HELP {m.name} {m.help.replace(chr(92), chr(92) * 2).replace(chr(10), ' ')}")
-        out.append(f"# TYPE {m.name} {m.kind}")
+        # In the 0.0.4 text format a counter's family is named as its samples are (``_total``).
+        family = m.name + "_total" if m.kind == "counter" else m.name
+        out.append(f"# HELP {family} {m.help.replace(chr(92), chr(92) * 2).replace(chr(10), ' ')}")
+        out.append(f"# TYPE {family} {m.kind}")
         for suffix, labels, extra, value in m.samples():
             pairs = [f'{k}="{_escape(v)}"' for k, v in zip(m.labelnames, labels)]
             pairs += [f'{k}="{v}"' for k, v in extra]

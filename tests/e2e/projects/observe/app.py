@@ -37,6 +37,16 @@ class Counter(DurableObject):
         print(f"increment {n}")
         return n
 
+    async def relay(self, name: str) -> str:
+        print("relay before")
+        got = await self.env.OTHER.get_by_name(name).ping()
+        print("relay after")
+        return got
+
+    async def abort_me(self) -> None:
+        print("aborting")
+        self.ctx.abort("stop")
+
     async def fail(self) -> None:
         print("about to fail")
         raise ValueError("boom")
@@ -57,6 +67,8 @@ class Counter(DurableObject):
 
 class Other(DurableObject):
     async def ping(self) -> str:
+        print("ping", end="")  # no newline: kept as the event's last line
+        self.ctx.storage.kv.put("pinged", True)
         return "pong"
 
 
