@@ -119,6 +119,10 @@ def render_metrics(runtime: Any, front: Any = None) -> str:
     flushes = Counter("duro_durability_flushes", "fdatasync batches (one covers many commits).")
     flushes.inc((), barrier.get("flushes", 0))
     metrics += [commits, flushes]
+    times = os.times()
+    cpu = Counter("process_cpu_seconds", "User and system CPU time of the server process.")
+    cpu.inc((), times.user + times.system)
+    metrics.append(cpu)
     return render(metrics)
 
 

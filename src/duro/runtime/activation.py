@@ -20,6 +20,7 @@ import inspect
 import logging
 import os
 import time
+from time import perf_counter, thread_time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol, TypeVar
 
 from ..core.lifecycle import ActivationState, DeactivationReason, check_transition
@@ -204,11 +205,12 @@ class Activation:
         hub = self._hub
         if hub is None:
             return await self._run(event, size)
-        wall = time.time()
-        t0 = time.perf_counter()
-        c0 = time.thread_time()
+        t0 = perf_counter()
+        # CPU time only while a tail listens: time.thread_time() is a system call (~2 µs here).
+        tailing = hub.capturing
+        c0 = thread_time() if tailing else 0.0
         rows0 = self.db.row_totals()
-        logs = hub.begin_logs()
+        logs = hub.begin_logs() if tailing else None
         status = "ok"
         error: BaseException | None = None
         try:
@@ -228,8 +230,8 @@ class Activation:
             raise
         finally:
             rows1 = self.db.row_totals()
-            hub.finish(self.unique_key, self.id.to_string(), self.id.name, kind, label, status, error, wall,
-                       time.perf_counter() - t0, time.thread_time() - c0,
+            hub.finish(self, kind, label, status, error, perf_counter() - t0,
+                       thread_time() - c0 if tailing else None,
                        (max(0, rows1[0] - rows0[0]), max(0, rows1[1] - rows0[1])), logs)
 
     async def _run(self, event: Callable[[Any], Awaitable[T]], size: int) -> T:

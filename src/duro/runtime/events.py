@@ -217,7 +217,9 @@ class EventHub:
                               "(ok, error, overloaded, reset, canceled).", ("class", "kind", "status"))
         self.latency = Histogram("duro_event_duration_seconds", "Time from an event's arrival at its "
                                  "object to its end (queueing and the output gate included).", ("class", "kind"))
-        self.cpu = Counter("duro_event_cpu_seconds", "Event loop CPU time spent during events.", ("class", "kind"))
+        self.cpu = Counter("duro_event_cpu_seconds", "Event loop CPU time spent during events, counted "
+                           "only while a duro tail is connected (measuring it costs a system call).",
+                           ("class", "kind"))
         self.rows_read = Counter("duro_rows_read", "Rows read by objects' SQL statements.", ("class",))
         self.rows_written = Counter("duro_rows_written", "Rows written by objects' SQL statements.", ("class",))
         self.resets = Counter("duro_resets", "Object resets, by reason.", ("reason",))
@@ -285,37 +287,42 @@ class EventHub:
             self._names[unique_key] = name
         return name
 
-    def finish(self, unique_key: str, object_id: str, name: str | None, kind: str, label: str,
-               status: str, error: BaseException | None, start_wall: float, duration: float,
-               cpu: float, rows: tuple[int, int],
+    def finish(self, act: Any, kind: str, label: str, status: str, error: BaseException | None,
+               duration: float, cpu: float | None, rows: tuple[int, int],
                logs: "tuple[list[str], contextvars.Token[list[str] | None]] | None") -> None:
-        """Count one event that ended, and offer its record to the subscribers."""
-        cls = self.class_name(unique_key)
-        self.events.inc((cls, kind, status))
-        key = (cls, kind)
-        self.latency.observe(duration, key)
-        self.cpu.inc(key, cpu)
+        """Count one event of ``act`` (an Activation) that ended, and offer its record to the
+        subscribers. ``cpu`` is None when it was not measured (nobody was tailing at its start)."""
+        unique_key = act.unique_key
+        cls = self._names.get(unique_key) or self.class_name(unique_key)
+        events = self.events.values
+        key3 = (cls, kind, status)
+        events[key3] = events.get(key3, 0) + 1
+        self.latency.observe(duration, (cls, kind))
         read, written = rows
         if read:
             self.rows_read.inc((cls,), read)
         if written:
             self.rows_written.inc((cls,), written)
+        if cpu is not None:
+            self.cpu.inc((cls, kind), cpu)
+        if logs is None and not self.subscribers:
+            return
         lines: list[str] = []
         if logs is not None:
             lines = logs[0]
             _log_lines.reset(logs[1])
             if self._tee is not None:
                 self._tee.finish(lines)
-        if not self.subscribers:
-            return
         record: EventRecord | None = None
+        object_id = act.id.to_string()
+        name = act.id.name
         for sub in self.subscribers:
             if not sub.filter.matches(unique_key, cls, object_id, name, kind, status):
                 continue
             if record is None:
-                record = EventRecord(int(start_wall * 1000), unique_key, cls, object_id, name, kind, label,
-                                     status, None if error is None else f"{type(error).__name__}: {error}",
-                                     duration * 1000, cpu * 1000, read, written, lines)
+                record = EventRecord(int((time.time() - duration) * 1000), unique_key, cls, object_id, name, kind,
+                                     label, status, None if error is None else f"{type(error).__name__}: {error}",
+                                     duration * 1000, (cpu or 0.0) * 1000, read, written, lines)
             sub.offer(record)
 
     def note_reset(self, reason: str) -> None:
