@@ -6,9 +6,12 @@ import pathlib
 
 import pytest
 
-from duro.errors import ObjectResetError
+from duro.errors import ObjectResetError, OverloadedError
+from duro.runtime import RuntimeLimits
 from duro.runtime.events import TailFilter
 from duro.testing import LocalApp
+
+from ..waiting import wait_until
 
 PROJECT = pathlib.Path(__file__).parents[1] / "e2e" / "projects" / "observe"
 
@@ -76,3 +79,21 @@ async def test_no_subscriber_no_lines_kept(app):
     assert hub.begin_logs() is None  # nothing is collected while nobody listens
     await app.env.COUNTER.get_by_name("n").increment()
     assert hub.events.get(("Counter", "rpc", "ok")) == 1
+
+
+async def test_an_event_refused_for_overload_is_recorded_with_its_bound(tmp_path):
+    async with LocalApp(PROJECT, tmp_path / "data", limits=RuntimeLimits(max_queued_events=2)) as app:
+        hub = app.runtime.events
+        sub = hub.subscribe(TailFilter(statuses=frozenset({"overloaded"})))
+        stub = app.env.COUNTER.get_by_name("busy")
+        held = [asyncio.ensure_future(stub.hold(0.2)) for _ in range(2)]
+        act = app.runtime.activation(stub._ns.unique_key, stub.id)
+        await wait_until(lambda: act.inflight == 2)  # both running: the queue is full
+        with pytest.raises(OverloadedError):
+            await app.env.COUNTER.get_by_name("busy").increment()
+        await asyncio.gather(*held)
+        recs = _records(sub)
+        assert [(r["label"], r["status"]) for r in recs] == [("increment", "overloaded")]
+        assert recs[0]["error"] == "OverloadedError: Durable Object is overloaded. Too many requests queued."
+        assert hub.overloaded.get(("queue",)) == 1
+        sub.close()

@@ -9,6 +9,7 @@
     POST /other/<name>        RPC ping() on another class
 """
 
+import asyncio
 import logging
 import time
 
@@ -46,6 +47,9 @@ class Counter(DurableObject):
     async def abort_me(self) -> None:
         print("aborting")
         self.ctx.abort("stop")
+
+    async def hold(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)  # not storage: other events may start meanwhile
 
     async def fail(self) -> None:
         print("about to fail")
