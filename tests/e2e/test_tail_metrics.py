@@ -242,3 +242,22 @@ def test_metrics_parse_and_move(serve):
     assert _sample(a, "duro_journal_fsync_seconds_count") > _sample(b, "duro_journal_fsync_seconds_count")
     assert _sample(a, "duro_alarms_total", outcome="succeeded") == 1
     assert when > 0
+
+
+def test_metrics_count_a_hibernated_object(serve):
+    srv = serve(PROJECT, "--hibernation-timeout", "0.2")
+    token = (pathlib.Path(srv.data_dir) / "admin.token").read_text()
+    auth = {"authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=srv.url, timeout=30) as c, \
+            connect(srv.url.replace("http://", "ws://") + "/ws/sleepy") as ws:
+        ws.send("x")
+        ws.recv(timeout=30)
+        text = wait_for(lambda: (t := c.get("/__duro/admin/metrics", headers=auth).text)
+                        and _sample(t, "duro_objects_hibernated") == 1 and t, what="the object to hibernate")
+        assert _sample(text, "duro_objects_active", **{"class": "Counter"}) == 0
+        assert _sample(text, "duro_websockets_hibernatable") == 1
+        ws.send("y")  # wakes it
+        assert ws.recv(timeout=30) == "echo y"
+        text = c.get("/__duro/admin/metrics", headers=auth).text
+        assert _sample(text, "duro_objects_hibernated") == 0
+        assert _sample(text, "duro_objects_active", **{"class": "Counter"}) == 1

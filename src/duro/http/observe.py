@@ -93,11 +93,10 @@ def render_metrics(runtime: Any, front: Any = None) -> str:
                        "instance in memory.")
     sockets = Gauge("duro_websockets_hibernatable", "Open hibernatable WebSockets accepted by objects.")
     n_hib = n_sock = 0
-    for key, ent in list(hib._objects.items()):
-        if ent.channels:
-            n_sock += len(ent.channels)
-            if key not in live:
-                n_hib += 1
+    for key, count in hib.socket_counts():
+        n_sock += count
+        if key not in live:
+            n_hib += 1
     hibernated.set(n_hib)
     sockets.set(n_sock)
     stored = Gauge("duro_objects_stored", "Objects with a database file on disk (counted at scrape).", ("class",))
