@@ -69,7 +69,7 @@ def test_config_error_names_file_and_key(tmp_path):
 
 
 def test_every_command_has_help():
-    for cmd in (["--help"], ["serve", "--help"], ["dev", "--help"]):
+    for cmd in (["--help"], ["serve", "--help"], ["dev", "--help"], ["tail", "--help"]):
         r = subprocess.run([sys.executable, "-m", "duro", *cmd], capture_output=True, text=True, timeout=60)
         assert r.returncode == 0 and "usage: duro" in r.stdout
 

@@ -116,7 +116,8 @@ class DurableObjectStub:
         return act
 
     async def _deliver(self, event: Callable[[Any], Any], after: "asyncio.Future[None] | None" = None,
-                       delivered: "asyncio.Future[None] | None" = None, size: int = 0) -> Any:
+                       delivered: "asyncio.Future[None] | None" = None, size: int = 0, kind: str = "other",
+                       label: str = "") -> Any:
         try:
             if after is not None and not after.done():
                 await asyncio.wait((after,))  # the call made before this one on this stub goes first
@@ -130,7 +131,7 @@ class DurableObjectStub:
             if delivered is not None and not delivered.done():
                 delivered.set_result(None)
         try:
-            return await act.run(event, size=size)
+            return await act.run(event, size=size, kind=kind, label=label)
         except BaseException as e:
             raise _translate(e) from None
 
@@ -147,7 +148,8 @@ class DurableObjectStub:
 
         delivered = asyncio.get_running_loop().create_future()
         after, self._last = self._last, delivered
-        resp = await self._deliver(event, after, delivered, len(request.body))
+        resp = await self._deliver(event, after, delivered, len(request.body), "fetch",
+                                   f"{request.method} {request.url}")
         if not isinstance(resp, Response):
             raise TypeError(f"fetch() of {self._ns.class_name} must return a Response, not {type(resp).__name__}")
         return as_fetch_response(resp)
@@ -182,7 +184,7 @@ class DurableObjectStub:
         loop = asyncio.get_running_loop()
         delivered = loop.create_future()
         after, self._last = self._last, delivered
-        task = loop.create_task(self._rpc(event, after, delivered, len(payload)))
+        task = loop.create_task(self._rpc(event, after, delivered, len(payload), name))
         task.add_done_callback(lambda _: delivered.done() or delivered.set_result(None))
         caller = current_activation()
         if caller is not None:
@@ -192,8 +194,8 @@ class DurableObjectStub:
         return Pending(task, name, report)
 
     async def _rpc(self, event: Callable[[Any], Any], after: "asyncio.Future[None] | None",
-                   delivered: "asyncio.Future[None]", size: int) -> Any:
-        return codec.decode(await self._deliver(event, after, delivered, size))
+                   delivered: "asyncio.Future[None]", size: int, name: str) -> Any:
+        return codec.decode(await self._deliver(event, after, delivered, size, "rpc", name))
 
     def __repr__(self) -> str:
         return f"<DurableObjectStub {self._ns.class_name} {self.id!r}>"

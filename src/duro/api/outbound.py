@@ -301,7 +301,7 @@ class ClientWebSocket(WebSocket):
         async def run(instance: Any) -> None:
             await dispatch(self, event)
         try:
-            await act.run(run)
+            await act.run(run, kind="websocket", label=f"outbound {event.type}")
         except asyncio.CancelledError:
             raise
         except OverloadedError as e:

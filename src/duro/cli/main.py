@@ -7,6 +7,7 @@ import sys
 
 from .objects import add_objects_parser
 from .serve import add_serve_args, cmd_dev, cmd_serve
+from .tail import add_tail_parser
 
 DESCRIPTION = """\
 duro runs Durable Objects for Python: one live instance per name, each with its own SQLite
@@ -17,6 +18,7 @@ Start here:
   duro dev examples/counter        serve a project on http://127.0.0.1:8787, restart on code change
   duro serve . --port 8080         production server (data in ./.duro unless --data is given)
   duro objects list                see the objects in a data directory
+  duro tail                        watch a running server's events live
 """
 
 
@@ -38,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_args(dev, dev=True)
     dev.set_defaults(func=cmd_dev)
     add_objects_parser(sub)
+    add_tail_parser(sub)
     return p
 
 

@@ -28,6 +28,7 @@ from ..errors import DuroError, ObjectResetError
 from ..ids import NamespaceKey
 from ..storage import maintenance
 from ..storage.database import wait_closed
+from .observe import METRICS_CONTENT_TYPE, render_metrics
 
 __all__ = ["AdminEndpoint", "ADMIN_PREFIX", "TOKEN_FILE"]
 
@@ -55,6 +56,7 @@ class AdminEndpoint:
         self.app = app
         self.token: str | None = None
         self.token_path: pathlib.Path | None = None
+        self.front: Any = None  # the AsgiFront, for its own metrics (set by it)
 
     # ---- the token ------------------------------------------------------------------------------
 
@@ -95,6 +97,9 @@ class AdminEndpoint:
                                            f"(authorization: Bearer <contents of DATA/{TOKEN_FILE}>)"},
                                  status=403)
         op = scope["path"][len(ADMIN_PREFIX):].strip("/")
+        if op == "metrics" and scope.get("method") in ("GET", "HEAD"):
+            return Response(render_metrics(self.app.runtime, self.front),
+                            headers={"content-type": METRICS_CONTENT_TYPE})
         handler = getattr(self, f"_op_{op.replace('-', '_')}", None) if op.isidentifier() else None
         if handler is None or scope.get("method") != "POST":
             return Response.json({"error": f"unknown admin operation {scope.get('method')} {op!r}"}, status=404)

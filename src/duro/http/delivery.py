@@ -112,7 +112,7 @@ async def _deliver_hibernatable(runtime: "Runtime", channel: SocketChannel, kind
         else:
             await call_handler(instance, kind, ws, *args)
 
-    await act.run(event, size=_size(args))
+    await act.run(event, size=_size(args), kind="websocket", label=kind)
 
 
 _LISTENER_EVENTS = {"websocket_message": MessageEvent, "websocket_close": CloseEvent, "websocket_error": ErrorEvent}
@@ -133,7 +133,7 @@ async def _deliver_standard(channel: SocketChannel, kind: str, args: tuple[Any, 
     async def event(instance: Any) -> None:
         await dispatch(ws, ev)
 
-    await act.run(event, size=_size(args))
+    await act.run(event, size=_size(args), kind="websocket", label=kind)
 
 
 def _size(args: tuple[Any, ...]) -> int:

@@ -99,6 +99,10 @@ class FrontGuard:
         # requests), oldest first: at the cap, the oldest is closed to make room for a new one.
         self.idle: dict[Any, None] = {}
         self.evicted_idle = 0
+        # uvicorn's set of open connections (WebSockets too), for /metrics; set by the first one.
+        self.connections: set[Any] | None = None
+        # The server began a graceful shutdown: long responses (duro tail) end.
+        self.stopping = False
 
     def make_room(self, open_connections: int) -> bool:
         """Whether one more connection fits: below the cap, or after closing the longest-idle

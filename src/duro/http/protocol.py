@@ -62,6 +62,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             transport.close()
             return
         super().connection_made(transport)
+        if guard.connections is None:
+            guard.connections = self.connections
         # A connection that never sends a request is held to the header timeout too.
         self._arm(self.guard.limits.header_timeout, self._head_timed_out)
         guard.idle[self] = None
@@ -72,6 +74,12 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self._refused and self.flow is None:
             return  # never registered
         super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        """uvicorn's graceful shutdown: also tell long responses (``duro tail``) to end, or the
+        server would wait its whole grace period for them."""
+        self.guard.stopping = True
+        super().shutdown()
 
     def close_idle(self) -> bool:
         """Close this connection to make room for another (the guard's choice: it has no request

@@ -15,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import traceback
+from time import perf_counter
 from typing import Any, Awaitable, Callable
 
 from ..api import App, Request, Response
 from ..runtime.activation import note_writes
 from ..runtime.tasks import stop_task
 from .admin import ADMIN_PREFIX, AdminEndpoint
+from .observe import FrontMetrics, stream_tail
 from .guard import FrontGuard, FrontLimits, cap_log_lines
 from .protocol import guarded_protocol
 from .websocket import upgrade_required
@@ -28,6 +30,9 @@ from .websocket import upgrade_required
 __all__ = ["AsgiFront", "serve"]
 
 log = logging.getLogger("duro.http")
+
+TAIL_PATH = ADMIN_PREFIX + "tail"
+_CODES = {code: (str(code),) for code in range(100, 600)}  # label tuples, made once
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -63,7 +68,9 @@ class AsgiFront:
         self.guard = FrontGuard(limits, log)
         self.debug = debug
         self.websocket_handler = websocket_handler
-        self.admin = AdminEndpoint(app)  # /__duro/admin/..., for duro objects
+        self.admin = AdminEndpoint(app)  # /__duro/admin/..., for duro objects, duro tail, /metrics
+        self.admin.front = self
+        self.metrics = FrontMetrics()
         self.assets = getattr(app, "assets", None)  # an AssetServer when the project has an assets block
         self.requests = 0
         self.errors = 0
@@ -109,6 +116,7 @@ class AsgiFront:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.requests += 1
+        t0 = perf_counter()
         guard = self.guard
         chunks: list[bytes] = []
         size = 0
@@ -137,6 +145,10 @@ class AsgiFront:
             body = b"".join(chunks)
             chunks.clear()
             if scope["path"].startswith(ADMIN_PREFIX):
+                if scope["path"] == TAIL_PATH and scope.get("method") == "GET" \
+                        and self.admin.authorized(scope["headers"]):
+                    await stream_tail(self.app.runtime, scope, receive, send, lambda: guard.stopping)
+                    return
                 await self._send(send, await self.admin.handle(scope, body))
                 return
             request = self.build_request(scope, body)
@@ -151,6 +163,7 @@ class AsgiFront:
             await self._send(send, resp, head=head)
         finally:
             guard.release_body(size)
+            self.metrics.latency.observe(perf_counter() - t0)
 
     def _unavailable(self, text: str) -> Response:
         return Response(text, status=503, headers={"retry-after": str(self.guard.limits.overload_retry_after)})
@@ -199,6 +212,9 @@ class AsgiFront:
             headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in resp.headers.items()
                        if k.lower() != "content-length"]
             headers.append((b"content-length", str(len(body)).encode()))
+        requests = self.metrics.requests.values
+        code = _CODES.get(resp.status) or (str(resp.status),)
+        requests[code] = requests.get(code, 0) + 1
         await send({"type": "http.response.start", "status": _status(resp), "headers": headers})
         await send({"type": "http.response.body", "body": body})
 

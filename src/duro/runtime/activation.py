@@ -20,6 +20,7 @@ import inspect
 import logging
 import os
 import time
+from time import perf_counter, thread_time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol, TypeVar
 
 from ..core.lifecycle import ActivationState, DeactivationReason, check_transition
@@ -38,11 +39,15 @@ from .tasks import drain_tasks, log_failure
 if TYPE_CHECKING:
     from .nodejournal import NodeJournal
     from .alarms import AlarmScheduler
+    from .events import EventHub
 
 __all__ = ["Activation", "ActivationHost", "WriteNote", "current_activation", "note_writes"]
 
 T = TypeVar("T")
 log = logging.getLogger("duro.runtime")
+
+# Which bound an OverloadedError's text names, for ``duro_overloaded_total{limit=...}``.
+_OVERLOAD_LIMITS = {TEXT_OVERLOADED_QUEUE: "queue", TEXT_OVERLOADED_BYTES: "bytes", TEXT_OVERLOADED_AGE: "age"}
 
 _current: contextvars.ContextVar["Activation | None"] = contextvars.ContextVar("duro_activation", default=None)
 
@@ -122,6 +127,7 @@ class Activation:
     def __init__(self, runtime: ActivationHost, unique_key: str, object_id: DurableObjectId,
                  factory: Callable[["Activation"], Any], db_path: str | os.PathLike[str]) -> None:
         self.runtime = runtime
+        self._hub: "EventHub | None" = getattr(runtime, "events", None)
         self.unique_key = unique_key
         self.id = object_id
         self.factory = factory
@@ -182,7 +188,8 @@ class Activation:
             gate.note_storage_use()
 
     # ------------------------------------------------------------------ events
-    async def run(self, event: Callable[[Any], Awaitable[T]], *, size: int = 0) -> T:
+    async def run(self, event: Callable[[Any], Awaitable[T]], *, size: int = 0, kind: str = "other",
+                  label: str = "") -> T:
         """Deliver one event: construct the instance if needed, pass the input gate, run ``event``
         with the instance, then hold the result at the output gate until its writes are durable.
 
@@ -190,7 +197,44 @@ class Activation:
         is bounded by count, bytes and age (``limits.max_queued_events`` / ``max_queued_bytes`` /
         ``max_queue_age``); past a bound the event is refused with :class:`OverloadedError`
         *before* it runs, so a refused event never wrote anything. An event that has started is
-        never refused."""
+        never refused.
+
+        ``kind`` (fetch, rpc, alarm, websocket) and ``label`` (the method, the request, the socket
+        event) name the event for ``/metrics`` and ``duro tail``: every event, refused or not,
+        ends in one ``EventHub.finish`` call with its status, time, CPU time and rows."""
+        hub = self._hub
+        if hub is None:
+            return await self._run(event, size)
+        t0 = perf_counter()
+        # CPU time only while a tail listens: time.thread_time() is a system call (~2 µs here).
+        tailing = hub.capturing
+        c0 = thread_time() if tailing else 0.0
+        rows0 = self.db.row_totals()
+        logs = hub.begin_logs() if tailing else None
+        status = "ok"
+        error: BaseException | None = None
+        try:
+            return await self._run(event, size)
+        except OverloadedError as e:
+            status, error = "overloaded", e
+            hub.note_overloaded(_OVERLOAD_LIMITS.get(str(e), "databases"))
+            raise
+        except ObjectResetError as e:
+            status, error = "reset", e
+            raise
+        except asyncio.CancelledError:
+            status = "canceled"
+            raise
+        except BaseException as e:
+            status, error = ("reset" if self.in_gate.broken is not None else "error"), e
+            raise
+        finally:
+            rows1 = self.db.row_totals()
+            hub.finish(self, kind, label, status, error, perf_counter() - t0,
+                       thread_time() - c0 if tailing else None,
+                       (max(0, rows1[0] - rows0[0]), max(0, rows1[1] - rows0[1])), logs)
+
+    async def _run(self, event: Callable[[Any], Awaitable[T]], size: int) -> T:
         gate = self.in_gate
         if gate.broken is not None:
             raise gate.reset_error()
@@ -501,6 +545,8 @@ class Activation:
         if gate.broken is not None:
             return
         log.warning("resetting %s: %s (%s)", self.describe(), error, reason.value)
+        if self._hub is not None:
+            self._hub.note_reset(reason.value)
         self._set_state(ActivationState.BROKEN)
         gate.break_with(error)  # the events waiting at the gate wake up and raise
         out = self.out_gate

@@ -336,7 +336,7 @@ class AlarmScheduler:
                     if pre > self.host.clock.now_ms():
                         info.pop("scheduled", None)
                         return act, AttemptResult(AttemptOutcome.NOT_DUE, gen, pre)
-            return act, await act.run(partial(self._event, key, act, info))
+            return act, await act.run(partial(self._event, key, act, info), kind="alarm", label="alarm")
         except OverloadedError as e:
             log.warning("alarm of %s postponed: %s", act.describe(), e)
             return act, AttemptResult(AttemptOutcome.INFRA_FAILED)
@@ -372,6 +372,9 @@ class AlarmScheduler:
         if invoke is None:
             raise InternalError("no alarm dispatcher installed (the api layer sets AlarmScheduler.invoke)")
         self.fired += 1
+        hub = getattr(self.host, "events", None)
+        if hub is not None:
+            hub.note_alarm_lateness((self.host.clock.now_ms() - row) / 1000)
         self._running[key] = (row, gen)
         error: Exception | None = None
         handled = True
@@ -457,7 +460,7 @@ class AlarmScheduler:
 
         async def event(instance: Any) -> AttemptResult:
             return clear()
-        return await act.run(event)
+        return await act.run(event, kind="alarm", label="drop spent alarm")
 
     # ------------------------------------------------------------------ reporting
     def _count(self, result: AttemptResult) -> None:

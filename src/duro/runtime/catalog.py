@@ -30,6 +30,7 @@ from ..storage.paths import make_dirs_durably
 from .activation import Activation
 from .alarms import AlarmScheduler
 from .barrier import DurabilityBarrier
+from .events import EventHub
 from .nodejournal import NodeJournal, recover
 from .pruning import HistoryPruner
 from .hibernation import HibernationRegistry
@@ -124,6 +125,8 @@ class Runtime:
             self.journal = NodeJournal(self.data_dir, history=history_retention > 0)
         self.barrier: Barrier = self.journal if self.journal is not None else DurabilityBarrier(durability)
         self.classes: dict[str, ClassEntry] = {}
+        # Every event's counts for /metrics, and the records duro tail subscribes to.
+        self.events = EventHub(lambda key: self.classes[key].class_name)
         self._activations: dict[tuple[str, str], Activation] = {}
         self.hibernation = HibernationRegistry()  # hibernatable sockets; outlive instances
         self._lock_fd: int | None = None
@@ -232,6 +235,7 @@ class Runtime:
             os.close(self._lock_fd)
             self._lock_fd = None
         self.started = False
+        self.events.close()
         await self.tasks.stop()
 
     # ------------------------------------------------------------------ catalog

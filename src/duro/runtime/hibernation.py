@@ -144,6 +144,10 @@ class HibernationRegistry:
                 del self._objects[key]
         return dropped
 
+    def socket_counts(self) -> list[tuple[tuple[str, str], int]]:
+        """(namespace key, hex id) and the number of open sockets, of every object that has some."""
+        return [(key, len(ent.channels)) for key, ent in self._objects.items() if ent.channels]
+
     def statistics(self) -> dict[str, Any]:
         return {"objects": len(self._objects), "sockets": sum(len(e.channels) for e in self._objects.values())}
 

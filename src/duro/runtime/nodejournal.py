@@ -38,6 +38,7 @@ from ..storage.journalfile import (CLEAN, COMMIT, SYNCED, Capture, encode_commit
                                    redo, scan_segments, segment_name, segment_paths, stray_side_files)
 from ..storage.paths import fsync_dir, make_dirs_durably
 from .barrier import _failure, _sync_path
+from .events import batch_histograms
 
 log = logging.getLogger("duro.journal")
 
@@ -176,6 +177,8 @@ class NodeJournal:
         self.flushes = 0
         self.synced_files = 0
         self.bytes_written = 0
+        # For /metrics; observed on the writer thread only.
+        self.batch_commits, self.fsync_seconds = batch_histograms()
 
     # ------------------------------------------------------------------ life
     def open(self) -> RecoveryReport:
@@ -467,8 +470,11 @@ class NodeJournal:
             try:
                 if seg.size and seg.size + len(data) > self.segment_bytes:
                     seg = self._rotate()
+                t0 = time.perf_counter()
                 os.write(seg.fd, data)
                 os.fdatasync(seg.fd)
+                self.fsync_seconds.observe(time.perf_counter() - t0)
+                self.batch_commits.observe(len(keys))
                 seg.size += len(data)
                 self.bytes_written += len(data)
             except OSError as e:

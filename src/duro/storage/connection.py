@@ -172,6 +172,10 @@ class DatabaseConnection:
         # written), kept by ``counter`` (storage/rowcounts.py).
         self.counter = RowCounter(self.run_internal)
         self.last_counts: tuple[int, int] = (0, 0)
+        # Since this object was made: rows read and written by user SQL (Cloudflare's counts) and
+        # KV calls (a row per key). Read around an event for ``duro tail`` and ``/metrics``.
+        self.rows_read = 0
+        self.rows_written = 0
 
     # ---- state ------------------------------------------------------------------------------
 
@@ -484,7 +488,9 @@ class DatabaseConnection:
                 rows = self._ucur.execute(sql, bindings).fetchall()
             finally:
                 counter.stop(conn)
-            self.last_counts = counter.finish(sql, bindings, len(rows))
+            counts = self.last_counts = counter.finish(sql, bindings, len(rows))
+            self.rows_read += counts[0]
+            self.rows_written += counts[1]
             return rows
         except apsw.BindingsError:
             raise

@@ -105,6 +105,11 @@ class ObjectDatabase(KvStore):
         """Commits that wrote, since this object was made."""
         return self.port.commit_count
 
+    def row_totals(self) -> tuple[int, int]:
+        """Rows read and written by user SQL and KV calls since this object was made."""
+        port = self.port
+        return port.rows_read, port.rows_written
+
     def exists(self) -> bool:
         """Whether the database file is on disk."""
         return self.path.exists()

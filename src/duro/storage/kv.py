@@ -155,6 +155,7 @@ class KvStore:
         if port.memo.get(KV_TABLE) is not True and not port.readable(KV_TABLE):
             return None
         row = port.run_internal(_KV_GET, (key,), _not_unicode, first=True)
+        port.rows_read += 1
         return None if row is None else decode(row[0])
 
     def kv_put(self, key: str, value: Any) -> None:
@@ -168,6 +169,7 @@ class KvStore:
         if port.memo.get(KV_TABLE) is not True:
             self._create_kv_table()
         port.run_internal(_KV_PUT, (key, data), _not_unicode, rows=False)
+        port.rows_written += 1
 
     def kv_delete(self, key: str) -> bool:
         """Delete ``key``; True if it existed. A database with no file stays without one."""
@@ -178,6 +180,7 @@ class KvStore:
             return False
         port.ensure_transaction()
         port.run_internal(_KV_DELETE, (key,), _not_unicode, rows=False)
+        port.rows_written += 1
         return port.changes() > 0
 
     # ---- many keys ----------------------------------------------------------------------------
@@ -189,6 +192,7 @@ class KvStore:
         if not port.readable(KV_TABLE):
             return {}
         found: dict[str, bytes] = {}
+        port.rows_read += len(keys)
         for key in set(keys):
             row = port.run_internal(_KV_GET, (key,), _not_unicode, first=True)
             if row is not None:
@@ -206,6 +210,7 @@ class KvStore:
         port.ensure_transaction()
         if port.memo.get(KV_TABLE) is not True:
             self._create_kv_table()
+        port.rows_written += len(rows)
         if len(rows) == 1:
             port.run_internal(_KV_PUT, rows[0], _not_unicode, rows=False)
             return
@@ -225,6 +230,7 @@ class KvStore:
         if not port.readable(KV_TABLE) or not keys:
             return 0
         port.ensure_transaction()
+        port.rows_written += len(keys)
         count = 0
         for key in set(keys):
             port.run_internal(_KV_DELETE, (key,), _not_unicode, rows=False)
@@ -255,7 +261,9 @@ class KvStore:
             params["lo"] = lo
         if hi is not None:
             params["hi"] = hi
-        return port.run_internal(sql, params, _not_unicode)
+        found = port.run_internal(sql, params, _not_unicode)
+        port.rows_read += len(found)
+        return found
 
 
 def _as_key_list(keys: Iterable[str]) -> list[Any]:
