@@ -85,6 +85,7 @@ def _integrity(data: pathlib.Path) -> int:
     return n
 
 
+@pytest.mark.timeout(1200)  # 50 cuts: about 2-3 minutes, more on a loaded machine
 def test_acknowledged_writes_survive_power_loss(powercut, tmp_path):
     lost_total = 0
     acked_total = 0
