@@ -28,6 +28,21 @@ class Spin(DurableObject):
             except BaseException:
                 pass
 
+    async def swallow(self):
+        # Catches the CPU-limit exception and returns: the limit holds anyway.
+        try:
+            while True:
+                pass
+        except BaseException:
+            return "swallowed"
+
+    async def spin_later(self):
+        async def spin():
+            while True:
+                pass
+        self.ctx.wait_until(spin())
+        return "started"
+
     async def sql_forever(self):
         return self.ctx.storage.sql.exec(
             "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c").one()
