@@ -31,7 +31,9 @@ over an endless C iterator) is never interrupted — no Python handler runs. Onl
 stops it: that is the supervisor's job (issue 11 item 1); ``duro serve`` meanwhile ends on SIGTERM
 after its drain timeout however busy the loop is (``cli/stopping.py``).
 
-The timer and the signal handler are process-wide: :func:`install` counts its callers (a runtime
+Linux delivers the process-wide SIGPROF to the main thread whenever it does not block it, so other
+threads (fsync, checkpoints) are not interrupted by it. The timer and the signal handler are
+process-wide: :func:`install` counts its callers (a runtime
 each) and works only in the main thread (Python runs signal handlers there); elsewhere events run
 without a CPU limit, and it says so once. It must never raise inside duro's own code, nor run
 user code.
@@ -73,7 +75,7 @@ class Budget:
     ``fired`` once it ran out (then the event is stopped and the object reset); ``text`` what the
     caller is told. ``on_fired`` is called once, from the tick, when it runs out."""
 
-    __slots__ = ("limit", "used", "fired", "text", "on_fired", "hard")
+    __slots__ = ("limit", "used", "fired", "text", "on_fired", "hard", "ended")
 
     def __init__(self, limit: float, on_fired: Callable[["Budget"], None] | None = None) -> None:
         self.limit = limit
@@ -82,6 +84,10 @@ class Budget:
         self.text = TEXT_CPU_EXCEEDED
         self.on_fired = on_fired
         self.hard = False  # tracing on: every line of the event's frames raises
+        # The event has returned; tasks it started (``wait_until``) still spend from this budget,
+        # but only in user code: a task duro started during the event (a socket's reader, say)
+        # lives on with this context and must not, over hours, exhaust it.
+        self.ended = False
 
     def error(self) -> CpuLimitExceeded:
         return CpuLimitExceeded(self.text)
@@ -148,6 +154,7 @@ def start_event(limit_s: float, on_fired: Callable[[Budget], None]) -> tuple[Bud
 
 def end_event(budget: Budget, token: contextvars.Token[Any]) -> None:
     _budget.reset(token)
+    budget.ended = True
     if budget.hard and _lim.tracing is budget:
         _lim.tracing = None
         sys.settrace(None)
@@ -174,7 +181,7 @@ def _on_tick(signum: int, frame: FrameType | None) -> None:
     spent = now - _lim.last
     _lim.last = now
     b = _budget.get()
-    if b is None:
+    if b is None or (b.ended and _is_runtime(frame)):
         return
     b.used += spent
     if not b.fired:
