@@ -458,7 +458,10 @@ class Activation:
         """Called from the CPU tick (a signal handler in the loop thread) once an event of this
         object runs past its budget: the reset waits until the loop runs again, so that it never
         happens in the middle of the code the tick interrupted."""
-        asyncio.get_running_loop().call_soon(self._reset_for_cpu, budget)
+        try:
+            asyncio.get_running_loop().call_soon(self._reset_for_cpu, budget)
+        except RuntimeError:  # no loop runs (a closed runtime's leftover): nothing to reset on
+            pass
 
     def _reset_for_cpu(self, budget: cpulimit.Budget) -> None:
         if self.in_gate.broken is None:
