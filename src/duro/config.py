@@ -78,7 +78,7 @@ class Limits:
     hibernation_timeout: float = 10.0  # seconds before an instance with only hibernatable sockets is dropped
     max_open_databases: int = 2000  # LRU bound on open SQLite files per process
     max_queued_events: int = 1000  # per object; beyond that: "Too many requests queued."
-    cpu_ms: int = 30000  # wrangler limits.cpu_ms; recorded, not enforced yet
+    cpu_ms: int = 30000  # wrangler limits.cpu_ms: CPU milliseconds of one event (1..300000)
     max_request_body: int = 100 * 1024 * 1024  # one request body (413 past it)
     max_queued_bytes: int = 128 * 1024 * 1024  # per object: bodies and RPC arguments; "Too much data queued."
     max_queue_age: float = 30.0  # seconds an event may wait at a locked input gate; "Requests queued for too long."
@@ -94,10 +94,16 @@ class Limits:
     overload_retry_after: int = 1  # seconds, the Retry-After of every 503
     max_name_bytes: int = 1024  # an object name (UTF-8) for id_from_name / get_by_name
     max_log_line: int = 4096  # characters; longer log records are cut (tracebacks included)
+    # seconds from SIGTERM to the end of the process, however busy it is: in-flight requests get
+    # the first three quarters, closing the rest; past it the process exits at once (cli/stopping.py)
+    drain_timeout: float = 40.0
 
 
 _LIMIT_KINDS = {f.name: type(f.default) for f in dataclasses.fields(Limits)}  # float: seconds; int: counts
 _ZERO_MEANS_DERIVED = frozenset({"max_connections"})
+_ZERO_NOT_ALLOWED = frozenset({"drain_timeout"})  # seconds that cannot be "off"
+# Upper bounds, with why: Cloudflare refuses a limits.cpu_ms above 300000 (5 minutes).
+_LIMIT_MAX = {"cpu_ms": (300_000, "Cloudflare's maximum, 5 minutes of CPU per event")}
 
 
 @dataclass(frozen=True)
@@ -617,12 +623,17 @@ def _limit_values(raw: dict[str, Any], base: Limits, file: str | None, key: str)
                 raise ConfigError(f"must be a number of seconds, not {_show(v)}", file=file, key=lk)
             if v < 0:
                 raise ConfigError(f"must be >= 0 seconds, not {v}", file=file, key=lk)
+            if v == 0 and k in _ZERO_NOT_ALLOWED:
+                raise ConfigError(f"must be > 0 seconds, not {v}", file=file, key=lk)
             changes[k] = float(v)
         else:
             if isinstance(v, bool) or not isinstance(v, int):
                 raise ConfigError(f"must be a whole number, not {_show(v)}", file=file, key=lk)
             if v < 1 and not (v == 0 and k in _ZERO_MEANS_DERIVED):
                 raise ConfigError(f"must be a positive whole number (>= 1), not {v}", file=file, key=lk)
+            if k in _LIMIT_MAX and v > _LIMIT_MAX[k][0]:
+                top, why = _LIMIT_MAX[k]
+                raise ConfigError(f"must be at most {top} ({why}), not {v}", file=file, key=lk)
             changes[k] = v
     return dataclasses.replace(base, **changes)
 

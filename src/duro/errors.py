@@ -24,6 +24,7 @@ __all__ = [
     "GateBrokenError",
     "ObjectResetError",
     "DurableObjectAbort",
+    "CpuLimitExceeded",
     "OverloadedError",
     "RemoteError",
     "InternalError",
@@ -158,6 +159,13 @@ class DurableObjectAbort(BaseException):
     def __init__(self, reason: str | None = None) -> None:
         self.reason = reason or "Application called abort() to reset Durable Object."
         super().__init__(self.reason)
+
+
+class CpuLimitExceeded(BaseException):
+    """Raised inside an object's code when its event ran past its CPU budget (``limits.cpu_ms``),
+    and again at every later tick if the code catches it (Cloudflare's Python Workers raise a
+    ``CpuLimitExceeded`` that is a ``BaseException`` too). The object is reset; its caller gets
+    ``ObjectResetError("Durable Object exceeded its CPU time limit and was reset.")``."""
 
 
 class OverloadedError(DuroError):

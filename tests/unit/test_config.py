@@ -370,6 +370,12 @@ def tool_duro_error(tmp_path, body: str, *, extra: str = "") -> str:
      "pyproject.toml: tool.duro.limits.max_queued_events: must be a positive whole number (>= 1), not -5"),
     ("[tool.duro.limits]\ncpu_ms = 1.5", "pyproject.toml: tool.duro.limits.cpu_ms: must be a whole number, not 1.5"),
     ("[tool.duro.limits]\ncpu_ms = true", "pyproject.toml: tool.duro.limits.cpu_ms: must be a whole number, not true"),
+    ("[tool.duro.limits]\ncpu_ms = 0", "pyproject.toml: tool.duro.limits.cpu_ms: must be a positive whole number (>= 1), not 0"),
+    ("[tool.duro.limits]\ncpu_ms = -100",
+     "pyproject.toml: tool.duro.limits.cpu_ms: must be a positive whole number (>= 1), not -100"),
+    ("[tool.duro.limits]\ncpu_ms = 300001",
+     "pyproject.toml: tool.duro.limits.cpu_ms: must be at most 300000 (Cloudflare's maximum, 5 minutes of CPU per event), "
+     "not 300001"),
     ('[[tool.duro.migrations]]\ntag = "v1"\n[[tool.duro.migrations]]\ntag = "v1"',
      'pyproject.toml: tool.duro.migrations[1].tag: duplicate tag "v1" (also tool.duro.migrations[0])'),
     ('bindings = { A = "A" }\n[[tool.duro.migrations]]\nnew_sqlite_classes = ["A"]\n'

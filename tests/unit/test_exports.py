@@ -32,7 +32,7 @@ def test_error_exports():
     assert set(duro.errors.__all__) == {
         "DuroError", "InvalidInputError", "InvalidIdError", "ConfigError", "StorageError", "SqlError",
         "StorageLimitError", "CorruptDatabaseError", "GateBrokenError", "ObjectResetError",
-        "DurableObjectAbort", "OverloadedError", "RemoteError", "InternalError", "UnknownNamespaceError",
+        "DurableObjectAbort", "CpuLimitExceeded", "OverloadedError", "RemoteError", "InternalError", "UnknownNamespaceError",
         "mark_remote", "JsException", "UnsupportedBindingError",
     }
     _all_resolve(duro.errors)

@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from ..errors import ConfigError
+from .stopping import INFLIGHT_SHARE, StopWatch
 
 log = logging.getLogger("duro.cli")
 
@@ -74,7 +75,12 @@ async def _run(args: argparse.Namespace) -> None:
     log.info("duro serving %s on http://%s:%d (data: %s, durability: %s)", cfg.root, args.host, args.port,
              app.runtime.data_dir, app.runtime.durability)
     tune_gc()
-    await serve(front, host=args.host, port=args.port, log_level=args.log_level)
+    watch = StopWatch(cfg.limits.drain_timeout)
+    try:
+        await serve(front, host=args.host, port=args.port, log_level=args.log_level,
+                    drain_timeout=cfg.limits.drain_timeout * INFLIGHT_SHARE, on_started=watch.install)
+    finally:
+        watch.close()
 
 
 def tune_gc() -> None:

@@ -203,7 +203,7 @@ def runtime_limits(cfg: ProjectConfig) -> RuntimeLimits:
     return RuntimeLimits(idle_timeout=lim.idle_timeout, hibernation_timeout=lim.hibernation_timeout,
                          max_open_databases=lim.max_open_databases, max_queued_events=lim.max_queued_events,
                          max_queued_bytes=lim.max_queued_bytes, max_queue_age=lim.max_queue_age,
-                         max_name_bytes=lim.max_name_bytes)
+                         max_name_bytes=lim.max_name_bytes, cpu_ms=lim.cpu_ms)
 
 
 def load_app(root: str | os.PathLike[str], *, data_dir: str | os.PathLike[str] | None = None,

@@ -37,6 +37,7 @@ class DeactivationReason(enum.Enum):
     CRITICAL_SECTION_FAILED = "block_concurrency_while failed"
     CONSTRUCTOR_FAILED = "constructor failed"
     UNAWAITED_CALL_FAILED = "a storage call nobody awaited failed"
+    CPU_LIMIT = "an event ran past its CPU limit"
 
 
 _S = ActivationState

@@ -20,6 +20,10 @@ TEXT_BCW_TIMEOUT = ("A call to blockConcurrencyWhile() in a Durable Object waite
 TEXT_OVERLOADED_QUEUE = "Durable Object is overloaded. Too many requests queued."
 TEXT_OVERLOADED_BYTES = "Durable Object is overloaded. Too much data queued."
 TEXT_OVERLOADED_AGE = "Durable Object is overloaded. Requests queued for too long."
+TEXT_CPU_EXCEEDED = "Durable Object exceeded its CPU time limit and was reset."
+TEXT_CPU_SHUTDOWN = ("The server is shutting down and this event was still running at the end of its drain time; "
+                     "it was stopped and the Durable Object was reset.")
+MAX_CPU_MS = 300_000  # Cloudflare's maximum limits.cpu_ms (5 minutes)
 TEXT_DELETE_ALL_IN_TXN = "Cannot call deleteAll() within a transaction"
 
 ALARM_HANDLER_TIMEOUT_S = 15 * 60.0  # wall time of one alarm() call (§5)

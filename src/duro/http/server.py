@@ -256,9 +256,12 @@ def _install_status_lines() -> None:
 
 async def serve(front: Any, *, host: str = "127.0.0.1", port: int = 8787, log_level: str = "info",
                 ready: "asyncio.Event | None" = None, ws_max_size: int = 32 * 1024 * 1024,
-                ws_compression: bool = False) -> None:
+                ws_compression: bool = False, drain_timeout: float = 30.0,
+                on_started: Callable[[], None] | None = None) -> None:
     """Serve ``front`` (an :class:`AsgiFront`, or a wrapper with its ``guard``) until cancelled or
-    signalled (SIGINT/SIGTERM stop it gracefully). Connections get the guard's limits.
+    signalled (SIGINT/SIGTERM stop it gracefully: requests in flight get ``drain_timeout`` seconds).
+    Connections get the guard's limits. ``on_started`` is called once it serves, after uvicorn
+    set its signal handlers (``duro serve`` adds its SIGTERM watch then).
 
     WebSocket permessage-deflate is off by default: its per-connection zlib state (~40 KB) would
     dominate the memory of idle hibernated connections."""
@@ -275,17 +278,20 @@ async def serve(front: Any, *, host: str = "127.0.0.1", port: int = 8787, log_le
                             ws="websockets-sansio", lifespan="on", log_level=log_level, access_log=False,
                             ws_max_size=ws_max_size, ws_ping_interval=None, server_header=False,
                             ws_per_message_deflate=ws_compression,
-                            date_header=False, timeout_graceful_shutdown=30, proxy_headers=False)
+                            date_header=False, timeout_graceful_shutdown=drain_timeout, proxy_headers=False)
     cap_log_lines(guard.max_log_line)  # after uvicorn.Config: it installs its own handlers
     server = uvicorn.Server(config)
-    if ready is not None:
+    if ready is not None or on_started is not None:
         async def _watch() -> None:
             while not server.started:
                 await asyncio.sleep(0.01)
-            ready.set()
+            if on_started is not None:
+                on_started()
+            if ready is not None:
+                ready.set()
         watcher = asyncio.ensure_future(_watch())
     try:
         await server.serve()
     finally:
-        if ready is not None:
+        if ready is not None or on_started is not None:
             await stop_task(watcher)

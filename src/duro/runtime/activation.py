@@ -32,7 +32,7 @@ from ..ids import DurableObjectId
 from ..storage import ObjectDatabase
 from ..storage.durability import Barrier
 from ..storage.journal import HistoryOptions, marker_path
-from . import portal
+from . import cpulimit, portal
 from .gates import InputGate, OutputGate
 from .tasks import drain_tasks, log_failure
 
@@ -96,6 +96,8 @@ class _Limits(Protocol):
     def max_queued_bytes(self) -> int: ...
     @property
     def max_queue_age(self) -> float: ...
+    @property
+    def cpu_ms(self) -> int: ...
 
 
 class ActivationHost(Protocol):
@@ -136,7 +138,8 @@ class Activation:
         journal = runtime.journal
         self.link = journal.link(db_path) if journal is not None else None
         self.db = ObjectDatabase(db_path, on_transaction_open=self._on_transaction_open, name=object_id.name,
-                                 history=runtime.history, offload=runtime.offload, journal=self.link)
+                                 history=runtime.history, offload=runtime.offload, journal=self.link,
+                                 interrupt=cpulimit.over_budget)
         self.inflight = 0
         self.inflight_bytes = 0  # the payload bytes (request bodies, RPC arguments) of those events
         self.waiting = 0
@@ -199,6 +202,10 @@ class Activation:
         *before* it runs, so a refused event never wrote anything. An event that has started is
         never refused.
 
+        The event has a CPU budget of ``limits.cpu_ms`` (``cpulimit``): past it, its code is
+        stopped, the object is reset and the caller gets Cloudflare's "Durable Object exceeded its
+        CPU time limit and was reset." (even if the code caught the exception and finished).
+
         ``kind`` (fetch, rpc, alarm, websocket) and ``label`` (the method, the request, the socket
         event) name the event for ``/metrics`` and ``duro tail``: every event, refused or not,
         ends in one ``EventHub.finish`` call with its status, time, CPU time and rows."""
@@ -247,6 +254,7 @@ class Activation:
         self.inflight += 1
         self.inflight_bytes += size
         token = _current.set(self)
+        budget, budget_token = cpulimit.start_event(limits.cpu_ms / 1000, self._cpu_limit_fired)
         try:
             if self.instance is None and self.state is not ActivationState.CONSTRUCTING:
                 await self._construct_in_portal() if portal.enabled() else self._construct()
@@ -279,8 +287,16 @@ class Activation:
             if self._unawaited_error is not None:
                 self._reset_for_unawaited()
             await self.out_gate.wait()
+            if budget.fired:  # the code caught the exception and returned: the limit holds anyway
+                raise budget.error()
             return result
+        except BaseException as e:
+            if budget.fired and not isinstance(e, asyncio.CancelledError):
+                self._reset_for_cpu(budget)
+                raise gate.reset_error() from None
+            raise
         finally:
+            cpulimit.end_event(budget, budget_token)
             _current.reset(token)
             self.inflight -= 1
             self.inflight_bytes -= size
@@ -480,6 +496,22 @@ class Activation:
         err = self._unawaited_error
         if err is not None and self.in_gate.broken is None:
             self.reset(err, DeactivationReason.UNAWAITED_CALL_FAILED)
+
+    # ------------------------------------------------------------------ the CPU limit
+    def _cpu_limit_fired(self, budget: cpulimit.Budget) -> None:
+        """Called from the CPU tick (a signal handler in the loop thread) once an event of this
+        object runs past its budget: the reset waits until the loop runs again, so that it never
+        happens in the middle of the code the tick interrupted."""
+        try:
+            asyncio.get_running_loop().call_soon(self._reset_for_cpu, budget)
+        except RuntimeError:  # no loop runs (a closed runtime's leftover): nothing to reset on
+            pass
+
+    def _reset_for_cpu(self, budget: cpulimit.Budget) -> None:
+        if self.in_gate.broken is None:
+            # Outside the event's context: the rollback and close must not be interrupted by the
+            # very budget that ran out.
+            contextvars.Context().run(self.reset, ObjectResetError(budget.text), DeactivationReason.CPU_LIMIT)
 
     def own(self, task: "asyncio.Task[Any]") -> None:
         """Keep ``task`` (a call still running for this object's code) among the work the

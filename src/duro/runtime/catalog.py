@@ -27,6 +27,7 @@ from ..ids import DurableObjectId
 from ..storage.durability import Barrier
 from ..storage.journal import HistoryOptions
 from ..storage.paths import make_dirs_durably
+from . import cpulimit
 from .activation import Activation
 from .alarms import AlarmScheduler
 from .barrier import DurabilityBarrier
@@ -51,6 +52,7 @@ class RuntimeLimits:
     max_queued_bytes: int = 128 * 1024 * 1024
     max_queue_age: float = 30.0
     max_name_bytes: int = 1024  # ids.MAX_NAME_BYTES
+    cpu_ms: int = 30000  # CPU budget of one event (cpulimit.py); Cloudflare's default
     sweep_interval: float = 1.0
 
 
@@ -145,6 +147,7 @@ class Runtime:
         if self.history is not None:
             self._services.append(HistoryPruner(self, self.history))
         self.started = False
+        self._cpu_limited = False  # this runtime holds the process's CPU-limit timer
 
     # ------------------------------------------------------------------ set-up
     def register(self, unique_key: str, class_name: str, factory: Callable[[Activation], Any], cls: Any = None) -> ClassEntry:
@@ -205,6 +208,7 @@ class Runtime:
             recover(self.data_dir, history=self.history is not None)
             shutil.rmtree(self.data_dir / "journal", ignore_errors=True)
         self.barrier.start()
+        self._cpu_limited = cpulimit.install(self.limits.cpu_ms)
         self._sweeper = self.tasks.spawn(self._sweep_forever(), "duro-sweeper")
         for service in self._services:
             await service.start()
@@ -236,6 +240,9 @@ class Runtime:
             self._lock_fd = None
         self.started = False
         self.events.close()
+        if self._cpu_limited:
+            self._cpu_limited = False
+            cpulimit.uninstall()
         await self.tasks.stop()
 
     # ------------------------------------------------------------------ catalog

@@ -49,6 +49,9 @@ PAGE_SIZE = 4096
 MAX_DATABASE_BYTES = 10 * 1000**3  # 10 GB per object (§7.4); beyond it writes fail with SQLITE_FULL
 _STATEMENT_CACHE = 128
 CHECKPOINT_PAGES = 1000  # SQLite's own auto-checkpoint threshold
+# SQLite VM steps between two calls of the ``interrupt`` check (~1 ms of a busy statement; a
+# Python call each time, so not much more often).
+PROGRESS_STEPS = 20_000
 _log = logging.getLogger("duro.storage")
 
 # The prepare flag of duro's own statements. SQLITE_PREPARE_NORMALIZE is a no-op in SQLite today;
@@ -132,8 +135,11 @@ class DatabaseConnection:
     def __init__(self, path: pathlib.Path, *, history: History | None,
                  on_transaction_open: Callable[[], None] | None,
                  offload: Callable[[Callable[[], None]], None] | None,
-                 journal: JournalLink | None = None) -> None:
+                 journal: JournalLink | None = None, interrupt: Callable[[], bool] | None = None) -> None:
         self.path = path
+        # Asked every PROGRESS_STEPS SQLite VM steps; True interrupts the running statement
+        # (SQLITE_INTERRUPT): the runtime's CPU limit (runtime/cpulimit.py) for SQL.
+        self._interrupt = interrupt
         self.wal_path = path.with_name(path.name + "-wal")
         self.shm_path = path.with_name(path.name + "-shm")
         self.history = history
@@ -297,6 +303,8 @@ class DatabaseConnection:
                 raise self._corrupt from e
             raise translate(e) from e
         conn.authorizer = self._auth
+        if self._interrupt is not None:
+            conn.set_progress_handler(self._interrupt, PROGRESS_STEPS)
         # The hook replaces SQLite's auto-checkpoint, which would fsync inside COMMIT on the loop.
         self._wal_pages = 0
         conn.set_wal_hook(self._wal_hook)

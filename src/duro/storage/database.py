@@ -80,12 +80,12 @@ class ObjectDatabase(KvStore):
                  on_transaction_open: Callable[[], None] | None = None, name: str | None = None,
                  history: HistoryOptions | None = None,
                  offload: Callable[[Callable[[], None]], None] | None = None,
-                 journal: JournalLink | None = None) -> None:
+                 journal: JournalLink | None = None, interrupt: Callable[[], bool] | None = None) -> None:
         self.path = path = as_path(path)
         # Point-in-time recovery (journal.py): None when history is off.
         self.history: History | None = ObjectHistory(path, history) if history is not None else None
         port = DatabaseConnection(path, history=self.history, on_transaction_open=on_transaction_open,
-                                  offload=offload, journal=journal)
+                                  offload=offload, journal=journal, interrupt=interrupt)
         super().__init__(port)
         self.wal_path = port.wal_path
         self.name = name  # recorded in _cf_METADATA key 3 (see _record_name)
