@@ -37,7 +37,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     guard: FrontGuard
     own_websockets = True
     # Slots, not the instance dict: these would grow every connection's dict past its size class.
-    __slots__ = ("_refused", "_refusal", "_in_head", "_head_bytes", "_header_count", "_header_bytes", "_timer")
+    __slots__ = ("_refused", "_refusal", "_in_head", "_head_bytes", "_header_count", "_header_bytes", "_timer",
+                 "_head_max")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -48,6 +49,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._header_count = 0
         self._header_bytes = 0
         self._timer: asyncio.TimerHandle | None = None
+        limits = self.guard.limits
+        self._head_max = limits.max_url_bytes + limits.max_header_bytes + _HEAD_SLACK
 
     # ------------------------------------------------------------------ connection
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -122,15 +125,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._disarm()
             self.send_400_response(msg)
             return
-        if self._in_head and self._head_bytes > self._head_limit():
+        if self._in_head and self._head_bytes > self._head_max:
             # httptools holds an unfinished header line itself: stop it growing. (A target past
             # its limit was refused in on_url, so the excess is in the headers.)
             limit = self.guard.limits.max_header_bytes
             self._refuse(431, f"the request headers are larger than the limit of {limit} bytes")
-
-    def _head_limit(self) -> int:
-        limits = self.guard.limits
-        return limits.max_url_bytes + limits.max_header_bytes + _HEAD_SLACK
 
     # ------------------------------------------------------------------ parser callbacks
     def on_message_begin(self) -> None:

@@ -221,9 +221,17 @@ class AsgiFront:
 
 class _Status(int):
     """A status code that carries its own reason phrase (``Response(status_text=...)``). ASGI has
-    no field for the phrase, so the code itself carries it to the status line (``_StatusLines``)."""
+    no field for the phrase, so the code itself carries it to the status line (``_StatusLines``).
+    It hashes apart from the plain int, so the table's lookup misses and ``__missing__`` answers:
+    every other response keeps the dict's own C lookup."""
 
     reason: bytes
+
+    def __hash__(self) -> int:
+        return hash((int(self), self.reason))
+
+    def __eq__(self, other: object) -> bool:
+        return int(self) == other
 
 
 def _status(resp: Response) -> int:
@@ -239,10 +247,10 @@ def _status(resp: Response) -> int:
 class _StatusLines(dict):  # type: ignore[type-arg]
     """uvicorn's table of status lines, answering a ``_Status`` with its own phrase."""
 
-    def __getitem__(self, code: Any) -> bytes:
+    def __missing__(self, code: Any) -> bytes:
         reason = getattr(code, "reason", None)
         if reason is None:
-            return dict.__getitem__(self, code)  # type: ignore[no-any-return]
+            raise KeyError(code)
         return b"HTTP/1.1 %d %s\r\n" % (int(code), reason)
 
 
