@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import logging
 import os
 import signal
@@ -173,7 +174,22 @@ def interrupt_running(text: str) -> None:
 
 
 def _is_runtime(frame: FrameType | None) -> bool:
-    return frame is None or frame.f_code.co_filename.startswith(_RUNTIME_DIRS)
+    return frame is None or frame.f_code.co_filename.startswith(_RUNTIME_DIRS) or _in_gc_callback(frame)
+
+
+def _in_gc_callback(frame: FrameType) -> bool:
+    """Whether ``frame`` runs inside a garbage-collector callback (``gc.callbacks``, which libraries
+    such as hypothesis register): an exception raised there is only printed as "ignored" by the
+    collector, and the event would run on. The raise waits for the next tick."""
+    if not gc.callbacks:
+        return False
+    codes = {getattr(cb, "__code__", None) for cb in gc.callbacks}
+    f: FrameType | None = frame
+    while f is not None:
+        if f.f_code in codes:
+            return True
+        f = f.f_back
+    return False
 
 
 def _on_tick(signum: int, frame: FrameType | None) -> None:
