@@ -11,6 +11,8 @@ import re
 import socket
 import time
 
+import httpx
+
 from .net import exchange
 
 FRONT = pathlib.Path(__file__).resolve().parent / "projects" / "front"
@@ -28,6 +30,20 @@ def _header(raw: bytes, name: str) -> str | None:
         if k.strip().lower() == name:
             return v.strip()
     return None
+
+
+def _wait_for_bodies_in_flight(srv, n: int, timeout: float = 10.0) -> None:
+    """Wait until the server holds at least ``n`` bytes of request bodies (its /metrics gauge)."""
+    token = (pathlib.Path(srv.data_dir) / "admin.token").read_text().strip()
+    deadline = time.monotonic() + timeout
+    while True:
+        text = httpx.get(f"{srv.url}/__duro/admin/metrics", headers={"authorization": f"Bearer {token}"},
+                         timeout=5).text
+        m = re.search(r"^duro_request_body_bytes_in_flight ([0-9.e+]+)$", text, re.M)
+        if m and float(m.group(1)) >= n:
+            return
+        assert time.monotonic() < deadline, f"the server never held {n} bytes of bodies: {m and m.group(0)}"
+        time.sleep(0.02)
 
 
 def _read_until_closed(s: socket.socket, deadline: float) -> bytes:
@@ -241,6 +257,8 @@ def test_request_bodies_in_flight_are_capped(serve):
     first = socket.create_connection(("127.0.0.1", srv.port), timeout=2)
     try:
         first.sendall(b"POST /body HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % size + b"x" * (size - 10))
+        # Until the server has read the first body (not only the kernel), the second one fits.
+        _wait_for_bodies_in_flight(srv, size - 10)
         with socket.create_connection(("127.0.0.1", srv.port), timeout=0.2) as s:
             s.sendall(b"POST /body HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % size)
             try:

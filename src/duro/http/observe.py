@@ -68,7 +68,10 @@ def render_metrics(runtime: Any, front: Any = None) -> str:
         ws = sum(1 for c in open_conns if type(c).__name__ == "WebSocketConnection")
         conns.set(len(open_conns) - ws, ("http",))
         conns.set(ws, ("websocket",))
-        metrics += [refused, conns]
+        bodies = Gauge("duro_request_body_bytes_in_flight", "Bytes of request bodies received and not yet "
+                       "answered (capped by limits.max_body_bytes_in_flight).")
+        bodies.set(front.guard.body_bytes_in_flight)
+        metrics += [refused, conns, bodies]
     acts = runtime.activations()
     active = Gauge("duro_objects_active", "Objects with a live instance in memory.", ("class",))
     open_dbs = Gauge("duro_objects_open_databases", "Objects whose database is open.")

@@ -185,7 +185,10 @@ class _StdoutTee(io.TextIOBase):
         return self.real.write(s)
 
     def flush(self) -> None:
-        self.real.flush()
+        try:
+            self.real.flush()
+        except ValueError:  # the real stream was closed under us (a test harness's capture): nothing to do
+            pass
 
     def isatty(self) -> bool:
         return self.real.isatty()
