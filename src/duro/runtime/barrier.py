@@ -33,10 +33,10 @@ from ..storage.paths import fsync_dir
 
 log = logging.getLogger("duro.runtime")
 
-__all__ = ["DurabilityBarrier"]
+__all__ = ["DurabilityBarrier", "failure_copy", "sync_path"]
 
 
-def _sync_path(path: str, sync_dir: bool) -> None:
+def sync_path(path: str, sync_dir: bool) -> None:
     """fdatasync ``path`` (and fsync its directory with ``sync_dir``); a StorageError naming the
     file and the step that failed, with the OSError as its cause, if the disk refused."""
     try:
@@ -65,10 +65,10 @@ def _sync_error(step: str, path: str, e: OSError) -> StorageError:
     return StorageError(f"the commit could not be made durable: {step} of {path!r} failed: {e.strerror or e}")
 
 
-def _failure(error: BaseException) -> BaseException:
+def failure_copy(error: BaseException) -> BaseException:
     """The exception one future of a failed file gets: a fresh copy per future (an exception
     object collects the traceback of every place that raises it), its cause kept."""
-    if not isinstance(error, StorageError):  # pragma: no cover - _sync_path translates
+    if not isinstance(error, StorageError):  # pragma: no cover - sync_path translates
         wrapped = StorageError(f"the commit could not be made durable: {error!r}")
         wrapped.__cause__ = error
         return wrapped
@@ -86,7 +86,7 @@ def _sync_all(todo: "collections.deque[tuple[str, bool]]", failed: dict[str, Bas
         except IndexError:
             return
         try:
-            _sync_path(path, sync_dir)
+            sync_path(path, sync_dir)
         except StorageError as e:
             failed[path] = e
 
@@ -128,7 +128,7 @@ class DurabilityBarrier:
         for _, futs in [*self._flushing.values(), *pending.values()]:
             for fut in futs:
                 if not fut.done():
-                    fut.set_exception(_failure(exc))  # type: ignore[arg-type]
+                    fut.set_exception(failure_copy(exc))  # type: ignore[arg-type]
 
     def submit(self, path: str, *, sync_dir: bool = False) -> asyncio.Future[None] | None:
         """Ask for ``path`` to be made durable. Returns ``None`` when nothing needs waiting for."""
@@ -183,7 +183,7 @@ class DurabilityBarrier:
                     if fut.done():
                         continue
                     if error is not None:
-                        fut.set_exception(_failure(error))
+                        fut.set_exception(failure_copy(error))
                     else:
                         fut.set_result(None)
             if self._closed and not self._pending:

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, TextIO
 
-from .metrics import Counter, Gauge, Histogram, SIZE_BUCKETS, _Metric
+from .metrics import Counter, Gauge, Histogram, SIZE_BUCKETS, Metric
 
 __all__ = ["EventRecord", "EventHub", "Subscription", "TailFilter", "EVENT_KINDS", "EVENT_STATUSES",
            "current_log_lines"]
@@ -234,7 +234,7 @@ class EventHub:
         self.tails = Gauge("duro_tail_subscribers", "duro tail clients connected.")
         self._names: dict[str, str] = {}
 
-    def metrics(self) -> list[_Metric]:
+    def metrics(self) -> list[Metric]:
         self.tails.set(len(self.subscribers))
         return [self.events, self.latency, self.cpu, self.rows_read, self.rows_written, self.resets,
                 self.overloaded, self.alarm_lateness, self.dropped, self.tails]

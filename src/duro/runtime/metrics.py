@@ -27,7 +27,7 @@ SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 Labels = tuple[str, ...]
 
 
-class _Metric:
+class Metric:
     kind = ""
 
     def __init__(self, name: str, help: str, labelnames: Iterable[str] = ()) -> None:
@@ -39,7 +39,7 @@ class _Metric:
         raise NotImplementedError
 
 
-class Counter(_Metric):
+class Counter(Metric):
     """A monotonic count per label set: ``inc(labels, n)``."""
 
     kind = "counter"
@@ -62,7 +62,7 @@ class Counter(_Metric):
             yield "_total", labels, (), v
 
 
-class Gauge(_Metric):
+class Gauge(Metric):
     """A value per label set, set at scrape time (``set``) or moved (``inc``)."""
 
     kind = "gauge"
@@ -87,7 +87,7 @@ class _Buckets:
         self.sum = 0.0
 
 
-class Histogram(_Metric):
+class Histogram(Metric):
     """Cumulative buckets per label set: ``observe(value, labels)``."""
 
     kind = "histogram"
@@ -137,7 +137,7 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def render(metrics: Iterable[_Metric]) -> str:
+def render(metrics: Iterable[Metric]) -> str:
     """The Prometheus text exposition of ``metrics`` (``text/plain; version=0.0.4``)."""
     out: list[str] = []
     for m in metrics:

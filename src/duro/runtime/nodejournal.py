@@ -37,7 +37,7 @@ from ..storage.durability import BarrierStatistics
 from ..storage.journalfile import (CLEAN, COMMIT, SYNCED, Capture, encode_commit, encode_marker, pending_redo,
                                    redo, scan_segments, segment_name, segment_paths, stray_side_files)
 from ..storage.paths import fsync_dir, make_dirs_durably
-from .barrier import _failure, _sync_path
+from .barrier import failure_copy, sync_path
 from .events import batch_histograms
 
 log = logging.getLogger("duro.journal")
@@ -99,13 +99,14 @@ def recover(data_dir: pathlib.Path, *, history: bool, threads: int = 8) -> Recov
                 pass
     report.redone = len(jobs)
     report.records = sum(len(recs) for _, recs in jobs)
-    if scan.torn_at is not None:
-        path, at = scan.torn_at
-        log.info("journal: cut the torn tail of %s at byte %d (never acknowledged)", path.name, at)
-        with open(path, "r+b") as f:
-            f.truncate(at)
-            os.fsync(f.fileno())
     if corrupt:
+        # The segments are kept (nothing new goes in them): the torn tail, never acknowledged, goes.
+        if scan.torn_at is not None:
+            path, at = scan.torn_at
+            log.info("journal: cut the torn tail of %s at byte %d (never acknowledged)", path.name, at)
+            with open(path, "r+b") as f:
+                f.truncate(at)
+                os.fsync(f.fileno())
         for r in scan.records:
             if r.kind == COMMIT:
                 report.last[r.key] = r.lsn
@@ -286,7 +287,7 @@ class NodeJournal:
         with self._cond:
             failed = self._failed.get(key)
             if failed is not None:
-                fut.set_exception(_failure(failed))
+                fut.set_exception(failure_copy(failed))
                 return fut
             lsn = self._take_lsn()
             self._buf.append(encode_commit(lsn, self._last.get(key, 0), key.encode(), capture))
@@ -488,7 +489,7 @@ class NodeJournal:
         path_errors: dict[str, BaseException] = {}
         for path, sync_dir in paths.items():
             try:
-                _sync_path(path, sync_dir)
+                sync_path(path, sync_dir)
             except StorageError as e:
                 path_errors[path] = e
         with self._cond:
@@ -560,7 +561,7 @@ class NodeJournal:
             else:
                 failure = error
             if failure is not None:
-                fut.set_exception(_failure(failure))
+                fut.set_exception(failure_copy(failure))
             else:
                 fut.set_result(None)
 

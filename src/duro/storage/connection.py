@@ -35,7 +35,7 @@ from duro.storage.authorizer import Authorizer
 from duro.storage.closing import close_on_worker, close_quietly, closing_any, wait_closed
 from duro.storage.history import apply_pending_restore
 from duro.storage.durability import History, JournalLink
-from duro.storage.journal import WalTail, fsync_dir, history_path, marker_path
+from duro.storage.journal import WalTail, history_path, marker_path
 from duro.storage.journalfile import Capture
 from duro.storage.paths import make_dirs_durably
 from duro.storage.rowcounts import RowCounter
@@ -118,6 +118,22 @@ _EMPTY_WAL_DATABASE = _empty_wal_database()
 _SHM_FAILURES = (apsw.SQLITE_IOERR_SHMOPEN, apsw.SQLITE_IOERR_SHMSIZE, apsw.SQLITE_IOERR_SHMMAP)
 
 _PERSIST_ON = ctypes.c_int(1)  # SQLite reads the int behind the pointer (it writes only for -1)
+
+def _set_up(conn: apsw.Connection, *, journaled: bool, exclusive: bool = False) -> None:
+    """Configure a fresh connection to an object's database: the WAL kept across closes (not with
+    a journal, which wants no -wal at rest), defensive mode, the limits, then the setup pragmas
+    (``exclusive``: the WAL index in this process's memory, no -shm file)."""
+    if not journaled:
+        # Keep the -wal file when the connection closes: creating it again at every open is the
+        # most expensive part of waking an object (the -shm file is removed on close).
+        conn.file_control("main", apsw.SQLITE_FCNTL_PERSIST_WAL, ctypes.addressof(_PERSIST_ON))
+    conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 1)
+    for limit, value in _LIMITS:
+        conn.limit(limit, value)
+    if exclusive:
+        conn.execute("PRAGMA locking_mode=EXCLUSIVE").fetchall()
+    conn.execute(_SETUP_JOURNALED if journaled else _SETUP).fetchall()
+
 
 def _not_open() -> int:
     raise InternalError("the database connection is not open")
@@ -270,16 +286,8 @@ class DatabaseConnection:
                 return False
             raise StorageError(f"cannot open database file {str(self.path)!r}: {e}") from e
         try:
-            # Keep the -wal file when the connection closes: creating it again at every open is
-            # the most expensive part of waking an object (the -shm file is removed on close).
-            if journal is None:
-                conn.file_control("main", apsw.SQLITE_FCNTL_PERSIST_WAL, ctypes.addressof(_PERSIST_ON))
-            conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 1)
-            for limit, value in _LIMITS:
-                conn.limit(limit, value)
-            setup = _SETUP if journal is None else _SETUP_JOURNALED
             try:
-                conn.execute(setup).fetchall()
+                _set_up(conn, journaled=journal is not None)
             except apsw.IOError as e:
                 if getattr(e, "extendedresult", None) not in _SHM_FAILURES:
                     raise
@@ -291,11 +299,7 @@ class DatabaseConnection:
                 conn.close()
                 conn = apsw.Connection(str(self.path), flags=apsw.SQLITE_OPEN_READWRITE,
                                        statementcachesize=_STATEMENT_CACHE)
-                conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 1)
-                for limit, value in _LIMITS:
-                    conn.limit(limit, value)
-                conn.execute("PRAGMA locking_mode=EXCLUSIVE").fetchall()
-                conn.execute(setup).fetchall()
+                _set_up(conn, journaled=journal is not None, exclusive=True)
         except apsw.Error as e:
             conn.close()
             if getattr(e, "result", None) in CORRUPT_CODES:

@@ -256,7 +256,7 @@ class ObjectDatabase(KvStore):
             raise TypeError(f"alarm time must be an int of epoch milliseconds, not {type(when_ms).__name__}")
         port = self.port
         port.ensure_transaction()
-        self._create_meta_table()
+        self.create_meta_table()
         port.memo.pop(_ALARM, None)  # if the statement fails
         port.run_internal(_ALARM_SET, (int(when_ms),))
         port.memo[_ALARM] = int(when_ms)
@@ -271,7 +271,8 @@ class ObjectDatabase(KvStore):
         port.run_internal(_ALARM_DELETE)
         port.memo[_ALARM] = None
 
-    def _create_meta_table(self) -> None:
+    def create_meta_table(self) -> None:
+        """Create ``_cf_METADATA`` if this connection has not seen it (inside the open transaction)."""
         memo = self.port.memo
         if not memo.get(_META_TABLE):
             self.port.run_internal(_META_CREATE)
@@ -345,7 +346,7 @@ class ObjectDatabase(KvStore):
             return
         if not self._has_data():
             return
-        self._create_meta_table()
+        self.create_meta_table()
         port.run_internal(_NAME_SET, (self.name,))
         self._name_recorded = True
 

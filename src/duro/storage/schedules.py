@@ -73,7 +73,7 @@ class ScheduleStore:
         """Enter schedule mode, moving the user's current alarm (``user_alarm``) to key 4."""
         port = self._port
         port.ensure_transaction()
-        self._db._create_meta_table()
+        self._db.create_meta_table()
         port.run_internal(_CREATE, rows=False)
         port.run_internal(_INDEX, rows=False)
         port.memo[SCHEDULES_TABLE] = True

@@ -212,12 +212,7 @@ class HeldBarrier:
     def submit(self, path: str, *, sync_dir: bool = False) -> asyncio.Future[None]:
         if self._closed:
             raise RuntimeError("durability barrier is closed")
-        inner = self.inner.submit(path, sync_dir=sync_dir)
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.held.append(fut)
-        self._inner.append(inner)
-        self._event().set()
-        return fut
+        return self._hold(self.inner.submit(path, sync_dir=sync_dir))
 
     def append(self, key: str, capture: Any) -> asyncio.Future[None]:
         """A journal record (:class:`~duro.runtime.nodejournal.NodeJournal`): held like a submit;
@@ -225,7 +220,10 @@ class HeldBarrier:
         if self._closed:
             raise RuntimeError("durability barrier is closed")
         inner_append = getattr(self.inner, "append", None)
-        inner = inner_append(key, capture) if inner_append is not None else None
+        return self._hold(inner_append(key, capture) if inner_append is not None else None)
+
+    def _hold(self, inner: "asyncio.Future[None] | None") -> asyncio.Future[None]:
+        """A future for the test to release, settling after ``inner`` (the wrapped barrier's)."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.held.append(fut)
         self._inner.append(inner)
