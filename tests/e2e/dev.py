@@ -21,7 +21,8 @@ def dev_process(project: pathlib.Path, log_path: pathlib.Path, *args: str):
         try:
             yield f"http://127.0.0.1:{port}", proc
         finally:
-            os.killpg(proc.pid, signal.SIGINT)
+            with contextlib.suppress(ProcessLookupError):  # a test may have stopped it already
+                os.killpg(proc.pid, signal.SIGINT)
             try:
                 proc.wait(20)
             except subprocess.TimeoutExpired:

@@ -31,3 +31,34 @@ def test_dev_reloads_on_code_change_and_keeps_data(tmp_path):
                  what="the change to be served")
         assert httpx.post(url + "/counters/a").json()["value"] == 2
         assert (proj / ".duro").is_dir()
+
+
+def test_ctrl_c_stops_dev_at_once_and_closes_the_app(tmp_path):
+    """A Ctrl-C reaches the reloader and the server (one process group); the reloader passes it on
+    to the server as well. The two SIGINTs are one stop request: the server runs the app's shutdown
+    (databases closed) and both exit, instead of the second forcing an exit mid-shutdown."""
+    import os
+    import signal
+    import time
+
+    proj = tmp_path / "proj"
+    shutil.copytree(COUNTER, proj, ignore=shutil.ignore_patterns(".duro", "__pycache__", "test_*.py"))
+    log = tmp_path / "dev.log"
+    with dev_process(proj, log) as (url, proc):
+        wait_for(lambda: _get(url + "/nothing"), timeout=30, what="duro dev to start")
+        assert httpx.post(url + "/counters/a").json()["value"] == 1
+        t0 = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(15) == 0
+        took = time.monotonic() - t0
+    text = log.read_text()
+    assert "Application shutdown complete" in text, text
+    assert "Traceback" not in text, text
+    assert took < 10, took
+
+
+def _get(url):
+    try:
+        return httpx.get(url, timeout=2)
+    except httpx.HTTPError:
+        return None

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import time
 import traceback
 from time import perf_counter
 from typing import Any, Awaitable, Callable
@@ -262,6 +264,32 @@ def _install_status_lines() -> None:
         httptools_impl.STATUS_LINE = _StatusLines(httptools_impl.STATUS_LINE)
 
 
+REPEAT_WINDOW = 1.0  # seconds: a second SIGINT sooner than this is the same Ctrl-C
+
+
+def _server_class() -> type:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, but one Ctrl-C is one stop request. A second SIGINT forces the exit
+        without the application's shutdown (databases closed, journal synced); a Ctrl-C in a
+        terminal reaches every process of its group, and ``duro dev``'s reloader passes it on to
+        the server too, so the server sees two SIGINTs within milliseconds. Only one that comes
+        later than ``REPEAT_WINDOW`` after the first forces the exit."""
+
+        _first_signal = 0.0
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            now = time.monotonic()
+            if self.should_exit and sig == signal.SIGINT and now - self._first_signal < REPEAT_WINDOW:
+                return
+            if not self.should_exit:
+                self._first_signal = now
+            super().handle_exit(sig, frame)
+
+    return Server
+
+
 async def serve(front: Any, *, host: str = "127.0.0.1", port: int = 8787, log_level: str = "info",
                 ready: "asyncio.Event | None" = None, ws_max_size: int = 32 * 1024 * 1024,
                 ws_compression: bool = False, drain_timeout: float = 30.0,
@@ -288,7 +316,7 @@ async def serve(front: Any, *, host: str = "127.0.0.1", port: int = 8787, log_le
                             ws_per_message_deflate=ws_compression,
                             date_header=False, timeout_graceful_shutdown=drain_timeout, proxy_headers=False)
     cap_log_lines(guard.max_log_line)  # after uvicorn.Config: it installs its own handlers
-    server = uvicorn.Server(config)
+    server = _server_class()(config)
     if ready is not None or on_started is not None:
         async def _watch() -> None:
             while not server.started:
