@@ -18,6 +18,7 @@ from ..errors import ConfigError, UnsupportedBindingError
 from ..runtime import Activation, Runtime
 from ..runtime import portal
 from ..runtime.cron import CronScheduler
+from .forwarding import install_forwarding
 from ..runtime.tasks import drain_tasks
 from .fetch import Request, Response
 from .namespace import DurableObjectNamespace, call_handler, find_handler, fit_args
@@ -93,8 +94,9 @@ class App:
         self.env = Env(values, self.unsupported)
         install_schedules(self.runtime.alarms, invoke_alarm)  # alarm() and the named schedules
         sockets_for(self.runtime)  # outbound WebSockets: closed when the runtime closes
+        install_forwarding(self.runtime)  # calls from other worker processes, if there are any
         self.cron_scheduler: CronScheduler | None = None
-        if self.crons:
+        if self.crons and self.runtime.first_worker:  # one process fires the triggers
             self.cron_scheduler = self._cron_scheduler()
             self.runtime.add_service(self.cron_scheduler)
 

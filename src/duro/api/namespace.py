@@ -23,6 +23,7 @@ from ..core.limits import RESERVED_RPC_NAMES, missing_method_text, reserved_meth
 from ..ids import DurableObjectId, NamespaceKey
 from ..runtime import current_activation
 from ..runtime.calls import Failed, Pending
+from ..runtime.router import failure_state
 from .fetch import FetchResponse, Request, Response, as_fetch_response
 
 if TYPE_CHECKING:
@@ -117,13 +118,22 @@ class DurableObjectStub:
 
     async def _deliver(self, event: Callable[[Any], Any], after: "asyncio.Future[None] | None" = None,
                        delivered: "asyncio.Future[None] | None" = None, size: int = 0, kind: str = "other",
-                       label: str = "") -> Any:
+                       label: str = "", forward: Callable[[], tuple[str, bytes]] | None = None) -> Any:
+        """Run ``event`` on the object, here, or on the worker that owns it: then ``forward()``
+        gives the call's kind and payload for that worker, and the answer is its bytes."""
         try:
             if after is not None and not after.done():
                 await asyncio.wait((after,))  # the call made before this one on this stub goes first
             caller = current_activation()
             if caller is not None:
                 await caller.output_gate()
+            router = self._ns._runtime.router
+            if router is not None and forward is not None:
+                hex_id = str(self.id)
+                owner = router.owner(hex_id)
+                if owner != router.slot.index:
+                    op, payload = forward()
+                    return await self._forward(router, owner, op, label, payload, delivered)
             act = self._target()
         except BaseException as e:
             raise _translate(e) from None
@@ -134,6 +144,20 @@ class DurableObjectStub:
             return await act.run(event, size=size, kind=kind, label=label)
         except BaseException as e:
             raise _translate(e) from None
+
+    async def _forward(self, router: Any, owner: int, op: str, label: str, payload: bytes,
+                       delivered: "asyncio.Future[None] | None") -> bytes:
+        def sent() -> None:
+            if delivered is not None and not delivered.done():
+                delivered.set_result(None)
+        try:
+            return await router.call(owner, op, self._ns.unique_key, str(self.id), self.id.name, label, payload,
+                                     sent=sent)  # type: ignore[no-any-return]
+        except BaseException as e:
+            state = failure_state(e)
+            if state is not None:
+                raise rebuild_exception(state) from None
+            raise
 
     async def fetch(self, input: "str | Request", init: Any = None, **kwargs: Any) -> FetchResponse:
         """Deliver an HTTP request to the object's ``fetch`` handler."""
@@ -149,7 +173,10 @@ class DurableObjectStub:
         delivered = asyncio.get_running_loop().create_future()
         after, self._last = self._last, delivered
         resp = await self._deliver(event, after, delivered, len(request.body), "fetch",
-                                   f"{request.method} {request.url}")
+                                   f"{request.method} {request.url}",
+                                   forward=lambda: ("fetch", codec.encode(request, rpc=True)))
+        if isinstance(resp, bytes):  # the answer of the worker that owns the object
+            resp = codec.decode(resp)
         if not isinstance(resp, Response):
             raise TypeError(f"fetch() of {self._ns.class_name} must return a Response, not {type(resp).__name__}")
         return as_fetch_response(resp)
@@ -173,18 +200,11 @@ class DurableObjectStub:
         except Exception as e:  # refused in the caller, before anything is delivered
             return Failed(e, name, report)
 
-        async def event(instance: Any) -> bytes:
-            method = _resolve_rpc(instance, name)
-            a, kw = codec.decode(payload)
-            result = method(*a, **kw)
-            if inspect.isawaitable(result):
-                result = await result
-            return codec.encode(result, rpc=True)
-
+        event = rpc_event(name, payload)
         loop = asyncio.get_running_loop()
         delivered = loop.create_future()
         after, self._last = self._last, delivered
-        task = loop.create_task(self._rpc(event, after, delivered, len(payload), name))
+        task = loop.create_task(self._rpc(event, after, delivered, len(payload), name, payload))
         task.add_done_callback(lambda _: delivered.done() or delivered.set_result(None))
         caller = current_activation()
         if caller is not None:
@@ -194,11 +214,25 @@ class DurableObjectStub:
         return Pending(task, name, report)
 
     async def _rpc(self, event: Callable[[Any], Any], after: "asyncio.Future[None] | None",
-                   delivered: "asyncio.Future[None]", size: int, name: str) -> Any:
-        return codec.decode(await self._deliver(event, after, delivered, size, "rpc", name))
+                   delivered: "asyncio.Future[None]", size: int, name: str, payload: bytes) -> Any:
+        return codec.decode(await self._deliver(event, after, delivered, size, "rpc", name,
+                                                forward=lambda: ("rpc", payload)))
 
     def __repr__(self) -> str:
         return f"<DurableObjectStub {self._ns.class_name} {self.id!r}>"
+
+
+def rpc_event(name: str, payload: bytes) -> Callable[[Any], Any]:
+    """The event that runs RPC method ``name`` on an instance with the encoded ``(args, kwargs)``
+    and returns its encoded result (here, or on the worker that owns the object)."""
+    async def event(instance: Any) -> bytes:
+        method = _resolve_rpc(instance, name)
+        a, kw = codec.decode(payload)
+        result = method(*a, **kw)
+        if inspect.isawaitable(result):
+            result = await result
+        return codec.encode(result, rpc=True)
+    return event
 
 
 def _resolve_rpc(instance: Any, name: str) -> Callable[..., Any]:

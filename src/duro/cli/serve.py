@@ -13,6 +13,8 @@ from typing import Any
 
 from ..errors import ConfigError
 from .stopping import INFLIGHT_SHARE, StopWatch
+from .worker import WorkerProcess
+from .workers import parse_size, run_supervisor
 
 log = logging.getLogger("duro.cli")
 
@@ -39,6 +41,16 @@ def add_serve_args(p: argparse.ArgumentParser, *, dev: bool) -> None:
                    help="log verbosity (default: info)")
     if dev:
         p.add_argument("--no-reload", action="store_true", help="do not restart when project files change")
+    else:
+        p.add_argument("--workers", default="1", metavar="N",
+                       help="worker processes: N, or 'auto' for one per CPU core (default: 1). With more than "
+                            "one, a supervisor starts them, each owns a share of the objects, any of them "
+                            "accepts any connection, and one that dies or hangs is restarted")
+        p.add_argument("--memory-limit", default=None, metavar="SIZE",
+                       help="resident memory per worker process, such as 512M or 2G (default: none). Past it the "
+                            "worker's running events fail with Cloudflare's memory-limit error and it is restarted; "
+                            "the other workers keep serving")
+        p.add_argument("--worker-slot", default=None, help=argparse.SUPPRESS)  # set by the supervisor
 
 
 def _setup_logging(level: str) -> None:
@@ -66,21 +78,35 @@ async def _run(args: argparse.Namespace) -> None:
     overrides.update(limits)  # Limits field names replace single limits
     if overrides:
         cfg = apply_overrides(cfg, **overrides)
-    app = load_app(cfg.root, data_dir=args.data, config=cfg)
+    slot = getattr(args, "worker_slot", None)
+    worker = None
+    if slot is not None:
+        worker = WorkerProcess.from_arg(slot, getattr(args, "memory_limit_bytes", 0))
+    app = load_app(cfg.root, data_dir=args.data, config=cfg, worker=worker.slot if worker else None)
     front: Any = AsgiFront(app, debug=getattr(args, "dev", False), websocket_handler=websocket_handler,
                            limits=FrontLimits.from_limits(cfg.limits))
     if getattr(args, "dev", False):
         from .scheduled import ScheduledEndpoint
         front = ScheduledEndpoint(front)  # GET /__scheduled?cron=... fires scheduled() by hand
-    log.info("duro serving %s on http://%s:%d (data: %s, durability: %s)", cfg.root, args.host, args.port,
-             app.runtime.data_dir, app.runtime.durability)
+    if worker is None:
+        log.info("duro serving %s on http://%s:%d (data: %s, durability: %s)", cfg.root, args.host, args.port,
+                 app.runtime.data_dir, app.runtime.durability)
     tune_gc()
     watch = StopWatch(cfg.limits.drain_timeout)
+
+    def started() -> None:
+        watch.install()
+        if worker is not None:
+            worker.started()
+
     try:
         await serve(front, host=args.host, port=args.port, log_level=args.log_level,
-                    drain_timeout=cfg.limits.drain_timeout * INFLIGHT_SHARE, on_started=watch.install)
+                    drain_timeout=cfg.limits.drain_timeout * INFLIGHT_SHARE, on_started=started,
+                    sock=worker.socket() if worker is not None else None)
     finally:
         watch.close()
+        if worker is not None:
+            worker.close()
 
 
 def tune_gc() -> None:
@@ -118,7 +144,54 @@ def run_server(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     args.dev = False
-    return run_server(args)
+    try:
+        count = _worker_count(args.workers)
+        args.memory_limit_bytes = parse_size(args.memory_limit) if args.memory_limit is not None else 0
+    except ValueError as e:
+        print(f"duro: {e}", file=sys.stderr)
+        return 2
+    if args.worker_slot is not None or (count == 1 and not args.memory_limit_bytes):
+        return run_server(args)
+    return _supervise(args, count)
+
+
+def _worker_count(text: str) -> int:
+    if str(text).strip().lower() == "auto":
+        return max(1, len(os.sched_getaffinity(0)))
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1 or n > 256:
+        raise ValueError(f"--workers must be a number from 1 to 256, or auto (one per CPU core), not {text!r}")
+    return n
+
+
+def _supervise(args: argparse.Namespace, count: int) -> int:
+    """The supervisor of ``count`` workers (each runs this command again, told its slot)."""
+    from ..config import load_project
+    _setup_logging(args.log_level)
+    try:
+        cfg = load_project(args.project)  # a bad config fails here, once, not in N workers
+    except ConfigError as e:
+        print(f"duro: {e}", file=sys.stderr)
+        return 2
+    data = pathlib.Path(args.data) if args.data else (cfg.data_dir or cfg.root / ".duro")
+    data = data.resolve()
+    argv = ["serve", str(cfg.root), "--host", args.host, "--port", str(args.port), "--data", str(data),
+            "--log-level", args.log_level]
+    for flag, value in (("--durability", args.durability), ("--idle-timeout", args.idle_timeout),
+                        ("--hibernation-timeout", args.hibernation_timeout),
+                        ("--max-connections", args.max_connections), ("--memory-limit", args.memory_limit)):
+        if value is not None:
+            argv += [flag, str(value)]
+    try:
+        return run_supervisor(argv, count, data, args.host, args.port, cpu_ms=cfg.limits.cpu_ms,
+                              memory_limit=args.memory_limit_bytes, drain_timeout=cfg.limits.drain_timeout,
+                              history=cfg.history_retention > 0)
+    except ConfigError as e:
+        print(f"duro: {e}", file=sys.stderr)
+        return 2
 
 
 def _dev_target(argv: list[str]) -> None:

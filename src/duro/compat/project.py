@@ -26,6 +26,7 @@ from ..clock import Clock
 from ..config import ProjectConfig, load_project
 from ..errors import ConfigError
 from ..runtime import Runtime, RuntimeLimits, portal
+from ..runtime.router import WorkerSlot
 from . import asgi as _asgi
 from . import js as _js
 from . import pyodide_ffi as _ffi
@@ -208,9 +209,10 @@ def runtime_limits(cfg: ProjectConfig) -> RuntimeLimits:
 
 def load_app(root: str | os.PathLike[str], *, data_dir: str | os.PathLike[str] | None = None,
              durability: str | None = None, clock: Clock | None = None,
-             limits: RuntimeLimits | None = None, config: ProjectConfig | None = None) -> App:
+             limits: RuntimeLimits | None = None, config: ProjectConfig | None = None,
+             worker: WorkerSlot | None = None) -> App:
     """Build the App for the project in ``root``. ``data_dir`` defaults to the config's, else
-    ``root/.duro``."""
+    ``root/.duro``. ``worker``: this process's slot among ``duro serve --workers N``."""
     cfg = config or load_project(root)
     install_shims()
     if mentions_run_sync(cfg.main.parent):
@@ -228,7 +230,7 @@ def load_app(root: str | os.PathLike[str], *, data_dir: str | os.PathLike[str] |
     data = pathlib.Path(data_dir) if data_dir is not None else (cfg.data_dir or cfg.root / ".duro")
     runtime = Runtime(data, durability=durability or cfg.durability,  # type: ignore[arg-type]
                       limits=limits or runtime_limits(cfg), clock=clock,
-                      history_retention=cfg.history_retention)
+                      history_retention=cfg.history_retention, worker=worker)
     values = dict(cfg.vars)
     assets = AssetServer(cfg.assets) if cfg.assets is not None else None
     if assets is not None and cfg.assets is not None and cfg.assets.binding is not None:

@@ -21,6 +21,7 @@ TEXT_OVERLOADED_QUEUE = "Durable Object is overloaded. Too many requests queued.
 TEXT_OVERLOADED_BYTES = "Durable Object is overloaded. Too much data queued."
 TEXT_OVERLOADED_AGE = "Durable Object is overloaded. Requests queued for too long."
 TEXT_CPU_EXCEEDED = "Durable Object exceeded its CPU time limit and was reset."
+TEXT_MEMORY_EXCEEDED = "Durable Object's isolate exceeded its memory limit and was reset."
 TEXT_CPU_SHUTDOWN = ("The server is shutting down and this event was still running at the end of its drain time; "
                      "it was stopped and the Durable Object was reset.")
 MAX_CPU_MS = 300_000  # Cloudflare's maximum limits.cpu_ms (5 minutes)

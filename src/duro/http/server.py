@@ -293,11 +293,12 @@ def _server_class() -> type:
 async def serve(front: Any, *, host: str = "127.0.0.1", port: int = 8787, log_level: str = "info",
                 ready: "asyncio.Event | None" = None, ws_max_size: int = 32 * 1024 * 1024,
                 ws_compression: bool = False, drain_timeout: float = 30.0,
-                on_started: Callable[[], None] | None = None) -> None:
+                on_started: Callable[[], None] | None = None, sock: Any = None) -> None:
     """Serve ``front`` (an :class:`AsgiFront`, or a wrapper with its ``guard``) until cancelled or
     signalled (SIGINT/SIGTERM stop it gracefully: requests in flight get ``drain_timeout`` seconds).
     Connections get the guard's limits. ``on_started`` is called once it serves, after uvicorn
-    set its signal handlers (``duro serve`` adds its SIGTERM watch then).
+    set its signal handlers (``duro serve`` adds its SIGTERM watch then). ``sock``: a listening
+    socket to accept on instead of binding ``host:port`` (a worker process's, shared by all workers).
 
     WebSocket permessage-deflate is off by default: its per-connection zlib state (~40 KB) would
     dominate the memory of idle hibernated connections."""
@@ -327,7 +328,7 @@ async def serve(front: Any, *, host: str = "127.0.0.1", port: int = 8787, log_le
                 ready.set()
         watcher = asyncio.ensure_future(_watch())
     try:
-        await server.serve()
+        await server.serve(sockets=[sock] if sock is not None else None)
     finally:
         if ready is not None or on_started is not None:
             await stop_task(watcher)

@@ -166,7 +166,10 @@ class AlarmBook:
     def _ensure_index(self) -> AlarmIndex:
         if self._index is None:
             self._index = AlarmIndex(self.path)
+            owns = self.host.owns
             for row in self._index.load():
+                if not owns(row.object_id):
+                    continue  # another worker's object: that worker fires it
                 self.table.load((row.namespace, row.object_id), row.name, row.due_ms, row.scheduled_ms, row.retries)
         return self._index
 
@@ -216,7 +219,7 @@ class AlarmBook:
     def rebuild_index(self) -> int:
         """Recreate the index from every object's own alarm row (opens every database: slow). For a
         data directory whose ``alarms.sqlite`` was lost. Returns how many alarms were found."""
-        rows = list(scan_object_alarms(self.host.objects_dir))
+        rows = [r for r in scan_object_alarms(self.host.objects_dir) if self.host.owns(r.object_id)]
         index = self._ensure_index()
         index.apply(rows, [])
         self._index_seq += 1

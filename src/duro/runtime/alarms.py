@@ -66,6 +66,10 @@ class AlarmHost(Protocol):
     def serves(self, unique_key: str) -> bool:
         """Whether a class is registered for the namespace."""
 
+    def owns(self, hex_id: str) -> bool:
+        """Whether this process serves the object (a worker of several serves its own share; the
+        alarm index is shared, and each worker fires only its own objects' alarms)."""
+
     def find(self, unique_key: str, hex_id: str) -> "Activation | None":
         """The live activation of an object, if any."""
 

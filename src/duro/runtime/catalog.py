@@ -1,7 +1,10 @@
 """The runtime: the catalog of live activations, the data directory, eviction and the barrier.
 
 At most one activation per object ID lives in a process, and an exclusive lock on the data
-directory keeps a second process from opening the same objects. Idle activations are evicted
+directory keeps a second process from opening the same objects. With worker processes
+(``worker``, a :class:`~duro.runtime.router.WorkerSlot`) the supervisor holds that lock, each
+worker serves only the objects it owns (:meth:`Runtime.owns`) and reaches the others through its
+:class:`~duro.runtime.router.Router`. Idle activations are evicted
 after ``limits.idle_timeout`` (in-memory state is lost, storage is not); the number of open
 databases is bounded by ``limits.max_open_databases`` (when over it, the least recently used idle
 activations are evicted first).
@@ -34,6 +37,7 @@ from .barrier import DurabilityBarrier
 from .events import EventHub
 from .nodejournal import NodeJournal, recover
 from .pruning import HistoryPruner
+from .router import Router, WorkerSlot
 from .hibernation import HibernationRegistry
 from .tasks import TaskSupervisor, drain_tasks
 
@@ -111,8 +115,11 @@ class Runtime:
 
     def __init__(self, data_dir: str | os.PathLike[str], *, durability: Literal["fsync", "os"] = "fsync",
                  limits: RuntimeLimits | None = None, clock: Clock | None = None,
-                 history_retention: float = 30.0, journal: bool = True) -> None:
+                 history_retention: float = 30.0, journal: bool = True,
+                 worker: WorkerSlot | None = None) -> None:
         self.data_dir = pathlib.Path(data_dir).resolve()
+        self.worker = worker
+        self.router: Router | None = Router(worker) if worker is not None and worker.count > 1 else None
         self.durability = durability
         self.limits = limits or RuntimeLimits()
         # limits.max_open_databases, lowered at start if the open-file limit cannot hold that many.
@@ -124,7 +131,10 @@ class Runtime:
         # (the alarm index). ``journal=False`` keeps the per-file barrier (fdatasync of each WAL).
         self.journal: NodeJournal | None = None
         if durability == "fsync" and journal:
-            self.journal = NodeJournal(self.data_dir, history=history_retention > 0)
+            router = self.router
+            self.journal = NodeJournal(self.data_dir, history=history_retention > 0,
+                                       folder=f"w{worker.index}" if router is not None and worker else None,
+                                       owns=router.is_local if router is not None else None)
         self.barrier: Barrier = self.journal if self.journal is not None else DurabilityBarrier(durability)
         self.classes: dict[str, ClassEntry] = {}
         # Every event's counts for /metrics, and the records duro tail subscribes to.
@@ -169,7 +179,18 @@ class Runtime:
         """A component with ``async start()`` and ``async close()`` that lives as long as the runtime."""
         self._services.append(service)
 
+    def owns(self, hex_id: str) -> bool:
+        """Whether this process serves the object ``hex_id`` (always, but for a worker of several)."""
+        return self.router is None or self.router.is_local(hex_id)
+
+    @property
+    def first_worker(self) -> bool:
+        """The one process that runs node-wide duties (cron triggers): worker 0, or the only one."""
+        return self.worker is None or self.worker.index == 0
+
     def _lock_data_dir(self) -> None:
+        if self.worker is not None:
+            return  # the supervisor holds the lock for all its workers
         make_dirs_durably(self.data_dir)
         path = self.data_dir / "duro.lock"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -208,6 +229,8 @@ class Runtime:
             recover(self.data_dir, history=self.history is not None)
             shutil.rmtree(self.data_dir / "journal", ignore_errors=True)
         self.barrier.start()
+        if self.router is not None:
+            await self.router.start()
         self._cpu_limited = cpulimit.install(self.limits.cpu_ms)
         self._sweeper = self.tasks.spawn(self._sweep_forever(), "duro-sweeper")
         for service in self._services:
@@ -234,6 +257,8 @@ class Runtime:
             await asyncio.gather(*pending, return_exceptions=True)
         self._activations.clear()
         self._maintenance.shutdown(wait=True)
+        if self.router is not None:
+            await self.router.close()
         await self.barrier.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)

@@ -57,6 +57,7 @@ from ..core.limits import TEXT_CPU_EXCEEDED
 from ..errors import CpuLimitExceeded
 
 __all__ = ["Budget", "install", "uninstall", "start_event", "end_event", "over_budget", "interrupt_running",
+           "fail_running",
            "installed", "PROGRESS_STEPS", "TICK_S"]
 
 log = logging.getLogger("duro.runtime")
@@ -104,6 +105,7 @@ class _Limiter:
         self.last = 0.0
         self.previous: Any = None
         self.stop_text: str | None = None  # set by interrupt_running: every running event is stopped
+        self.fail_text: str | None = None  # set by fail_running: events fail as if past their budget
         self.tracing: Budget | None = None
         self.warned = False
 
@@ -144,6 +146,7 @@ def uninstall() -> None:
         signal.setitimer(signal.ITIMER_PROF, 0, 0)
         signal.signal(signal.SIGPROF, _lim.previous if _lim.previous is not None else signal.SIG_DFL)
         _lim.stop_text = None
+        _lim.fail_text = None
 
 
 def start_event(limit_s: float, on_fired: Callable[[Budget], None]) -> tuple[Budget, contextvars.Token[Any]]:
@@ -171,6 +174,13 @@ def interrupt_running(text: str) -> None:
     """From now on, stop whatever event is running at the next tick (the server is stopping and
     its drain time is running out). Safe to call from a signal handler or another thread."""
     _lim.stop_text = text
+
+
+def fail_running(text: str) -> None:
+    """From now on, every event that runs fails at its next tick with ``text`` as if it had passed
+    its budget (its object is reset), raised only in the user's frames: the worker is past its
+    memory limit and about to restart. Safe to call from another thread."""
+    _lim.fail_text = text
 
 
 def _is_runtime(frame: FrameType | None) -> bool:
@@ -201,7 +211,7 @@ def _on_tick(signum: int, frame: FrameType | None) -> None:
         return
     b.used += spent
     if not b.fired:
-        stop = _lim.stop_text
+        stop = _lim.stop_text or _lim.fail_text
         if b.used < b.limit and stop is None:
             return
         b.fired = True

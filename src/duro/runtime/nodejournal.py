@@ -30,7 +30,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import CorruptDatabaseError, StorageError
 from ..storage.durability import BarrierStatistics
@@ -62,12 +62,26 @@ class RecoveryReport:
     last: dict[str, int] = field(default_factory=dict)  # key -> lsn of its last record, if segments are kept
 
 
-def recover(data_dir: pathlib.Path, *, history: bool, threads: int = 8) -> RecoveryReport:
-    """Bring every object file in ``data_dir`` in step with the journal (see the module doc).
-    Objects whose records are damaged are left alone and listed in ``corrupt``; every other
-    object is redone. Old segments are deleted when no object is left corrupt."""
-    t0 = time.perf_counter()
+def journal_folders(data_dir: pathlib.Path) -> list[pathlib.Path]:
+    """Every journal folder of a data directory: ``journal/`` (one process) and ``journal/w<k>/``
+    (worker ``k`` of ``duro serve --workers N``)."""
     folder = data_dir / "journal"
+    try:
+        return [folder] + sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith("w"))
+    except FileNotFoundError:
+        return [folder]
+
+
+def recover(data_dir: pathlib.Path, *, history: bool, threads: int = 8, folder: pathlib.Path | None = None,
+            owns: Callable[[str], bool] | None = None) -> RecoveryReport:
+    """Bring every object file in ``data_dir`` in step with the journal in ``folder`` (default
+    ``data_dir/journal``; see the module doc). Objects whose records are damaged are left alone
+    and listed in ``corrupt``; every other object is redone. Old segments are deleted when no
+    object is left corrupt. ``owns`` (a worker of several: which object files, by their hex ID,
+    are its own) limits the removal of stray WAL files to this worker's objects: the others are
+    open in other processes."""
+    t0 = time.perf_counter()
+    folder = folder or data_dir / "journal"
     paths = segment_paths(folder)
     report = RecoveryReport()
     if not paths:
@@ -89,6 +103,8 @@ def recover(data_dir: pathlib.Path, *, history: bool, threads: int = 8) -> Recov
     if not scan.clean:
         skip = {str(data_dir / k) for k in corrupt}
         for p in stray_side_files(data_dir):
+            if owns is not None and not owns(p.name.split(".", 1)[0]):
+                continue
             if str(p).rsplit("-", 1)[0] not in skip:
                 p.unlink(missing_ok=True)
                 report.stray_removed += 1
@@ -134,9 +150,13 @@ class NodeJournal:
     mode = "fsync"
 
     def __init__(self, data_dir: str | os.PathLike[str], *, history: bool = True,
-                 segment_bytes: int = SEGMENT_BYTES) -> None:
+                 segment_bytes: int = SEGMENT_BYTES, folder: str | None = None,
+                 owns: Callable[[str], bool] | None = None) -> None:
         self.data_dir = pathlib.Path(data_dir).resolve()
-        self.folder = self.data_dir / "journal"
+        # One process: ``journal/``; worker k of several: ``journal/w<k>`` (it holds only the
+        # records of the objects that worker owns; ``owns`` says which those are).
+        self.folder = self.data_dir / "journal" / folder if folder else self.data_dir / "journal"
+        self.owns = owns
         self.history = history
         self.segment_bytes = segment_bytes
         self._cond = threading.Condition(threading.Lock())
@@ -194,7 +214,7 @@ class NodeJournal:
         except OSError as e:
             raise StorageError(f"the journal directory {str(self.folder)!r} is not writable: {e.strerror or e}; "
                                "check its owner and permissions, or choose another --data directory") from e
-        report = recover(self.data_dir, history=self.history)
+        report = recover(self.data_dir, history=self.history, folder=self.folder, owns=self.owns)
         self.report = report
         self._next_lsn = report.next_lsn
         self._processed = report.next_lsn - 1

@@ -53,6 +53,8 @@ class HistoryPruner:
         """One pass over every history file; returns how many were rewritten or removed."""
         changed = 0
         for path in sorted(self.runtime.objects_dir.glob("*/*.history")):
+            if not self.runtime.owns(path.stem):
+                continue  # another worker's object: it prunes its own
             act = self.runtime.find(path.parent.name, path.stem)
             live = act.db.history if act is not None and act.db.is_open else None
             try:

@@ -63,6 +63,8 @@ class AlarmIndex:
         make_dirs_durably(self.path.parent)
         try:
             self._conn = apsw.Connection(str(self.path))
+            # Worker processes share the index (each writes only its own objects' rows).
+            self._conn.setbusytimeout(10_000)
             self._conn.execute(_SCHEMA).fetchall()
         except apsw.Error as e:
             raise StorageError(f"cannot open the alarm index {str(self.path)!r}: {e}") from e

@@ -1,0 +1,311 @@
+"""Which worker process owns an object, and calls to it from the others (DESIGN.md §4).
+
+With ``duro serve --workers N`` every object has exactly one owner among the N workers, chosen by
+rendezvous hashing of its ID over the worker indexes: the same on every worker, no table to
+share, and an object never moves while N stays the same. Any worker accepts any connection and
+runs the entrypoint there; a call (``fetch``, RPC, a WebSocket event) for an object another worker
+owns crosses a Unix socket to that worker as one frame, and its answer comes back as one frame.
+
+Frames are a 4-byte big-endian length and a msgpack array. A request is
+``[call_id, op, namespace, hex_id, name, label, payload]``, an answer ``[call_id, ok, payload]``
+(``ok`` false: ``payload`` describes the exception, ``namespace.describe_exception``). A one-way
+message (a WebSocket frame to send, say) has call id 0 and gets no answer. What the payload holds
+is the concern of whoever installed the handler for ``op`` (:meth:`Router.handle`); this module
+moves bytes and matches answers to calls.
+
+The transport is the one interface a cluster of machines implements again over NATS (§5):
+``owner_of``, ``call``, ``send``, ``handle``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import pathlib
+import struct
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+import msgpack
+
+from ..errors import DuroError
+
+__all__ = ["WorkerSlot", "Router", "owner_of", "PeerGone"]
+
+log = logging.getLogger("duro.router")
+
+_LEN = struct.Struct(">I")
+MAX_FRAME = 1 << 30  # a frame larger than this is a broken peer, not a call
+
+
+class PeerGone(DuroError):
+    """The worker that owns the object went away while the call was on its way (it is being
+    restarted): the call may or may not have run there. Cloudflare's text for a lost connection
+    to an object, and retryable as it is."""
+
+    retryable = True
+
+
+@dataclass(frozen=True)
+class WorkerSlot:
+    """This process's place among the workers: ``index`` of ``count``, their sockets in ``sockets``."""
+
+    index: int
+    count: int
+    sockets: pathlib.Path
+
+    def socket_path(self, index: int) -> pathlib.Path:
+        return self.sockets / f"w{index}.sock"
+
+
+def owner_of(hex_id: str, count: int) -> int:
+    """The worker (0..count-1) that owns the object ``hex_id``: the highest score of
+    hash(worker, id). Removing or adding a worker moves only the objects it gains or loses."""
+    if count <= 1:
+        return 0
+    best, owner = b"", 0
+    raw = hex_id.encode()
+    for w in range(count):
+        score = hashlib.blake2b(raw, digest_size=8, salt=w.to_bytes(8, "little")).digest()
+        if score > best:
+            best, owner = score, w
+    return owner
+
+
+Handler = Callable[[str, str, str | None, str, bytes], Awaitable[bytes]]
+OneWay = Callable[[str, str, str | None, str, bytes], None]
+
+
+class _Peer:
+    """One connection to another worker: calls out, answers matched by call id."""
+
+    def __init__(self, router: "Router", index: int) -> None:
+        self.router = router
+        self.index = index
+        self.writer: asyncio.StreamWriter | None = None
+        self.pending: dict[int, asyncio.Future[bytes]] = {}
+        self._connecting: asyncio.Future[None] | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+
+    async def connected(self) -> asyncio.StreamWriter:
+        if self.writer is not None and not self.writer.is_closing():
+            return self.writer
+        if self._connecting is None:
+            self._connecting = asyncio.ensure_future(self._connect())
+        try:
+            await asyncio.shield(self._connecting)
+        finally:
+            if self._connecting is not None and self._connecting.done():
+                self._connecting = None
+        assert self.writer is not None
+        return self.writer
+
+    async def _connect(self) -> None:
+        path = str(self.router.slot.socket_path(self.index))
+        deadline = asyncio.get_running_loop().time() + self.router.connect_timeout
+        while True:
+            try:
+                reader, writer = await asyncio.open_unix_connection(path, limit=MAX_FRAME)
+                break
+            except (FileNotFoundError, ConnectionRefusedError) as e:
+                # The owner is starting (or restarting after a crash): wait for it, bounded.
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise PeerGone(f"Network connection lost. Worker {self.index} is not running (its socket {path}: {e.strerror}); "
+                                   "it is being restarted, retry the request") from None
+                await asyncio.sleep(0.02)
+        self.writer = writer
+        self._reader_task = asyncio.ensure_future(self._read(reader, writer))
+
+    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                frame = await _read_frame(reader)
+                if frame is None:
+                    break
+                call_id, ok, payload = frame
+                fut = self.pending.pop(call_id, None)
+                if fut is not None and not fut.done():
+                    if ok:
+                        fut.set_result(payload)
+                    else:
+                        fut.set_exception(_Failed(payload))
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            if self.writer is writer:
+                self.writer = None
+            writer.close()
+            pending, self.pending = self.pending, {}
+            for fut in pending.values():
+                if not fut.done():
+                    fut.set_exception(PeerGone(
+                        f"Network connection lost. Worker {self.index} went away during the call (it is being restarted); the call "
+                        "may or may not have run: retry only if it is safe to"))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+
+
+class _Failed(Exception):
+    """An answer that says the call raised: ``state`` describes the exception."""
+
+    def __init__(self, state: Any) -> None:
+        super().__init__("remote failure")
+        self.state = state
+
+
+class Router:
+    """The calls between this worker and the others. ``handle(op, fn)`` installs what runs a call
+    of kind ``op`` here; ``call`` runs one on the owner and returns its answer."""
+
+    def __init__(self, slot: WorkerSlot, *, connect_timeout: float = 5.0) -> None:
+        self.slot = slot
+        # How a failed call is described to its caller (the api layer installs its own, which
+        # keeps the exception's type and Cloudflare's flags).
+        self.describe: Callable[[BaseException], Any] = lambda e: {"message": str(e)}
+        self.connect_timeout = connect_timeout
+        self._peers: dict[int, _Peer] = {}
+        self._handlers: dict[str, Handler] = {}
+        self._one_way: dict[str, OneWay] = {}
+        self._server: asyncio.AbstractServer | None = None
+        self._next_id = 1
+        self._owners: dict[str, int] = {}
+        self._serving: set[asyncio.Task[Any]] = set()
+        self.forwarded = 0  # calls sent to another worker
+        self.served = 0  # calls run here for another worker
+
+    # ------------------------------------------------------------------ ownership
+    def owner(self, hex_id: str) -> int:
+        owner = self._owners.get(hex_id)
+        if owner is None:
+            if len(self._owners) > 200_000:
+                self._owners.clear()
+            owner = self._owners[hex_id] = owner_of(hex_id, self.slot.count)
+        return owner
+
+    def is_local(self, hex_id: str) -> bool:
+        return self.owner(hex_id) == self.slot.index
+
+    # ------------------------------------------------------------------ set-up
+    def handle(self, op: str, fn: Handler) -> None:
+        self._handlers[op] = fn
+
+    def handle_one_way(self, op: str, fn: OneWay) -> None:
+        self._one_way[op] = fn
+
+    async def start(self) -> None:
+        path = self.slot.socket_path(self.slot.index)
+        path.unlink(missing_ok=True)  # left by this slot's previous process
+        self._server = await asyncio.start_unix_server(self._serve, str(path), limit=MAX_FRAME)
+        os.chmod(path, 0o600)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for peer in self._peers.values():
+            peer.close()
+        self._peers.clear()
+        for t in list(self._serving):
+            t.cancel()
+
+    # ------------------------------------------------------------------ calls out
+    def _peer(self, index: int) -> _Peer:
+        peer = self._peers.get(index)
+        if peer is None:
+            peer = self._peers[index] = _Peer(self, index)
+        return peer
+
+    async def call(self, index: int, op: str, namespace: str, hex_id: str, name: str | None, label: str,
+                   payload: bytes, *, sent: Callable[[], None] | None = None) -> bytes:
+        """Run ``op`` on worker ``index`` and return its answer. ``sent`` is called once the frame
+        is written (calls on one connection reach the owner in the order they were sent). Raises
+        the callee's exception as ``_Failed`` (its ``state``), or :class:`PeerGone`."""
+        peer = self._peer(index)
+        writer = await peer.connected()
+        call_id = self._next_id
+        self._next_id += 1
+        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        peer.pending[call_id] = fut
+        writer.write(_frame([call_id, op, namespace, hex_id, name, label, payload]))
+        self.forwarded += 1
+        if sent is not None:
+            sent()
+        return await fut
+
+    async def send(self, index: int, op: str, namespace: str, hex_id: str, name: str | None, label: str,
+                   payload: bytes) -> None:
+        """A one-way message to worker ``index`` (no answer; order kept per connection)."""
+        writer = await self._peer(index).connected()
+        writer.write(_frame([0, op, namespace, hex_id, name, label, payload]))
+
+    # ------------------------------------------------------------------ calls in
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                frame = await _read_frame(reader)
+                if frame is None:
+                    break
+                call_id, op, namespace, hex_id, name, label, payload = frame
+                if call_id == 0:
+                    one_way = self._one_way.get(op)
+                    if one_way is None:
+                        log.error("a message of unknown kind %r from another worker was dropped", op)
+                    else:
+                        try:
+                            one_way(namespace, hex_id, name, label, payload)
+                        except Exception:
+                            log.exception("a %s message from another worker failed", op)
+                    continue
+                # Started in order: each call enters its object's queue before the next frame is read.
+                task = asyncio.ensure_future(self._run(writer, call_id, op, namespace, hex_id, name, label, payload))
+                self._serving.add(task)
+                task.add_done_callback(self._serving.discard)
+                await asyncio.sleep(0)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def _run(self, writer: asyncio.StreamWriter, call_id: int, op: str, namespace: str, hex_id: str,
+                   name: str | None, label: str, payload: bytes) -> None:
+        self.served += 1
+        handler = self._handlers.get(op)
+        try:
+            if handler is None:
+                raise RuntimeError(f"this worker cannot run calls of kind {op!r}")
+            answer = [call_id, True, await handler(namespace, hex_id, name, label, payload)]
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:
+            answer = [call_id, False, self.describe(e)]
+        if not writer.is_closing():
+            writer.write(_frame(answer))
+
+
+def _frame(value: Any) -> bytes:
+    body = msgpack.packb(value, use_bin_type=True)
+    return _LEN.pack(len(body)) + body
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> Any:
+    try:
+        head = await reader.readexactly(4)
+    except asyncio.IncompleteReadError as e:
+        if not e.partial:
+            return None
+        raise
+    (n,) = _LEN.unpack(head)
+    if n > MAX_FRAME:
+        raise ConnectionError(f"a frame of {n} bytes from another worker: the connection is broken")
+    return msgpack.unpackb(await reader.readexactly(n), raw=False)
+
+
+def failure_state(exc: BaseException) -> Any:
+    """The description a failed call carried (``_Failed``), or None for any other exception."""
+    return exc.state if isinstance(exc, _Failed) else None

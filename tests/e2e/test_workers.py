@@ -1,0 +1,317 @@
+"""``duro serve --workers N`` on a real socket with real worker processes and real signals: one
+activation per object across workers under concurrent load, forwarded fetch and RPC, a killed
+worker restarted with nothing acknowledged lost, a worker stuck in C code killed by the
+supervisor while the other serves, the memory limit, alarms after a restart, the supervisor's own
+death, and bad input at start."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import pathlib
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+
+from duro.runtime.router import owner_of
+from duro.testing import free_port, wait_for
+
+PROJECT = pathlib.Path(__file__).resolve().parent / "projects" / "workers"
+NAMES = [f"n{i}" for i in range(24)]
+
+
+def _hex(name: str) -> str:
+    """The object's ID, as the server derives it (for which worker owns it)."""
+    from duro.config import load_project
+    from duro.ids import NamespaceKey
+    return str(NamespaceKey(load_project(PROJECT).unique_key("Tally")).id_from_name(name))
+
+
+def _name_on(worker: int, count: int = 2, prefix: str = "x") -> str:
+    return next(f"{prefix}{i}" for i in range(1000) if owner_of(_hex(f"{prefix}{i}"), count) == worker)
+
+
+def _workers(srv) -> dict[int, int]:
+    """worker index -> pid, from the supervisor's children (read from /proc)."""
+    out = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = pathlib.Path(f"/proc/{entry.name}/stat").read_text()
+            args = pathlib.Path(f"/proc/{entry.name}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) != srv.proc.pid or fields[0] == "Z" or b"--worker-slot" not in args:
+            continue
+        slot = args[args.index(b"--worker-slot") + 1].decode()
+        out[int(slot.split("/")[0])] = int(entry.name)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _clients_on_every_worker(srv, per_worker: int) -> list[httpx.Client]:
+    """Keep-alive connections, ``per_worker`` accepted by each worker (``/entry`` answers with the
+    pid of the worker that accepted the connection): so that every worker runs the entrypoint."""
+    by_worker: dict[int, list[httpx.Client]] = {pid: [] for pid in _workers(srv).values()}
+    spare = []
+    for _ in range(400):
+        if all(len(v) >= per_worker for v in by_worker.values()):
+            break
+        c = httpx.Client(base_url=srv.url, timeout=30)
+        pid = int(c.get("/entry/x").text)
+        (by_worker[pid] if len(by_worker[pid]) < per_worker else spare).append(c)
+    for c in spare:
+        c.close()
+    assert all(len(v) >= per_worker for v in by_worker.values()), {k: len(v) for k, v in by_worker.items()}
+    return [c for v in by_worker.values() for c in v]
+
+
+def _listening(port: int) -> bool:
+    import socket
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def _post(client, url):
+    r = client.get(url)
+    return r.status_code, r.text
+
+
+def test_one_activation_per_object_across_workers(serve):
+    srv = serve(PROJECT, "--workers", "2")
+    wait_for(lambda: len(_workers(srv)) == 2, timeout=30, what="two workers")
+    counts = {n: 0 for n in NAMES}
+    plan = NAMES * 30 + ["n0"] * 480  # n0 is hot
+    random.Random(1).shuffle(plan)
+    for n in plan:
+        counts[n] += 1
+    pids: dict[str, set[int]] = {n: set() for n in NAMES}
+    lock = threading.Lock()
+    clients = _clients_on_every_worker(srv, 12)
+
+    def run(job):
+        client, chunk = job
+        for n in chunk:
+            r = client.get(f"/add/{n}")
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["mem"] == body["stored"], body  # one instance: memory and storage agree
+            with lock:
+                pids[n].add(body["pid"])
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(len(clients)) as pool:
+            list(pool.map(run, [(c, plan[i::len(clients)]) for i, c in enumerate(clients)]))
+    finally:
+        for c in clients:
+            c.close()
+    with httpx.Client(base_url=srv.url, timeout=30) as c:
+        for n in NAMES:
+            assert c.get(f"/get/{n}").json()["stored"] == counts[n]
+    assert all(len(p) == 1 for p in pids.values()), pids  # each object ran in one process only
+    owners = {next(iter(p)) for p in pids.values()}
+    assert owners == set(_workers(srv).values())  # and the objects are spread over both workers
+
+
+def test_fetch_and_rpc_errors_cross_workers(serve):
+    srv = serve(PROJECT, "--workers", "2")
+    wait_for(lambda: len(_workers(srv)) == 2, timeout=30, what="two workers")
+    with httpx.Client(base_url=srv.url, timeout=30) as c:
+        for worker in (0, 1):
+            name = _name_on(worker)
+            r = c.post(f"/fetch/{name}", content=b"hello")
+            assert r.status_code == 201 and r.headers["x-object"] == "tally", r.text
+            assert r.text.startswith("POST hello pid=")
+            assert int(r.text.split("pid=")[1]) == _workers(srv)[worker]
+            # An unknown method fails in the owner and reaches the caller with its type and text.
+            r = c.get(f"/nothing_here/{name}")
+            assert r.status_code == 500 and r.text.startswith("TypeError"), r.text
+
+
+def _load(url, name, stop, acked, errors):
+    with httpx.Client(base_url=url, timeout=10) as c:
+        while not stop.is_set():
+            try:
+                r = c.get(f"/add/{name}")
+            except httpx.HTTPError as e:
+                errors.append(repr(e))
+                continue
+            if r.status_code == 200:
+                acked.append(r.json()["stored"])
+            else:
+                errors.append(r.text)
+
+
+def test_a_killed_worker_is_restarted_and_nothing_acknowledged_is_lost(serve):
+    srv = serve(PROJECT, "--workers", "2")
+    wait_for(lambda: len(_workers(srv)) == 2, timeout=30, what="two workers")
+    victim = _name_on(1, prefix="v")
+    bystander = _name_on(0, prefix="b")
+    stop = threading.Event()
+    acked: list[int] = []
+    other: list[int] = []
+    errors: list[str] = []
+    threads = [threading.Thread(target=_load, args=(srv.url, victim, stop, acked, errors)) for _ in range(4)]
+    threads.append(threading.Thread(target=_load, args=(srv.url, bystander, stop, other, errors)))
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: len(acked) > 50, timeout=20, what="load on the victim")
+        pid = _workers(srv)[1]
+        os.kill(pid, signal.SIGKILL)
+        killed = time.monotonic()
+        before = len(acked)
+        wait_for(lambda: _workers(srv).get(1) not in (None, pid), timeout=10, what="a new worker 1")
+        wait_for(lambda: len(acked) > before + 20, timeout=10, what="the victim to answer again")
+        back = time.monotonic() - killed
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    final = httpx.get(srv.url + f"/get/{victim}", timeout=10).json()["stored"]
+    # Every acknowledged increment is stored: the highest acknowledged value is there, and no
+    # value was acknowledged twice (a lost commit would be handed out again).
+    assert final >= max(acked) and len(set(acked)) == len(acked), (final, max(acked))
+    assert len(acked) <= final
+    print(f"\nworker 1 SIGKILLed: its object answered again {back:.2f} s later; {len(acked)} acknowledged, "
+          f"{final} stored, {len(errors)} errors during the restart")
+    assert back < 10
+    assert "worker 1 (pid %d) was killed by SIGKILL" % pid in srv.log()
+    assert "serves again" in srv.log()
+    # The other worker's object was served throughout.
+    assert len(other) > 0
+
+
+def test_a_worker_stuck_in_c_code_is_killed_while_the_other_serves(serve):
+    srv = serve(PROJECT, "--workers", "2")
+    wait_for(lambda: len(_workers(srv)) == 2, timeout=30, what="two workers")
+    stuck, fine = _name_on(1, prefix="s"), _name_on(0, prefix="f")
+    pid = _workers(srv)[1]
+    base = _cpu_ticks(pid)
+    out: dict[str, object] = {}
+
+    def call():
+        try:
+            with httpx.Client(base_url=srv.url, timeout=60) as c:
+                out["r"] = _post(c, f"/spin_in_c/{stuck}")
+        except httpx.HTTPError as e:  # its connection was on the worker that was killed
+            out["r"] = e
+
+    t = threading.Thread(target=call)
+    t.start()
+    wait_for(lambda: _cpu_ticks(pid) > base + 30, timeout=10, what="worker 1 to spin")
+    # Meanwhile the other worker's objects answer: a stuck worker's loop accepts no connection,
+    # so each new one goes to the healthy worker.
+    times = []
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        t0 = time.monotonic()
+        r = httpx.get(f"{srv.url}/add/{fine}", timeout=30)
+        times.append(time.monotonic() - t0)
+        assert r.status_code == 200, r.text
+    wait_for(lambda: _workers(srv).get(1) not in (None, pid), timeout=30, what="the stuck worker to be replaced")
+    t.join(60)
+    assert "was stuck for" in srv.log(), srv.log()
+    with httpx.Client(base_url=srv.url, timeout=30) as c:
+        assert c.get(f"/add/{stuck}").status_code == 200  # its objects are served again
+    times.sort()
+    print(f"\nthe healthy worker while the other was stuck: {len(times)} answers, p99 "
+          f"{times[int(len(times) * 0.99)] * 1000:.0f} ms, slowest {times[-1] * 1000:.0f} ms; the caller of the "
+          f"stuck object got: {out.get('r')!r:.120}")
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def test_memory_limit_fails_the_event_and_restarts_only_that_worker(serve):
+    srv = serve(PROJECT, "--workers", "2", "--memory-limit", "300M")
+    wait_for(lambda: len(_workers(srv)) == 2, timeout=30, what="two workers")
+    hog, fine = _name_on(1, prefix="h"), _name_on(0, prefix="f")
+    before = _workers(srv)
+    with httpx.Client(base_url=srv.url, timeout=60) as c:
+        r = c.get(f"/add/{fine}")
+        assert r.status_code == 200
+        r = c.get(f"/hog/{hog}")
+    assert r.status_code == 500 and "exceeded its memory limit" in r.text, r.text
+    wait_for(lambda: _workers(srv).get(1) not in (None, before[1]), timeout=30, what="worker 1 to restart")
+    assert _workers(srv)[0] == before[0]  # the other worker was untouched
+    with httpx.Client(base_url=srv.url, timeout=30) as c:
+        assert c.get(f"/add/{fine}").json()["stored"] == 2
+        assert c.get(f"/add/{hog}").status_code == 200
+    assert "past its memory limit" in srv.log()
+
+
+def test_an_alarm_fires_on_the_restarted_owner(serve):
+    srv = serve(PROJECT, "--workers", "2")
+    wait_for(lambda: len(_workers(srv)) == 2, timeout=30, what="two workers")
+    name = _name_on(1, prefix="a")
+    with httpx.Client(base_url=srv.url, timeout=30) as c:
+        first = c.get(f"/alarm_in/{name}?1500").json()
+        assert first == _workers(srv)[1]
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: _workers(srv).get(1) not in (None, first), timeout=10, what="a new worker 1")
+        fired = wait_for(lambda: c.get(f"/get/{name}").json()["fired"], timeout=20, what="the alarm")
+    assert fired == _workers(srv)[1] != first
+
+
+def test_workers_die_with_the_supervisor_and_a_new_server_starts(serve, tmp_path):
+    srv = serve(PROJECT, "--workers", "2", data=tmp_path / "data")
+    wait_for(lambda: len(_workers(srv)) == 2, timeout=30, what="two workers")
+    with httpx.Client(base_url=srv.url, timeout=30) as c:
+        for n in NAMES[:6]:
+            assert c.get(f"/add/{n}").status_code == 200
+    pids = list(_workers(srv).values())
+    srv.kill()
+    wait_for(lambda: not any(_alive(p) for p in pids),
+             timeout=10, what="the workers to die with their supervisor")
+    # The old listening socket goes with the last worker (else start() would find it still open).
+    wait_for(lambda: not _listening(srv.port), timeout=10, what="the old socket to close")
+    srv.start()
+    with httpx.Client(base_url=srv.url, timeout=30) as c:
+        for n in NAMES[:6]:
+            assert c.get(f"/add/{n}").json()["stored"] == 2
+
+
+@pytest.mark.parametrize("args, text", [
+    (["--workers", "0"], "--workers must be a number from 1 to 256"),
+    (["--workers", "many"], "--workers must be a number from 1 to 256, or auto"),
+    (["--memory-limit", "lots"], "cannot read 'lots' as a memory size"),
+    (["--memory-limit", "1M"], "is below 32M"),
+])
+def test_bad_worker_options_are_refused_at_start(tmp_path, args, text):
+    r = subprocess.run([sys.executable, "-m", "duro", "serve", str(PROJECT), "--port", str(free_port()),
+                        "--data", str(tmp_path / "d"), *args], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and text in r.stderr, r.stderr
+
+
+def test_sigterm_stops_every_worker(serve):
+    srv = serve(PROJECT, "--workers", "2")
+    wait_for(lambda: len(_workers(srv)) == 2, timeout=30, what="two workers")
+    with httpx.Client(base_url=srv.url, timeout=30) as c:
+        assert c.get(f"/add/{NAMES[0]}").status_code == 200
+    pids = list(_workers(srv).values())
+    t0 = time.monotonic()
+    code = srv.stop(timeout=30)
+    assert code == 0 and time.monotonic() - t0 < 15
+    assert all(not os.path.exists(f"/proc/{p}") for p in pids)
+    assert "all workers stopped" in json.dumps(srv.log())
