@@ -7,6 +7,7 @@ death, and bad input at start."""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import os
 import pathlib
@@ -27,15 +28,15 @@ PROJECT = pathlib.Path(__file__).resolve().parent / "projects" / "workers"
 NAMES = [f"n{i}" for i in range(24)]
 
 
-def _hex(name: str) -> str:
+def _hex(name: str, cls: str = "Tally") -> str:
     """The object's ID, as the server derives it (for which worker owns it)."""
     from duro.config import load_project
     from duro.ids import NamespaceKey
-    return str(NamespaceKey(load_project(PROJECT).unique_key("Tally")).id_from_name(name))
+    return str(NamespaceKey(load_project(PROJECT).unique_key(cls)).id_from_name(name))
 
 
-def _name_on(worker: int, count: int = 2, prefix: str = "x") -> str:
-    return next(f"{prefix}{i}" for i in range(1000) if owner_of(_hex(f"{prefix}{i}"), count) == worker)
+def _name_on(worker: int, count: int = 2, prefix: str = "x", cls: str = "Tally") -> str:
+    return next(f"{prefix}{i}" for i in range(1000) if owner_of(_hex(f"{prefix}{i}", cls), count) == worker)
 
 
 def _workers(srv) -> dict[int, int]:
@@ -315,3 +316,88 @@ def test_sigterm_stops_every_worker(serve):
     assert code == 0 and time.monotonic() - t0 < 15
     assert all(not os.path.exists(f"/proc/{p}") for p in pids)
     assert "all workers stopped" in json.dumps(srv.log())
+
+
+def _ws_held_by(srv, room: str, pid: int, tag: str):
+    """A WebSocket to ``room`` whose connection the worker ``pid`` accepted (it says so in a header)."""
+    from websockets.sync.client import connect
+    url = srv.url.replace("http://", "ws://") + f"/ws/{room}?{tag}"
+    for _ in range(200):
+        with contextlib.ExitStack() as stack:
+            ws = stack.enter_context(connect(url, open_timeout=10))
+            if int(ws.response.headers["x-entry-pid"]) == pid:
+                stack.pop_all()  # the caller closes it
+                return ws
+    raise AssertionError(f"no connection landed on worker pid {pid}")
+
+
+def test_websockets_are_bridged_to_the_object_s_worker(serve):
+    """A socket whose connection one worker holds and whose object another owns keeps the whole
+    API: tags, attachments, auto-response, broadcast, hibernation, closes either way."""
+    from websockets.exceptions import ConnectionClosed
+    srv = serve(PROJECT, "--workers", "2", "--hibernation-timeout", "0.3")
+    wait_for(lambda: len(_workers(srv)) == 2, timeout=30, what="two workers")
+    pids = _workers(srv)
+    room = _name_on(1, prefix="r", cls="Room")
+    a = _ws_held_by(srv, room, pids[0], "ta")  # bridged: held by worker 0, the object on worker 1
+    b = _ws_held_by(srv, room, pids[1], "tb")  # local to the object's worker
+    try:
+        assert a.recv(10) == f"welcome {pids[1]}" and b.recv(10) == f"welcome {pids[1]}"
+        a.send("tags")
+        assert json.loads(a.recv(10)) == ["ta"]
+        a.send("attach:kept")
+        assert a.recv(10) == "ok"
+        a.send("count")
+        assert a.recv(10) == "2"
+        a.send(b"\x00\x01")
+        assert a.recv(10) == b"bin:\x00\x01"
+        b.send("broadcast:hi")
+        assert a.recv(10) == "all:hi" and b.recv(10) == "all:hi"
+        a.send("constructed")
+        built = int(a.recv(10))
+        time.sleep(2.5)  # past the hibernation timeout and a sweep: the instance is dropped
+        a.send("ping")  # answered on the object's worker without waking it
+        assert a.recv(10) == "pong"
+        a.send("attachment")  # wakes it: a new instance, the socket and its attachment kept
+        assert json.loads(a.recv(10)) == {"value": "kept"}
+        a.send("constructed")
+        assert int(a.recv(10)) == built + 1
+        b.close()  # the local client leaves: the bridged one is told
+        assert a.recv(10) == "left:1000"
+        a.send("close")  # the object closes the bridged socket
+        with pytest.raises(ConnectionClosed) as closed:
+            a.recv(10)
+        assert closed.value.rcvd.code == 4000 and closed.value.rcvd.reason == "bye"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_bridged_websockets_when_a_worker_dies(serve):
+    """The object's worker dies: its bridged connections close with 1012. The connection's worker
+    dies: the object gets websocket_close 1006, as for a client that vanished."""
+    from websockets.exceptions import ConnectionClosed
+    srv = serve(PROJECT, "--workers", "2")
+    wait_for(lambda: len(_workers(srv)) == 2, timeout=30, what="two workers")
+    pids = _workers(srv)
+    on1, on0 = _name_on(1, prefix="k", cls="Room"), _name_on(0, prefix="k", cls="Room")
+    c = _ws_held_by(srv, on1, pids[0], "c")  # held by 0, object on 1
+    d = _ws_held_by(srv, on0, pids[1], "d")  # held by 1, object on 0
+    assert c.recv(10).startswith("welcome") and d.recv(10).startswith("welcome")
+    os.kill(pids[1], signal.SIGKILL)
+    with pytest.raises(ConnectionClosed) as closed:
+        c.recv(10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
+    c.close()
+    d.close()
+    wait_for(lambda: _workers(srv).get(1) not in (None, pids[1]), timeout=10, what="a new worker 1")
+    e = _ws_held_by(srv, on0, _workers(srv)[0], "e")
+    try:
+        assert e.recv(10).startswith("welcome")
+        def closes():
+            e.send("closes")
+            return [row for row in json.loads(e.recv(10)) if row["code"] == 1006]
+        rows = wait_for(closes, timeout=10, what="the object to learn its client vanished")
+        assert rows == [{"code": 1006, "reason": "WebSocket disconnected without sending Close frame.", "clean": 0}]
+    finally:
+        e.close()

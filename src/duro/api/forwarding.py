@@ -14,10 +14,12 @@ from typing import TYPE_CHECKING, Any
 from .. import codec
 from ..ids import DurableObjectId
 from .fetch import Request, Response
-from .namespace import call_handler, describe_exception, rpc_event
+from .namespace import BRIDGE_HEADER, call_handler, describe_exception, rpc_event
+from .websocket import server_channel
 
 if TYPE_CHECKING:
     from ..runtime import Activation, Runtime
+    from ..runtime.router import Link
 
 __all__ = ["install_forwarding"]
 
@@ -34,7 +36,8 @@ def install_forwarding(runtime: "Runtime") -> None:
         # was checked for its namespace where the stub was made.
         return runtime.activation(namespace, DurableObjectId(hex_id, name=name, namespace=namespace))
 
-    async def fetch(namespace: str, hex_id: str, name: str | None, label: str, payload: bytes) -> bytes:
+    async def fetch(namespace: str, hex_id: str, name: str | None, label: str, payload: bytes,
+                    link: "Link") -> bytes:
         request = codec.decode(payload)
         if not isinstance(request, Request):
             raise TypeError("a forwarded fetch carried no Request")
@@ -45,13 +48,18 @@ def install_forwarding(runtime: "Runtime") -> None:
         resp = await target(namespace, hex_id, name).run(event, size=len(request.body), kind="fetch", label=label)
         if not isinstance(resp, Response):
             return codec.encode(resp, rpc=True)  # the caller says what is wrong with it
-        if getattr(resp, "web_socket", None) is not None:
-            raise NotImplementedError(
-                "a WebSocket accepted by an object that another worker process owns cannot be bridged yet; "
-                "run duro serve with --workers 1 for WebSocket objects")
+        channel = server_channel(getattr(resp, "web_socket", None)) if resp.status == 101 else None
+        if channel is not None and router.bridge_accept is not None:
+            # The socket stays here with its object; the caller's worker holds the connection and
+            # the two are bridged over this link (``http/bridge.py``).
+            bridge = router.bridge_accept(channel, link)
+            answer = Response(None, status=101, headers=resp.headers.items())
+            answer.headers.set(BRIDGE_HEADER, str(bridge))
+            return codec.encode(answer, rpc=True)
         return codec.encode(resp, rpc=True)
 
-    async def rpc(namespace: str, hex_id: str, name: str | None, label: str, payload: bytes) -> bytes:
+    async def rpc(namespace: str, hex_id: str, name: str | None, label: str, payload: bytes,
+                  link: "Link") -> bytes:
         act = target(namespace, hex_id, name)
         return await act.run(rpc_event(label, payload), size=len(payload), kind="rpc",  # type: ignore[no-any-return]
                              label=label)

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 __all__ = ["DurableObjectNamespace", "DurableObjectStub", "call_handler", "fit_args"]
 
 _ROUTING_MODES = {None, "primary-only"}
+# On a 101 answer from the worker that owns the object: the id of the WebSocket bridge it made.
+BRIDGE_HEADER = "x-duro-bridge"
 
 log = logging.getLogger("duro.rpc")
 
@@ -176,10 +178,25 @@ class DurableObjectStub:
                                    f"{request.method} {request.url}",
                                    forward=lambda: ("fetch", codec.encode(request, rpc=True)))
         if isinstance(resp, bytes):  # the answer of the worker that owns the object
-            resp = codec.decode(resp)
+            resp = self._remote_response(codec.decode(resp))
         if not isinstance(resp, Response):
             raise TypeError(f"fetch() of {self._ns.class_name} must return a Response, not {type(resp).__name__}")
         return as_fetch_response(resp)
+
+    def _remote_response(self, resp: Any) -> Any:
+        """A 101 from the owner's worker names a WebSocket bridge: the client end returned here
+        is fed by the connection this worker will hold, bridged to the object's socket there."""
+        if not isinstance(resp, Response) or resp.status != 101 or BRIDGE_HEADER not in resp.headers:
+            return resp
+        router = self._ns._runtime.router
+        bridge = int(resp.headers.get(BRIDGE_HEADER))
+        resp.headers.delete(BRIDGE_HEADER)
+        if router is None or router.bridge_proxy is None:  # pragma: no cover - the front installs it
+            raise RuntimeError("a WebSocket from another worker process needs the HTTP front")
+        channel = router.bridge_proxy(router.link_to(router.owner(str(self.id))), bridge)
+        from .websocket import WebSocket
+        resp.web_socket = WebSocket(None, peer=WebSocket(channel))
+        return resp
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         if name.startswith("__"):

@@ -51,7 +51,9 @@ def unlist(runtime: "Runtime", channel: SocketChannel) -> None:
 def release(runtime: "Runtime", channel: SocketChannel) -> None:
     """Forget a channel whose connection ended (or never started): leave the registry, unpin."""
     channel.ready_state = CLOSED
-    if channel.mode == HIBERNATABLE:
+    if channel.bridge is not None:  # a connection whose socket is on another worker
+        runtime.bridges.forget(channel)  # type: ignore[attr-defined]
+    elif channel.mode == HIBERNATABLE:
         runtime.hibernation.remove(channel)
         # The close event has been delivered (with this handle): the instance can let it go.
         drop_handle(runtime.find(*channel.owner) if channel.owner is not None else None, channel)

@@ -24,6 +24,7 @@ from ..api import App, Request, Response
 from ..runtime.activation import note_writes
 from ..runtime.tasks import stop_task
 from .admin import ADMIN_PREFIX, AdminEndpoint
+from .bridge import install_bridges
 from .observe import FrontMetrics, stream_tail
 from .guard import FrontGuard, FrontLimits, cap_log_lines
 from .protocol import guarded_protocol
@@ -65,6 +66,7 @@ class AsgiFront:
                  websocket_handler: Callable[..., Awaitable[None]] | None = None,
                  limits: FrontLimits | None = None) -> None:
         self.app = app
+        install_bridges(app.runtime)  # WebSockets across worker processes, if there are several
         limits = limits or FrontLimits()
         self.max_body = limits.max_request_body if max_body is None else max_body
         self.guard = FrontGuard(limits, log)

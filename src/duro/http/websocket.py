@@ -29,10 +29,11 @@ from typing import Any
 
 from ..api import Response
 from ..api.websocket import TEXT_ABRUPT_CLOSE, WebSocketError
+from .bridge import BRIDGED, forward_message
 from .delivery import deliver, release, response_channel, try_auto_response, unlist
 from ..runtime.sockets import CLOSED, HIBERNATABLE, SocketChannel
 
-__all__ = ["websocket_handler", "upgrade_required", "handle_message", "adopted_message"]
+__all__ = ["websocket_handler", "upgrade_required", "handle_message", "adopted_message", "disconnected"]
 
 log = logging.getLogger("duro.http")
 
@@ -147,6 +148,8 @@ async def _pump(runtime: Any, channel: SocketChannel, receive: Any) -> None:
 
 async def handle_message(runtime: Any, channel: SocketChannel, message: dict[str, Any]) -> bool:
     """Deliver one ASGI message of an open connection to its object; True if it was the end."""
+    if channel.mode == BRIDGED:  # its object is on another worker
+        return forward_message(runtime, channel, message)
     kind = message["type"]
     if kind == "websocket.receive":
         text = message.get("text")
@@ -158,12 +161,13 @@ async def handle_message(runtime: Any, channel: SocketChannel, message: dict[str
             await deliver(runtime, channel, "websocket_message", message.get("bytes") or b"")
         return False
     if kind == "websocket.disconnect":
-        await _disconnected(runtime, channel, message)
+        await disconnected(runtime, channel, message)
         return True
     return False
 
 
-async def _disconnected(runtime: Any, channel: SocketChannel, message: dict[str, Any]) -> None:
+async def disconnected(runtime: Any, channel: SocketChannel, message: dict[str, Any]) -> None:
+    """The connection ended (``message`` is the ASGI disconnect): tell the object, if it must know."""
     if channel.close_sent:
         return  # the object closed it; it needs no event
     code = int(message.get("code", 1005))

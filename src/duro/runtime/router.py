@@ -9,7 +9,8 @@ owns crosses a Unix socket to that worker as one frame, and its answer comes bac
 Frames are a 4-byte big-endian length and a msgpack array. A request is
 ``[call_id, op, namespace, hex_id, name, label, payload]``, an answer ``[call_id, ok, payload]``
 (``ok`` false: ``payload`` describes the exception, ``namespace.describe_exception``). A one-way
-message (a WebSocket frame to send, say) has call id 0 and gets no answer. What the payload holds
+message (a bridged WebSocket's frame, say) has call id 0, goes either way over a connection (a
+:class:`Link`) and gets no answer. What the payload holds
 is the concern of whoever installed the handler for ``op`` (:meth:`Router.handle`); this module
 moves bytes and matches answers to calls.
 
@@ -32,7 +33,7 @@ import msgpack
 
 from ..errors import DuroError
 
-__all__ = ["WorkerSlot", "Router", "owner_of", "PeerGone"]
+__all__ = ["WorkerSlot", "Router", "Link", "owner_of", "PeerGone", "failure_state"]
 
 log = logging.getLogger("duro.router")
 
@@ -74,17 +75,58 @@ def owner_of(hex_id: str, count: int) -> int:
     return owner
 
 
-Handler = Callable[[str, str, str | None, str, bytes], Awaitable[bytes]]
-OneWay = Callable[[str, str, str | None, str, bytes], None]
+class Link:
+    """One connection between two workers, as a handler sees it: ``post`` sends a one-way
+    message back over it (after everything written on it so far), ``on_close`` runs a callback
+    once it is gone (its other end died, say). A bridged WebSocket lives on the link its
+    handshake came over, so its frames keep their order with the answer that opened it."""
+
+    def __init__(self) -> None:
+        self.writer: asyncio.StreamWriter | None = None
+        self._on_close: list[Callable[[], None]] = []
+        self.closed = False
+
+    def post(self, op: str, payload: bytes) -> bool:
+        """Send a one-way message; False if the link is gone."""
+        w = self.writer
+        if w is None or w.is_closing():
+            return False
+        w.write(_frame([0, op, "", "", None, "", payload]))
+        return True
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        if self.closed:
+            callback()
+        else:
+            self._on_close.append(callback)
+
+    def _closed(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        callbacks, self._on_close = self._on_close, []
+        for cb in callbacks:
+            try:
+                cb()
+            except Exception:
+                log.exception("cleaning up after a closed link to another worker failed")
+
+
+# A call: (namespace, hex_id, name, label, payload, link) -> the answer's bytes. A one-way message:
+# the same, returning nothing.
+Handler = Callable[[str, str, str | None, str, bytes, Link], Awaitable[bytes]]
+OneWay = Callable[[str, str, str | None, str, bytes, Link], None]
 
 
 class _Peer:
-    """One connection to another worker: calls out, answers matched by call id."""
+    """This worker's connection to worker ``index``: calls out, answers matched by call id, and
+    one-way messages both ways. Made again after the other worker restarts (a new :class:`Link`)."""
 
     def __init__(self, router: "Router", index: int) -> None:
         self.router = router
         self.index = index
         self.writer: asyncio.StreamWriter | None = None
+        self.link = Link()
         self.pending: dict[int, asyncio.Future[bytes]] = {}
         self._connecting: asyncio.Future[None] | None = None
         self._reader_task: asyncio.Task[None] | None = None
@@ -116,14 +158,19 @@ class _Peer:
                                    "it is being restarted, retry the request") from None
                 await asyncio.sleep(0.02)
         self.writer = writer
-        self._reader_task = asyncio.ensure_future(self._read(reader, writer))
+        self.link = Link()
+        self.link.writer = writer
+        self._reader_task = asyncio.ensure_future(self._read(reader, writer, self.link))
 
-    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link: Link) -> None:
         try:
             while True:
                 frame = await _read_frame(reader)
                 if frame is None:
                     break
+                if len(frame) != 3:  # a one-way message from the other worker
+                    self.router._one_way_in(frame, link)
+                    continue
                 call_id, ok, payload = frame
                 fut = self.pending.pop(call_id, None)
                 if fut is not None and not fut.done():
@@ -137,6 +184,7 @@ class _Peer:
             if self.writer is writer:
                 self.writer = None
             writer.close()
+            link._closed()
             pending, self.pending = self.pending, {}
             for fut in pending.values():
                 if not fut.done():
@@ -176,6 +224,11 @@ class Router:
         self._next_id = 1
         self._owners: dict[str, int] = {}
         self._serving: set[asyncio.Task[Any]] = set()
+        # WebSockets across workers (installed by the front, ``http/bridge.py``): the owner's side
+        # takes the server end an object accepted and gives it a bridge id on the caller's link;
+        # the caller's side makes the channel its connection feeds.
+        self.bridge_accept: Callable[[Any, Link], int] | None = None
+        self.bridge_proxy: Callable[[Link, int], Any] | None = None
         self.forwarded = 0  # calls sent to another worker
         self.served = 0  # calls run here for another worker
 
@@ -238,32 +291,37 @@ class Router:
             sent()
         return await fut
 
-    async def send(self, index: int, op: str, namespace: str, hex_id: str, name: str | None, label: str,
-                   payload: bytes) -> None:
-        """A one-way message to worker ``index`` (no answer; order kept per connection)."""
-        writer = await self._peer(index).connected()
-        writer.write(_frame([0, op, namespace, hex_id, name, label, payload]))
+    def link_to(self, index: int) -> Link:
+        """The current link of this worker's connection to worker ``index`` (after a call)."""
+        return self._peer(index).link
 
     # ------------------------------------------------------------------ calls in
+    def _one_way_in(self, frame: list[Any], link: Link) -> None:
+        _, op, namespace, hex_id, name, label, payload = frame
+        one_way = self._one_way.get(op)
+        if one_way is None:
+            log.error("a message of unknown kind %r from another worker was dropped", op)
+            return
+        try:
+            one_way(namespace, hex_id, name, label, payload, link)
+        except Exception:
+            log.exception("a %s message from another worker failed", op)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        link = Link()
+        link.writer = writer
         try:
             while True:
                 frame = await _read_frame(reader)
                 if frame is None:
                     break
-                call_id, op, namespace, hex_id, name, label, payload = frame
+                call_id = frame[0]
                 if call_id == 0:
-                    one_way = self._one_way.get(op)
-                    if one_way is None:
-                        log.error("a message of unknown kind %r from another worker was dropped", op)
-                    else:
-                        try:
-                            one_way(namespace, hex_id, name, label, payload)
-                        except Exception:
-                            log.exception("a %s message from another worker failed", op)
+                    self._one_way_in(frame, link)
                     continue
+                _, op, namespace, hex_id, name, label, payload = frame
                 # Started in order: each call enters its object's queue before the next frame is read.
-                task = asyncio.ensure_future(self._run(writer, call_id, op, namespace, hex_id, name, label, payload))
+                task = asyncio.ensure_future(self._run(link, call_id, op, namespace, hex_id, name, label, payload))
                 self._serving.add(task)
                 task.add_done_callback(self._serving.discard)
                 await asyncio.sleep(0)
@@ -271,15 +329,18 @@ class Router:
             pass
         finally:
             writer.close()
+            link._closed()
 
-    async def _run(self, writer: asyncio.StreamWriter, call_id: int, op: str, namespace: str, hex_id: str,
+    async def _run(self, link: Link, call_id: int, op: str, namespace: str, hex_id: str,
                    name: str | None, label: str, payload: bytes) -> None:
         self.served += 1
         handler = self._handlers.get(op)
+        writer = link.writer
+        assert writer is not None
         try:
             if handler is None:
                 raise RuntimeError(f"this worker cannot run calls of kind {op!r}")
-            answer = [call_id, True, await handler(namespace, hex_id, name, label, payload)]
+            answer = [call_id, True, await handler(namespace, hex_id, name, label, payload, link)]
         except asyncio.CancelledError:
             raise
         except BaseException as e:

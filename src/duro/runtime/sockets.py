@@ -70,7 +70,8 @@ class SocketChannel:
     """The server end of one WebSocket connection. Slotted: thousands of them sit idle."""
 
     __slots__ = ("id", "mode", "ready_state", "tags", "attachment", "auto_response_at", "owner",
-                 "object_id", "activation", "listener_socket", "reset_hook", "created", "close_sent", "_transport",
+                 "object_id", "activation", "listener_socket", "reset_hook", "created", "close_sent", "bridge",
+                 "_transport",
                  "_outbox", "_flusher", "_dead", "__weakref__")
 
     def __init__(self) -> None:
@@ -87,6 +88,7 @@ class SocketChannel:
         self.reset_hook: Any = None  # registered on ``activation.on_reset`` for a standard socket
         self.created = time.monotonic()
         self.close_sent = False  # the server side has called close()
+        self.bridge: Any = None  # (link, id) of a connection whose socket is on another worker
         self._transport: SocketTransport | None = None
         self._outbox: collections.deque[tuple[int, Any, "Activation | None"]] | None = None
         self._flusher: asyncio.Task[None] | None = None

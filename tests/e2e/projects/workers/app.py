@@ -7,7 +7,9 @@ import json
 import os
 import time
 
-from duro import DurableObject, Response, WorkerEntrypoint
+from duro import DurableObject, Response, WebSocketPair, WebSocketRequestResponsePair, WorkerEntrypoint
+
+CONSTRUCTED = [0]  # Room instances built in this process (the object's worker)
 
 
 class Tally(DurableObject):
@@ -56,8 +58,63 @@ class Tally(DurableObject):
             "INSERT INTO t (k, v) VALUES ('fired', ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v", os.getpid())
 
 
+class Room(DurableObject):
+    """Hibernatable sockets across workers: every command is a text message ``verb:arg``."""
+
+    def __init__(self, ctx, env):
+        super().__init__(ctx, env)
+        CONSTRUCTED[0] += 1
+        ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS closes (code INTEGER, reason TEXT, clean INTEGER)")
+
+    async def fetch(self, request):
+        client, server = WebSocketPair()
+        tag = request.url.partition("?")[2] or "none"
+        self.ctx.accept_websocket(server, [tag])
+        self.ctx.set_websocket_auto_response(WebSocketRequestResponsePair("ping", "pong"))
+        server.send(f"welcome {os.getpid()}")
+        return Response(None, status=101, web_socket=client)
+
+    async def websocket_message(self, ws, message):
+        if isinstance(message, bytes):
+            ws.send(b"bin:" + message)
+            return
+        verb, _, arg = message.partition(":")
+        ctx = self.ctx
+        if verb == "echo":
+            ws.send(arg)
+        elif verb == "tags":
+            ws.send(json.dumps(ctx.get_tags(ws)))
+        elif verb == "count":
+            ws.send(str(len(ctx.get_websockets(arg or None))))
+        elif verb == "attach":
+            ws.serialize_attachment({"value": arg})
+            ws.send("ok")
+        elif verb == "attachment":
+            ws.send(json.dumps(ws.deserialize_attachment()))
+        elif verb == "broadcast":
+            for other in ctx.get_websockets():
+                other.send(f"all:{arg}")
+        elif verb == "constructed":
+            ws.send(str(CONSTRUCTED[0]))
+        elif verb == "closes":
+            ws.send(json.dumps(ctx.storage.sql.exec("SELECT code, reason, clean FROM closes").to_array()))
+        elif verb == "close":
+            ws.close(4000, "bye")
+
+    async def websocket_close(self, ws, code, reason, clean):
+        self.ctx.storage.sql.exec("INSERT INTO closes VALUES (?, ?, ?)", code, reason, int(clean))
+        for other in self.ctx.get_websockets():
+            if other is not ws:
+                other.send(f"left:{code}")
+
+
 class Default(WorkerEntrypoint):
     async def fetch(self, request):
+        if request.headers.get("upgrade") == "websocket":
+            name = request.url.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
+            resp = await self.env.ROOM.get_by_name(name).fetch(request)
+            resp.headers.set("x-entry-pid", str(os.getpid()))  # which worker holds the connection
+            return resp
         parts = request.url.split("?")[0].rstrip("/").rsplit("/", 2)
         what, name = parts[-2], parts[-1]
         query = request.url.partition("?")[2]
