@@ -401,3 +401,48 @@ def test_bridged_websockets_when_a_worker_dies(serve):
         assert rows == [{"code": 1006, "reason": "WebSocket disconnected without sending Close frame.", "clean": 0}]
     finally:
         e.close()
+
+
+def test_metrics_tail_and_admin_writes_cover_every_worker(serve):
+    """/metrics (whichever worker answers) has every worker's samples, labelled; ``duro tail``
+    shows events of objects on both workers; ``duro objects sql --write --server`` changes an
+    object on the worker that owns it, whichever worker takes the request."""
+    from prometheus_client.parser import text_string_to_metric_families
+    srv = serve(PROJECT, "--workers", "2")
+    wait_for(lambda: len(_workers(srv)) == 2, timeout=30, what="two workers")
+    names = [_name_on(0, prefix="m"), _name_on(1, prefix="m")]
+    token = (pathlib.Path(srv.data_dir) / "admin.token").read_text()
+    auth = {"authorization": f"Bearer {token}"}
+    tail = subprocess.Popen([sys.executable, "-m", "duro", "tail", "--json", "--server", srv.url, "--data",
+                             srv.data_dir], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)  # the stream is open on every worker
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            for n in names * 3:
+                assert c.get(f"/add/{n}").status_code == 200
+        seen: set[str] = set()
+        deadline = time.monotonic() + 20
+        while seen != set(names) and time.monotonic() < deadline:
+            line = tail.stdout.readline()
+            if not line:
+                break
+            rec = json.loads(line)
+            if rec.get("name") in names:
+                seen.add(rec["name"])
+        assert seen == set(names), seen
+    finally:
+        tail.terminate()
+        tail.wait(10)
+        tail.stdout.close()
+        tail.stderr.close()
+    for _ in range(3):  # any worker may answer: each time, both workers' samples
+        text = httpx.get(srv.url + "/__duro/admin/metrics", headers=auth, timeout=30).text
+        fams = {f.name: f for f in text_string_to_metric_families(text)}
+        workers = {s.labels["worker"] for s in fams["duro_commits"].samples}
+        assert workers == {"0", "1"}, text
+    for n in names:
+        r = subprocess.run([sys.executable, "-m", "duro", "objects", "sql", n, "UPDATE t SET v = 100 RETURNING v",
+                            "--write", "--server", srv.url, "--data", srv.data_dir, "--project", str(PROJECT),
+                            "--namespace", "TALLY"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and "100" in r.stdout, r.stderr
+        assert httpx.get(f"{srv.url}/add/{n}", timeout=30).json()["stored"] == 101

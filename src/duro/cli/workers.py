@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
+from ..http.admin import TOKEN_ENV, write_token
 
 __all__ = ["run_supervisor", "parse_size", "BEAT_S"]
 
@@ -110,6 +111,7 @@ class Supervisor:
         self.memory_limit = memory_limit
         self.drain_timeout = drain_timeout
         self.sockets = pathlib.Path(tempfile.mkdtemp(prefix="duro-workers-"))
+        self.env = dict(os.environ)  # the workers' (with the admin token, set by run_supervisor)
         self.workers = [_Worker(i) for i in range(count)]
         self.selector = selectors.DefaultSelector()
         self.stopping: int | None = None  # the signal that stops it
@@ -125,7 +127,8 @@ class Supervisor:
         cmd = [sys.executable, "-m", "duro", *self.argv, "--worker-slot",
                f"{w.index}/{self.count}/{self.sockets}/{self.listen.fileno()}/{wfd}"]
         try:
-            w.proc = subprocess.Popen(cmd, pass_fds=(self.listen.fileno(), wfd), stdin=subprocess.DEVNULL)
+            w.proc = subprocess.Popen(cmd, pass_fds=(self.listen.fileno(), wfd), stdin=subprocess.DEVNULL,
+                                      env=self.env)
         finally:
             os.close(wfd)
         os.set_blocking(r, False)
@@ -357,7 +360,14 @@ def run_supervisor(argv: list[str], count: int, data_dir: pathlib.Path, host: st
         listen = bind(host, port)
         log.info("duro supervisor (pid %d): %d workers on http://%s:%d (data: %s%s)", os.getpid(), count, host, port,
                  data_dir, f", memory limit {memory_limit / 2**20:.0f} MiB per worker" if memory_limit else "")
-        return Supervisor(argv, count, data_dir, listen, cpu_ms=cpu_ms, memory_limit=memory_limit,
-                          drain_timeout=drain_timeout).run()
+        sup = Supervisor(argv, count, data_dir, listen, cpu_ms=cpu_ms, memory_limit=memory_limit,
+                         drain_timeout=drain_timeout)
+        # One admin token for every worker: any of them may answer ``duro objects`` and ``duro tail``.
+        token, token_path = write_token(data_dir)
+        sup.env[TOKEN_ENV] = token
+        try:
+            return sup.run()
+        finally:
+            token_path.unlink(missing_ok=True)
     finally:
         os.close(lock)

@@ -30,10 +30,11 @@ from ..storage import maintenance
 from ..storage.database import wait_closed
 from .observe import METRICS_CONTENT_TYPE, render_metrics
 
-__all__ = ["AdminEndpoint", "ADMIN_PREFIX", "TOKEN_FILE"]
+__all__ = ["AdminEndpoint", "ADMIN_PREFIX", "TOKEN_FILE", "TOKEN_ENV", "write_token"]
 
 ADMIN_PREFIX = "/__duro/admin/"
 TOKEN_FILE = "admin.token"
+TOKEN_ENV = "DURO_ADMIN_TOKEN"  # the supervisor's token, for its worker processes
 log = logging.getLogger("duro.admin")
 
 
@@ -49,6 +50,21 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def write_token(data_dir: pathlib.Path) -> tuple[str, pathlib.Path]:
+    """A fresh admin token in ``DATA/admin.token`` (mode 0600): the token and the file's path."""
+    token = secrets.token_urlsafe(32)
+    path = data_dir / TOKEN_FILE
+    tmp = path.with_name(TOKEN_FILE + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, token.encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    return token, path
+
+
 class AdminEndpoint:
     """Owns the token file and answers admin requests for one App."""
 
@@ -57,22 +73,20 @@ class AdminEndpoint:
         self.token: str | None = None
         self.token_path: pathlib.Path | None = None
         self.front: Any = None  # the AsgiFront, for its own metrics (set by it)
+        router = getattr(app.runtime, "router", None)
+        if router is not None:  # an operation on another worker's object runs on that worker
+            router.handle("admin", self._from_worker)
 
     # ---- the token ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Write a fresh token to ``DATA/admin.token`` (called once the runtime holds the lock)."""
-        self.token = secrets.token_urlsafe(32)
-        path = pathlib.Path(self.app.runtime.data_dir) / TOKEN_FILE
-        tmp = path.with_name(TOKEN_FILE + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, self.token.encode())
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        self.token_path = path
+        """Write a fresh token to ``DATA/admin.token`` (called once the runtime holds the lock).
+        A worker process takes the token its supervisor wrote (``DURO_ADMIN_TOKEN``)."""
+        shared = os.environ.get(TOKEN_ENV)
+        if shared and getattr(self.app.runtime, "worker", None) is not None:
+            self.token = shared
+            return
+        self.token, self.token_path = write_token(pathlib.Path(self.app.runtime.data_dir))
 
     def close(self) -> None:
         if self.token_path is not None:
@@ -98,11 +112,22 @@ class AdminEndpoint:
                                  status=403)
         op = scope["path"][len(ADMIN_PREFIX):].strip("/")
         if op == "metrics" and scope.get("method") in ("GET", "HEAD"):
-            return Response(render_metrics(self.app.runtime, self.front),
-                            headers={"content-type": METRICS_CONTENT_TYPE})
+            text = render_metrics(self.app.runtime, self.front)
+            fanout = getattr(self.app.runtime, "fanout", None)
+            if fanout is not None:  # every worker's, each sample labelled with its worker
+                text = await fanout.metrics(text)
+            return Response(text, headers={"content-type": METRICS_CONTENT_TYPE})
         handler = getattr(self, f"_op_{op.replace('-', '_')}", None) if op.isidentifier() else None
         if handler is None or scope.get("method") != "POST":
             return Response.json({"error": f"unknown admin operation {scope.get('method')} {op!r}"}, status=404)
+        owner = self._owner(op, body)
+        if owner is not None:
+            return await self._on_worker(owner, op, body)
+        if op == "branch" and getattr(self.app.runtime, "router", None) is not None:
+            await self._reset_source(body)
+        return self._run(op, handler, body)
+
+    def _run(self, op: str, handler: Any, body: bytes) -> Response:
         try:
             args = json.loads(body or b"{}")
             if not isinstance(args, dict):
@@ -117,6 +142,54 @@ class AdminEndpoint:
             return Response.json({"error": msg, "type": type(e).__name__}, status=400)
         log.info("admin %s done: %s", op, {k: v for k, v in args.items() if k != "sql"})
         return Response.json(result)
+
+    # ---- worker processes -----------------------------------------------------------------------
+
+    def _owner(self, op: str, body: bytes) -> int | None:
+        """The worker that must run ``op`` (the one that owns its object, so that no other process
+        has the object's files open), or None for this one. A branch runs on the worker of the
+        new object; the source's own worker resets it first (``_op_reset_for_branch``)."""
+        router = getattr(self.app.runtime, "router", None)
+        if router is None or op == "ping":
+            return None
+        try:
+            args = json.loads(body or b"{}")
+            hex_id = str(args["to_id" if op == "branch" else "id"]).lower()
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None  # the operation itself says what is wrong with the request
+        owner = router.owner(hex_id)
+        return None if owner == router.slot.index else owner
+
+    async def _on_worker(self, owner: int, op: str, body: bytes) -> Response:
+        router = self.app.runtime.router
+        answer = json.loads(await router.call(owner, "admin", "", "", None, op, body))
+        return Response.json(answer["body"], status=answer["status"])
+
+    async def _from_worker(self, namespace: str, hex_id: str, name: str | None, op: str, body: bytes,
+                           link: Any) -> bytes:
+        if op == "branch":
+            await self._reset_source(body)
+        handler = getattr(self, f"_op_{op.replace('-', '_')}", None) if op.isidentifier() else None
+        resp = self._run(op, handler, body) if handler is not None else \
+            Response.json({"error": f"unknown admin operation {op!r}"}, status=404)
+        return json.dumps({"status": resp.status, "body": json.loads(resp.body)}).encode()
+
+    async def _reset_source(self, body: bytes) -> None:
+        """Before a branch: the source object's own worker resets it (its file synced and closed)."""
+        router = self.app.runtime.router
+        try:
+            args = json.loads(body)
+            src = str(args["id"]).lower()
+        except (ValueError, KeyError, TypeError):
+            return
+        owner = router.owner(src)
+        if owner != router.slot.index:
+            await router.call(owner, "admin", "", "", None, "reset_for_branch", body)
+
+    def _op_reset_for_branch(self, args: dict[str, Any]) -> dict[str, Any]:
+        uk, hex_id, _ = self._target(args)
+        self._reset(uk, hex_id, "duro objects branch")
+        return {"ok": True}
 
     # ---- helpers --------------------------------------------------------------------------------
 

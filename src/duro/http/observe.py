@@ -171,6 +171,8 @@ async def stream_tail(runtime: Any, scope: dict[str, Any], receive: Receive, sen
         return
     hub = runtime.events
     sub = hub.subscribe(flt, size)
+    fanout = getattr(runtime, "fanout", None)  # worker processes: the others' records come too
+    stream = await fanout.open_tail(sub, scope.get("query_string") or b"") if fanout is not None else None
     gone = asyncio.Event()
 
     async def watch() -> None:
@@ -210,6 +212,8 @@ async def stream_tail(runtime: Any, scope: dict[str, Any], receive: Receive, sen
             await send({"type": "http.response.body", "body": rest, "more_body": False})
     finally:
         sub.close()
+        if stream is not None:
+            fanout.close_tail(stream)
         watcher.cancel()
         try:
             await watcher

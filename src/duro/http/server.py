@@ -25,6 +25,7 @@ from ..runtime.activation import note_writes
 from ..runtime.tasks import stop_task
 from .admin import ADMIN_PREFIX, AdminEndpoint
 from .bridge import install_bridges
+from .fanout import install_fanout
 from .observe import FrontMetrics, stream_tail
 from .guard import FrontGuard, FrontLimits, cap_log_lines
 from .protocol import guarded_protocol
@@ -67,6 +68,7 @@ class AsgiFront:
                  limits: FrontLimits | None = None) -> None:
         self.app = app
         install_bridges(app.runtime)  # WebSockets across worker processes, if there are several
+        self.fanout = install_fanout(app.runtime)  # /metrics and duro tail across them
         limits = limits or FrontLimits()
         self.max_body = limits.max_request_body if max_body is None else max_body
         self.guard = FrontGuard(limits, log)
@@ -74,6 +76,8 @@ class AsgiFront:
         self.websocket_handler = websocket_handler
         self.admin = AdminEndpoint(app)  # /__duro/admin/..., for duro objects, duro tail, /metrics
         self.admin.front = self
+        if self.fanout is not None:
+            self.fanout.front = self
         self.metrics = FrontMetrics()
         self.assets = getattr(app, "assets", None)  # an AssetServer when the project has an assets block
         self.requests = 0
