@@ -4,6 +4,8 @@
     python bench/run.py --workerd            # also Cloudflare's runtime (npm package workerd)
     python bench/run.py --rounds 3 --duration 10
     python bench/run.py --compare ../old/src  # also another checkout's duro (before/after in one run)
+    python bench/run.py --workers 1,2 --workerd  # duro with 1 and with 2 worker processes
+    python bench/run.py --supervised         # also duro's one worker under its supervisor (its cost)
 
 Workloads (the anchor of ../shared/anchors): GET /obj/hot (one hot object, SQL UPSERT counter),
 GET /obj/o<1..1000> (counters spread over 1,000 existing objects), obj_new (every request the first
@@ -94,14 +96,23 @@ def taskset(core: int) -> list[str]:
 class Duro:
     """``duro serve`` from this checkout, or (``src``) from another checkout's ``src/`` folder."""
 
-    def __init__(self, durability: str, src: pathlib.Path | None = None, name: str = "duro") -> None:
+    def __init__(self, durability: str, src: pathlib.Path | None = None, name: str = "duro", workers: int = 1,
+                 supervised: bool = False) -> None:
         self.durability = durability
         self.src = src
         self.name = name
+        self.workers = workers
+        self.supervised = supervised
 
     def start(self, port: int, data: str) -> subprocess.Popen:
-        cmd = taskset(0) + [sys.executable, "-m", "duro", "serve", str(HERE / "project"), "--port", str(port),
-                            "--data", data, "--durability", self.durability, "--log-level", "warning"]
+        # One process is pinned to core 0 (wrk has core 1); several workers get every core.
+        pin = taskset(0) if self.workers == 1 else []
+        cmd = pin + [sys.executable, "-m", "duro", "serve", str(HERE / "project"), "--port", str(port),
+                     "--data", data, "--durability", self.durability, "--log-level", "warning"]
+        if self.workers > 1:
+            cmd += ["--workers", str(self.workers)]
+        elif self.supervised:  # a memory limit makes the supervisor run its one worker
+            cmd += ["--workers", "1", "--memory-limit", "16G"]
         env = dict(os.environ)
         if self.src is not None:
             env["PYTHONPATH"] = str(self.src) + os.pathsep + env.get("PYTHONPATH", "")
@@ -182,12 +193,18 @@ def main() -> int:
     ap.add_argument("--durability", default="fsync", choices=["fsync", "os"])
     ap.add_argument("--compare", type=pathlib.Path, metavar="SRC",
                     help="also measure the duro of another checkout's src/ folder (shown as 'before')")
+    ap.add_argument("--workers", default="1", help="duro's worker counts to measure, e.g. 1,2 (default 1)")
+    ap.add_argument("--supervised", action="store_true",
+                    help="also duro's one worker under the supervisor (what supervision costs)")
     ap.add_argument("--out", default=str(HERE / "results" / "run.json"))
     args = ap.parse_args()
     if not shutil.which("wrk"):
         print("wrk is needed: apt-get install wrk", file=sys.stderr)
         return 2
-    systems: list[Duro | Workerd] = [Duro(args.durability)]
+    systems: list[Duro | Workerd] = [Duro(args.durability, workers=int(n), name="duro" if n == "1" else f"duro-w{n}")
+                                     for n in args.workers.split(",")]
+    if args.supervised:
+        systems.append(Duro(args.durability, name="duro-sup", supervised=True))
     if args.compare is not None:
         systems.append(Duro(args.durability, src=args.compare.resolve(), name="before"))
     if args.workerd:
@@ -229,16 +246,18 @@ def main() -> int:
             rs = results[s.name][w]
             summary[s.name][w] = {k: statistics.median(r[k] for r in rs) for k in ("rps", "p50_ms", "p99_ms")}
     header = f"{'workload':10s}" + "".join(f"{s.name + ' req/s':>15s}{'p50 ms':>9s}{'p99 ms':>9s}" for s in systems)
-    others = [s.name for s in systems[1:]]
-    header += "".join(f"{'/' + o:>10s}" for o in others)
+    # Each duro beside the reference: workerd if it ran, else the first system.
+    ref = "workerd" if args.workerd else systems[0].name
+    ratios = [s.name for s in systems if s.name != ref]
+    header += "".join(f"{s + '/' + ref:>16s}" for s in ratios)
     print(header)
     for w in workloads:
         line = f"{w:10s}"
         for s in systems:
             m = summary[s.name][w]
             line += f"{m['rps']:15.0f}{m['p50_ms']:9.2f}{m['p99_ms']:9.2f}"
-        for o in others:
-            line += f"{summary['duro'][w]['rps'] / summary[o][w]['rps']:10.2f}"
+        for o in ratios:
+            line += f"{summary[o][w]['rps'] / summary[ref][w]['rps']:16.2f}"
         print(line)
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
