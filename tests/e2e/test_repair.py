@@ -105,7 +105,15 @@ def test_restore_to_a_damaged_state_says_it_cannot_and_names_an_intact_one(tmp_p
     assert apples.read_bytes() == damaged_bytes
     hint = proc.stderr.split("the latest intact state before it is bookmark ")[1].split(";")[0]
 
-    proc = objects(data, "restore", "apples", "--bookmark", hint)
-    assert proc.returncode == 0, proc.stderr
+    # Through a running server: the same refusal (the admin endpoint answers 400), then the repair.
+    with ServerProcess(COUNTER, data, log_path=tmp_path / "server3.log") as srv:
+        proc = objects(data, "restore", "apples", "--at", "-0s", "--server", srv.url)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert "is itself damaged" in proc.stderr and hint in proc.stderr
+        proc = objects(data, "restore", "apples", "--bookmark", hint, "--server", srv.url)
+        assert proc.returncode == 0, proc.stderr
+        assert httpx.get(f"{srv.url}/counters/apples", timeout=30).json()["value"] == 20
+        assert httpx.post(f"{srv.url}/counters/apples", timeout=30).json()["value"] == 21
     assert integrity(apples) == ["ok"]
-    assert value(apples) == 20
+    assert value(apples) == 21
+    assert objects(data, "check").returncode == 0
