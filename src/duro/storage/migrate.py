@@ -292,7 +292,7 @@ def _finish_deletes(data_dir: pathlib.Path, progress: Progress | None) -> None:
     if not tombs.is_dir():
         return
     for t in sorted(tombs.iterdir()):
-        _remove_tree(t, progress, f"removing {t.name}")
+        _remove_tree(t, progress, f"deleting {t.name.rsplit('.', 1)[0]}, files")
     fsync_dir(tombs)
 
 
