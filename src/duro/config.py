@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from duro.errors import ConfigError
 
-__all__ = ["Assets", "Binding", "Limits", "ProjectConfig", "load_project", "find_config_file", "apply_overrides",
+__all__ = ["Assets", "Binding", "Limits", "MigrationStep", "ProjectConfig", "load_project", "find_config_file", "apply_overrides",
            "WRANGLER_FILES"]
 
 WRANGLER_FILES = ("wrangler.jsonc", "wrangler.json", "wrangler.toml")
@@ -52,6 +52,23 @@ class Binding:
     name: str
     class_name: str
     script_name: str | None = None  # cross-project binding; refused with a ConfigError for now
+
+
+@dataclass(frozen=True)
+class MigrationStep:
+    """One entry of the ``migrations`` list, as far as it moves stored data. ``key`` is its dotted
+    place in the config file (for messages); ``transferred`` holds (from, from_script, to)."""
+
+    index: int
+    key: str
+    tag: str | None = None
+    renamed: tuple[tuple[str, str], ...] = ()
+    deleted: tuple[str, ...] = ()
+    transferred: tuple[tuple[str, str, str], ...] = ()
+
+    @property
+    def moves_data(self) -> bool:
+        return bool(self.renamed or self.deleted or self.transferred)
 
 
 @dataclass(frozen=True)
@@ -128,6 +145,9 @@ class ProjectConfig:
     # Bindings to Cloudflare services duro does not provide (KV, D1, Workers AI, ...): name -> what
     # it is. ``env.NAME`` raises an error saying so.
     unsupported_bindings: Mapping[str, str] = field(default_factory=lambda: types.MappingProxyType({}), hash=False)
+    # The migrations list in order (tags, renames, deletes, transfers): applied to the stored data
+    # once per tag by duro.storage.migrate at start or by `duro migrate`.
+    migrations: tuple[MigrationStep, ...] = ()
 
     def unique_key(self, class_name: str) -> str:
         """The namespace's unique key, ``"<name>-<ClassName>"`` as Miniflare derives it."""
@@ -369,7 +389,7 @@ def _build(root: pathlib.Path, path: pathlib.Path, name: str, main: pathlib.Path
            limits: Limits, assets: Assets | None = None) -> ProjectConfig:
     """The part both formats share: entrypoint, durability, data_dir, migrations, vars."""
     file = path.name
-    sqlite, kv, deleted = _migrations(migrations, file, mkey)
+    sqlite, kv, deleted, steps = _migrations(migrations, file, mkey)
     bindings = [b for b, _ in keyed]
     for b, bkey in keyed:
         if b.class_name in deleted:
@@ -405,6 +425,7 @@ def _build(root: pathlib.Path, path: pathlib.Path, name: str, main: pathlib.Path
         data_dir=data_dir,
         history_retention=_retention(section.get("history_retention", 30.0), file, f"{sub}history_retention"),
         assets=assets,
+        migrations=steps,
     )
 
 
@@ -482,21 +503,26 @@ def _navigation_prefers_assets(data: dict[str, Any], file: str) -> bool:
     return enable in flags or (isinstance(date, str) and date >= since)
 
 
-def _migrations(raw: Any, file: str, key: str) -> tuple[set[str], set[str], set[str]]:
-    """Apply the ordered migration list; return (sqlite classes, kv classes, deleted classes)."""
+def _migrations(raw: Any, file: str, key: str) -> tuple[set[str], set[str], set[str], tuple[MigrationStep, ...]]:
+    """Apply the ordered migration list; return (sqlite classes, kv classes, deleted classes, the
+    steps in order)."""
     sqlite: set[str] = set()
     kv: set[str] = set()
     deleted: set[str] = set()
     tags: dict[str, int] = {}
+    steps: list[MigrationStep] = []
     for i, m in enumerate(_list(raw, file, key)):
         mk = f"{key}[{i}]"
         m = _table(m, file, mk)
+        tag = None
         if "tag" in m:
             tag = _str(m["tag"], file, f"{mk}.tag")
             if tag in tags:
                 raise ConfigError(f"duplicate tag {_show(tag)} (also {key}[{tags[tag]}]); every tag must be unique",
                                   file=file, key=f"{mk}.tag")
             tags[tag] = i
+        renamed: list[tuple[str, str]] = []
+        transferred: list[tuple[str, str, str]] = []
         for directive, target in (("new_sqlite_classes", sqlite), ("new_classes", kv)):
             for cls in _str_list(m.get(directive, []), file, f"{mk}.{directive}"):
                 if cls in sqlite or cls in kv:
@@ -508,17 +534,43 @@ def _migrations(raw: Any, file: str, key: str) -> tuple[set[str], set[str], set[
             rk = f"{mk}.renamed_classes[{j}]"
             r = _table(r, file, rk)
             src, dst = (_str(r.get(k), file, f"{rk}.{k}") for k in ("from", "to"))
+            _check_move_target(src, dst, sqlite | kv, renamed, transferred, file, rk)
+            renamed.append((src, dst))
             for classes in (sqlite, kv):
                 if src in classes:
                     classes.discard(src)
                     classes.add(dst)
             deleted.discard(dst)
-        for cls in _str_list(m.get("deleted_classes", []), file, f"{mk}.deleted_classes"):
+        gone = _str_list(m.get("deleted_classes", []), file, f"{mk}.deleted_classes")
+        for cls in gone:
             sqlite.discard(cls)
             kv.discard(cls)
             deleted.add(cls)
-        _list(m.get("transferred_classes", []), file, f"{mk}.transferred_classes")  # accepted, not applied
-    return sqlite, kv, deleted
+        for j, t in enumerate(_list(m.get("transferred_classes", []), file, f"{mk}.transferred_classes")):
+            tk = f"{mk}.transferred_classes[{j}]"
+            t = _table(t, file, tk)
+            src, script, dst = (_str(t.get(k), file, f"{tk}.{k}") for k in ("from", "from_script", "to"))
+            _check_move_target(None, dst, sqlite | kv, renamed, transferred, file, tk)
+            transferred.append((src, script, dst))
+            sqlite.add(dst)
+            deleted.discard(dst)
+        steps.append(MigrationStep(i, mk, tag, tuple(renamed), tuple(gone), tuple(transferred)))
+    return sqlite, kv, deleted, tuple(steps)
+
+
+def _check_move_target(src: str | None, dst: str, existing: set[str], renamed: list[tuple[str, str]],
+                       transferred: list[tuple[str, str, str]], file: str, key: str) -> None:
+    """A rename or transfer needs a new class name nothing else in this migration moves to."""
+    if src is not None and src == dst:
+        raise ConfigError(f"renames class {src} to itself; give a different \"to\"", file=file, key=key)
+    if dst in existing and dst != src:
+        raise ConfigError(f"class {dst} already exists (created by an earlier migration); a rename or "
+                          f"transfer needs a class name that is not in use", file=file, key=f"{key}.to")
+    if any(d == dst for _, d in renamed) or any(d == dst for _, _, d in transferred):
+        raise ConfigError(f"class {dst} is the target of two moves in the same migration", file=file,
+                          key=f"{key}.to")
+    if src is not None and any(s == src for s, _ in renamed):
+        raise ConfigError(f"class {src} is renamed twice in the same migration", file=file, key=f"{key}.from")
 
 
 # --- value checks ----------------------------------------------------------------------------------

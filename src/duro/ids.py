@@ -33,10 +33,12 @@ class NamespaceKey:
 
     _MAX_CACHED_NAMES = 100_000
 
-    def __init__(self, unique_key: str, *, max_name_bytes: int = MAX_NAME_BYTES) -> None:
+    def __init__(self, unique_key: str, *, max_name_bytes: int = MAX_NAME_BYTES, id_key: str | None = None) -> None:
+        # ``id_key``: the key IDs are minted with when it is not ``unique_key`` -- a class renamed
+        # or transferred by a migration keeps minting the IDs its objects already have.
         self.unique_key = unique_key
         self.max_name_bytes = max_name_bytes
-        self._key = hashlib.sha256(unique_key.encode()).digest()
+        self._key = hashlib.sha256((id_key or unique_key).encode()).digest()
         self._names: dict[str, str] = {}  # name -> hex; two HMACs per lookup otherwise
 
     def _tail(self, head: bytes) -> bytes:

@@ -292,6 +292,23 @@ def test_tool_duro_migrations(tmp_path):
     cfg = load_project(tmp_path)
     assert cfg.kv_classes == {"Store", "Renamed"}
     assert cfg.sqlite_classes == frozenset()
+    assert [(m.tag, m.renamed, m.deleted, m.transferred, m.moves_data) for m in cfg.migrations] == [
+        ("v1", (), (), (), False), ("v2", (("Old", "Renamed"),), (), (), True)]
+    assert cfg.migrations[1].key == "tool.duro.migrations[1]"
+
+
+def test_transferred_classes_are_kept_in_order(tmp_path):
+    write(tmp_path, {"app.py": "", "pyproject.toml": """
+        [tool.duro]
+        main = "app.py"
+        bindings = { ROOMS = "Room" }
+        [[tool.duro.migrations]]
+        tag = "t1"
+        transferred_classes = [{ from = "Room", from_script = "old-app", to = "Room" }]
+    """})
+    cfg = load_project(tmp_path)
+    assert cfg.migrations[0].transferred == (("Room", "old-app", "Room"),)
+    assert "Room" in cfg.sqlite_classes
 
 
 # --- precedence and lookup --------------------------------------------------------------------------
@@ -386,6 +403,17 @@ def tool_duro_error(tmp_path, body: str, *, extra: str = "") -> str:
      "pyproject.toml: tool.duro.migrations[1].new_classes: class A already exists"),
     ('[[tool.duro.migrations]]\nnew_sqlite_classes = "A"',
      'pyproject.toml: tool.duro.migrations[0].new_sqlite_classes: must be an array, not "A"'),
+    ('[[tool.duro.migrations]]\nrenamed_classes = [{ from = "A", to = "A" }]',
+     "pyproject.toml: tool.duro.migrations[0].renamed_classes[0]: renames class A to itself"),
+    ('[[tool.duro.migrations]]\nnew_sqlite_classes = ["A", "B"]\n[[tool.duro.migrations]]\n'
+     'renamed_classes = [{ from = "A", to = "B" }]',
+     "pyproject.toml: tool.duro.migrations[1].renamed_classes[0].to: class B already exists"),
+    ('[[tool.duro.migrations]]\nrenamed_classes = [{ from = "A", to = "C" }, { from = "B", to = "C" }]',
+     "pyproject.toml: tool.duro.migrations[0].renamed_classes[1].to: class C is the target of two moves"),
+    ('[[tool.duro.migrations]]\nrenamed_classes = [{ from = "A", to = "C" }, { from = "A", to = "D" }]',
+     "pyproject.toml: tool.duro.migrations[0].renamed_classes[1].from: class A is renamed twice"),
+    ('[[tool.duro.migrations]]\ntransferred_classes = [{ from = "A", to = "B" }]',
+     "pyproject.toml: tool.duro.migrations[0].transferred_classes[0].from_script: missing"),
 ])
 def test_tool_duro_value_errors(tmp_path, body, expected):
     assert tool_duro_error(tmp_path, body).startswith(expected)

@@ -50,10 +50,15 @@ class DurableObjectNamespace:
 
     def __init__(self, runtime: "Runtime", unique_key: str, class_name: str, binding: str | None = None) -> None:
         self._runtime = runtime
-        self._key = NamespaceKey(unique_key, max_name_bytes=runtime.limits.max_name_bytes)
         self.unique_key = unique_key
         self.class_name = class_name
         self.binding = binding
+
+    @property
+    def _key(self) -> NamespaceKey:
+        # Asked of the runtime each time: a migration at start may give the namespace the key of
+        # the class it was renamed from.
+        return self._runtime.namespace_key(self.unique_key)
 
     def id_from_name(self, name: str) -> DurableObjectId:
         return self._key.id_from_name(name)

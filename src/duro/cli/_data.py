@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from ..config import ProjectConfig, find_config_file, load_project
 from ..errors import DuroError, InvalidInputError
 from ..ids import NamespaceKey
+from ..storage.migrate import id_key
 from ..runtime.nodejournal import recover
 from ..storage import maintenance
 from ..storage.journalfile import segment_paths
@@ -43,6 +44,7 @@ class Namespace:
     unique_key: str
     binding: str | None = None
     class_name: str | None = None
+    id_key: str | None = None  # the key its IDs were minted with, when a migration moved it
 
     @property
     def label(self) -> str:
@@ -50,7 +52,7 @@ class Namespace:
         return self.binding or self.unique_key
 
     def key(self) -> NamespaceKey:
-        return NamespaceKey(self.unique_key)
+        return NamespaceKey(self.unique_key, id_key=self.id_key)
 
 
 @dataclass(frozen=True)
@@ -74,15 +76,15 @@ class DataContext:
         self.data_dir = data_dir
         self.config = config
         found: dict[str, Namespace] = {}
+        do = data_dir / "do"
         if config is not None:
             for b in config.bindings:
                 uk = config.unique_key(b.class_name)
-                found.setdefault(uk, Namespace(uk, b.name, b.class_name))
-        do = data_dir / "do"
+                found.setdefault(uk, Namespace(uk, b.name, b.class_name, id_key(do / uk)))
         if do.is_dir():
             for child in sorted(do.iterdir()):
                 if child.is_dir() and child.name not in found:
-                    found[child.name] = Namespace(child.name)
+                    found[child.name] = Namespace(child.name, id_key=id_key(child))
         self.namespaces = list(found.values())
 
     # ---- namespaces ------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ read-only and work whether or not a server is running. Writing commands (``sql -
 running and no ``--server`` they refuse and change nothing.
 
 Exit codes: 0 done; 1 storage or server failure; 2 bad input (also argparse's); 3 unknown object;
-4 a server holds the data directory.
+4 a server holds the data directory; 5 ``check`` found a damaged object.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 from ..errors import ConfigError, DuroError, InvalidInputError, StorageError
 from ..storage import maintenance
+from .check import add_check_parser
 from ._data import DataContext, ServerRunning, Target, UnknownObject, load_context
 from ._output import Progress, cell, format_ms, format_size, jsonable, parse_time, print_json, print_table
 
@@ -49,6 +50,7 @@ examples:
   duro objects restore apples --at -15m          back to 15 minutes ago (server stopped,
                                                  or add --server http://127.0.0.1:8787)
   duro objects branch apples --at -1h --to apples-1h-ago
+  duro objects check                             integrity_check over every object
 """
 
 _EXIT_BAD_INPUT = 2
@@ -190,6 +192,7 @@ def add_objects_parser(sub: Any) -> argparse.ArgumentParser:
     s.add_argument("--to", required=True, metavar="NEW_NAME", help="name of the new object")
     _server_arg(s)
     s.set_defaults(func=cmd_branch)
+    add_check_parser(osub, _sub, _common, _command)
     return p
 
 

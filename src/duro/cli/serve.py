@@ -11,7 +11,7 @@ import pathlib
 import sys
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, StorageError
 from .stopping import INFLIGHT_SHARE, StopWatch
 from .worker import WorkerProcess
 from .workers import parse_size, run_supervisor
@@ -186,12 +186,16 @@ def _supervise(args: argparse.Namespace, count: int) -> int:
         if value is not None:
             argv += [flag, str(value)]
     try:
+        from ..storage import migrate
         return run_supervisor(argv, count, data, args.host, args.port, cpu_ms=cfg.limits.cpu_ms,
                               memory_limit=args.memory_limit_bytes, drain_timeout=cfg.limits.drain_timeout,
-                              history=cfg.history_retention > 0)
+                              history=cfg.history_retention > 0, migrations=migrate.from_config(cfg))
     except ConfigError as e:
         print(f"duro: {e}", file=sys.stderr)
         return 2
+    except StorageError as e:
+        print(f"duro: {e}", file=sys.stderr)
+        return 1
 
 
 def _dev_target(argv: list[str]) -> None:

@@ -312,20 +312,25 @@ def lock_data_dir(data_dir: pathlib.Path, wait: float = 5.0) -> int:
     return fd
 
 
-def recover_all(data_dir: pathlib.Path, history: bool) -> None:
-    """Every journal folder redone into the object files, before any worker opens one."""
+def recover_all(data_dir: pathlib.Path, history: bool) -> list[str]:
+    """Every journal folder redone into the object files, before any worker opens one. Returns
+    the keys of the objects whose records could not be redone (damaged)."""
     from ..runtime.nodejournal import journal_folders, recover
+    held: list[str] = []
     for folder in journal_folders(data_dir):
         report = recover(data_dir, history=history, folder=folder)
         if report.redone or not report.clean:
             log.warning("recovered %s in %.2f s: %d objects redone (%d records), %d stray WAL files removed",
                         folder.relative_to(data_dir), report.seconds, report.redone, report.records,
                         report.stray_removed)
-        if not report.corrupt and folder != data_dir / "journal":
+        if report.corrupt:
+            held += list(report.last)
+        elif folder != data_dir / "journal":
             try:
                 folder.rmdir()
             except OSError:
                 pass
+    return held
 
 
 def bind(host: str, port: int, wait: float = 5.0) -> socket.socket:
@@ -353,10 +358,15 @@ def bind(host: str, port: int, wait: float = 5.0) -> socket.socket:
 
 
 def run_supervisor(argv: list[str], count: int, data_dir: pathlib.Path, host: str, port: int, *,
-                   cpu_ms: int, memory_limit: int, drain_timeout: float, history: bool) -> int:
+                   cpu_ms: int, memory_limit: int, drain_timeout: float, history: bool,
+                   migrations: Any = None) -> int:
     lock = lock_data_dir(data_dir)
     try:
-        recover_all(data_dir, history)
+        held = recover_all(data_dir, history)
+        if migrations is not None:  # before any worker opens an object or the alarm index
+            from ..storage import migrate
+            for change in migrate.apply(data_dir, migrations, pending_keys=held):
+                log.warning("migration: %s", change.describe())
         listen = bind(host, port)
         log.info("duro supervisor (pid %d): %d workers on http://%s:%d (data: %s%s)", os.getpid(), count, host, port,
                  data_dir, f", memory limit {memory_limit / 2**20:.0f} MiB per worker" if memory_limit else "")

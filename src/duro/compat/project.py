@@ -27,6 +27,7 @@ from ..config import ProjectConfig, load_project
 from ..errors import ConfigError
 from ..runtime import Runtime, RuntimeLimits, portal
 from ..runtime.router import WorkerSlot
+from ..storage import migrate
 from . import asgi as _asgi
 from . import js as _js
 from . import pyodide_ffi as _ffi
@@ -230,7 +231,8 @@ def load_app(root: str | os.PathLike[str], *, data_dir: str | os.PathLike[str] |
     data = pathlib.Path(data_dir) if data_dir is not None else (cfg.data_dir or cfg.root / ".duro")
     runtime = Runtime(data, durability=durability or cfg.durability,  # type: ignore[arg-type]
                       limits=limits or runtime_limits(cfg), clock=clock,
-                      history_retention=cfg.history_retention, worker=worker)
+                      history_retention=cfg.history_retention, migrations=migrate.from_config(cfg),
+                      worker=worker)
     values = dict(cfg.vars)
     assets = AssetServer(cfg.assets) if cfg.assets is not None else None
     if assets is not None and cfg.assets is not None and cfg.assets.binding is not None:

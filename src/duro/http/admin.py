@@ -25,7 +25,6 @@ from typing import Any
 from ..api import Response
 from ..core.lifecycle import DeactivationReason
 from ..errors import DuroError, ObjectResetError
-from ..ids import NamespaceKey
 from ..storage import maintenance
 from ..storage.database import wait_closed
 from .observe import METRICS_CONTENT_TYPE, render_metrics
@@ -199,7 +198,7 @@ class AdminEndpoint:
         if unique_key not in runtime.classes:
             raise _Refused(404, f"this server serves no namespace {unique_key!r} "
                                 f"(it serves {', '.join(sorted(runtime.classes)) or 'none'})")
-        hex_id = NamespaceKey(unique_key).id_from_string(args[id_field]).to_string()
+        hex_id = runtime.namespace_key(unique_key).id_from_string(args[id_field]).to_string()
         path = runtime.db_path(unique_key, hex_id)
         wait_closed(path)  # an object evicted a moment ago may still be closing on a worker thread
         return unique_key, hex_id, path

@@ -80,6 +80,9 @@ class AlarmHost(Protocol):
     def make_durable(self, path: str, *, sync_dir: bool) -> "asyncio.Future[None] | None":
         """A future that resolves when ``path``'s writes so far are durable (None: nothing to wait)."""
 
+    def namespace_key(self, unique_key: str) -> "NamespaceKey":
+        """What mints and checks the namespace's IDs (a migrated namespace keeps its old key)."""
+
 
 class AlarmScheduler:
     """Fires alarms for every object of one runtime. ``start()`` / ``close()`` with the runtime.
@@ -114,7 +117,6 @@ class AlarmScheduler:
         self._sleep_until: int | None = None
         self._attempts: set[asyncio.Task[None]] = set()
         self._running: dict[Key, tuple[int, int]] = {}  # handler running: (row, gen at start)
-        self._ns_keys: dict[str, NamespaceKey] = {}
         self._blocked = False  # the loop waits for a running attempt to end (max_concurrent)
         self._deadlines: dict[asyncio.Task[Any], float] = {}  # running handlers' time limits
         self._expired: set[asyncio.Task[Any]] = set()
@@ -278,10 +280,7 @@ class AlarmScheduler:
             return act  # (skips rebuilding and checking the ID)
         if not self.host.serves(unique_key):
             raise UnknownNamespaceError(f"no class registered for namespace {unique_key!r}")
-        ns = self._ns_keys.get(unique_key)
-        if ns is None:
-            ns = self._ns_keys[unique_key] = NamespaceKey(unique_key)
-        oid = ns.id_from_string(hex_id)
+        oid = self.host.namespace_key(unique_key).id_from_string(hex_id)
         oid.name = name
         return self.host.activation(unique_key, oid)
 

@@ -26,7 +26,9 @@ from typing import Any, Awaitable, Callable, Literal, TypeVar
 from ..clock import Clock, SystemClock
 from ..core.lifecycle import DeactivationReason
 from ..errors import ConfigError, OverloadedError, UnknownNamespaceError
-from ..ids import DurableObjectId
+from ..ids import DurableObjectId, NamespaceKey
+from ..storage import migrate
+from ..storage.migrate import Change, Plan
 from ..storage.durability import Barrier
 from ..storage.journal import HistoryOptions
 from ..storage.paths import make_dirs_durably
@@ -116,7 +118,7 @@ class Runtime:
     def __init__(self, data_dir: str | os.PathLike[str], *, durability: Literal["fsync", "os"] = "fsync",
                  limits: RuntimeLimits | None = None, clock: Clock | None = None,
                  history_retention: float = 30.0, journal: bool = True,
-                 worker: WorkerSlot | None = None) -> None:
+                 migrations: Plan | None = None, worker: WorkerSlot | None = None) -> None:
         self.data_dir = pathlib.Path(data_dir).resolve()
         self.worker = worker
         self.router: Router | None = Router(worker) if worker is not None and worker.count > 1 else None
@@ -158,6 +160,10 @@ class Runtime:
             self._services.append(HistoryPruner(self, self.history))
         self.started = False
         self._cpu_limited = False  # this runtime holds the process's CPU-limit timer
+        # The project's migrations (and every tag in order): applied at start (storage/migrate.py).
+        self.migrations = migrations
+        self.migrated: list[Change] = []  # what the last start moved
+        self._ns_keys: dict[str, NamespaceKey] = {}
 
     # ------------------------------------------------------------------ set-up
     def register(self, unique_key: str, class_name: str, factory: Callable[[Activation], Any], cls: Any = None) -> ClassEntry:
@@ -228,6 +234,13 @@ class Runtime:
             # fsync durability ran here before: bring the files in step, then drop the journal.
             recover(self.data_dir, history=self.history is not None)
             shutil.rmtree(self.data_dir / "journal", ignore_errors=True)
+        try:
+            self._migrate()
+        except BaseException:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+            raise
         self.barrier.start()
         if self.router is not None:
             await self.router.start()
@@ -269,6 +282,28 @@ class Runtime:
             self._cpu_limited = False
             cpulimit.uninstall()
         await self.tasks.stop()
+
+    def _migrate(self) -> None:
+        """Apply the migrations not applied yet to the stored data, before any object opens and
+        before the alarm scheduler reads its index."""
+        self._ns_keys.clear()
+        if self.migrations is None or self.worker is not None:
+            return  # worker processes: their supervisor applied them before starting any
+        report = self.journal.report if self.journal is not None else None
+        held = list(report.last) if report is not None and report.corrupt else []
+        self.migrated = migrate.apply(self.data_dir, self.migrations, pending_keys=held, now_ms=self.clock.now_ms)
+        for ch in self.migrated:
+            log.warning("migration: %s", ch.describe())
+
+    def namespace_key(self, unique_key: str) -> NamespaceKey:
+        """What mints and checks the IDs of ``unique_key``: its own key, or the one a renamed or
+        transferred namespace keeps (storage/migrate.py)."""
+        key = self._ns_keys.get(unique_key)
+        if key is None:
+            key = self._ns_keys[unique_key] = NamespaceKey(
+                unique_key, max_name_bytes=self.limits.max_name_bytes,
+                id_key=migrate.id_key(self.objects_dir / unique_key))
+        return key
 
     # ------------------------------------------------------------------ catalog
     @property

@@ -25,10 +25,11 @@ from typing import Any
 
 import apsw
 
-from duro.errors import InvalidInputError, StorageError
+from duro.errors import CorruptDatabaseError, InvalidInputError, StorageError
 from duro.storage.paths import make_dirs_durably
 from duro.storage.journal import (BASE, DAY_MS, PAGE_SIZE, RESTORE, HistoryFile, HistoryOptions, ObjectHistory,
                                   fsync_dir, history_path, marker_path, materialize_index, parse_bookmark)
+from duro.storage.integrity import check_file, latest_intact_index
 
 __all__ = ["HistoryOptions", "bookmark_range", "current_bookmark", "bookmark_for_time", "restore", "branch",
            "materialize", "prune", "schedule_restore", "apply_pending_restore", "to_epoch_ms",
@@ -163,6 +164,8 @@ def restore(db_path: str | os.PathLike[str], bookmark: str, *, options: HistoryO
         seq = hf.last.seq + 1
         tmp = db.with_name(db.name + ".restore-tmp")
         size = materialize_index(hf, rec.index, tmp)
+        if size:
+            _refuse_damaged(hf, rec.index, bookmark, tmp)
         if conn is not None:
             conn.close()  # the last connection: checkpoints and removes the WAL
         wal, shm = _side_files(db)
@@ -181,7 +184,36 @@ def restore(db_path: str | os.PathLike[str], bookmark: str, *, options: HistoryO
             else:  # only what differs from the state before: restoring an hour back stays cheap
                 hf.append(seq, h.now_ms(), size, changed, flags=RESTORE)
         hf.fsync()
+        if size:
+            problems = check_file(db)
+            if problems:  # the file was written from a state checked just before: a disk fault
+                raise CorruptDatabaseError(
+                    f"the restore to {bookmark} wrote {str(db)!r}, but the file reads back damaged "
+                    f"({problems[0]}): the disk did not keep what was written. Check the disk; "
+                    f"the restore can be run again")
         return hf.last.bookmark
+
+
+def _refuse_damaged(hf: HistoryFile, index: int, bookmark: str, tmp: pathlib.Path,
+                    what: str = "restore to") -> None:
+    """Raise (after removing ``tmp``) if the state ``tmp`` holds, the history's at ``index``,
+    fails integrity_check: restoring it would report success and keep the damaged pages. That
+    happens when a file damaged on disk was taken into the history (a snapshot of a file that
+    changed outside the journal). The message names the latest intact bookmark before it."""
+    problems = check_file(tmp)
+    if not problems:
+        return
+    tmp.unlink(missing_ok=True)
+    good = latest_intact_index(hf, index, tmp)
+    hint = ("no earlier state in the history is intact either: the object cannot be repaired from "
+            "its history; `duro objects export` keeps what can still be read" if good is None else
+            f"the latest intact state before it is bookmark {hf.record(good).bookmark}; restore to that "
+            f"(writes made after it are lost)")
+    raise CorruptDatabaseError(
+        f"cannot {what} {bookmark}: the history's state at that point is itself damaged "
+        f"({'; '.join(problems[:3])}). A database file already damaged on disk was recorded into the "
+        f"history there, so using it would keep the damaged pages. No database was changed; "
+        f"{hint}")
 
 
 _MAX_DELTA_PAGES = 16384  # 64 MiB: a restore that changes more is recorded as a new base
@@ -225,6 +257,8 @@ def branch(src_db_path: str | os.PathLike[str], dst_db_path: str | os.PathLike[s
         make_dirs_durably(dst.parent)
         tmp = dst.with_name(dst.name + ".branch-tmp")
         size = materialize_index(h.file, rec.index, tmp)
+        if size:
+            _refuse_damaged(h.file, rec.index, bookmark, tmp, "branch from")
         now = h.now_ms()
     hf = HistoryFile.open(history_path(dst), create=True)
     assert hf is not None

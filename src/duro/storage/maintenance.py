@@ -23,12 +23,14 @@ import apsw
 from duro.errors import InvalidInputError, StorageError
 from duro.storage import history, journal
 from duro.storage.paths import fsync_dir, make_dirs_durably
+from duro.storage.integrity import run_check
 from duro.storage.journal import HistoryOptions, ObjectHistory, parse_bookmark
 
 __all__ = ["ObjectSummary", "SqlResult", "open_readonly", "summarize", "run_sql", "export_database",
            "check_sqlite_file", "import_database", "write_name", "set_name", "files_of", "remove_files",
            "HistoryUnavailable", "history_options", "history_range", "check_point", "find_bookmark",
-           "restore_object", "branch_object", "after_outside_write", "alarm_of", "index_alarm_offline"]
+           "restore_object", "branch_object", "after_outside_write", "alarm_of", "index_alarm_offline",
+           "integrity_problems"]
 
 Progress = Callable[[int, int], None]  # (done, total) in pages
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -155,6 +157,19 @@ def _disk_stats(path: pathlib.Path) -> tuple[int, int]:
         size += st.st_size
         mtime = max(mtime, st.st_mtime_ns // 1_000_000)
     return size, mtime
+
+
+def integrity_problems(path: str | os.PathLike[str]) -> list[str]:
+    """What ``PRAGMA integrity_check`` finds wrong with one object's database (empty: sound).
+    Read-only; works while a server has the object open (through SQLite's locking then). A file
+    that cannot be opened as a database is one problem, named."""
+    path = pathlib.Path(path)
+    try:
+        return _read_consistently(path, run_check)
+    except StorageError as e:
+        if not path.is_file():
+            raise
+        return [str(e)]
 
 
 def _user_tables(conn: apsw.Connection) -> list[str]:

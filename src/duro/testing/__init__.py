@@ -4,6 +4,8 @@
   ``kill()`` (SIGKILL) and ``restart()`` for crash tests.
 - :class:`LocalApp` runs a project in-process on the current event loop, optionally on a virtual
   clock, and sends it requests without a socket.
+- :mod:`duro.testing.plugin` is the pytest plugin (entry point ``pytest11``) whose ``duro_*``
+  fixtures wrap these for users' tests.
 """
 
 from __future__ import annotations
