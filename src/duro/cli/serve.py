@@ -82,6 +82,7 @@ async def _run(args: argparse.Namespace) -> None:
     worker = None
     if slot is not None:
         worker = WorkerProcess.from_arg(slot, getattr(args, "memory_limit_bytes", 0))
+        worker.begin()
     app = load_app(cfg.root, data_dir=args.data, config=cfg, worker=worker.slot if worker else None)
     front: Any = AsgiFront(app, debug=getattr(args, "dev", False), websocket_handler=websocket_handler,
                            limits=FrontLimits.from_limits(cfg.limits))

@@ -70,18 +70,22 @@ class WorkerProcess:
     def socket(self) -> socket.socket:
         return socket.socket(fileno=self.listen_fd)
 
-    def started(self) -> None:
-        """The server accepts: tell the supervisor, then beat every ``BEAT_S`` from the loop."""
-        self._send(b"R")
+    def begin(self) -> None:
+        """Beat every ``BEAT_S`` from the event loop, from before the server accepts: a loop that
+        stops beating is stuck, whether or not it had started serving."""
         loop = asyncio.get_running_loop()
 
         def beat() -> None:
             self._send(b".")
             self._beat = loop.call_later(BEAT_S, beat)
 
-        self._beat = loop.call_later(BEAT_S, beat)
+        beat()
         if self.memory_limit:
             threading.Thread(target=self._watch_memory, name="duro-memory", daemon=True).start()
+
+    def started(self) -> None:
+        """The server accepts: tell the supervisor."""
+        self._send(b"R")
 
     def _send(self, b: bytes) -> None:
         try:

@@ -98,6 +98,7 @@ class _Worker:
     down_since: float | None = None  # when it died (for "served again after ...")
     restarts: int = 0
     over_since: float | None = None  # past the memory backstop since
+    beating: bool = False  # its event loop has beaten at least once
 
 
 class Supervisor:
@@ -135,6 +136,7 @@ class Supervisor:
         w.pipe = r
         w.started_at = w.last_beat = time.monotonic()
         w.ready_at = None
+        w.beating = False
         w.reason = None
         w.restart_at = None
         w.over_since = None
@@ -152,6 +154,7 @@ class Supervisor:
             w.pipe = -1
             return
         w.last_beat = now
+        w.beating = True
         if b"R" in data and w.ready_at is None:
             w.ready_at = now
             if w.down_since is not None:
@@ -196,11 +199,10 @@ class Supervisor:
             p = w.proc
             if p is None or p.poll() is not None or w.reason is not None:
                 continue
-            if w.ready_at is None:
-                if now - w.started_at > START_TIMEOUT_S:
-                    self._kill(w, f"did not start serving within {START_TIMEOUT_S:g} s")
+            if w.ready_at is None and now - w.started_at > START_TIMEOUT_S:
+                self._kill(w, f"did not start serving within {START_TIMEOUT_S:g} s")
                 continue
-            if now - w.last_beat > stall:
+            if w.beating and now - w.last_beat > stall:
                 self._kill(w, f"was stuck for {now - w.last_beat:.1f} s (its event loop did not run: code that "
                               f"never returns to Python; limits.cpu_ms is {self.cpu_ms})")
                 continue
