@@ -11,7 +11,7 @@ import asyncio
 import inspect
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, cast
 
 from ..core.cron import CronExpression, CronSyntaxError
 from ..errors import ConfigError, UnsupportedBindingError
@@ -116,7 +116,7 @@ class App:
         def build(activation: Activation) -> Any:
             ctx = DurableObjectState(activation)
             activation.ctx = ctx  # type: ignore[attr-defined]
-            instance = cls.__new__(cls)
+            instance = cast(Any, cls).__new__(cls)
             instance.ctx = ctx
             instance.env = env_ref.env
             instance.__init__(ctx, env_ref.env)

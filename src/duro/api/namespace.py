@@ -185,7 +185,7 @@ class DurableObjectStub:
         delivered = loop.create_future()
         after, self._last = self._last, delivered
         task = loop.create_task(self._rpc(event, after, delivered, len(payload), name))
-        task.add_done_callback(lambda _: delivered.done() or delivered.set_result(None))
+        task.add_done_callback(lambda _: _settle(delivered))
         caller = current_activation()
         if caller is not None:
             caller.own(task)
@@ -199,6 +199,11 @@ class DurableObjectStub:
 
     def __repr__(self) -> str:
         return f"<DurableObjectStub {self._ns.class_name} {self.id!r}>"
+
+
+def _settle(fut: "asyncio.Future[None]") -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 def _resolve_rpc(instance: Any, name: str) -> Callable[..., Any]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import math
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, Mapping, TypeVar, cast
 
 from ..core.lifecycle import ActivationState, DeactivationReason
 from ..core.limits import TEXT_ALARM_NO_HANDLER, TEXT_ALARM_TIME_NOT_POSITIVE, TEXT_DELETE_ALL_IN_TXN
@@ -33,6 +33,7 @@ TEXT_STORAGE_TIMEOUT = "Durable Object storage operation exceeded timeout which 
 __all__ = ["DurableObjectStorage", "JsDict", "Transaction"]
 
 T = TypeVar("T")
+_ListOf = list  # inside DurableObjectStorage, ``list`` names a method
 
 _MISSING: Any = object()  # put()'s value when none was given (JavaScript's undefined)
 _NONE = Completed(None)  # the result of every call that returns nothing (awaiting never changes it)
@@ -332,7 +333,7 @@ class DurableObjectStorage:
         return self._call("getSchedule", self._read_schedules, schedules.get_schedule, id)
 
     def get_schedules(self, criteria: Any = None, *, type: str | None = None,
-                      time_range: Any = None) -> "Awaitable[list[schedules.Schedule]]":
+                      time_range: Any = None) -> "Awaitable[_ListOf[schedules.Schedule]]":
         """Every schedule, soonest first; filtered by ``type`` ("delayed", "scheduled", "cron") and
         ``time_range`` ({"start": ..., "end": ...}) as in the Agents SDK (``criteria`` may hold both)."""
         if isinstance(criteria, dict):
@@ -379,7 +380,7 @@ class DurableObjectStorage:
             self._act.check_usable()
         except Exception as e:
             return Failed(e, what, self._act.unawaited_storage_failure)
-        task = asyncio.get_running_loop().create_task(fn(*args))  # type: ignore[arg-type]
+        task: "asyncio.Task[Any]" = asyncio.get_running_loop().create_task(cast("Coroutine[Any, Any, Any]", fn(*args)))
         self._act.own(task)
         return Pending(task, what, self._act.unawaited_storage_failure)
 
@@ -394,7 +395,7 @@ class DurableObjectStorage:
                 name = self._db.savepoint()
                 txn._savepoint = name
                 try:
-                    result = closure(txn)
+                    result: Any = closure(txn)
                     if hasattr(result, "__await__"):
                         async with asyncio.timeout(TRANSACTION_TIMEOUT_S):
                             result = await result
@@ -415,7 +416,7 @@ class DurableObjectStorage:
                     txn._done = True
                 act.mark_confirmed()
                 self._db.release(name)
-                return result  # type: ignore[no-any-return]
+                return cast(T, result)
         finally:
             self._txn_depth -= 1
             act.release_commits()
