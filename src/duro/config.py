@@ -130,6 +130,7 @@ class ProjectConfig:
     # it is. ``env.NAME`` raises an error saying so.
     unsupported_bindings: Mapping[str, str] = field(default_factory=lambda: types.MappingProxyType({}), hash=False)
     exports: Exports | None = field(default=None, hash=False)  # wrangler's declarative ``exports``, if used
+    compatibility_flags: tuple[str, ...] = ()  # wrangler's, as written
 
     def unique_key(self, class_name: str) -> str:
         """The namespace's unique key, ``"<name>-<ClassName>"`` as Miniflare derives it."""
@@ -280,8 +281,8 @@ def _from_wrangler(root: pathlib.Path, path: pathlib.Path, data: Any) -> Project
                        "new_classes": sorted(exports.kv_classes)}]
     cfg = _build(root, path, name, main, duro, "duro", bindings, migrations, "migrations",
                  data.get("vars", {}), "vars", limits, assets)
-    if exports is not None:
-        cfg = dataclasses.replace(cfg, exports=exports)
+    flags = tuple(_str_list(data.get("compatibility_flags", []), file, "compatibility_flags"))
+    cfg = dataclasses.replace(cfg, exports=exports, compatibility_flags=flags)
     unsupported = {n: what for n, what in _unsupported_bindings(data).items()
                    if n not in cfg.vars and all(b.name != n for b in cfg.bindings)}
     return dataclasses.replace(cfg, unsupported_bindings=types.MappingProxyType(unsupported)) if unsupported else cfg

@@ -197,7 +197,7 @@ class DurableObjectStub:
         task.add_done_callback(lambda _: _settle(delivered))
         caller = current_activation()
         if caller is not None:
-            caller.own(task)
+            caller.own(task, io=True)
         else:
             self._ns._runtime.own_call(task)
         return Pending(task, name, report)

@@ -209,12 +209,19 @@ def _check_exports(exports: Exports, module: types.ModuleType, file: str) -> Non
                  n, exports.entries[n].state, module.__name__)
 
 
+# Cloudflare's opt-out of "pending I/O keeps a Durable Object alive" (on from 2026-10-01; duro has
+# always kept objects with pending work in memory, so only the opt-out is read).
+IO_TASKS_DO_NOT_PREVENT_EVICTION = "durable_object_io_tasks_do_not_prevent_eviction"
+
+
 def runtime_limits(cfg: ProjectConfig) -> RuntimeLimits:
     lim = cfg.limits
     return RuntimeLimits(idle_timeout=lim.idle_timeout, hibernation_timeout=lim.hibernation_timeout,
                          max_open_databases=lim.max_open_databases, max_queued_events=lim.max_queued_events,
                          max_queued_bytes=lim.max_queued_bytes, max_queue_age=lim.max_queue_age,
-                         max_name_bytes=lim.max_name_bytes, cpu_ms=lim.cpu_ms)
+                         max_name_bytes=lim.max_name_bytes, cpu_ms=lim.cpu_ms,
+                         io_keepalive=0.0 if IO_TASKS_DO_NOT_PREVENT_EVICTION in cfg.compatibility_flags
+                         else RuntimeLimits.io_keepalive)
 
 
 def load_app(root: str | os.PathLike[str], *, data_dir: str | os.PathLike[str] | None = None,

@@ -54,8 +54,14 @@ class Notes(DurableObject):
     async def background(self, seconds):
         self.ctx.waitUntil(asyncio.sleep(seconds))
 
+    async def call_slow(self, name, seconds):
+        self.env.OTHER.getByName(name).nap(seconds)  # not awaited: pending I/O of this object
+
 
 class Other(DurableObject):
+    async def nap(self, seconds):
+        await asyncio.sleep(seconds)
+
     async def snapshot(self):
         self.ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS t (x)")
         self.ctx.storage.sql.exec("INSERT INTO t VALUES ('from other')")
