@@ -16,6 +16,7 @@ from ..errors import DurableObjectAbort, ObjectResetError
 from ..core.lifecycle import DeactivationReason
 from ..runtime import portal
 from ..runtime.tasks import log_failure
+from .snapshots import DurableObjectSnapshot
 from .storage import DurableObjectStorage
 from .websocket import WebSocketStateMixin
 
@@ -61,6 +62,15 @@ class DurableObjectState(WebSocketStateMixin):
         return outer
 
     blockConcurrencyWhile = block_concurrency_while  # noqa: N815
+
+    def on_next_session_restore(self, snapshot: DurableObjectSnapshot) -> Awaitable[str]:
+        """Replace this object's storage with ``snapshot`` (from another object's
+        ``ctx.storage.snapshot()``) when it next starts; follow with ``ctx.abort(reason)`` to make
+        that now. Returns a bookmark of the state just before (undo with
+        ``ctx.storage.onNextSessionRestoreBookmark``). Needs point-in-time history."""
+        return self.storage._next_session_restore(snapshot)
+
+    onNextSessionRestore = on_next_session_restore  # noqa: N815
 
     def wait_until(self, awaitable: Awaitable[Any]) -> None:
         """Keep the object alive until ``awaitable`` finishes."""

@@ -19,9 +19,10 @@ from ..core.lifecycle import ActivationState, DeactivationReason
 from ..core.limits import TEXT_ALARM_NO_HANDLER, TEXT_ALARM_TIME_NOT_POSITIVE, TEXT_DELETE_ALL_IN_TXN
 from ..storage.history import schedule_restore, to_epoch_ms
 from ..storage.journal import parse_bookmark
-from ..errors import ObjectResetError
+from ..errors import ObjectResetError, StorageError
 from ..runtime.calls import Completed, Failed, Pending
-from . import schedules
+from . import schedules, snapshots
+from .snapshots import DurableObjectSnapshot
 from .namespace import find_handler
 
 if TYPE_CHECKING:
@@ -465,6 +466,31 @@ class DurableObjectStorage:
         history.resolve(bookmark)
         undo = history.current().bookmark
         schedule_restore(self._db.path, bookmark)
+        return undo
+
+    def snapshot(self, bookmark: str | None = None) -> "Awaitable[DurableObjectSnapshot]":
+        """A copy of this object's storage as it is now (or at ``bookmark``), to start another
+        object from with ``ctx.onNextSessionRestore()`` (``api/snapshots.py``)."""
+        return self._start("snapshot", self._snapshot, bookmark)
+
+    async def _snapshot(self, bookmark: str | None) -> "DurableObjectSnapshot":
+        if bookmark is not None:
+            parse_bookmark(bookmark)
+        if self._txn_depth:
+            raise StorageError("snapshot() cannot be called inside transaction(): a snapshot is of committed "
+                               "state; take it before or after the transaction")
+        await self._commit_for_bookmark()
+        return snapshots.take_snapshot(self._act, bookmark)
+
+    def _next_session_restore(self, snapshot: "DurableObjectSnapshot") -> Awaitable[str]:
+        """``ctx.onNextSessionRestore(snapshot)``: the next start replaces this object's storage
+        with the snapshot's; returns a bookmark of the state just before (to undo it)."""
+        return self._start("onNextSessionRestore", self._schedule_snapshot, snapshot)
+
+    async def _schedule_snapshot(self, snapshot: "DurableObjectSnapshot") -> str:
+        await self._commit_for_bookmark()
+        undo = self._db.attached_history().current().bookmark
+        snapshots.schedule_snapshot_restore(self._act, snapshot)
         return undo
 
     getCurrentBookmark = get_current_bookmark  # noqa: N815

@@ -31,6 +31,7 @@ from ..errors import DurableObjectAbort, ObjectResetError, OverloadedError, mark
 from ..ids import DurableObjectId
 from ..storage import ObjectDatabase
 from ..storage.durability import Barrier
+from ..storage.history import SNAPSHOT_MARK
 from ..storage.journal import HistoryOptions, marker_path
 from . import cpulimit, portal
 from .gates import InputGate, OutputGate
@@ -349,12 +350,16 @@ class Activation:
         """A restore scheduled by ``on_next_session_restore_bookmark`` happens before the constructor
         runs. The restored alarm is set again through the scheduler, so its index knows it."""
         db = self.db
-        if db.history is None or not marker_path(db.path).exists():
+        marker = marker_path(db.path)
+        if db.history is None or not marker.exists():
             return
+        from_snapshot = marker.read_text().startswith(SNAPSHOT_MARK)
         db.attached_history()  # opening the database carries out the restore
         when = db.get_alarm()
         if when is not None:
             self.runtime.alarms.set_alarm(self, when)
+        elif from_snapshot:  # a snapshot brings no alarm, and the object's own is dropped with its data
+            self.runtime.alarms.delete_alarm(self)
 
     # ------------------------------------------------------------------ output gate
     def durable_future(self) -> "asyncio.Future[Any] | None":

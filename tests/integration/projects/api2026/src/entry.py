@@ -47,6 +47,17 @@ class Notes(DurableObject):
         await self.ctx.storage.put("undo", undo)  # lost with the restore: the snapshot replaces it
         self.ctx.abort("restoring from a snapshot")
 
+    async def restore_and_tell(self, snap, keeper):
+        undo = await self.ctx.onNextSessionRestore(snap)
+        await self.env.NOTES.getByName(keeper).remember(undo)
+        self.ctx.abort("restoring from a snapshot")
+
+    async def remember(self, value):
+        await self.ctx.storage.put("remembered", value)
+
+    async def remembered(self):
+        return await self.ctx.storage.get("remembered")
+
     async def undo_to(self, bookmark):
         await self.ctx.storage.onNextSessionRestoreBookmark(bookmark)
         self.ctx.abort("undoing a restore")
