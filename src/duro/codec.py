@@ -59,6 +59,9 @@ class DataCloneError(TypeError, JsException):
 
 
 def _refusal(obj: Any, name: str | None = None) -> DataCloneError:
+    own = getattr(type(obj), "__duro_clone_refusal__", None)  # a type with Cloudflare's own text
+    if isinstance(own, str):
+        return DataCloneError(own)
     return DataCloneError(f'Could not serialize object of type "{name or type(obj).__name__}". '
                           "This type does not support serialization.")
 

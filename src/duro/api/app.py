@@ -11,7 +11,7 @@ import asyncio
 import inspect
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Mapping, cast
+from typing import Any, Mapping
 
 from ..core.cron import CronExpression, CronSyntaxError
 from ..errors import ConfigError, UnsupportedBindingError
@@ -21,7 +21,7 @@ from ..runtime.cron import CronScheduler
 from ..runtime.tasks import drain_tasks
 from .fetch import Request, Response
 from .namespace import DurableObjectNamespace, call_handler, find_handler, fit_args
-from .objects import DurableObject, DurableObjectState, ExecutionContext, WorkerEntrypoint
+from .objects import DurableObject, ExecutionContext, WorkerEntrypoint, construct
 from .outbound import entry_runtime, sockets_for
 from .scheduled import find_scheduled_handler, run_scheduled
 from .schedules import install as install_schedules
@@ -114,13 +114,7 @@ class App:
         env_ref = self
 
         def build(activation: Activation) -> Any:
-            ctx = DurableObjectState(activation)
-            activation.ctx = ctx  # type: ignore[attr-defined]
-            instance = cast(Any, cls).__new__(cls)
-            instance.ctx = ctx
-            instance.env = env_ref.env
-            instance.__init__(ctx, env_ref.env)
-            return instance
+            return construct(cls, activation, env_ref.env)
         return build
 
     async def start(self) -> None:

@@ -10,7 +10,7 @@ Cloudflare camelCase name is an alias.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar, cast
 
 from ..errors import DurableObjectAbort, ObjectResetError
 from ..core.lifecycle import DeactivationReason
@@ -22,6 +22,7 @@ from .websocket import WebSocketStateMixin
 
 if TYPE_CHECKING:
     from ..runtime import Activation
+    from .facets import FacetSet
 
 __all__ = ["DurableObject", "DurableObjectState", "WorkerEntrypoint", "ExecutionContext"]
 
@@ -46,6 +47,15 @@ class DurableObjectState(WebSocketStateMixin):
         self._act = activation
         self.id = activation.id
         self.storage = DurableObjectStorage(activation)
+        self._facets: "FacetSet | None" = None
+
+    @property
+    def facets(self) -> "FacetSet":
+        """Child objects with their own SQLite inside this one (``api/facets.py``)."""
+        if self._facets is None:
+            from .facets import FacetSet
+            self._facets = FacetSet(self._act)
+        return self._facets
 
     def block_concurrency_while(self, callback: Callable[[], Awaitable[T]]) -> "asyncio.Future[T]":
         """Run ``callback`` with no other event delivered until it finishes; return its result
@@ -88,6 +98,21 @@ class DurableObjectState(WebSocketStateMixin):
             self._act.suppress_alarm_retry = True  # type: ignore[attr-defined]
         self._act.reset(ObjectResetError(err.reason), DeactivationReason.ABORT)
         raise err
+
+
+def construct(cls: type, activation: "Activation", env: Any, visible_id: Any = None) -> Any:
+    """Build an instance of ``cls`` for ``activation``: ``ctx`` (with ``ctx.id`` = ``visible_id``,
+    by default the activation's) and ``env`` are set before the class's ``__init__`` runs, so code
+    that never calls ``super().__init__`` still has them."""
+    ctx = DurableObjectState(activation)
+    if visible_id is not None:
+        ctx.id = visible_id
+    activation.ctx = ctx  # type: ignore[attr-defined]
+    instance = cast(Any, cls).__new__(cls)
+    instance.ctx = ctx
+    instance.env = env
+    instance.__init__(ctx, env)
+    return instance
 
 
 def _retrieve(fut: "asyncio.Future[Any]") -> None:

@@ -68,7 +68,7 @@ def snapshots_dir(act: "Activation") -> pathlib.Path:
     return data_dir / "snapshots"
 
 
-def _file(act: "Activation", snap: DurableObjectSnapshot) -> pathlib.Path:
+def snapshot_file(act: "Activation", snap: DurableObjectSnapshot) -> pathlib.Path:
     return snapshots_dir(act) / f"{snap._token}.sqlite"
 
 
@@ -79,7 +79,7 @@ def take_snapshot(act: "Activation", bookmark: str | None) -> DurableObjectSnaps
     folder.mkdir(parents=True, exist_ok=True)
     _prune(folder)
     snap = DurableObjectSnapshot(secrets.token_hex(16))
-    out = _file(act, snap)
+    out = snapshot_file(act, snap)
     tmp = out.with_name(out.name + ".tmp")
     try:
         if bookmark is None:
@@ -105,7 +105,7 @@ def schedule_snapshot_restore(act: "Activation", snap: Any) -> None:
     if not isinstance(snap, DurableObjectSnapshot):
         raise TypeError(f"onNextSessionRestore() takes a DurableObjectSnapshot (from ctx.storage.snapshot()), "
                         f"not {type(snap).__name__}")
-    path = _file(act, snap)
+    path = snapshot_file(act, snap)
     if not path.is_file():
         raise InvalidInputError("This DurableObjectSnapshot has expired or does not exist on this node; take a "
                                 "new one with ctx.storage.snapshot()")

@@ -23,6 +23,7 @@ from ..errors import ObjectResetError, StorageError
 from ..runtime.calls import Completed, Failed, Pending
 from . import schedules, snapshots
 from .snapshots import DurableObjectSnapshot
+from .facets import refuse_alarm
 from .namespace import find_handler
 
 if TYPE_CHECKING:
@@ -270,6 +271,7 @@ class DurableObjectStorage:
         when = alarm_time_ms(scheduled_time)
         act = self._act
         act.check_usable()
+        refuse_alarm(act)
         # Inside the constructor the handler is not checked (as on Cloudflare); a class without one
         # then has its alarm dropped when it fires.
         if act.instance is not None and act.state is not ActivationState.CONSTRUCTING \

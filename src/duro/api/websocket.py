@@ -363,6 +363,9 @@ class WebSocketStateMixin:
 
     def accept_websocket(self, ws: WebSocket, tags: Any = None) -> None:
         """Accept ``ws`` (the server end of a pair) as a hibernatable socket with up to 10 tags."""
+        if self._act.facet_depth:  # the front wakes objects by ID; a facet has none of its own
+            raise WebSocketStateError("acceptWebSocket() is not available in a facet in duro: accept the "
+                                      "socket in the parent object and call the facet from its handlers")
         ch = _channel_of(ws, "acceptWebSocket")
         if ch.mode == STANDARD:
             raise WebSocketStateError(TEXT_ALREADY_ACCEPTED)

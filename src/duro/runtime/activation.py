@@ -160,6 +160,11 @@ class Activation:
         self.on_commit: list[Callable[["Activation"], None]] = []
         self.on_reset: list[Callable[["Activation", BaseException], None]] = []
         self.pins: set[str] = set()  # reasons this activation must not be evicted (e.g. "websocket")
+        # Further holds, asked with the sweep's time (a parent object's running facets), and hooks
+        # called when the activation is closed (its facets close with it).
+        self.holds: list[Callable[[float], bool]] = []
+        self.on_close: list[Callable[["Activation"], None]] = []
+        self.facet_depth = 0  # 0: an object; n: a facet n levels below one (api/facets.py)
         self.suppress_alarm_retry = False  # set by ``ctx.abort(retryAlarm=False)``
         # A storage call failed and was dropped without being awaited: the object is reset (at
         # the next safe point: the end of this turn, or before an output leaves, if sooner).
@@ -185,7 +190,8 @@ class Activation:
         lock, no open transaction, no pin, no background task — except pending I/O started more
         than ``limits.io_keepalive`` seconds before (Cloudflare's 15-minute protection)."""
         return (self.inflight == 0 and self.waiting == 0 and self.in_gate.locks == 0
-                and self.out_gate.txn is None and not self.pins and not self._tasks_hold(now))
+                and self.out_gate.txn is None and not self.pins and not self._tasks_hold(now)
+                and not any(hold(now) for hold in self.holds))
 
     def _tasks_hold(self, now: float) -> bool:
         if not self._tasks:
@@ -649,6 +655,11 @@ class Activation:
         self.instance = None
         for task in list(self._io_started):  # pending I/O past its protection ends with the instance
             task.cancel()
+        for hook in list(self.on_close):
+            try:
+                hook(self)
+            except Exception:
+                log.exception("close hook failed for %s", self.describe())
         self.db.close(offload=True)  # its fsyncs and checkpoint run on the maintenance thread
 
     def describe(self) -> str:
