@@ -111,3 +111,13 @@ async def test_a_busy_facet_keeps_its_parent(app):
     assert app.runtime.sweep(t0 + 75) == 0
     assert app.runtime.find(ns.unique_key, str(p.id)) is parent
     assert app.runtime.sweep(t0 + 15 * 60 + 1) == 1  # the facet's protection ran out: both go
+
+
+async def test_cloudflare_spelling_with_ctx_exports(app):
+    """As Cloudflare's Python code writes it: ``to_js({"class": self.ctx.exports.X}, ...)``."""
+    p = app.env.NOTES.getByName("exports")
+    assert await p.facet_via_exports("c", "Child", "items") == []  # an unbound class: the class itself
+    assert await p.facet_via_exports("o", "Other", "snapshot") is not None  # a bound one: its namespace
+    with pytest.raises(AttributeError, match="ctx.exports.Default: duro's ctx.exports gives the Durable Object "
+                                             "classes"):
+        await p.exports_missing()

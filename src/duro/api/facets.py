@@ -228,6 +228,10 @@ def _startup_options(opts: Any) -> tuple[Any, Any]:
         cls, oid = opts.get("class"), opts.get("id")
     else:
         cls, oid = getattr(opts, "class", None), getattr(opts, "id", None)
+    bound = getattr(cls, "_runtime", None)  # a namespace (ctx.exports.X): the class it serves
+    if bound is not None and not isinstance(cls, type):
+        entry = bound.classes.get(getattr(cls, "unique_key", None))
+        cls = entry.cls if entry is not None else cls
     if not isinstance(cls, type):
         raise TypeError(f"the facet startup options must give a Durable Object class as 'class', not "
                         f"{type(cls).__name__}")

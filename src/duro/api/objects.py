@@ -10,6 +10,7 @@ Cloudflare camelCase name is an alias.
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar, cast
 
 from ..errors import DurableObjectAbort, ObjectResetError
@@ -48,6 +49,13 @@ class DurableObjectState(WebSocketStateMixin):
         self.id = activation.id
         self.storage = DurableObjectStorage(activation)
         self._facets: "FacetSet | None" = None
+        self._module: str | None = None  # the module of the object's class, and env: for ctx.exports
+        self._env: Any = None
+
+    @property
+    def exports(self) -> "Exports":
+        """``ctx.exports``: the classes of this object's module by name (for ``ctx.facets``)."""
+        return Exports(self._module, self._env)
 
     @property
     def facets(self) -> "FacetSet":
@@ -107,12 +115,36 @@ def construct(cls: type, activation: "Activation", env: Any, visible_id: Any = N
     ctx = DurableObjectState(activation)
     if visible_id is not None:
         ctx.id = visible_id
+    ctx._module, ctx._env = cls.__module__, env  # for ctx.exports
     activation.ctx = ctx  # type: ignore[attr-defined]
     instance = cast(Any, cls).__new__(cls)
     instance.ctx = ctx
     instance.env = env
     instance.__init__(ctx, env)
     return instance
+
+
+class Exports:
+    """``ctx.exports``: ``ctx.exports.Name`` is the namespace bound to the Durable Object class
+    ``Name`` if there is one, else the class itself — either can be the ``class`` of a facet. Other
+    names (a ``WorkerEntrypoint``'s loopback binding, say) raise ``AttributeError`` saying so."""
+
+    def __init__(self, module: str | None, env: Any) -> None:
+        self._module = module
+        self._env = env
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        mod = sys.modules.get(self._module or "")
+        cls = getattr(mod, name, None)
+        if not isinstance(cls, type) or issubclass(cls, WorkerEntrypoint):
+            raise AttributeError(f"ctx.exports.{name}: duro's ctx.exports gives the Durable Object classes of "
+                                 f"the object's module (for ctx.facets); {self._module} has no such class")
+        for value in vars(self._env).values() if self._env is not None else ():
+            if getattr(value, "class_name", None) == name and hasattr(value, "get_by_name"):
+                return value
+        return cls
 
 
 def _retrieve(fut: "asyncio.Future[Any]") -> None:

@@ -101,6 +101,17 @@ class Notes(DurableObject):
     async def facet_clone(self, src, dst):
         await self.ctx.facets.clone(src, dst)
 
+    async def facet_via_exports(self, name, cls_name, method):
+        from js import Object
+        from pyodide.ffi import to_js
+
+        def options():
+            return to_js({"class": getattr(self.ctx.exports, cls_name)}, dict_converter=Object.fromEntries)
+        return await getattr(self.ctx.facets.get(name, options), method)()
+
+    async def exports_missing(self):
+        return self.ctx.exports.Default
+
     async def facet_stub(self, name):
         return self._facet(name)
 
