@@ -7,6 +7,7 @@ own (every one has an ``app.py``). The mypy cache goes to a temporary folder.
 
 from __future__ import annotations
 
+import os
 import pathlib
 import subprocess
 import sys
@@ -23,10 +24,12 @@ EXAMPLES = sorted(p.parent for p in (ROOT / "examples").glob("*/app.py"))
 pytest.importorskip("mypy")
 
 
-def _mypy(args: list[str], cwd: pathlib.Path, cache: pathlib.Path) -> subprocess.CompletedProcess[str]:
+def _mypy(args: list[str], cwd: pathlib.Path, cache: pathlib.Path,
+          env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "mypy", "--cache-dir", str(cache), "--no-error-summary",
                            "--hide-error-context", "--show-error-codes", *args],
-                          cwd=cwd, capture_output=True, text=True, timeout=300)
+                          cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +67,19 @@ def test_mypy_catches_a_wrong_call_into_the_api(tmp_path: pathlib.Path, cache: p
     r = _mypy(["--check-untyped-defs", "app.py"], tmp_path, cache)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "set_alarm" in r.stdout and "Response" in r.stdout, r.stdout
+
+
+def test_cloudflare_code_type_checks_through_the_workers_stub(tmp_path: pathlib.Path, cache: pathlib.Path) -> None:
+    """docs/testing.md's recipe: a one-line ``workers.pyi`` lets mypy check ``from workers import ...``."""
+    (tmp_path / "typings").mkdir()
+    (tmp_path / "typings" / "workers.pyi").write_text(
+        "from duro.compat.workers import *\nfrom duro.compat.workers import __all__ as __all__\n")
+    (tmp_path / "entry.py").write_text(
+        "from workers import DurableObject, Response\n"
+        "class C(DurableObject):\n"
+        "    async def fetch(self, request):\n"
+        "        when = await self.ctx.storage.get_alarm()\n"
+        "        return Response(str(when), status='x')\n")
+    r = _mypy(["--check-untyped-defs", "--config-file", "/dev/null", "entry.py"], tmp_path, cache,
+              env={"MYPYPATH": str(tmp_path / "typings")})
+    assert r.returncode == 1 and 'Argument "status" to "Response"' in r.stdout, r.stdout + r.stderr
