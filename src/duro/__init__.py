@@ -11,6 +11,7 @@ Write a class, run ``duro dev``::
 from .api import (
     DurableObject,
     DurableObjectNamespace,
+    DurableObjectSnapshot,
     DurableObjectState,
     DurableObjectStorage,
     DurableObjectStub,
@@ -30,7 +31,8 @@ from .ids import DurableObjectId
 __version__ = "0.1.0"
 
 __all__ = [
-    "AlarmInvocationInfo", "DurableObject", "DurableObjectId", "DurableObjectNamespace", "DurableObjectState",
+    "AlarmInvocationInfo", "DurableObject", "DurableObjectId", "DurableObjectNamespace", "DurableObjectSnapshot",
+    "DurableObjectState",
     "DurableObjectStorage", "DurableObjectStub", "DuroError", "DurableObjectAbort", "FetchResponse",
     "Headers", "ObjectResetError", "OverloadedError", "RemoteError", "Request", "Response",
     "WebSocket", "WebSocketPair", "WebSocketRequestResponsePair", "WorkerEntrypoint", "__version__",

@@ -59,6 +59,9 @@ class DataCloneError(TypeError, JsException):
 
 
 def _refusal(obj: Any, name: str | None = None) -> DataCloneError:
+    own = getattr(type(obj), "__duro_clone_refusal__", None)  # a type with Cloudflare's own text
+    if isinstance(own, str):
+        return DataCloneError(own)
     return DataCloneError(f'Could not serialize object of type "{name or type(obj).__name__}". '
                           "This type does not support serialization.")
 
@@ -69,6 +72,7 @@ class _Registered(NamedTuple):
     to_plain: Callable[[Any], Any]
     from_plain: Callable[[Any], Any]
     storable: bool
+    refusal: str | None = None
 
 
 _BY_CLASS: dict[type, _Registered] = {}
@@ -76,12 +80,13 @@ _BY_NAME: dict[str, _Registered] = {}
 
 
 def register(cls: type, name: str, to_plain: Callable[[Any], Any], from_plain: Callable[[Any], Any],
-             *, storable: bool = False) -> None:
+             *, storable: bool = False, refusal: str | None = None) -> None:
     """Let instances of ``cls`` (and its subclasses) cross RPC: ``to_plain(obj)`` gives a value
     the codec carries, ``from_plain(value)`` rebuilds it on the other side. ``name`` is written
     into the encoded bytes; never rename it. ``storable=True`` would let storage keep them too
-    (Cloudflare's storage refuses ``Request``/``Response``, so they are not)."""
-    entry = _Registered(name, cls, to_plain, from_plain, storable)
+    (Cloudflare's storage refuses ``Request``/``Response``, so they are not). ``refusal``: the
+    message of the DataCloneError for storing one, where Cloudflare has its own."""
+    entry = _Registered(name, cls, to_plain, from_plain, storable, refusal)
     _BY_CLASS[cls] = entry
     _BY_NAME[name] = entry
 
@@ -134,6 +139,8 @@ def _default(obj: Any, rpc: bool) -> Any:
     if entry is None:
         raise _refusal(obj)
     if not (rpc or entry.storable):
+        if entry.refusal is not None:
+            raise DataCloneError(entry.refusal)
         raise _refusal(obj, entry.name)  # "Response", as Cloudflare names it, for a FetchResponse too
     return msgpack.ExtType(_EXT_REGISTERED, _pack([entry.name, entry.to_plain(obj)], rpc))
 

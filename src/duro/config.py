@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from duro.errors import ConfigError
+from duro.exports_config import Exports, parse_exports
 
 __all__ = ["Assets", "Binding", "Limits", "MigrationStep", "ProjectConfig", "load_project", "find_config_file", "apply_overrides",
            "WRANGLER_FILES"]
@@ -148,6 +149,8 @@ class ProjectConfig:
     # The migrations list in order (tags, renames, deletes, transfers): applied to the stored data
     # once per tag by duro.storage.migrate at start or by `duro migrate`.
     migrations: tuple[MigrationStep, ...] = ()
+    exports: Exports | None = field(default=None, hash=False)  # wrangler's declarative ``exports``, if used
+    compatibility_flags: tuple[str, ...] = ()  # wrangler's, as written
 
     def unique_key(self, class_name: str) -> str:
         """The namespace's unique key, ``"<name>-<ClassName>"`` as Miniflare derives it."""
@@ -287,8 +290,19 @@ def _from_wrangler(root: pathlib.Path, path: pathlib.Path, data: Any) -> Project
     assets = None
     if "assets" in data:
         assets = _assets(root, data["assets"], file, "assets", _navigation_prefers_assets(data, file))
-    cfg = _build(root, path, name, main, duro, "duro", bindings, data.get("migrations", []), "migrations",
+    migrations, exports = data.get("migrations", []), None
+    if "exports" in data:  # the declarative form (exports_config.py) replaces migrations
+        exports = parse_exports(data["exports"], file)
+        if "migrations" in data:
+            raise ConfigError("exports and migrations cannot both be set: exports replaces migrations (there is "
+                              "no way back); remove migrations", file=file, key="exports")
+        exports.check_bindings(((b.name, b.class_name, k) for b, k in bindings), file)
+        migrations = [{"new_sqlite_classes": sorted(exports.sqlite_classes),
+                       "new_classes": sorted(exports.kv_classes)}]
+    cfg = _build(root, path, name, main, duro, "duro", bindings, migrations, "migrations",
                  data.get("vars", {}), "vars", limits, assets)
+    flags = tuple(_str_list(data.get("compatibility_flags", []), file, "compatibility_flags"))
+    cfg = dataclasses.replace(cfg, exports=exports, compatibility_flags=flags)
     unsupported = {n: what for n, what in _unsupported_bindings(data).items()
                    if n not in cfg.vars and all(b.name != n for b in cfg.bindings)}
     return dataclasses.replace(cfg, unsupported_bindings=types.MappingProxyType(unsupported)) if unsupported else cfg

@@ -110,7 +110,7 @@ class UnknownNamespaceError(DuroError):
     and the object's data, alarm included, stays for a project that has the class."""
 
 
-class UnsupportedBindingError(DuroError, AttributeError):
+class UnsupportedBindingError(DuroError, AttributeError):  # type: ignore[misc]  # JS name vs attribute name
     """``env.NAME`` names a binding to a Cloudflare service duro does not provide (Workers KV, D1,
     Workers AI, Workflows, ...), declared in the wrangler file. Raised when the attribute is read;
     an ``AttributeError``, so ``hasattr(env, "NAME")`` is False. Nothing else is affected."""

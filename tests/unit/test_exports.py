@@ -20,7 +20,7 @@ def test_top_level_exports():
     assert set(duro.__all__) == {
         "DurableObject", "WorkerEntrypoint", "Request", "Response", "FetchResponse", "Headers",
         "DurableObjectId", "DurableObjectNamespace", "DurableObjectStub", "DurableObjectState",
-        "DurableObjectStorage", "AlarmInvocationInfo", "WebSocket", "WebSocketPair",
+        "DurableObjectStorage", "DurableObjectSnapshot", "AlarmInvocationInfo", "WebSocket", "WebSocketPair",
         "WebSocketRequestResponsePair", "DuroError", "DurableObjectAbort", "ObjectResetError",
         "OverloadedError", "RemoteError", "__version__",
     }

@@ -5,7 +5,7 @@ import pathlib
 
 SRC = pathlib.Path(__file__).resolve().parents[2] / "src" / "duro"
 
-BASE = {"errors", "ids", "codec", "clock", "config"}
+BASE = {"errors", "ids", "codec", "clock", "config", "exports_config"}
 ALLOWED = {
     "base": BASE,
     "core": BASE | {"core"},

@@ -22,7 +22,7 @@ from .forwarding import install_forwarding
 from ..runtime.tasks import drain_tasks
 from .fetch import Request, Response
 from .namespace import DurableObjectNamespace, call_handler, find_handler, fit_args
-from .objects import DurableObject, DurableObjectState, ExecutionContext, WorkerEntrypoint
+from .objects import DurableObject, ExecutionContext, WorkerEntrypoint, construct
 from .outbound import entry_runtime, sockets_for
 from .scheduled import find_scheduled_handler, run_scheduled
 from .schedules import install as install_schedules
@@ -116,13 +116,7 @@ class App:
         env_ref = self
 
         def build(activation: Activation) -> Any:
-            ctx = DurableObjectState(activation)
-            activation.ctx = ctx  # type: ignore[attr-defined]
-            instance = cls.__new__(cls)
-            instance.ctx = ctx
-            instance.env = env_ref.env
-            instance.__init__(ctx, env_ref.env)
-            return instance
+            return construct(cls, activation, env_ref.env)
         return build
 
     async def start(self) -> None:

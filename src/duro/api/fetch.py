@@ -110,6 +110,9 @@ def _to_bytes(body: Any) -> bytes:
     raise TypeError(f"body must be str, bytes or None, not {type(body).__name__}")
 
 
+_bytes = bytes  # inside _Body, ``bytes`` names the method
+
+
 class _Body:
     _body: bytes
     headers: Headers
@@ -120,7 +123,7 @@ class _Body:
     async def bytes(self) -> bytes:
         return self._body
 
-    async def array_buffer(self) -> bytes:
+    async def array_buffer(self) -> "_bytes":
         return self._body
 
     arrayBuffer = array_buffer  # noqa: N815
@@ -129,7 +132,7 @@ class _Body:
         return _json.loads(self._body)
 
     @property
-    def body(self) -> bytes:
+    def body(self) -> "_bytes":
         return self._body
 
 
@@ -137,6 +140,11 @@ class Request(_Body):
     """An HTTP request. ``url`` is absolute; ``path`` and ``query`` are parsed from it."""
 
     __slots__ = ("url", "method", "headers", "_body", "cf", "web_socket")
+
+    url: str
+    method: str
+    cf: dict[str, Any]
+    web_socket: Any  # set by the server for an upgrade request
 
     def __init__(self, url: "str | Request", method: str | None = None, headers: Any = None,
                  body: Any = None, **_ignored: Any) -> None:
@@ -157,8 +165,8 @@ class Request(_Body):
         self.method = (method or "GET").upper()
         self.headers = Headers(headers)
         self._body = _to_bytes(body)
-        self.cf: dict[str, Any] = {}
-        self.web_socket: Any = None  # set by the server for an upgrade request
+        self.cf = {}
+        self.web_socket = None
 
     @property
     def path(self) -> str:

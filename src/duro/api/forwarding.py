@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .. import codec
-from ..ids import DurableObjectId
 from .fetch import Request, Response
 from .namespace import BRIDGE_HEADER, call_handler, describe_exception, rpc_event
 from .websocket import server_channel
@@ -32,9 +31,11 @@ def install_forwarding(runtime: "Runtime") -> None:
     router.describe = describe_exception
 
     def target(namespace: str, hex_id: str, name: str | None) -> "Activation":
-        # Only a worker's own objects come here (the sender hashed the ID the same way); the ID
-        # was checked for its namespace where the stub was made.
-        return runtime.activation(namespace, DurableObjectId(hex_id, name=name, namespace=namespace))
+        # Only a worker's own objects come here (the sender hashed the ID the same way). Parsed
+        # again here for its jurisdiction, which the ID itself carries.
+        object_id = runtime.namespace_key(namespace).id_from_string(hex_id)
+        object_id.name = name
+        return runtime.activation(namespace, object_id)
 
     async def fetch(namespace: str, hex_id: str, name: str | None, label: str, payload: bytes,
                     link: "Link") -> bytes:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import copy
 import functools
 import importlib
 import inspect
@@ -66,8 +67,12 @@ class DurableObjectNamespace:
     def new_unique_id(self, options: Any = None, *, jurisdiction: str | None = None) -> DurableObjectId:
         if isinstance(options, dict):
             jurisdiction = options.get("jurisdiction", jurisdiction)
-        _check_jurisdiction(jurisdiction)
-        return self._key.new_unique_id()
+        if jurisdiction is None or jurisdiction == self._key.jurisdiction:
+            return self._key.new_unique_id()
+        if self._key.jurisdiction is not None:
+            raise TypeError(f"newUniqueId() on the {self._key.jurisdiction!r} jurisdictional subnamespace "
+                            f"cannot make an ID in jurisdiction {jurisdiction!r}")
+        return self._key.for_jurisdiction(jurisdiction).new_unique_id()
 
     def id_from_string(self, text: str) -> DurableObjectId:
         return self._key.id_from_string(text)
@@ -78,6 +83,8 @@ class DurableObjectNamespace:
                             "use get_by_name() for a name or id_from_string() for a hex ID")
         if object_id.namespace != self.unique_key:
             object_id = self._key.id_from_string(str(object_id))
+        if self._key.jurisdiction is not None and object_id.jurisdiction != self._key.jurisdiction:
+            raise TypeError("get called on jurisdictional subnamespace with an ID from a different jurisdiction")
         opts = dict(options or {}, **kwargs)
         mode = opts.get("routingMode", opts.get("routing_mode"))
         if mode not in _ROUTING_MODES:
@@ -88,8 +95,15 @@ class DurableObjectNamespace:
         return self.get(self.id_from_name(name), options, **kwargs)
 
     def jurisdiction(self, name: str | None) -> "DurableObjectNamespace":
-        _check_jurisdiction(name)
-        return self
+        """The sub-namespace whose IDs are pinned to jurisdiction ``name`` (None: this one)."""
+        if name is None or name == self._key.jurisdiction:
+            return self
+        if self._key.jurisdiction is not None:
+            raise TypeError(f"jurisdiction({name!r}) called on the {self._key.jurisdiction!r} jurisdictional "
+                            "subnamespace; call it on the top-level namespace")
+        sub = copy.copy(self)
+        sub._key = self._key.for_jurisdiction(name)
+        return sub
 
     idFromName = id_from_name  # noqa: N815
     newUniqueId = new_unique_id  # noqa: N815
@@ -98,11 +112,6 @@ class DurableObjectNamespace:
 
     def __repr__(self) -> str:
         return f"<DurableObjectNamespace {self.class_name} ({self.unique_key})>"
-
-
-def _check_jurisdiction(j: str | None) -> None:
-    if j is not None:
-        raise errors.InvalidInputError("Jurisdiction restrictions are not implemented in duro.")
 
 
 class DurableObjectStub:
@@ -227,10 +236,10 @@ class DurableObjectStub:
         delivered = loop.create_future()
         after, self._last = self._last, delivered
         task = loop.create_task(self._rpc(event, after, delivered, len(payload), name, payload))
-        task.add_done_callback(lambda _: delivered.done() or delivered.set_result(None))
+        task.add_done_callback(lambda _: _settle(delivered))
         caller = current_activation()
         if caller is not None:
-            caller.own(task)
+            caller.own(task, io=True)
         else:
             self._ns._runtime.own_call(task)
         return Pending(task, name, report)
@@ -255,6 +264,11 @@ def rpc_event(name: str, payload: bytes) -> Callable[[Any], Any]:
             result = await result
         return codec.encode(result, rpc=True)
     return event
+
+
+def _settle(fut: "asyncio.Future[None]") -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 def _resolve_rpc(instance: Any, name: str) -> Callable[..., Any]:

@@ -10,17 +10,20 @@ Cloudflare camelCase name is an alias.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
+import sys
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar, cast
 
 from ..errors import DurableObjectAbort, ObjectResetError
 from ..core.lifecycle import DeactivationReason
 from ..runtime import portal
 from ..runtime.tasks import log_failure
+from .snapshots import DurableObjectSnapshot
 from .storage import DurableObjectStorage
 from .websocket import WebSocketStateMixin
 
 if TYPE_CHECKING:
     from ..runtime import Activation
+    from .facets import FacetSet
 
 __all__ = ["DurableObject", "DurableObjectState", "WorkerEntrypoint", "ExecutionContext"]
 
@@ -45,6 +48,22 @@ class DurableObjectState(WebSocketStateMixin):
         self._act = activation
         self.id = activation.id
         self.storage = DurableObjectStorage(activation)
+        self._facets: "FacetSet | None" = None
+        self._module: str | None = None  # the module of the object's class, and env: for ctx.exports
+        self._env: Any = None
+
+    @property
+    def exports(self) -> "Exports":
+        """``ctx.exports``: the classes of this object's module by name (for ``ctx.facets``)."""
+        return Exports(self._module, self._env)
+
+    @property
+    def facets(self) -> "FacetSet":
+        """Child objects with their own SQLite inside this one (``api/facets.py``)."""
+        if self._facets is None:
+            from .facets import FacetSet
+            self._facets = FacetSet(self._act)
+        return self._facets
 
     def block_concurrency_while(self, callback: Callable[[], Awaitable[T]]) -> "asyncio.Future[T]":
         """Run ``callback`` with no other event delivered until it finishes; return its result
@@ -62,6 +81,15 @@ class DurableObjectState(WebSocketStateMixin):
 
     blockConcurrencyWhile = block_concurrency_while  # noqa: N815
 
+    def on_next_session_restore(self, snapshot: DurableObjectSnapshot) -> Awaitable[str]:
+        """Replace this object's storage with ``snapshot`` (from another object's
+        ``ctx.storage.snapshot()``) when it next starts; follow with ``ctx.abort(reason)`` to make
+        that now. Returns a bookmark of the state just before (undo with
+        ``ctx.storage.onNextSessionRestoreBookmark``). Needs point-in-time history."""
+        return self.storage._next_session_restore(snapshot)
+
+    onNextSessionRestore = on_next_session_restore  # noqa: N815
+
     def wait_until(self, awaitable: Awaitable[Any]) -> None:
         """Keep the object alive until ``awaitable`` finishes."""
         self._act.spawn(_await(awaitable))
@@ -78,6 +106,45 @@ class DurableObjectState(WebSocketStateMixin):
             self._act.suppress_alarm_retry = True  # type: ignore[attr-defined]
         self._act.reset(ObjectResetError(err.reason), DeactivationReason.ABORT)
         raise err
+
+
+def construct(cls: type, activation: "Activation", env: Any, visible_id: Any = None) -> Any:
+    """Build an instance of ``cls`` for ``activation``: ``ctx`` (with ``ctx.id`` = ``visible_id``,
+    by default the activation's) and ``env`` are set before the class's ``__init__`` runs, so code
+    that never calls ``super().__init__`` still has them."""
+    ctx = DurableObjectState(activation)
+    if visible_id is not None:
+        ctx.id = visible_id
+    ctx._module, ctx._env = cls.__module__, env  # for ctx.exports
+    activation.ctx = ctx  # type: ignore[attr-defined]
+    instance = cast(Any, cls).__new__(cls)
+    instance.ctx = ctx
+    instance.env = env
+    instance.__init__(ctx, env)
+    return instance
+
+
+class Exports:
+    """``ctx.exports``: ``ctx.exports.Name`` is the namespace bound to the Durable Object class
+    ``Name`` if there is one, else the class itself — either can be the ``class`` of a facet. Other
+    names (a ``WorkerEntrypoint``'s loopback binding, say) raise ``AttributeError`` saying so."""
+
+    def __init__(self, module: str | None, env: Any) -> None:
+        self._module = module
+        self._env = env
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        mod = sys.modules.get(self._module or "")
+        cls = getattr(mod, name, None)
+        if not isinstance(cls, type) or issubclass(cls, WorkerEntrypoint):
+            raise AttributeError(f"ctx.exports.{name}: duro's ctx.exports gives the Durable Object classes of "
+                                 f"the object's module (for ctx.facets); {self._module} has no such class")
+        for value in vars(self._env).values() if self._env is not None else ():
+            if getattr(value, "class_name", None) == name and hasattr(value, "get_by_name"):
+                return value
+        return cls
 
 
 def _retrieve(fut: "asyncio.Future[Any]") -> None:

@@ -35,6 +35,7 @@ from ..core.cron import CronExpression
 from ..core.schedules import MISSED_AFTER_MS, CatchUp, Kind, ScheduleRecord, after_failure, after_success, gives_up, plan_fires
 from ..storage.schedules import ScheduleStore
 from .namespace import call_handler, find_handler, fit_args
+from .facets import refuse_alarm
 
 if TYPE_CHECKING:
     from ..runtime.activation import Activation
@@ -254,6 +255,7 @@ def rearm(act: "Activation", store: ScheduleStore, *, force: bool = False) -> No
     if target is None:
         alarms.delete_alarm(act)
     else:
+        refuse_alarm(act)
         alarms.set_alarm(act, target)
 
 

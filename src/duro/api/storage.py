@@ -13,15 +13,17 @@ from __future__ import annotations
 import asyncio
 import datetime
 import math
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, Mapping, TypeVar, cast
 
 from ..core.lifecycle import ActivationState, DeactivationReason
 from ..core.limits import TEXT_ALARM_NO_HANDLER, TEXT_ALARM_TIME_NOT_POSITIVE, TEXT_DELETE_ALL_IN_TXN
 from ..storage.history import schedule_restore, to_epoch_ms
 from ..storage.journal import parse_bookmark
-from ..errors import ObjectResetError
+from ..errors import ObjectResetError, StorageError
 from ..runtime.calls import Completed, Failed, Pending
-from . import schedules
+from . import schedules, snapshots
+from .snapshots import DurableObjectSnapshot
+from .facets import refuse_alarm
 from .namespace import find_handler
 
 if TYPE_CHECKING:
@@ -33,6 +35,7 @@ TEXT_STORAGE_TIMEOUT = "Durable Object storage operation exceeded timeout which 
 __all__ = ["DurableObjectStorage", "JsDict", "Transaction"]
 
 T = TypeVar("T")
+_ListOf = list  # inside DurableObjectStorage, ``list`` names a method
 
 _MISSING: Any = object()  # put()'s value when none was given (JavaScript's undefined)
 _NONE = Completed(None)  # the result of every call that returns nothing (awaiting never changes it)
@@ -268,6 +271,7 @@ class DurableObjectStorage:
         when = alarm_time_ms(scheduled_time)
         act = self._act
         act.check_usable()
+        refuse_alarm(act)
         # Inside the constructor the handler is not checked (as on Cloudflare); a class without one
         # then has its alarm dropped when it fires.
         if act.instance is not None and act.state is not ActivationState.CONSTRUCTING \
@@ -332,7 +336,7 @@ class DurableObjectStorage:
         return self._call("getSchedule", self._read_schedules, schedules.get_schedule, id)
 
     def get_schedules(self, criteria: Any = None, *, type: str | None = None,
-                      time_range: Any = None) -> "Awaitable[list[schedules.Schedule]]":
+                      time_range: Any = None) -> "Awaitable[_ListOf[schedules.Schedule]]":
         """Every schedule, soonest first; filtered by ``type`` ("delayed", "scheduled", "cron") and
         ``time_range`` ({"start": ..., "end": ...}) as in the Agents SDK (``criteria`` may hold both)."""
         if isinstance(criteria, dict):
@@ -379,7 +383,7 @@ class DurableObjectStorage:
             self._act.check_usable()
         except Exception as e:
             return Failed(e, what, self._act.unawaited_storage_failure)
-        task = asyncio.get_running_loop().create_task(fn(*args))  # type: ignore[arg-type]
+        task: "asyncio.Task[Any]" = asyncio.get_running_loop().create_task(cast("Coroutine[Any, Any, Any]", fn(*args)))
         self._act.own(task)
         return Pending(task, what, self._act.unawaited_storage_failure)
 
@@ -394,7 +398,7 @@ class DurableObjectStorage:
                 name = self._db.savepoint()
                 txn._savepoint = name
                 try:
-                    result = closure(txn)
+                    result: Any = closure(txn)
                     if hasattr(result, "__await__"):
                         async with asyncio.timeout(TRANSACTION_TIMEOUT_S):
                             result = await result
@@ -415,7 +419,7 @@ class DurableObjectStorage:
                     txn._done = True
                 act.mark_confirmed()
                 self._db.release(name)
-                return result  # type: ignore[no-any-return]
+                return cast(T, result)
         finally:
             self._txn_depth -= 1
             act.release_commits()
@@ -464,6 +468,31 @@ class DurableObjectStorage:
         history.resolve(bookmark)
         undo = history.current().bookmark
         schedule_restore(self._db.path, bookmark)
+        return undo
+
+    def snapshot(self, bookmark: str | None = None) -> "Awaitable[DurableObjectSnapshot]":
+        """A copy of this object's storage as it is now (or at ``bookmark``), to start another
+        object from with ``ctx.onNextSessionRestore()`` (``api/snapshots.py``)."""
+        return self._start("snapshot", self._snapshot, bookmark)
+
+    async def _snapshot(self, bookmark: str | None) -> "DurableObjectSnapshot":
+        if bookmark is not None:
+            parse_bookmark(bookmark)
+        if self._txn_depth:
+            raise StorageError("snapshot() cannot be called inside transaction(): a snapshot is of committed "
+                               "state; take it before or after the transaction")
+        await self._commit_for_bookmark()
+        return snapshots.take_snapshot(self._act, bookmark)
+
+    def _next_session_restore(self, snapshot: "DurableObjectSnapshot") -> Awaitable[str]:
+        """``ctx.onNextSessionRestore(snapshot)``: the next start replaces this object's storage
+        with the snapshot's; returns a bookmark of the state just before (to undo it)."""
+        return self._start("onNextSessionRestore", self._schedule_snapshot, snapshot)
+
+    async def _schedule_snapshot(self, snapshot: "DurableObjectSnapshot") -> str:
+        await self._commit_for_bookmark()
+        undo = self._db.attached_history().current().bookmark
+        snapshots.schedule_snapshot_restore(self._act, snapshot)
         return undo
 
     getCurrentBookmark = get_current_bookmark  # noqa: N815

@@ -31,6 +31,7 @@ from ..runtime.hibernation import (
     MAX_AUTO_RESPONSE_BYTES,
     MAX_EVENT_TIMEOUT_MS,
     TEXT_EVENT_TIMEOUT,
+    HibernationRegistry,
     attachment_too_large_text,
     auto_response_too_large_text,
 )
@@ -38,6 +39,13 @@ from ..runtime.sockets import CLOSED, CLOSING, CONNECTING, HIBERNATABLE, OPEN, S
 
 if TYPE_CHECKING:
     from ..runtime import Activation
+
+
+def _registry(act: "Activation") -> HibernationRegistry:
+    """The hibernatable sockets of the runtime hosting ``act`` (a runtime beyond the narrow
+    ``ActivationHost`` port: the catalog's)."""
+    registry: HibernationRegistry = getattr(act.runtime, "hibernation")
+    return registry
 
 __all__ = ["WebSocket", "WebSocketPair", "WebSocketRequestResponsePair", "WebSocketError",
            "WebSocketStateError", "MessageEvent", "CloseEvent", "ErrorEvent", "WebSocketStateMixin",
@@ -355,6 +363,9 @@ class WebSocketStateMixin:
 
     def accept_websocket(self, ws: WebSocket, tags: Any = None) -> None:
         """Accept ``ws`` (the server end of a pair) as a hibernatable socket with up to 10 tags."""
+        if self._act.facet_depth:  # the front wakes objects by ID; a facet has none of its own
+            raise WebSocketStateError("acceptWebSocket() is not available in a facet in duro: accept the "
+                                      "socket in the parent object and call the facet from its handlers")
         ch = _channel_of(ws, "acceptWebSocket")
         if ch.mode == STANDARD:
             raise WebSocketStateError(TEXT_ALREADY_ACCEPTED)
@@ -364,13 +375,13 @@ class WebSocketStateMixin:
             raise WebSocketStateError("Cannot call `acceptWebSocket()` on a closed WebSocket")
         act = self._act
         act.check_usable()
-        act.runtime.hibernation.accept(act.unique_key, act.id, ch, tags)
+        _registry(act).accept(act.unique_key, act.id, ch, tags)
         _handles(act)[ch.id] = ws
 
     def get_websockets(self, tag: str | None = None) -> list[WebSocket]:
         """The hibernatable sockets of this object (only those with ``tag``, if given)."""
         act = self._act
-        ent = act.runtime.hibernation.get(act.unique_key, str(act.id))
+        ent = _registry(act).get(act.unique_key, str(act.id))
         if ent is None:
             return []
         return [handle_for(act, ch) for ch in ent.sockets(tag)]
@@ -386,12 +397,12 @@ class WebSocketStateMixin:
         act = self._act
         if pair is not None and not isinstance(pair, WebSocketRequestResponsePair):
             raise TypeError("setWebSocketAutoResponse() takes a WebSocketRequestResponsePair or nothing")
-        ent = act.runtime.hibernation.entry(act.unique_key, act.id)
+        ent = _registry(act).entry(act.unique_key, act.id)
         ent.auto_response = None if pair is None else (pair.request, pair.response)
 
     def get_websocket_auto_response(self) -> WebSocketRequestResponsePair | None:
         act = self._act
-        ent = act.runtime.hibernation.get(act.unique_key, str(act.id))
+        ent = _registry(act).get(act.unique_key, str(act.id))
         if ent is None or ent.auto_response is None:
             return None
         return WebSocketRequestResponsePair(*ent.auto_response)
@@ -410,12 +421,12 @@ class WebSocketStateMixin:
         if timeout_ms is not None and timeout_ms > MAX_EVENT_TIMEOUT_MS:
             raise InvalidInputError(TEXT_EVENT_TIMEOUT)
         act = self._act
-        ent = act.runtime.hibernation.entry(act.unique_key, act.id)
+        ent = _registry(act).entry(act.unique_key, act.id)
         ent.event_timeout_ms = int(timeout_ms) if timeout_ms else None
 
     def get_hibernatable_websocket_event_timeout(self) -> int | None:
         act = self._act
-        ent = act.runtime.hibernation.get(act.unique_key, str(act.id))
+        ent = _registry(act).get(act.unique_key, str(act.id))
         return None if ent is None else ent.event_timeout_ms
 
     acceptWebSocket = accept_websocket  # noqa: N815

@@ -25,6 +25,7 @@ from ..api.assets import AssetServer
 from ..clock import Clock
 from ..config import ProjectConfig, load_project
 from ..errors import ConfigError
+from ..exports_config import Exports
 from ..runtime import Runtime, RuntimeLimits, portal
 from ..runtime.router import WorkerSlot
 from ..storage import migrate
@@ -200,12 +201,29 @@ def mentions_run_sync(folder: pathlib.Path) -> bool:
     return False
 
 
+def _check_exports(exports: Exports, module: types.ModuleType, file: str) -> None:
+    """The declarative ``exports`` against the code: every live class must be defined; a
+    tombstone still defined is allowed, and said (Cloudflare's ``[tombstone_class_still_in_code]``)."""
+    defined = {n for n, v in vars(module).items() if isinstance(v, type)}
+    exports.check_code(defined, file)
+    for n in sorted(exports.tombstones & defined):
+        log.info("exports: [tombstone_class_still_in_code] class %s is %s in exports but still defined in %s",
+                 n, exports.entries[n].state, module.__name__)
+
+
+# Cloudflare's opt-out of "pending I/O keeps a Durable Object alive" (on from 2026-10-01; duro has
+# always kept objects with pending work in memory, so only the opt-out is read).
+IO_TASKS_DO_NOT_PREVENT_EVICTION = "durable_object_io_tasks_do_not_prevent_eviction"
+
+
 def runtime_limits(cfg: ProjectConfig) -> RuntimeLimits:
     lim = cfg.limits
     return RuntimeLimits(idle_timeout=lim.idle_timeout, hibernation_timeout=lim.hibernation_timeout,
                          max_open_databases=lim.max_open_databases, max_queued_events=lim.max_queued_events,
                          max_queued_bytes=lim.max_queued_bytes, max_queue_age=lim.max_queue_age,
-                         max_name_bytes=lim.max_name_bytes, cpu_ms=lim.cpu_ms)
+                         max_name_bytes=lim.max_name_bytes, cpu_ms=lim.cpu_ms,
+                         io_keepalive=0.0 if IO_TASKS_DO_NOT_PREVENT_EVICTION in cfg.compatibility_flags
+                         else RuntimeLimits.io_keepalive)
 
 
 def load_app(root: str | os.PathLike[str], *, data_dir: str | os.PathLike[str] | None = None,
@@ -227,6 +245,8 @@ def load_app(root: str | os.PathLike[str], *, data_dir: str | os.PathLike[str] |
             raise ConfigError(f"binding {b.name} names class {b.class_name!r}, but {cfg.main.name} defines no such class",
                               file=cfg_file, key=f"bindings.{b.name}")
         objects.append(ObjectClass(b.name, cls, cfg.unique_key(b.class_name)))
+    if cfg.exports is not None:
+        _check_exports(cfg.exports, module, cfg_file or "wrangler file")
     entry = find_entrypoint(module, cfg.entrypoint)
     data = pathlib.Path(data_dir) if data_dir is not None else (cfg.data_dir or cfg.root / ".duro")
     runtime = Runtime(data, durability=durability or cfg.durability,  # type: ignore[arg-type]

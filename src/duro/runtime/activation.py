@@ -31,6 +31,7 @@ from ..errors import DurableObjectAbort, ObjectResetError, OverloadedError, mark
 from ..ids import DurableObjectId
 from ..storage import ObjectDatabase
 from ..storage.durability import Barrier
+from ..storage.history import SNAPSHOT_MARK
 from ..storage.journal import HistoryOptions, marker_path
 from . import cpulimit, portal
 from .gates import InputGate, OutputGate
@@ -98,6 +99,8 @@ class _Limits(Protocol):
     def max_queue_age(self) -> float: ...
     @property
     def cpu_ms(self) -> int: ...
+    @property
+    def io_keepalive(self) -> float: ...
 
 
 class ActivationHost(Protocol):
@@ -150,10 +153,18 @@ class Activation:
         self._synced_since_open = False
         self._discard_when_durable = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Those of ``_tasks`` that are pending I/O (wait_until work, outgoing calls) -> when each
+        # started: each keeps the object alive for ``limits.io_keepalive`` seconds at most.
+        self._io_started: dict[asyncio.Task[Any], float] = {}
         # Hooks later layers attach to (alarms, sockets, history): called with this activation.
         self.on_commit: list[Callable[["Activation"], None]] = []
         self.on_reset: list[Callable[["Activation", BaseException], None]] = []
         self.pins: set[str] = set()  # reasons this activation must not be evicted (e.g. "websocket")
+        # Further holds, asked with the sweep's time (a parent object's running facets), and hooks
+        # called when the activation is closed (its facets close with it).
+        self.holds: list[Callable[[float], bool]] = []
+        self.on_close: list[Callable[["Activation"], None]] = []
+        self.facet_depth = 0  # 0: an object; n: a facet n levels below one (api/facets.py)
         self.suppress_alarm_retry = False  # set by ``ctx.abort(retryAlarm=False)``
         # A storage call failed and was dropped without being awaited: the object is reset (at
         # the next safe point: the end of this turn, or before an output leaves, if sooner).
@@ -172,8 +183,23 @@ class Activation:
 
     @property
     def is_idle(self) -> bool:
+        return self.idle_at(time.monotonic())
+
+    def idle_at(self, now: float) -> bool:
+        """Whether nothing holds the activation in memory at monotonic time ``now``: no event, no
+        lock, no open transaction, no pin, no background task — except pending I/O started more
+        than ``limits.io_keepalive`` seconds before (Cloudflare's 15-minute protection)."""
         return (self.inflight == 0 and self.waiting == 0 and self.in_gate.locks == 0
-                and self.out_gate.txn is None and not self._tasks and not self.pins)
+                and self.out_gate.txn is None and not self.pins and not self._tasks_hold(now)
+                and not any(hold(now) for hold in self.holds))
+
+    def _tasks_hold(self, now: float) -> bool:
+        if not self._tasks:
+            return False
+        if len(self._io_started) < len(self._tasks):
+            return True  # a storage call or a critical section: always holds
+        horizon = self.runtime.limits.io_keepalive
+        return any(now - started < horizon for started in self._io_started.values())
 
     def check_usable(self) -> None:
         """Raise if this activation was reset or evicted: a stale instance (a task it left behind)
@@ -330,12 +356,16 @@ class Activation:
         """A restore scheduled by ``on_next_session_restore_bookmark`` happens before the constructor
         runs. The restored alarm is set again through the scheduler, so its index knows it."""
         db = self.db
-        if db.history is None or not marker_path(db.path).exists():
+        marker = marker_path(db.path)
+        if db.history is None or not marker.exists():
             return
+        from_snapshot = marker.read_text().startswith(SNAPSHOT_MARK)
         db.attached_history()  # opening the database carries out the restore
         when = db.get_alarm()
         if when is not None:
             self.runtime.alarms.set_alarm(self, when)
+        elif from_snapshot:  # a snapshot brings no alarm, and the object's own is dropped with its data
+            self.runtime.alarms.delete_alarm(self)
 
     # ------------------------------------------------------------------ output gate
     def durable_future(self) -> "asyncio.Future[Any] | None":
@@ -513,11 +543,21 @@ class Activation:
             # very budget that ran out.
             contextvars.Context().run(self.reset, ObjectResetError(budget.text), DeactivationReason.CPU_LIMIT)
 
-    def own(self, task: "asyncio.Task[Any]") -> None:
+    def own(self, task: "asyncio.Task[Any]", *, io: bool = False) -> None:
         """Keep ``task`` (a call still running for this object's code) among the work the
-        activation waits for before it is evicted or shut down. Its failure is its caller's."""
+        activation waits for before it is evicted or shut down. Its failure is its caller's.
+        ``io``: an outgoing call, which holds the object for ``limits.io_keepalive`` at most."""
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if io:
+            self._note_io(task)
+
+    def _note_io(self, task: "asyncio.Task[Any]") -> None:
+        self._io_started[task] = time.monotonic()
+        task.add_done_callback(self._io_done)
+
+    def _io_done(self, task: "asyncio.Task[Any]") -> None:
+        self._io_started.pop(task, None)
 
     # ------------------------------------------------------------------ critical sections
     def block_concurrency_while(self, callback: Callable[[], Awaitable[T]]) -> "asyncio.Task[T]":
@@ -562,6 +602,7 @@ class Activation:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(log_failure)
+        self._note_io(task)
         return task
 
     async def drain(self, timeout: float) -> None:
@@ -612,6 +653,13 @@ class Activation:
             log.debug("closing %s (%s)", self.describe(), reason.value)
             self._set_state(ActivationState.CLOSED)
         self.instance = None
+        for task in list(self._io_started):  # pending I/O past its protection ends with the instance
+            task.cancel()
+        for hook in list(self.on_close):
+            try:
+                hook(self)
+            except Exception:
+                log.exception("close hook failed for %s", self.describe())
         self.db.close(offload=True)  # its fsyncs and checkpoint run on the maintenance thread
 
     def describe(self) -> str:

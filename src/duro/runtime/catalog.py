@@ -60,6 +60,10 @@ class RuntimeLimits:
     max_name_bytes: int = 1024  # ids.MAX_NAME_BYTES
     cpu_ms: int = 30000  # CPU budget of one event (cpulimit.py); Cloudflare's default
     sweep_interval: float = 1.0
+    # Pending I/O (ctx.wait_until work, outgoing RPC) keeps an idle object in memory for at most
+    # this long after each operation started (Cloudflare's durable_object_io_tasks_prevent_eviction,
+    # 15 minutes); 0 = it does not (the flag durable_object_io_tasks_do_not_prevent_eviction).
+    io_keepalive: float = 900.0
 
 
 @dataclass
@@ -399,7 +403,7 @@ class Runtime:
             hibernating = self.hibernation.has_sockets(act.unique_key, str(act.id))
             timeout = min(self.limits.idle_timeout, self.limits.hibernation_timeout) if hibernating \
                 else self.limits.idle_timeout
-            if act.is_idle and now - act.last_used >= timeout:
+            if act.idle_at(now) and now - act.last_used >= timeout:
                 act.close(DeactivationReason.HIBERNATION if hibernating else DeactivationReason.IDLE)
                 self.forget(act)
                 evicted += 1

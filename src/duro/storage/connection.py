@@ -476,6 +476,22 @@ class DatabaseConnection:
         """:meth:`run_internal` kept out of the statement cache (the history's rare statements)."""
         return self.run_internal(sql, bindings, cache=False)
 
+    def backup_into(self, out: pathlib.Path) -> bool:
+        """Copy the database as this connection sees it into the new file ``out`` (SQLite's online
+        backup, one step). False, and no file, when the database does not exist."""
+        if self._conn is None and not self.open(create=False):
+            return False
+        assert self._conn is not None
+        dest = apsw.Connection(str(out))
+        try:
+            with dest.backup("main", self._conn, "main") as b:
+                b.step(-1)
+        except apsw.Error as e:
+            raise StorageError(f"cannot copy the database to {str(out)!r}: {e}") from e
+        finally:
+            dest.close()
+        return True
+
     def run_user(self, sql: str, bindings: Any, all_rows: bool = True) -> list[tuple[Any, ...]] | None:
         """Run one user statement with the authorizer on; its rows (``all_rows=False``: only its
         first step, none returned). :attr:`user_description` then holds its columns (None if the

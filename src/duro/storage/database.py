@@ -27,15 +27,19 @@ import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import apsw
+
 from duro.errors import StorageError
 from duro.storage.connection import (CHECKPOINT_PAGES, MAX_DATABASE_BYTES, PAGE_SIZE, DatabaseConnection,
                                      wait_closed)
 from duro.storage.durability import History, JournalLink
+from duro.storage.historyfile import materialize_index
 from duro.storage.journal import HistoryOptions, ObjectHistory, as_path
 from duro.storage.kv import KV_TABLE, KvStore, SyncKv
 from duro.storage.sql import SqlStorage
 
-__all__ = ["ObjectDatabase", "EMPTY_DATABASE_SIZE", "MAX_DATABASE_BYTES", "CHECKPOINT_PAGES", "wait_closed"]
+__all__ = ["ObjectDatabase", "EMPTY_DATABASE_SIZE", "MAX_DATABASE_BYTES", "CHECKPOINT_PAGES", "wait_closed",
+           "strip_identity"]
 
 T = TypeVar("T")
 _UNKNOWN = object()
@@ -131,6 +135,25 @@ class ObjectDatabase(KvStore):
         if not self.port.is_open:
             self.port.open(create=False)
         return self.history
+
+    def materialize_at(self, bookmark: str, out: str | os.PathLike[str]) -> int:
+        """Write the database as of ``bookmark`` (of its history) to the file ``out``; its size in
+        pages, 0 for the empty state. An unknown bookmark raises InvalidInputError."""
+        history = self.attached_history()
+        assert isinstance(history, ObjectHistory)
+        rec = history.resolve(bookmark)
+        assert history.file is not None
+        return materialize_index(history.file, rec.index, as_path(out))
+
+    def snapshot_into(self, out: str | os.PathLike[str]) -> None:
+        """Write the database to the new file ``out`` without what a snapshot does not copy (see
+        :func:`strip_identity`). An object with no database gives an empty file (the empty state).
+        The caller commits first: an open transaction's writes would be copied."""
+        path = as_path(out)
+        if not self.port.backup_into(path):
+            path.write_bytes(b"")
+            return
+        strip_identity(path)
 
     # ---- closing -----------------------------------------------------------------------------
 
@@ -384,3 +407,21 @@ class ObjectDatabase(KvStore):
         port = self.port
         state = "corrupt" if port.corrupt else ("open" if port.is_open else "closed")
         return f"<ObjectDatabase {str(self.path)!r} {state}{' in transaction' if port.txn.open else ''}>"
+
+
+def strip_identity(path: str | os.PathLike[str]) -> None:
+    """Remove from the standalone copy ``path`` of an object's database what belongs to the object,
+    not to its data — the alarm (key 1) and the name (key 3) of ``_cf_METADATA`` — leave it in
+    rollback-journal mode (one file) and fsync it."""
+    conn = apsw.Connection(str(path))
+    try:
+        if conn.table_exists("main", _META_TABLE):
+            conn.execute("DELETE FROM _cf_METADATA WHERE key IN (1, 3)")
+        conn.execute("PRAGMA journal_mode=DELETE").fetchall()
+    finally:
+        conn.close()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -20,6 +20,7 @@ import datetime as _dt
 import math
 import os
 import pathlib
+import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,7 +33,8 @@ from duro.storage.journal import (BASE, DAY_MS, PAGE_SIZE, RESTORE, HistoryFile,
 from duro.storage.integrity import check_file, latest_intact_index
 
 __all__ = ["HistoryOptions", "bookmark_range", "current_bookmark", "bookmark_for_time", "restore", "branch",
-           "materialize", "prune", "schedule_restore", "apply_pending_restore", "to_epoch_ms",
+           "materialize", "prune", "schedule_restore", "apply_pending_restore", "to_epoch_ms", "restore_file",
+           "SNAPSHOT_MARK",
            "history_path", "marker_path"]
 
 _SETUP = "PRAGMA page_size=4096; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
@@ -159,31 +161,12 @@ def restore(db_path: str | os.PathLike[str], bookmark: str, *, options: HistoryO
     db = pathlib.Path(db_path)
     with _attached(db, options) as (h, conn):
         rec = h.resolve(bookmark)
-        hf = h.file
-        assert hf is not None and hf.last is not None
-        seq = hf.last.seq + 1
+        assert h.file is not None
         tmp = db.with_name(db.name + ".restore-tmp")
-        size = materialize_index(hf, rec.index, tmp)
+        size = materialize_index(h.file, rec.index, tmp)
         if size:
-            _refuse_damaged(hf, rec.index, bookmark, tmp)
-        if conn is not None:
-            conn.close()  # the last connection: checkpoints and removes the WAL
-        wal, shm = _side_files(db)
-        if size == 0:
-            _unlink(tmp, db, wal, shm)
-            fsync_dir(db.parent)
-            hf.append(seq, h.now_ms(), 0, {}, flags=BASE | RESTORE)
-        else:
-            _stamp(tmp)
-            changed = _changed_pages(db, tmp)
-            _unlink(wal, shm)
-            os.replace(tmp, db)
-            fsync_dir(db.parent)
-            if changed is None:
-                hf.append_file_snapshot(seq, h.now_ms(), db, flags=RESTORE)
-            else:  # only what differs from the state before: restoring an hour back stays cheap
-                hf.append(seq, h.now_ms(), size, changed, flags=RESTORE)
-        hf.fsync()
+            _refuse_damaged(h.file, rec.index, bookmark, tmp)
+        result = _replace(h, conn, db, tmp, size)
         if size:
             problems = check_file(db)
             if problems:  # the file was written from a state checked just before: a disk fault
@@ -191,7 +174,49 @@ def restore(db_path: str | os.PathLike[str], bookmark: str, *, options: HistoryO
                     f"the restore to {bookmark} wrote {str(db)!r}, but the file reads back damaged "
                     f"({problems[0]}): the disk did not keep what was written. Check the disk; "
                     f"the restore can be run again")
-        return hf.last.bookmark
+        return result
+
+
+def restore_file(db_path: str | os.PathLike[str], source: str | os.PathLike[str], *,
+                 options: HistoryOptions | None = None) -> str:
+    """Replace the object's database with a copy of the SQLite file ``source`` (a snapshot of
+    another object; an empty file is the empty state), recorded as a restore like :func:`restore`.
+    Returns the restore's bookmark. A missing ``source`` raises InvalidInputError, changing nothing."""
+    src = pathlib.Path(source)
+    if not src.is_file():
+        raise InvalidInputError(f"the snapshot file {str(src)!r} no longer exists")
+    db = pathlib.Path(db_path)
+    with _attached(db, options) as (h, conn):
+        tmp = db.with_name(db.name + ".restore-tmp")
+        shutil.copyfile(src, tmp)
+        return _replace(h, conn, db, tmp, tmp.stat().st_size // PAGE_SIZE)
+
+
+def _replace(h: ObjectHistory, conn: apsw.Connection | None, db: pathlib.Path, tmp: pathlib.Path,
+             size: int) -> str:
+    """Make ``tmp`` (``size`` pages; 0: the empty state) the database, and record it in the history."""
+    hf = h.file
+    assert hf is not None and hf.last is not None
+    seq = hf.last.seq + 1
+    if conn is not None:
+        conn.close()  # the last connection: checkpoints and removes the WAL
+    wal, shm = _side_files(db)
+    if size == 0:
+        _unlink(tmp, db, wal, shm)
+        fsync_dir(db.parent)
+        hf.append(seq, h.now_ms(), 0, {}, flags=BASE | RESTORE)
+    else:
+        _stamp(tmp)
+        changed = _changed_pages(db, tmp)
+        _unlink(wal, shm)
+        os.replace(tmp, db)
+        fsync_dir(db.parent)
+        if changed is None:
+            hf.append_file_snapshot(seq, h.now_ms(), db, flags=RESTORE)
+        else:  # only what differs from the state before: restoring an hour back stays cheap
+            hf.append(seq, h.now_ms(), size, changed, flags=RESTORE)
+    hf.fsync()
+    return hf.last.bookmark
 
 
 def _refuse_damaged(hf: HistoryFile, index: int, bookmark: str, tmp: pathlib.Path,
@@ -296,8 +321,13 @@ def materialize(db_path: str | os.PathLike[str], bookmark: str, out_path: str | 
 # ---- restores scheduled by a live object ---------------------------------------------------------
 
 
+# A marker naming a snapshot file instead of a bookmark: ``snapshot <path>``.
+SNAPSHOT_MARK = "snapshot "
+
+
 def schedule_restore(db_path: str | os.PathLike[str], bookmark: str) -> None:
-    """Leave a marker so that the next open of the database restores it to ``bookmark``."""
+    """Leave a marker so that the next open of the database restores it to ``bookmark`` (or, for
+    ``SNAPSHOT_MARK + path``, replaces it with that snapshot file)."""
     marker = marker_path(db_path)
     tmp = marker.with_name(marker.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -320,9 +350,13 @@ def apply_pending_restore(db_path: str | os.PathLike[str], options: HistoryOptio
     except FileNotFoundError:
         return None
     try:
+        if bookmark.startswith(SNAPSHOT_MARK):
+            return restore_file(db_path, bookmark[len(SNAPSHOT_MARK):], options=options)
         return restore(db_path, bookmark, options=options)
     except InvalidInputError as e:
-        raise StorageError(f"the restore to {bookmark!r} scheduled by on_next_session_restore_bookmark() "
+        what = "on_next_session_restore()" if bookmark.startswith(SNAPSHOT_MARK) else \
+            "on_next_session_restore_bookmark()"
+        raise StorageError(f"the restore to {bookmark!r} scheduled by {what} "
                            f"was not done and has been dropped ({e}); the database is unchanged") from e
     finally:
         marker.unlink(missing_ok=True)
