@@ -35,7 +35,7 @@ MAX_NAME_BYTES = 1024
 class NamespaceKey:
     """The secret that mints and checks the IDs of one namespace."""
 
-    __slots__ = ("unique_key", "jurisdiction", "_key", "_names", "max_name_bytes", "_family")
+    __slots__ = ("unique_key", "jurisdiction", "id_key", "_key", "_names", "max_name_bytes", "_family")
 
     _MAX_CACHED_NAMES = 100_000
 

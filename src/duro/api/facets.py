@@ -267,7 +267,8 @@ class FacetStub(DurableObjectStub):
 
     async def _deliver(self, event: Callable[[Any], Any], after: "asyncio.Future[None] | None" = None,
                        delivered: "asyncio.Future[None] | None" = None, size: int = 0, kind: str = "other",
-                       label: str = "") -> Any:
+                       label: str = "", forward: Callable[[], tuple[str, bytes]] | None = None) -> Any:
+        # A facet lives in its parent's process: it is never forwarded to another worker.
         if self._act is None:
             try:
                 if self._starting is None:

@@ -54,12 +54,13 @@ class DurableObjectNamespace:
         self.unique_key = unique_key
         self.class_name = class_name
         self.binding = binding
+        self._sub_key: NamespaceKey | None = None  # a jurisdictional subnamespace's own key
 
     @property
     def _key(self) -> NamespaceKey:
         # Asked of the runtime each time: a migration at start may give the namespace the key of
         # the class it was renamed from.
-        return self._runtime.namespace_key(self.unique_key)
+        return self._sub_key or self._runtime.namespace_key(self.unique_key)
 
     def id_from_name(self, name: str) -> DurableObjectId:
         return self._key.id_from_name(name)
@@ -102,7 +103,7 @@ class DurableObjectNamespace:
             raise TypeError(f"jurisdiction({name!r}) called on the {self._key.jurisdiction!r} jurisdictional "
                             "subnamespace; call it on the top-level namespace")
         sub = copy.copy(self)
-        sub._key = self._key.for_jurisdiction(name)
+        sub._sub_key = self._key.for_jurisdiction(name)
         return sub
 
     idFromName = id_from_name  # noqa: N815
@@ -203,7 +204,7 @@ class DurableObjectStub:
         if not isinstance(resp, Response) or resp.status != 101 or BRIDGE_HEADER not in resp.headers:
             return resp
         router = self._ns._runtime.router
-        bridge = int(resp.headers.get(BRIDGE_HEADER))
+        bridge = int(resp.headers.get(BRIDGE_HEADER) or 0)
         resp.headers.delete(BRIDGE_HEADER)
         if router is None or router.bridge_proxy is None:  # pragma: no cover - the front installs it
             raise RuntimeError("a WebSocket from another worker process needs the HTTP front")

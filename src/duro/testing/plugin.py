@@ -20,7 +20,7 @@ import pytest
 try:
     import pytest_asyncio
 except ImportError:  # pragma: no cover - the fixtures below then say what to install
-    pytest_asyncio = None
+    pytest_asyncio = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from duro.clock import VirtualClock
