@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from ..config import ProjectConfig, find_config_file, load_project
 from ..errors import DuroError, InvalidInputError
 from ..ids import NamespaceKey
-from ..runtime.nodejournal import recover
+from ..runtime.journalrecovery import recover
 from ..storage import maintenance
 from ..storage.journalfile import segment_paths
 

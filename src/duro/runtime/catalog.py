@@ -32,7 +32,8 @@ from .activation import Activation
 from .alarms import AlarmScheduler
 from .barrier import DurabilityBarrier
 from .events import EventHub
-from .nodejournal import NodeJournal, recover
+from .journalrecovery import recover
+from .nodejournal import NodeJournal
 from .pruning import HistoryPruner
 from .hibernation import HibernationRegistry
 from .tasks import TaskSupervisor, drain_tasks
