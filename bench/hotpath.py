@@ -27,12 +27,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 HERE = pathlib.Path(__file__).resolve().parent
 REQUEST = b"GET /obj/hot HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
 
-async def drive(n: int, warm: int) -> float:
+async def drive(n: int, warm: int, hooks: tuple[Any, Any] | None = None) -> float:
+    """Serve, send ``warm`` then ``n`` requests, stop; the microseconds per measured request.
+    ``hooks``: (start, stop) called around the measured requests (a profiler's)."""
     from duro.cli.serve import tune_gc
     from duro.compat import load_app
     from duro.config import load_project
@@ -76,10 +79,14 @@ async def drive(n: int, warm: int) -> float:
 
         for _ in range(warm):
             await one()
+        if hooks is not None:
+            hooks[0]()
         t0 = time.perf_counter()
         for _ in range(n):
             await one()
         elapsed = time.perf_counter() - t0
+        if hooks is not None:
+            hooks[1]()
         sock.close()
         os.kill(os.getpid(), signal.SIGINT)  # uvicorn's graceful stop: the lifespan closes the runtime
         await asyncio.wait_for(server, 120)
