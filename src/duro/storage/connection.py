@@ -2,13 +2,15 @@
 
 Owns opening the file (configured by ``opening.py``: flags, limits, the setup pragmas, telling a
 damaged file apart), closing it (at once, or with the part that waits on the disk offloaded to a
-worker thread, whose half is in ``closing.py``), checkpoints (the periodic PASSIVE one and the TRUNCATE one), the translation of
-apsw errors together with what they do to the state (a damaged database is closed and stays
-failed; a transaction SQLite rolled back by itself is recorded as lost), the implicit transaction
-as one explicit state (``txn.py``: NoTxn, ImplicitTxn, LostTxn), and the rule about
-the authorizer: duro's own statements run through :meth:`DatabaseConnection.run_internal`, with the
+worker thread: ``closing.py``), checkpoints (the periodic PASSIVE one, its worker half also in
+``closing.py``, and the TRUNCATE one), the translation of apsw errors together with what they do
+to the state (a damaged database is closed and stays failed; a transaction SQLite rolled back by
+itself is recorded as lost), the implicit transaction as one explicit state (``txn.py``: NoTxn,
+ImplicitTxn, LostTxn; its savepoint stack in ``savepoints.py``), and the rule about the
+authorizer: duro's own statements run through :meth:`DatabaseConnection.run_internal`, with the
 authorizer bypassed and the INTERNAL prepare flag; user statements run through
 :meth:`DatabaseConnection.run_user`, always with the authorizer on. Nothing else sets ``bypass``.
+A write commit's pages are read back from the WAL once (``journal.capture_commit``).
 
 It must never: fsync the WAL (the runtime makes commits durable with its own batched fdatasync);
 start threads or use asyncio (work reaches a thread only through the ``offload`` callback the
@@ -26,17 +28,17 @@ from typing import Any
 
 import apsw
 
-from duro.clock import now_ms
 from duro.errors import CorruptDatabaseError, InternalError, SqlError, StorageError
 from duro.storage.authorizer import Authorizer
 from duro.storage.closing import checkpoint_on_worker, close_on_worker, close_quietly, closing_any, wait_closed
 from duro.storage.history import apply_pending_restore
 from duro.storage.durability import History, JournalLink
-from duro.storage.journal import WalTail, history_path, marker_path
+from duro.storage.journal import WalTail, capture_commit, history_path, marker_path
 from duro.storage.journalfile import Capture
 from duro.storage.opening import connect, create_empty
 from duro.storage.paths import make_dirs_durably
 from duro.storage.rowcounts import RowCounter
+from duro.storage.savepoints import Savepoints
 from duro.storage.translate import CORRUPT_CODES, corrupt_error, translate
 from duro.storage.txn import NO_TXN, ImplicitTxn, LostTxn, NoTxn, critical_error, loss
 
@@ -57,7 +59,7 @@ def _not_open() -> int:
     raise InternalError("the database connection is not open")
 
 
-class DatabaseConnection:
+class DatabaseConnection(Savepoints):
     """One object's connection, opened on demand, and its implicit transaction.
 
     ``memo`` holds facts about the open database that stay true until a rollback undoes a write
@@ -133,9 +135,10 @@ class DatabaseConnection:
         return self.txn.open
 
     @property
-    def savepoint_depth(self) -> int:
-        txn = self.txn
-        return len(txn.savepoints) if type(txn) is ImplicitTxn else 0
+    def sqlite_txn_open(self) -> bool:
+        """Whether SQLite's own transaction is open (it may have rolled back by itself)."""
+        conn = self._conn
+        return conn is not None and not conn.get_autocommit()
 
     def loss(self) -> SqlError | None:
         """The error that lost a transaction of this turn, not reported yet; None if none was."""
@@ -483,7 +486,7 @@ class DatabaseConnection:
             self.run_internal("COMMIT", rows=False)
         except StorageError:
             # The error raised here is the report of the loss, if SQLite rolled back by itself.
-            if self._conn is not None and not self._conn.get_autocommit():
+            if self.sqlite_txn_open:
                 self.run_internal("ROLLBACK", rows=False)
             self.txn = NO_TXN
             self.memo.clear()
@@ -493,28 +496,10 @@ class DatabaseConnection:
             self.commit_count += 1
             tail = self._tail
             if tail is not None:
-                self._capture(tail)
+                self.captured = capture_commit(tail, self.history, self.journal is not None)
             if self._wal_pages >= CHECKPOINT_PAGES and self.journal is None:
                 self._periodic_checkpoint()
         return wrote
-
-    def _capture(self, tail: WalTail) -> None:
-        """Read the pages the commit just appended to the WAL, once, for the history and the
-        journal (``captured``: None when it changed no page)."""
-        try:
-            got = tail.read_commit()
-        except OSError as e:
-            raise StorageError(f"the commit succeeded but its pages could not be read from "
-                               f"{str(tail.path)!r}: {e.strerror or e}") from e
-        rec = self.history.after_commit(got) if self.history is not None else None
-        if self.journal is None or got is None:
-            self.captured = None
-            return
-        size, pages, ident = got
-        if rec is not None:
-            self.captured = Capture(rec.seq, rec.ms, rec.tag, size, pages, ident)
-        else:
-            self.captured = Capture(0, now_ms(), 0, size, pages, ident)
 
     def release_fds(self) -> None:
         """An idle open object gives back the descriptors duro holds beside SQLite's (the WAL
@@ -560,49 +545,8 @@ class DatabaseConnection:
         if not txn.open:
             return
         self.memo.clear()
-        if self._conn is not None and not self._conn.get_autocommit():
+        if self.sqlite_txn_open:
             self.run_internal("ROLLBACK", rows=False)
-
-    # ---- savepoints --------------------------------------------------------------------------
-    # Open savepoints are a stack (innermost last). Ending one also ends every savepoint opened
-    # after it, as in SQLite. Ending a savepoint that has already ended is a no-op: the async
-    # transaction() releases its savepoint after the closure returns even when txn.rollback()
-    # already rolled it back.
-
-    def open_savepoint(self, name: str) -> None:
-        """``SAVEPOINT name`` on the stack of the implicit transaction (which must be open)."""
-        self.run_internal(f"SAVEPOINT {name}", rows=False)
-        txn = self.txn
-        if type(txn) is ImplicitTxn:
-            txn.savepoints += (name,)
-
-    def end_savepoint(self, name: str, *, rollback: bool) -> None:
-        """Keep (``RELEASE``) or undo what was written since ``name`` opened, and end it and every
-        savepoint opened after it."""
-        txn = self.txn
-        stack = txn.savepoints if type(txn) is ImplicitTxn else ()
-        if name not in stack:
-            lost = self.loss()
-            if lost is not None and not rollback:
-                # SQLite rolled the whole transaction back under this savepoint: nothing to keep.
-                raise critical_error(lost) from lost
-            return
-        index = len(stack) - 1 - stack[::-1].index(name)
-        if rollback:
-            self.abandon_savepoint(name)
-        else:
-            self.run_internal(f"RELEASE {name}", rows=False)
-        if self.txn is txn:  # not lost meanwhile
-            txn.savepoints = stack[:index]
-
-    def abandon_savepoint(self, name: str) -> None:
-        """``ROLLBACK TO name`` + ``RELEASE name``, unless the transaction is already gone. For a
-        savepoint off the stack too (duro's own around a multi-statement operation)."""
-        if self._conn is None or self._conn.get_autocommit():
-            return
-        self.run_internal(f"ROLLBACK TO {name}", rows=False)
-        self.run_internal(f"RELEASE {name}", rows=False)
-        self.memo.clear()
 
     # ---- checkpoints -------------------------------------------------------------------------
 
