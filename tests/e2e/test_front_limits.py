@@ -190,6 +190,31 @@ def test_headers_that_never_end_are_408(serve):
     assert _status(out) == 408 and b"within 1 seconds" in out, out
 
 
+def test_a_keep_alive_request_whose_head_stalls_is_408(serve):
+    # The first request comes in one read: no header or body timer is armed for it. The next
+    # one's head comes in part: its header timer must still be armed once that read is parsed.
+    srv = serve(FRONT)
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=0.5) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert _status(_read_response(s, time.monotonic() + 5)) == 200
+        s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n")  # and nothing more
+        started = time.monotonic()
+        out = _read_until_closed(s, started + 5)
+    assert _status(out) == 408 and b"within 1 seconds" in out and time.monotonic() - started < 4, out
+
+
+def test_a_body_that_stops_after_a_second_read_is_408(serve):
+    # The body's timer runs from its last byte: one read of it re-arms it (applied after the read).
+    srv = serve(FRONT)
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=0.5) as s:
+        s.sendall(b"POST /body HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nfirst")
+        time.sleep(0.3)  # a gap well inside the 1 s body timeout, to make the second read separate
+        s.sendall(b"second")
+        started = time.monotonic()
+        out = _read_until_closed(s, started + 5)
+    assert _status(out) == 408 and b"request body" in out and time.monotonic() - started < 4, out
+
+
 def test_a_body_that_stops_is_408(serve):
     srv = serve(FRONT)
     with socket.create_connection(("127.0.0.1", srv.port), timeout=0.5) as s:

@@ -22,7 +22,7 @@ from ..config import ProjectConfig, find_config_file, load_project
 from ..errors import DuroError, InvalidInputError
 from ..ids import NamespaceKey
 from ..storage.migrate import id_key
-from ..runtime.nodejournal import recover
+from ..runtime.journalrecovery import recover
 from ..storage import maintenance
 from ..storage.journalfile import segment_paths
 

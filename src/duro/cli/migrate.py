@@ -16,7 +16,7 @@ from typing import Any
 
 from ..config import load_project
 from ..errors import ConfigError, DuroError, StorageError
-from ..runtime.nodejournal import recover
+from ..runtime.journalrecovery import recover
 from ..storage import migrate
 from ._data import DataContext, ServerRunning
 from ._output import Progress, print_json

@@ -317,7 +317,7 @@ def lock_data_dir(data_dir: pathlib.Path, wait: float = 5.0) -> int:
 def recover_all(data_dir: pathlib.Path, history: bool) -> list[str]:
     """Every journal folder redone into the object files, before any worker opens one. Returns
     the keys of the objects whose records could not be redone (damaged)."""
-    from ..runtime.nodejournal import journal_folders, recover
+    from ..runtime.journalrecovery import journal_folders, recover
     held: list[str] = []
     for folder in journal_folders(data_dir):
         report = recover(data_dir, history=history, folder=folder)

@@ -24,6 +24,10 @@ from .guard import FrontGuard, plain_response
 __all__ = ["guarded_protocol"]
 
 _HEAD_SLACK = 1024  # method, version, line ends: a head may exceed target + headers by this much
+# The timer wanted by the parser callbacks of the read being parsed (``_want``): not parsing, or
+# parsing and no change yet; else None (no timer) or (seconds, callback).
+_NOT_PARSING: Any = object()
+_UNCHANGED: Any = object()
 
 
 class _Refused(Exception):
@@ -38,7 +42,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     own_websockets = True
     # Slots, not the instance dict: these would grow every connection's dict past its size class.
     __slots__ = ("_refused", "_refusal", "_in_head", "_head_bytes", "_header_count", "_header_bytes", "_timer",
-                 "_head_max")
+                 "_head_max", "_want")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -49,6 +53,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._header_count = 0
         self._header_bytes = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._want: Any = _NOT_PARSING
         limits = self.guard.limits
         self._head_max = limits.max_url_bytes + limits.max_header_bytes + _HEAD_SLACK
 
@@ -107,7 +112,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self._in_head:
             self._head_bytes += len(data)
         try:
-            self.parser.feed_data(data)
+            self._parse(data)
         except httptools.HttpParserUpgrade:
             if self._should_upgrade():
                 self._disarm()
@@ -131,13 +136,34 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             limit = self.guard.limits.max_header_bytes
             self._refuse(431, f"the request headers are larger than the limit of {limit} bytes")
 
+    def _parse(self, data: bytes) -> None:
+        """Feed ``data`` to the parser. The timers its callbacks arm and cancel take effect once,
+        when it has parsed the whole read: a request whose head (and body) came in one read arms
+        no timer at all, rather than a header timer, then a body timer, each cancelled at once."""
+        self._want = _UNCHANGED
+        try:
+            self.parser.feed_data(data)
+        finally:
+            want, self._want = self._want, _NOT_PARSING
+            if want is None:
+                self._disarm()
+            elif want is not _UNCHANGED:
+                self._arm(*want)
+
+    def _timing(self) -> bool:
+        """Whether a timer is armed (or will be, once the read being parsed is done)."""
+        want = self._want
+        if want is _NOT_PARSING or want is _UNCHANGED:
+            return self._timer is not None
+        return want is not None
+
     # ------------------------------------------------------------------ parser callbacks
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head = True
         self._header_count = 0
         self._header_bytes = 0
-        if self._timer is None:
+        if not self._timing():
             self._arm(self.guard.limits.header_timeout, self._head_timed_out)
 
     def on_url(self, url: bytes) -> None:
@@ -168,7 +194,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._arm(self.guard.limits.body_timeout, self._body_timed_out)
 
     def on_body(self, body: bytes) -> None:
-        if self._timer is not None:
+        if self._timing():
             self._arm(self.guard.limits.body_timeout, self._body_timed_out)
         super().on_body(body)
 
@@ -179,11 +205,17 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     # ------------------------------------------------------------------ timers and refusals
     def _arm(self, seconds: float, callback: Any) -> None:
+        if self._want is not _NOT_PARSING:  # inside a parser callback: decided, applied after it
+            self._want = (seconds, callback) if seconds > 0 else None
+            return
         self._disarm()
         if seconds > 0:
             self._timer = self.loop.call_later(seconds, callback)
 
     def _disarm(self) -> None:
+        if self._want is not _NOT_PARSING:
+            self._want = None
+            return
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

@@ -37,7 +37,8 @@ from .activation import Activation
 from .alarms import AlarmScheduler
 from .barrier import DurabilityBarrier
 from .events import EventHub
-from .nodejournal import NodeJournal, recover
+from .journalrecovery import recover
+from .nodejournal import NodeJournal
 from .pruning import HistoryPruner
 from .router import Router, WorkerSlot
 from .hibernation import HibernationRegistry

@@ -9,9 +9,10 @@ path; they are synced in the background (when their WAL is checkpointed, and whe
 only then does a SYNCED marker let the journal forget their records. A segment is deleted once
 every record in it is covered by a durable marker.
 
-At start, :func:`recover` redoes every record newer than its object's last marker (after a crash
-or a power cut), removes WAL files that may hold commits the journal never acknowledged, and
-starts a new segment.
+At start, :func:`~duro.runtime.journalrecovery.recover` redoes every record newer than its
+object's last marker (after a crash or a power cut) and removes WAL files that may hold commits
+the journal never acknowledged; the journal then starts a new segment. The background pass that
+syncs object files is :mod:`duro.runtime.filesync`'s.
 
 It is also the node's :class:`~duro.storage.durability.Barrier` for files that are not journaled
 (the alarm index's WAL): ``submit(path)`` fdatasyncs ``path`` in the next flush.
@@ -28,110 +29,24 @@ import os
 import pathlib
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..errors import CorruptDatabaseError, StorageError
 from ..storage.durability import BarrierStatistics
 from ..storage.journalfile import (CLEAN, COMMIT, SYNCED, Capture, encode_commit, encode_marker, pending_redo,
-                                   redo, scan_segments, segment_name, segment_paths, stray_side_files)
+                                   redo, scan_segments, segment_name, segment_paths)
 from ..storage.paths import fsync_dir, make_dirs_durably
 from .barrier import failure_copy, sync_path
 from .events import batch_histograms
+from .filesync import FileSync
+from .journalrecovery import RecoveryReport, recover
 
 log = logging.getLogger("duro.journal")
 
-__all__ = ["NodeJournal", "RecoveryReport", "recover", "SEGMENT_BYTES"]
+__all__ = ["NodeJournal", "SEGMENT_BYTES"]
 
 SEGMENT_BYTES = 64 << 20
-SYNC_INTERVAL = 1.0  # seconds between two passes that sync the object files written meanwhile
-
-
-@dataclass
-class RecoveryReport:
-    """What :func:`recover` did."""
-
-    clean: bool = True
-    redone: int = 0  # objects whose files were redone
-    records: int = 0  # records applied
-    stray_removed: int = 0  # WAL/shm files removed
-    corrupt: dict[str, str] = field(default_factory=dict)  # key -> why it cannot start
-    seconds: float = 0.0
-    next_lsn: int = 1
-    last: dict[str, int] = field(default_factory=dict)  # key -> lsn of its last record, if segments are kept
-
-
-def journal_folders(data_dir: pathlib.Path) -> list[pathlib.Path]:
-    """Every journal folder of a data directory: ``journal/`` (one process) and ``journal/w<k>/``
-    (worker ``k`` of ``duro serve --workers N``)."""
-    folder = data_dir / "journal"
-    try:
-        return [folder] + sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith("w"))
-    except FileNotFoundError:
-        return [folder]
-
-
-def recover(data_dir: pathlib.Path, *, history: bool, threads: int = 8, folder: pathlib.Path | None = None,
-            owns: Callable[[str], bool] | None = None) -> RecoveryReport:
-    """Bring every object file in ``data_dir`` in step with the journal in ``folder`` (default
-    ``data_dir/journal``; see the module doc). Objects whose records are damaged are left alone
-    and listed in ``corrupt``; every other object is redone. Old segments are deleted when no
-    object is left corrupt. ``owns`` (a worker of several: which object files, by their hex ID,
-    are its own) limits the removal of stray WAL files to this worker's objects: the others are
-    open in other processes."""
-    t0 = time.perf_counter()
-    folder = folder or data_dir / "journal"
-    paths = segment_paths(folder)
-    report = RecoveryReport()
-    if not paths:
-        report.seconds = time.perf_counter() - t0
-        return report
-    scan = scan_segments(paths)
-    for what in scan.damage:
-        log.error("journal damage: %s", what)
-    report.clean = scan.clean
-    report.next_lsn = scan.last_lsn + 1
-    todo, corrupt = pending_redo(scan)
-    report.corrupt = corrupt
-    if scan.clean and not todo and not corrupt:
-        report.seconds = time.perf_counter() - t0
-        return report  # a clean stop: nothing to do (and nothing changed: offline reads stay reads)
-    for key, why in corrupt.items():
-        log.error("object %s cannot start: %s; its other objects' data is intact. Restore it from a "
-                  "bookmark or remove its journal records to start it as of its file", key, why)
-    if not scan.clean:
-        skip = {str(data_dir / k) for k in corrupt}
-        for p in stray_side_files(data_dir):
-            if owns is not None and not owns(p.name.split(".", 1)[0]):
-                continue
-            if str(p).rsplit("-", 1)[0] not in skip:
-                p.unlink(missing_ok=True)
-                report.stray_removed += 1
-    jobs = [(k, recs) for k, recs in todo.items() if k not in corrupt]
-    if jobs:
-        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="duro-redo") as pool:
-            for _ in pool.map(lambda job: redo(data_dir, job[0], job[1], history=history), jobs):
-                pass
-    report.redone = len(jobs)
-    report.records = sum(len(recs) for _, recs in jobs)
-    if corrupt:
-        # The segments are kept (nothing new goes in them): the torn tail, never acknowledged, goes.
-        if scan.torn_at is not None:
-            path, at = scan.torn_at
-            log.info("journal: cut the torn tail of %s at byte %d (never acknowledged)", path.name, at)
-            with open(path, "r+b") as f:
-                f.truncate(at)
-                os.fsync(f.fileno())
-        for r in scan.records:
-            if r.kind == COMMIT:
-                report.last[r.key] = r.lsn
-    else:
-        for p in paths:
-            p.unlink(missing_ok=True)
-        fsync_dir(folder)
-    report.seconds = time.perf_counter() - t0
-    return report
 
 
 @dataclass
@@ -141,6 +56,18 @@ class _Segment:
     size: int = 0
     keys: dict[str, int] = field(default_factory=dict)  # key -> its last COMMIT lsn in here
     frozen: bool = False  # kept from before the start (an object in it could not be recovered)
+
+
+def _new_segment(folder: pathlib.Path, first_lsn: int) -> _Segment:
+    """Open (creating it, durably named) the segment whose first record is ``first_lsn``."""
+    path = folder / segment_name(first_lsn)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        fsync_dir(folder)
+        return _Segment(path, fd, os.fstat(fd).st_size)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 class NodeJournal:
@@ -177,15 +104,10 @@ class NodeJournal:
         self._failed: dict[str, StorageError] = {}  # key -> why its last record was not made durable
         self._synced: dict[str, int] = {}  # key -> through-lsn of its last durable SYNCED marker
         self._corrupt: dict[str, str] = {}
-        # Object files written (checkpointed or closed) but not yet synced: (key, through lsn). A
-        # pass every SYNC_INTERVAL syncs them all at once, in parallel and each folder once, then
-        # writes their SYNCED markers: closes and checkpoints never wait for a disk sync.
-        self._written: list[tuple[str, int]] = []
-        self._sync_lock = threading.Lock()  # one pass at a time
-        self._syncer: threading.Thread | None = None
-        self._sync_wakeup = threading.Event()
-        self._closing_syncer = False
-        self.file_syncs = 0
+        # Object files written (checkpointed or closed) but not yet synced: a pass every
+        # SYNC_INTERVAL syncs them all at once, then writes their SYNCED markers: closes and
+        # checkpoints never wait for a disk sync.
+        self._file_sync = FileSync(self.data_dir, self.mark_synced)
         self._segments: list[_Segment] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -233,13 +155,12 @@ class NodeJournal:
         return report
 
     def _open_segment(self) -> None:
-        path = self.folder / segment_name(self._next_lsn)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            fsync_dir(self.folder)
+            seg = _new_segment(self.folder, self._next_lsn)
         except OSError as e:
+            path = self.folder / segment_name(self._next_lsn)
             raise StorageError(f"cannot create journal segment {str(path)!r}: {e.strerror or e}") from e
-        self._segments.append(_Segment(path, fd, os.fstat(fd).st_size))
+        self._segments.append(seg)
 
     def start(self) -> None:
         if self._thread is not None:
@@ -249,8 +170,7 @@ class NodeJournal:
         self._loop = asyncio.get_running_loop()
         self._thread = threading.Thread(target=self._run, name="duro-journal", daemon=True)
         self._thread.start()
-        self._syncer = threading.Thread(target=self._sync_forever, name="duro-journal-sync", daemon=True)
-        self._syncer.start()
+        self._file_sync.start()
 
     async def close(self) -> None:
         """Write what is pending, then (every object having been closed and synced) a CLEAN marker;
@@ -258,10 +178,7 @@ class NodeJournal:
         if self._closed:
             return
         loop = asyncio.get_running_loop()
-        self._sync_wakeup.set()
-        if self._syncer is not None:
-            self._closing_syncer = True
-            await loop.run_in_executor(None, self._syncer.join)
+        await loop.run_in_executor(None, self._file_sync.stop)
         await loop.run_in_executor(None, self.sync_files)  # every object file written: synced, marked
         await loop.run_in_executor(None, self.wait_processed, self._next_lsn - 1)
         with self._cond:
@@ -359,80 +276,11 @@ class NodeJournal:
         """``key``'s database file (and its history, and its name in its folder) now hold every
         record up to ``through``, written but not synced (any thread). The next sync pass makes
         them durable, then marks them synced."""
-        with self._cond:
-            self._written.append((key, through))
-
-    def _sync_forever(self) -> None:
-        while not self._closing_syncer:
-            self._sync_wakeup.wait(SYNC_INTERVAL)
-            self._sync_wakeup.clear()
-            if self._closing_syncer:
-                return
-            try:
-                self.sync_files()
-            except Exception as e:  # the records stay; the next pass retries
-                log.warning("syncing object files failed: %s", e)
+        self._file_sync.written(key, through)
 
     def sync_files(self) -> int:
-        """One pass: fdatasync every object file (and history) written since the last pass, in
-        parallel, fsync each of their folders once, then write their SYNCED markers. A file that
-        fails keeps its records (retried next pass). Returns how many objects were marked."""
-        with self._sync_lock:
-            with self._cond:
-                todo, self._written = self._written, []
-            if not todo:
-                return 0
-            latest: dict[str, int] = {}
-            for key, through in todo:
-                latest[key] = max(latest.get(key, 0), through)
-            files = []
-            for key in latest:
-                db = self.data_dir / key
-                files += [db, db.with_suffix(".history")]
-            folders = {str((self.data_dir / k).parent) for k in latest}
-            failed: set[str] = set()
-
-            def sync_one(path: pathlib.Path) -> None:
-                try:
-                    fd = os.open(path, os.O_RDONLY)
-                except FileNotFoundError:
-                    return  # removed (an empty database), or no history: nothing to keep
-                except OSError:
-                    failed.add(str(path))
-                    return
-                try:
-                    os.fdatasync(fd)
-                except OSError:
-                    failed.add(str(path))
-                finally:
-                    os.close(fd)
-
-            def sync_dir(folder: str) -> None:
-                try:
-                    fsync_dir(folder)
-                except FileNotFoundError:
-                    pass
-                except OSError:
-                    failed.add(folder)
-
-            with ThreadPoolExecutor(max_workers=8, thread_name_prefix="duro-file-sync") as pool:
-                list(pool.map(sync_one, files))
-                list(pool.map(sync_dir, folders))
-            self.file_syncs += len(files) + len(folders)
-            marked = 0
-            retry = []
-            for key, through in latest.items():
-                db = self.data_dir / key
-                if {str(db), str(db.with_suffix(".history")), str(db.parent)} & failed:
-                    retry.append((key, through))
-                    continue
-                self.mark_synced(key, through)
-                marked += 1
-            if retry:
-                log.warning("%d object files could not be synced; retrying in the next pass", len(retry))
-                with self._cond:
-                    self._written.extend(retry)
-            return marked
+        """One sync pass now (:meth:`FileSync.sync_files`); how many objects were marked synced."""
+        return self._file_sync.sync_files()
 
     def wait_processed(self, lsn: int) -> None:
         """Block until every record up to ``lsn`` was written and synced (or failed)."""
@@ -537,10 +385,7 @@ class NodeJournal:
         old.fd = -1
         with self._cond:
             first = self._processed + 1
-        path = self.folder / segment_name(first)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        fsync_dir(self.folder)
-        seg = _Segment(path, fd)
+        seg = _new_segment(self.folder, first)
         self._segments.append(seg)
         return seg
 

@@ -1,8 +1,9 @@
-"""Closes finished on a worker thread: the part of an object's close that waits on the disk.
+"""Closes and checkpoints finished on a worker thread: the part of each that waits on the disk.
 
 Owns the registry of closes in progress (opening a file again waits for its close, through
 :func:`wait_closed`), the worker's half of ``DatabaseConnection.close_offloaded`` (fsync the
-history, let SQLite checkpoint as the connection closes, remove an empty database's files), and
+history, let SQLite checkpoint as the connection closes, remove an empty database's files), the
+worker's half of the periodic checkpoint (:func:`checkpoint_on_worker`), and
 :func:`close_quietly`, the last step of every close.
 
 It must never start a thread itself (jobs go to the runtime's ``offload``), nor touch a
@@ -22,7 +23,7 @@ import apsw
 from duro.storage.durability import JournalLink
 from duro.storage.journal import DetachedHistory
 
-__all__ = ["wait_closed", "close_on_worker", "close_quietly", "closing_any"]
+__all__ = ["wait_closed", "close_on_worker", "close_quietly", "closing_any", "checkpoint_on_worker"]
 
 _log = logging.getLogger("duro.storage")
 
@@ -143,3 +144,33 @@ def close_quietly(conn: apsw.Connection, shm: pathlib.Path) -> None:
         shm.unlink(missing_ok=True)
     except OSError:
         pass
+
+
+def checkpoint_on_worker(path: pathlib.Path, sync_history: Callable[[], None] | None, idle: threading.Event,
+                         offload: Callable[[Callable[[], None]], None]) -> None:
+    """Hand a PASSIVE checkpoint of the database at ``path`` to ``offload`` (or run it here if the
+    runtime is shutting down), on a connection of its own, after ``sync_history`` (the history's
+    fsync: a page reaches the database file only once its record is durable). ``idle`` is
+    cleared until it is done. A failure is logged: the next one retries, the WAL stays valid."""
+    name = str(path)
+    idle.clear()
+
+    def job() -> None:
+        try:
+            if sync_history is not None:
+                sync_history()
+            conn = apsw.Connection(name, flags=apsw.SQLITE_OPEN_READWRITE)
+            try:
+                # A fresh connection knows it is in WAL mode only after its first statement.
+                conn.execute("PRAGMA journal_mode").fetchall()
+                conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
+            finally:
+                conn.close()
+        except Exception as e:  # the next one retries; the WAL stays valid meanwhile
+            _log.warning("checkpoint of %s failed: %s", name, e)
+        finally:
+            idle.set()
+    try:
+        offload(job)
+    except RuntimeError:  # the runtime is shutting down: do it here
+        job()

@@ -1,14 +1,16 @@
 """The storage port: one object's SQLite connection, which kv.py, sql.py and database.py use.
 
-Owns opening the file (flags, PERSIST_WAL, limits, defensive mode, the setup pragmas, telling a
+Owns opening the file (configured by ``opening.py``: flags, limits, the setup pragmas, telling a
 damaged file apart), closing it (at once, or with the part that waits on the disk offloaded to a
-worker thread, whose half is in ``closing.py``), checkpoints (the periodic PASSIVE one and the TRUNCATE one), the translation of
-apsw errors together with what they do to the state (a damaged database is closed and stays
-failed; a transaction SQLite rolled back by itself is recorded as lost), the implicit transaction
-as one explicit state (``txn.py``: NoTxn, ImplicitTxn, LostTxn), and the rule about
-the authorizer: duro's own statements run through :meth:`DatabaseConnection.run_internal`, with the
+worker thread: ``closing.py``), checkpoints (the periodic PASSIVE one, its worker half also in
+``closing.py``, and the TRUNCATE one), the translation of apsw errors together with what they do
+to the state (a damaged database is closed and stays failed; a transaction SQLite rolled back by
+itself is recorded as lost), the implicit transaction as one explicit state (``txn.py``: NoTxn,
+ImplicitTxn, LostTxn; its savepoint stack in ``savepoints.py``), and the rule about the
+authorizer: duro's own statements run through :meth:`DatabaseConnection.run_internal`, with the
 authorizer bypassed and the INTERNAL prepare flag; user statements run through
 :meth:`DatabaseConnection.run_user`, always with the authorizer on. Nothing else sets ``bypass``.
+A write commit's pages are read back from the WAL once (``journal.capture_commit``).
 
 It must never: fsync the WAL (the runtime makes commits durable with its own batched fdatasync);
 start threads or use asyncio (work reaches a thread only through the ``offload`` callback the
@@ -19,9 +21,6 @@ what the KV table, the alarm row or a SQL cursor mean.
 
 from __future__ import annotations
 
-import ctypes
-import logging
-import os
 import pathlib
 import threading
 from collections.abc import Callable
@@ -29,30 +28,26 @@ from typing import Any
 
 import apsw
 
-from duro.clock import now_ms
 from duro.errors import CorruptDatabaseError, InternalError, SqlError, StorageError
 from duro.storage.authorizer import Authorizer
-from duro.storage.closing import close_on_worker, close_quietly, closing_any, wait_closed
+from duro.storage.closing import checkpoint_on_worker, close_on_worker, close_quietly, closing_any, wait_closed
 from duro.storage.history import apply_pending_restore
 from duro.storage.durability import History, JournalLink
-from duro.storage.journal import WalTail, history_path, marker_path
+from duro.storage.journal import WalTail, capture_commit, history_path, marker_path
 from duro.storage.journalfile import Capture
+from duro.storage.opening import connect, create_empty
 from duro.storage.paths import make_dirs_durably
 from duro.storage.rowcounts import RowCounter
+from duro.storage.savepoints import Savepoints
 from duro.storage.translate import CORRUPT_CODES, corrupt_error, translate
 from duro.storage.txn import NO_TXN, ImplicitTxn, LostTxn, NoTxn, critical_error, loss
 
-__all__ = ["DatabaseConnection", "wait_closed",
-           "INTERNAL", "PAGE_SIZE", "MAX_DATABASE_BYTES", "CHECKPOINT_PAGES"]
+__all__ = ["DatabaseConnection", "wait_closed", "INTERNAL", "CHECKPOINT_PAGES", "PROGRESS_STEPS"]
 
-PAGE_SIZE = 4096
-MAX_DATABASE_BYTES = 10 * 1000**3  # 10 GB per object (§7.4); beyond it writes fail with SQLITE_FULL
-_STATEMENT_CACHE = 128
 CHECKPOINT_PAGES = 1000  # SQLite's own auto-checkpoint threshold
 # SQLite VM steps between two calls of the ``interrupt`` check (~1 ms of a busy statement; a
 # Python call each time, so not much more often).
 PROGRESS_STEPS = 20_000
-_log = logging.getLogger("duro.storage")
 
 # The prepare flag of duro's own statements. SQLITE_PREPARE_NORMALIZE is a no-op in SQLite today;
 # it only makes apsw's statement cache keep these statements apart from user statements of the same
@@ -60,86 +55,11 @@ _log = logging.getLogger("duro.storage")
 # authorized with the bypass on.
 INTERNAL = apsw.SQLITE_PREPARE_NORMALIZE
 
-# SQLite limits (reference §3.5, §7.4). SQLITE_LIMIT_LENGTH caps a string, a blob and a whole row,
-# which is Cloudflare's documented 2 MB key+value / row limit.
-_LIMITS = (
-    (apsw.SQLITE_LIMIT_LENGTH, 2_000_000),
-    (apsw.SQLITE_LIMIT_SQL_LENGTH, 100_000),
-    (apsw.SQLITE_LIMIT_COLUMN, 100),
-    (apsw.SQLITE_LIMIT_EXPR_DEPTH, 100),
-    (apsw.SQLITE_LIMIT_COMPOUND_SELECT, 5),
-    (apsw.SQLITE_LIMIT_VDBE_OP, 25_000),
-    (apsw.SQLITE_LIMIT_FUNCTION_ARG, 127),  # what workerd sets; the docs say 32
-    (apsw.SQLITE_LIMIT_LIKE_PATTERN_LENGTH, 50),
-    (apsw.SQLITE_LIMIT_VARIABLE_NUMBER, 100),
-    (apsw.SQLITE_LIMIT_TRIGGER_DEPTH, 10),
-    (apsw.SQLITE_LIMIT_ATTACHED, 0),
-    (apsw.SQLITE_LIMIT_WORKER_THREADS, 0),
-)
-
-# synchronous=NORMAL: a commit writes the WAL without fsyncing it (the runtime's barrier fdatasyncs
-# the WAL of every commit, batched); checkpoints, and the WAL header when the WAL starts over, are
-# synced by SQLite. The header sync must stay: turning SQLite's syncs off (measured faster to open)
-# lets a power loss after a WAL restart replay stale, already checkpointed frames over newer pages
-# (SQLite ticket ff5be73dee).
-_SETUP = (
-    f"PRAGMA page_size={PAGE_SIZE};"
-    "PRAGMA journal_mode=WAL;"
-    "PRAGMA synchronous=NORMAL;"
-    "PRAGMA foreign_keys=ON;"
-    f"PRAGMA max_page_count={MAX_DATABASE_BYTES // PAGE_SIZE};"
-    "PRAGMA schema_version;"  # reads the schema: a damaged or foreign file fails here
-)
-
-# With a node journal (JournalLink) the journal is the durability source: SQLite syncs nothing
-# (no fsync on the commit path, none for a new file or a WAL restart). Stale WAL frames after a
-# power cut cannot be replayed: recovery removes every WAL left by an unclean stop.
-# (Normal locking stays: `duro objects` reads an open object's file from another process while
-# the server runs, through the -shm file.)
-_SETUP_JOURNALED = _SETUP.replace("PRAGMA synchronous=NORMAL;", "PRAGMA synchronous=OFF;")
-
-
-def _empty_wal_database() -> bytes:
-    """Page 1 of an empty database already in WAL mode. A new journaled database starts as this
-    file, so SQLite never makes (and removes) a rollback journal to switch it to WAL."""
-    mem = apsw.Connection(":memory:")
-    try:
-        mem.execute(f"PRAGMA page_size={PAGE_SIZE}; CREATE TABLE x(a); DROP TABLE x; VACUUM;")
-        page = bytearray(mem.serialize("main"))
-    finally:
-        mem.close()
-    page[18] = page[19] = 2  # file format read/write version 2: WAL
-    return bytes(page)
-
-
-_EMPTY_WAL_DATABASE = _empty_wal_database()
-
-# Opening the WAL index (the -shm file) failed: the disk has no room for it.
-_SHM_FAILURES = (apsw.SQLITE_IOERR_SHMOPEN, apsw.SQLITE_IOERR_SHMSIZE, apsw.SQLITE_IOERR_SHMMAP)
-
-_PERSIST_ON = ctypes.c_int(1)  # SQLite reads the int behind the pointer (it writes only for -1)
-
-def _set_up(conn: apsw.Connection, *, journaled: bool, exclusive: bool = False) -> None:
-    """Configure a fresh connection to an object's database: the WAL kept across closes (not with
-    a journal, which wants no -wal at rest), defensive mode, the limits, then the setup pragmas
-    (``exclusive``: the WAL index in this process's memory, no -shm file)."""
-    if not journaled:
-        # Keep the -wal file when the connection closes: creating it again at every open is the
-        # most expensive part of waking an object (the -shm file is removed on close).
-        conn.file_control("main", apsw.SQLITE_FCNTL_PERSIST_WAL, ctypes.addressof(_PERSIST_ON))
-    conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 1)
-    for limit, value in _LIMITS:
-        conn.limit(limit, value)
-    if exclusive:
-        conn.execute("PRAGMA locking_mode=EXCLUSIVE").fetchall()
-    conn.execute(_SETUP_JOURNALED if journaled else _SETUP).fetchall()
-
-
 def _not_open() -> int:
     raise InternalError("the database connection is not open")
 
 
-class DatabaseConnection:
+class DatabaseConnection(Savepoints):
     """One object's connection, opened on demand, and its implicit transaction.
 
     ``memo`` holds facts about the open database that stay true until a rollback undoes a write
@@ -215,9 +135,10 @@ class DatabaseConnection:
         return self.txn.open
 
     @property
-    def savepoint_depth(self) -> int:
-        txn = self.txn
-        return len(txn.savepoints) if type(txn) is ImplicitTxn else 0
+    def sqlite_txn_open(self) -> bool:
+        """Whether SQLite's own transaction is open (it may have rolled back by itself)."""
+        conn = self._conn
+        return conn is not None and not conn.get_autocommit()
 
     def loss(self) -> SqlError | None:
         """The error that lost a transaction of this turn, not reported yet; None if none was."""
@@ -277,35 +198,14 @@ class DatabaseConnection:
             self.wal_path.unlink(missing_ok=True)
             self.shm_path.unlink(missing_ok=True)
             if journal is not None:
-                self._create_empty()
-        flags = apsw.SQLITE_OPEN_READWRITE | (apsw.SQLITE_OPEN_CREATE if create else 0)
+                create_empty(self.path)
         try:
-            conn = apsw.Connection(str(self.path), flags=flags, statementcachesize=_STATEMENT_CACHE)
-        except apsw.CantOpenError as e:
-            if not create and not self.path.exists():
-                return False
-            raise StorageError(f"cannot open database file {str(self.path)!r}: {e}") from e
-        try:
-            try:
-                _set_up(conn, journaled=journal is not None)
-            except apsw.IOError as e:
-                if getattr(e, "extendedresult", None) not in _SHM_FAILURES:
-                    raise
-                # No room for the -shm file (a full disk): keep the WAL index in this process's
-                # memory instead (exclusive locking), so the object can still be read. Its
-                # writes fail with SQLite's "database or disk is full" until there is room.
-                _log.warning("%s: no room for its -shm file (%s); opened with exclusive locking",
-                             self.path, e)
-                conn.close()
-                conn = apsw.Connection(str(self.path), flags=apsw.SQLITE_OPEN_READWRITE,
-                                       statementcachesize=_STATEMENT_CACHE)
-                _set_up(conn, journaled=journal is not None, exclusive=True)
-        except apsw.Error as e:
-            conn.close()
-            if getattr(e, "result", None) in CORRUPT_CODES:
-                self._corrupt = corrupt_error(self.path, e)
-                raise self._corrupt from e
-            raise translate(e) from e
+            conn = connect(self.path, create=create, journaled=journal is not None)
+        except CorruptDatabaseError as e:
+            self._corrupt = e
+            raise
+        if conn is None:
+            return False
         conn.authorizer = self._auth
         if self._interrupt is not None:
             conn.set_progress_handler(self._interrupt, PROGRESS_STEPS)
@@ -328,22 +228,6 @@ class DatabaseConnection:
                 self.close()
                 raise
         return True
-
-    def _create_empty(self) -> None:
-        """Create the file as an empty database in WAL mode (no fsync: the journal redoes it)."""
-        try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            return
-        except OSError as e:
-            raise StorageError(f"cannot create database file {str(self.path)!r}: {e.strerror or e}") from e
-        try:
-            os.write(fd, _EMPTY_WAL_DATABASE)
-        except OSError as e:
-            os.close(fd)
-            self.path.unlink(missing_ok=True)
-            raise StorageError(f"cannot create database file {str(self.path)!r}: {e.strerror or e}") from e
-        os.close(fd)
 
     def close(self) -> None:
         """Close the connection now: an open transaction is dropped, SQLite checkpoints (with a
@@ -618,7 +502,7 @@ class DatabaseConnection:
             self.run_internal("COMMIT", rows=False)
         except StorageError:
             # The error raised here is the report of the loss, if SQLite rolled back by itself.
-            if self._conn is not None and not self._conn.get_autocommit():
+            if self.sqlite_txn_open:
                 self.run_internal("ROLLBACK", rows=False)
             self.txn = NO_TXN
             self.memo.clear()
@@ -628,28 +512,10 @@ class DatabaseConnection:
             self.commit_count += 1
             tail = self._tail
             if tail is not None:
-                self._capture(tail)
+                self.captured = capture_commit(tail, self.history, self.journal is not None)
             if self._wal_pages >= CHECKPOINT_PAGES and self.journal is None:
                 self._periodic_checkpoint()
         return wrote
-
-    def _capture(self, tail: WalTail) -> None:
-        """Read the pages the commit just appended to the WAL, once, for the history and the
-        journal (``captured``: None when it changed no page)."""
-        try:
-            got = tail.read_commit()
-        except OSError as e:
-            raise StorageError(f"the commit succeeded but its pages could not be read from "
-                               f"{str(tail.path)!r}: {e.strerror or e}") from e
-        rec = self.history.after_commit(got) if self.history is not None else None
-        if self.journal is None or got is None:
-            self.captured = None
-            return
-        size, pages, ident = got
-        if rec is not None:
-            self.captured = Capture(rec.seq, rec.ms, rec.tag, size, pages, ident)
-        else:
-            self.captured = Capture(0, now_ms(), 0, size, pages, ident)
 
     def release_fds(self) -> None:
         """An idle open object gives back the descriptors duro holds beside SQLite's (the WAL
@@ -695,49 +561,8 @@ class DatabaseConnection:
         if not txn.open:
             return
         self.memo.clear()
-        if self._conn is not None and not self._conn.get_autocommit():
+        if self.sqlite_txn_open:
             self.run_internal("ROLLBACK", rows=False)
-
-    # ---- savepoints --------------------------------------------------------------------------
-    # Open savepoints are a stack (innermost last). Ending one also ends every savepoint opened
-    # after it, as in SQLite. Ending a savepoint that has already ended is a no-op: the async
-    # transaction() releases its savepoint after the closure returns even when txn.rollback()
-    # already rolled it back.
-
-    def open_savepoint(self, name: str) -> None:
-        """``SAVEPOINT name`` on the stack of the implicit transaction (which must be open)."""
-        self.run_internal(f"SAVEPOINT {name}", rows=False)
-        txn = self.txn
-        if type(txn) is ImplicitTxn:
-            txn.savepoints += (name,)
-
-    def end_savepoint(self, name: str, *, rollback: bool) -> None:
-        """Keep (``RELEASE``) or undo what was written since ``name`` opened, and end it and every
-        savepoint opened after it."""
-        txn = self.txn
-        stack = txn.savepoints if type(txn) is ImplicitTxn else ()
-        if name not in stack:
-            lost = self.loss()
-            if lost is not None and not rollback:
-                # SQLite rolled the whole transaction back under this savepoint: nothing to keep.
-                raise critical_error(lost) from lost
-            return
-        index = len(stack) - 1 - stack[::-1].index(name)
-        if rollback:
-            self.abandon_savepoint(name)
-        else:
-            self.run_internal(f"RELEASE {name}", rows=False)
-        if self.txn is txn:  # not lost meanwhile
-            txn.savepoints = stack[:index]
-
-    def abandon_savepoint(self, name: str) -> None:
-        """``ROLLBACK TO name`` + ``RELEASE name``, unless the transaction is already gone. For a
-        savepoint off the stack too (duro's own around a multi-statement operation)."""
-        if self._conn is None or self._conn.get_autocommit():
-            return
-        self.run_internal(f"ROLLBACK TO {name}", rows=False)
-        self.run_internal(f"RELEASE {name}", rows=False)
-        self.memo.clear()
 
     # ---- checkpoints -------------------------------------------------------------------------
 
@@ -767,25 +592,4 @@ class DatabaseConnection:
             self.checkpoint(passive=True)
             return
         sync_history = history.sync_later() if history is not None else None
-        path = str(self.path)
-        self._ckpt_idle.clear()
-
-        def job() -> None:
-            try:
-                if sync_history is not None:
-                    sync_history()
-                conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READWRITE)
-                try:
-                    # A fresh connection knows it is in WAL mode only after its first statement.
-                    conn.execute("PRAGMA journal_mode").fetchall()
-                    conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
-                finally:
-                    conn.close()
-            except Exception as e:  # the next one retries; the WAL stays valid meanwhile
-                _log.warning("checkpoint of %s failed: %s", path, e)
-            finally:
-                self._ckpt_idle.set()
-        try:
-            self.offload(job)
-        except RuntimeError:  # the runtime is shutting down: do it here
-            job()
+        checkpoint_on_worker(self.path, sync_history, self._ckpt_idle, self.offload)

@@ -30,12 +30,12 @@ from typing import Any, TypeVar
 import apsw
 
 from duro.errors import StorageError
-from duro.storage.connection import (CHECKPOINT_PAGES, MAX_DATABASE_BYTES, PAGE_SIZE, DatabaseConnection,
-                                     wait_closed)
+from duro.storage.connection import CHECKPOINT_PAGES, DatabaseConnection, wait_closed
 from duro.storage.durability import History, JournalLink
 from duro.storage.historyfile import materialize_index
 from duro.storage.journal import HistoryOptions, ObjectHistory, as_path
 from duro.storage.kv import KV_TABLE, KvStore, SyncKv
+from duro.storage.opening import MAX_DATABASE_BYTES, PAGE_SIZE
 from duro.storage.sql import SqlStorage
 
 __all__ = ["ObjectDatabase", "EMPTY_DATABASE_SIZE", "MAX_DATABASE_BYTES", "CHECKPOINT_PAGES", "wait_closed",

@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 
 from duro.clock import now_ms as _wall_ms
 from duro.errors import InvalidInputError, StorageError
-from duro.storage.durability import Run
+from duro.storage.durability import History, Run
 from duro.storage.historyfile import (  # noqa: F401 - re-exported: tools read the format from here
     BASE, HEAL, MAGIC, PAGE_SIZE, RESTORE, ZLIB, HistoryFile, Record,
     as_path, format_bookmark, fsync_dir, history_path, marker_path, materialize_index, parse_bookmark, read_bookmark_range)
+from duro.storage.journalfile import Capture
 
-__all__ = ["DetachedHistory", "HistoryOptions", "HistoryFile", "ObjectHistory", "Record", "WalTail", "format_bookmark",
+__all__ = ["capture_commit", "DetachedHistory", "HistoryOptions", "HistoryFile", "ObjectHistory", "Record", "WalTail", "format_bookmark",
            "parse_bookmark", "history_path", "marker_path", "DAY_MS", "fsync_dir", "materialize_index",
            "wal_last_commit"]
 
@@ -127,6 +128,23 @@ class WalTail:
                 return None  # only frames a rolled-back transaction spilled: this commit wrote nothing
             pos += len(chunk)
             want = 64
+
+
+def capture_commit(tail: WalTail, history: History | None, journaled: bool) -> Capture | None:
+    """After a write commit: read the pages it appended to the WAL, once, for the history and the
+    node journal. The journal's capture (None without a journal, or when it changed no page)."""
+    try:
+        got = tail.read_commit()
+    except OSError as e:
+        raise StorageError(f"the commit succeeded but its pages could not be read from "
+                           f"{str(tail.path)!r}: {e.strerror or e}") from e
+    rec = history.after_commit(got) if history is not None else None
+    if not journaled or got is None:
+        return None
+    size, pages, ident = got
+    if rec is not None:
+        return Capture(rec.seq, rec.ms, rec.tag, size, pages, ident)
+    return Capture(0, _wall_ms(), 0, size, pages, ident)
 
 
 def wal_last_commit(wal_path: pathlib.Path) -> bytes | None:

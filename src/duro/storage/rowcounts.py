@@ -62,7 +62,8 @@ class RowCounter:
     """Counts for one connection. ``start(conn)`` before the statement runs, ``finish(...)`` after
     it ran to its end; schema caches are dropped by ``forget_schema()`` (and on a user DDL)."""
 
-    __slots__ = ("_run", "_events", "_fullscan", "_indexes", "_plans", "_costs", "_inserting", "_watching")
+    __slots__ = ("_run", "_events", "_fullscan", "_indexes", "_plans", "_costs", "_inserting", "_watching",
+                 "_starts", "_hook", "_tracer")
 
     def __init__(self, run_internal: Internal) -> None:
         self._run = run_internal
@@ -70,13 +71,19 @@ class RowCounter:
         self._fullscan = 0
         self._indexes: dict[str, _Table] = {}
         self._plans: dict[str, _Plan] = {}
+        # What start() switches on for a statement whose plan is known: (inserting, watching).
+        self._starts: dict[str, tuple[bool, int]] = {}
         self._costs: dict[tuple[str, str, Any], tuple[int, bool, bool]] = {}
         self._inserting = False
         self._watching = 0
+        # SQLite's callbacks, bound once (a bound method made per statement costs an allocation).
+        self._hook = self._on_change
+        self._tracer = self._on_profile
 
     def forget_schema(self) -> None:
         self._indexes.clear()
         self._plans.clear()
+        self._starts.clear()
         self._costs.clear()
 
     # ---- around the statement -----------------------------------------------------------------
@@ -85,19 +92,15 @@ class RowCounter:
         run) needs is switched on: each costs a microsecond or two per statement."""
         self._events.clear()
         self._fullscan = 0
-        plan = self._plans.get(sql)
-        if plan is None:
-            self._inserting = _keyword(sql) in ("INSERT", "REPLACE")
-            self._watching = _HOOK | _TRACE
-        else:
-            keyword, scans, seeks, sorts = plan[:4]
-            self._inserting = keyword in ("INSERT", "REPLACE")
-            self._watching = (0 if keyword in ("SELECT", "VALUES") else _HOOK) | \
-                (_TRACE if scans or (sorts and not seeks) else 0)
-        if self._watching & _HOOK:
-            conn.preupdate_hook(self._on_change)
-        if self._watching & _TRACE:
-            conn.trace_v2(_PROFILE, self._on_profile)
+        how = self._starts.get(sql)
+        if how is None:  # its first run: its plan is read after it
+            how = (_keyword(sql) in ("INSERT", "REPLACE"), _HOOK | _TRACE)
+        self._inserting, watching = how
+        self._watching = watching
+        if watching & _HOOK:
+            conn.preupdate_hook(self._hook)
+        if watching & _TRACE:
+            conn.trace_v2(_PROFILE, self._tracer)
 
     def stop(self, conn: apsw.Connection) -> None:
         if self._watching & _HOOK:
@@ -226,7 +229,11 @@ class RowCounter:
                 keyword == "DELETE" and _TRUNCATE.match(sql) is not None)
         if len(self._plans) >= _CACHE_SIZE:
             self._plans.clear()
+            self._starts.clear()
         self._plans[sql] = plan
+        self._starts[sql] = (keyword in ("INSERT", "REPLACE"),
+                             (0 if keyword in ("SELECT", "VALUES") else _HOOK) |
+                             (_TRACE if scans or (sorts and not seeks) else 0))
         return plan
 
 

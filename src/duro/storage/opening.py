@@ -1,0 +1,153 @@
+"""Opening one object's SQLite file: the flags, the limits, defensive mode, the setup pragmas, the
+full-disk fallback, telling a damaged file apart, and the empty-database template a journaled
+object starts from.
+
+It owns no connection once it has handed one back (``storage/connection.py`` does), and it must
+never: fsync anything (a journaled object's new file is redone from the journal; SQLite syncs the
+rest), run an object's statements, or let an apsw exception out untranslated.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import pathlib
+
+import apsw
+
+from duro.errors import StorageError
+from duro.storage.translate import CORRUPT_CODES, corrupt_error, translate
+
+__all__ = ["connect", "create_empty", "PAGE_SIZE", "MAX_DATABASE_BYTES"]
+
+PAGE_SIZE = 4096
+MAX_DATABASE_BYTES = 10 * 1000**3  # 10 GB per object (§7.4); beyond it writes fail with SQLITE_FULL
+_STATEMENT_CACHE = 128
+_log = logging.getLogger("duro.storage")
+
+# SQLite limits (reference §3.5, §7.4). SQLITE_LIMIT_LENGTH caps a string, a blob and a whole row,
+# which is Cloudflare's documented 2 MB key+value / row limit.
+_LIMITS = (
+    (apsw.SQLITE_LIMIT_LENGTH, 2_000_000),
+    (apsw.SQLITE_LIMIT_SQL_LENGTH, 100_000),
+    (apsw.SQLITE_LIMIT_COLUMN, 100),
+    (apsw.SQLITE_LIMIT_EXPR_DEPTH, 100),
+    (apsw.SQLITE_LIMIT_COMPOUND_SELECT, 5),
+    (apsw.SQLITE_LIMIT_VDBE_OP, 25_000),
+    (apsw.SQLITE_LIMIT_FUNCTION_ARG, 127),  # what workerd sets; the docs say 32
+    (apsw.SQLITE_LIMIT_LIKE_PATTERN_LENGTH, 50),
+    (apsw.SQLITE_LIMIT_VARIABLE_NUMBER, 100),
+    (apsw.SQLITE_LIMIT_TRIGGER_DEPTH, 10),
+    (apsw.SQLITE_LIMIT_ATTACHED, 0),
+    (apsw.SQLITE_LIMIT_WORKER_THREADS, 0),
+)
+
+# synchronous=NORMAL: a commit writes the WAL without fsyncing it (the runtime's barrier fdatasyncs
+# the WAL of every commit, batched); checkpoints, and the WAL header when the WAL starts over, are
+# synced by SQLite. The header sync must stay: turning SQLite's syncs off (measured faster to open)
+# lets a power loss after a WAL restart replay stale, already checkpointed frames over newer pages
+# (SQLite ticket ff5be73dee).
+_SETUP = (
+    f"PRAGMA page_size={PAGE_SIZE};"
+    "PRAGMA journal_mode=WAL;"
+    "PRAGMA synchronous=NORMAL;"
+    "PRAGMA foreign_keys=ON;"
+    f"PRAGMA max_page_count={MAX_DATABASE_BYTES // PAGE_SIZE};"
+    "PRAGMA schema_version;"  # reads the schema: a damaged or foreign file fails here
+)
+
+# With a node journal (JournalLink) the journal is the durability source: SQLite syncs nothing
+# (no fsync on the commit path, none for a new file or a WAL restart). Stale WAL frames after a
+# power cut cannot be replayed: recovery removes every WAL left by an unclean stop.
+# (Normal locking stays: `duro objects` reads an open object's file from another process while
+# the server runs, through the -shm file.)
+_SETUP_JOURNALED = _SETUP.replace("PRAGMA synchronous=NORMAL;", "PRAGMA synchronous=OFF;")
+
+
+def _empty_wal_database() -> bytes:
+    """Page 1 of an empty database already in WAL mode. A new journaled database starts as this
+    file, so SQLite never makes (and removes) a rollback journal to switch it to WAL."""
+    mem = apsw.Connection(":memory:")
+    try:
+        mem.execute(f"PRAGMA page_size={PAGE_SIZE}; CREATE TABLE x(a); DROP TABLE x; VACUUM;")
+        page = bytearray(mem.serialize("main"))
+    finally:
+        mem.close()
+    page[18] = page[19] = 2  # file format read/write version 2: WAL
+    return bytes(page)
+
+
+_EMPTY_WAL_DATABASE = _empty_wal_database()
+
+# Opening the WAL index (the -shm file) failed: the disk has no room for it.
+_SHM_FAILURES = (apsw.SQLITE_IOERR_SHMOPEN, apsw.SQLITE_IOERR_SHMSIZE, apsw.SQLITE_IOERR_SHMMAP)
+
+_PERSIST_ON = ctypes.c_int(1)  # SQLite reads the int behind the pointer (it writes only for -1)
+
+
+def _set_up(conn: apsw.Connection, *, journaled: bool, exclusive: bool = False) -> None:
+    """Configure a fresh connection to an object's database: the WAL kept across closes (not with
+    a journal, which wants no -wal at rest), defensive mode, the limits, then the setup pragmas
+    (``exclusive``: the WAL index in this process's memory, no -shm file)."""
+    if not journaled:
+        # Keep the -wal file when the connection closes: creating it again at every open is the
+        # most expensive part of waking an object (the -shm file is removed on close).
+        conn.file_control("main", apsw.SQLITE_FCNTL_PERSIST_WAL, ctypes.addressof(_PERSIST_ON))
+    conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 1)
+    for limit, value in _LIMITS:
+        conn.limit(limit, value)
+    if exclusive:
+        conn.execute("PRAGMA locking_mode=EXCLUSIVE").fetchall()
+    conn.execute(_SETUP_JOURNALED if journaled else _SETUP).fetchall()
+
+
+def connect(path: pathlib.Path, *, create: bool, journaled: bool) -> apsw.Connection | None:
+    """A configured connection to the database at ``path`` (created if missing and ``create``);
+    None if ``create`` is False and the file is missing. A damaged file raises
+    CorruptDatabaseError; any other failure StorageError (or SqlError, translated from SQLite)."""
+    flags = apsw.SQLITE_OPEN_READWRITE | (apsw.SQLITE_OPEN_CREATE if create else 0)
+    try:
+        conn = apsw.Connection(str(path), flags=flags, statementcachesize=_STATEMENT_CACHE)
+    except apsw.CantOpenError as e:
+        if not create and not path.exists():
+            return None
+        raise StorageError(f"cannot open database file {str(path)!r}: {e}") from e
+    try:
+        try:
+            _set_up(conn, journaled=journaled)
+        except apsw.IOError as e:
+            if getattr(e, "extendedresult", None) not in _SHM_FAILURES:
+                raise
+            # No room for the -shm file (a full disk): keep the WAL index in this process's
+            # memory instead (exclusive locking), so the object can still be read. Its
+            # writes fail with SQLite's "database or disk is full" until there is room.
+            _log.warning("%s: no room for its -shm file (%s); opened with exclusive locking", path, e)
+            conn.close()
+            conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE,
+                                   statementcachesize=_STATEMENT_CACHE)
+            _set_up(conn, journaled=journaled, exclusive=True)
+    except apsw.Error as e:
+        conn.close()
+        if getattr(e, "result", None) in CORRUPT_CODES:
+            raise corrupt_error(path, e) from e
+        raise translate(e) from e
+    return conn
+
+
+def create_empty(path: pathlib.Path) -> None:
+    """Create the file as an empty database in WAL mode (no fsync: the journal redoes it). A file
+    already there is left as it is."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return
+    except OSError as e:
+        raise StorageError(f"cannot create database file {str(path)!r}: {e.strerror or e}") from e
+    try:
+        os.write(fd, _EMPTY_WAL_DATABASE)
+    except OSError as e:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        raise StorageError(f"cannot create database file {str(path)!r}: {e.strerror or e}") from e
+    os.close(fd)
