@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .dashboard import add_dashboard_parser
 from .objects import add_objects_parser
 from .serve import add_serve_args, cmd_dev, cmd_serve
 from .tail import add_tail_parser
@@ -19,6 +20,7 @@ Start here:
   duro serve . --port 8080         production server (data in ./.duro unless --data is given)
   duro objects list                see the objects in a data directory
   duro tail                        watch a running server's events live
+  duro dashboard                   the URL of a running server's dashboard
 """
 
 
@@ -41,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev.set_defaults(func=cmd_dev)
     add_objects_parser(sub)
     add_tail_parser(sub)
+    add_dashboard_parser(sub)
     return p
 
 

@@ -26,7 +26,7 @@ from ..errors import ConfigError, OverloadedError, UnknownNamespaceError
 from ..ids import DurableObjectId
 from ..storage.durability import Barrier
 from ..storage.journal import HistoryOptions
-from ..storage.paths import make_dirs_durably
+from ..storage.paths import file_mode, make_dirs_durably, set_file_mode
 from . import cpulimit
 from .activation import Activation
 from .alarms import AlarmScheduler
@@ -111,7 +111,9 @@ class Runtime:
 
     def __init__(self, data_dir: str | os.PathLike[str], *, durability: Literal["fsync", "os"] = "fsync",
                  limits: RuntimeLimits | None = None, clock: Clock | None = None,
-                 history_retention: float = 30.0, journal: bool = True) -> None:
+                 history_retention: float = 30.0, journal: bool = True, file_mode: int = 0o600) -> None:
+        # The mode of every data file this process creates (storage/paths.py): 0o600 or 0o640.
+        set_file_mode(file_mode)
         self.data_dir = pathlib.Path(data_dir).resolve()
         self.durability = durability
         self.limits = limits or RuntimeLimits()
@@ -172,7 +174,7 @@ class Runtime:
     def _lock_data_dir(self) -> None:
         make_dirs_durably(self.data_dir)
         path = self.data_dir / "duro.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, file_mode())
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

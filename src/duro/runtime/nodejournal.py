@@ -36,7 +36,7 @@ from ..errors import CorruptDatabaseError, StorageError
 from ..storage.durability import BarrierStatistics
 from ..storage.journalfile import (CLEAN, COMMIT, SYNCED, Capture, encode_commit, encode_marker, pending_redo,
                                    redo, scan_segments, segment_name, segment_paths, stray_side_files)
-from ..storage.paths import fsync_dir, make_dirs_durably
+from ..storage.paths import file_mode, fsync_dir, make_dirs_durably
 from .barrier import failure_copy, sync_path
 from .events import batch_histograms
 
@@ -215,7 +215,7 @@ class NodeJournal:
     def _open_segment(self) -> None:
         path = self.folder / segment_name(self._next_lsn)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, file_mode())
             fsync_dir(self.folder)
         except OSError as e:
             raise StorageError(f"cannot create journal segment {str(path)!r}: {e.strerror or e}") from e
@@ -518,7 +518,7 @@ class NodeJournal:
         with self._cond:
             first = self._processed + 1
         path = self.folder / segment_name(first)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, file_mode())
         fsync_dir(self.folder)
         seg = _Segment(path, fd)
         self._segments.append(seg)

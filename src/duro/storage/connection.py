@@ -37,7 +37,7 @@ from duro.storage.history import apply_pending_restore
 from duro.storage.durability import History, JournalLink
 from duro.storage.journal import WalTail, history_path, marker_path
 from duro.storage.journalfile import Capture
-from duro.storage.paths import make_dirs_durably
+from duro.storage.paths import file_mode, make_dirs_durably
 from duro.storage.rowcounts import RowCounter
 from duro.storage.translate import CORRUPT_CODES, corrupt_error, translate
 from duro.storage.txn import NO_TXN, ImplicitTxn, LostTxn, NoTxn, critical_error, loss
@@ -332,7 +332,7 @@ class DatabaseConnection:
     def _create_empty(self) -> None:
         """Create the file as an empty database in WAL mode (no fsync: the journal redoes it)."""
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, file_mode())
         except FileExistsError:
             return
         except OSError as e:
