@@ -12,6 +12,8 @@ import os
 import pathlib
 from typing import Any
 
+import apsw
+
 from ..errors import InvalidInputError, StorageError
 from ..storage import maintenance
 from ..storage.historyfile import parse_bookmark
@@ -113,7 +115,13 @@ def query(path: pathlib.Path, sql: Any) -> dict[str, Any]:
     """Run ``sql`` read-only (a statement that writes fails, naming that); at most MAX_ROWS rows."""
     if not isinstance(sql, str) or not sql.strip():
         raise InvalidInputError("sql must be a non-empty string")
-    res = maintenance.run_sql(path, sql)
+    try:
+        res = maintenance.run_sql(path, sql)
+    except InvalidInputError as e:
+        if isinstance(e.__cause__, apsw.ReadOnlyError):
+            raise InvalidInputError("this SQL writes to the database; the console only reads (change data "
+                                    "with duro objects sql --write --server)") from e
+        raise
     rows = res.rows[:MAX_ROWS]
     return {"columns": list(res.columns), "rows": [[cell(v) for v in r] for r in rows],
             "truncated": len(res.rows) > MAX_ROWS, "total": len(res.rows)}
