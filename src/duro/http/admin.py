@@ -18,6 +18,7 @@ to a namespace this server serves. Answers are JSON: the result, or ``{"error": 
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -41,6 +42,10 @@ ADMIN_PREFIX = "/__duro/admin/"
 TOKEN_FILE = "admin.token"
 log = logging.getLogger("duro.admin")
 _READS = frozenset({"ping", "namespaces", "objects", "object", "query", "sockets", "id"})
+# Reads of database files through their own read-only connections: on a worker thread, so that a
+# search over many objects or a slow query does not stall the serving port. (The writing
+# operations stay on the loop: running there is what keeps requests away from the object.)
+_OFF_LOOP = frozenset({"namespaces", "objects", "object", "query"})
 
 
 class _Refused(Exception):
@@ -108,7 +113,10 @@ class AdminEndpoint:
             args = json.loads(body or b"{}")
             if not isinstance(args, dict):
                 raise ValueError("the body must be a JSON object")
-            result = handler(args)
+            if op in _OFF_LOOP:
+                result = await asyncio.to_thread(handler, args)
+            else:
+                result = handler(args)
         except _Refused as e:
             return Response.json({"error": str(e)}, status=e.status)
         except maintenance.HistoryUnavailable as e:
