@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from duro.config_admin import AdminConfig, parse_admin, parse_file_mode
 from duro.errors import ConfigError
 from duro.exports_config import Exports, parse_exports
 
@@ -32,8 +33,8 @@ WRANGLER_FILES = ("wrangler.jsonc", "wrangler.json", "wrangler.toml")
 _ENTRY_CANDIDATES = ("app.py", "main.py", "src/entry.py", "entry.py")
 _DURABILITY = ("fsync", "os")
 _TOOL_KEYS = ("main", "entrypoint", "name", "durability", "data_dir", "bindings", "vars", "limits", "migrations",
-              "history_retention", "crons", "assets")
-_WRANGLER_DURO_KEYS = ("entrypoint", "durability", "data_dir", "limits", "history_retention")
+              "history_retention", "crons", "assets", "admin", "file_mode")
+_WRANGLER_DURO_KEYS = ("entrypoint", "durability", "data_dir", "limits", "history_retention", "admin", "file_mode")
 _ASSETS_KEYS = ("directory", "binding", "html_handling", "not_found_handling", "run_worker_first",
                 "experimental_serve_directly")
 HTML_HANDLING = ("auto-trailing-slash", "force-trailing-slash", "drop-trailing-slash", "none")
@@ -151,6 +152,8 @@ class ProjectConfig:
     migrations: tuple[MigrationStep, ...] = ()
     exports: Exports | None = field(default=None, hash=False)  # wrangler's declarative ``exports``, if used
     compatibility_flags: tuple[str, ...] = ()  # wrangler's, as written
+    admin: AdminConfig = AdminConfig()  # the admin listener (config_admin.py)
+    file_mode: int = 0o600  # data files duro creates; 0o640 lets the group read them
 
     def unique_key(self, class_name: str) -> str:
         """The namespace's unique key, ``"<name>-<ClassName>"`` as Miniflare derives it."""
@@ -176,8 +179,19 @@ def load_project(root: str | os.PathLike[str]) -> ProjectConfig:
         raise ConfigError(_no_config_message(root))
     path, data = found
     if path.name == "pyproject.toml":
-        return _with_crons(_from_tool_duro(root, path, data), path, data)
-    return _with_crons(_from_wrangler(root, path, data), path, data)
+        return _with_operator(_with_crons(_from_tool_duro(root, path, data), path, data), path, data)
+    return _with_operator(_with_crons(_from_wrangler(root, path, data), path, data), path, data)
+
+
+def _with_operator(cfg: ProjectConfig, path: pathlib.Path, data: Any) -> ProjectConfig:
+    """Read the ``admin`` table and ``file_mode`` of ``[tool.duro]`` or wrangler's ``duro``."""
+    if path.name == "pyproject.toml":
+        section, prefix = data["tool"]["duro"], "tool.duro"
+    else:
+        section, prefix = data.get("duro", {}), "duro"
+    admin = parse_admin(section.get("admin", {}), cfg.root, path.name, f"{prefix}.admin")
+    mode = parse_file_mode(section.get("file_mode", "0600"), path.name, f"{prefix}.file_mode")
+    return dataclasses.replace(cfg, admin=admin, file_mode=mode)
 
 
 def _with_crons(cfg: ProjectConfig, path: pathlib.Path, data: Any) -> ProjectConfig:
@@ -207,6 +221,10 @@ def apply_overrides(cfg: ProjectConfig, **kw: Any) -> ProjectConfig:
     if "data_dir" in kw:
         kw["data_dir"] = pathlib.Path(kw["data_dir"]).absolute()
     kw["limits"] = _limit_values(limit_changes, kw.get("limits", cfg.limits), None, "")
+    if "admin" in kw and isinstance(kw["admin"], dict):  # flags: {"port": 9000, "enabled": False}
+        kw["admin"] = parse_admin(kw["admin"], pathlib.Path.cwd(), None, "", cfg.admin)
+    if "file_mode" in kw and isinstance(kw["file_mode"], str):
+        kw["file_mode"] = parse_file_mode(kw["file_mode"], None, "file_mode")
     return dataclasses.replace(cfg, **kw)
 
 

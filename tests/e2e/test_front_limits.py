@@ -37,7 +37,7 @@ def _wait_for_bodies_in_flight(srv, n: int, timeout: float = 10.0) -> None:
     token = (pathlib.Path(srv.data_dir) / "admin.token").read_text().strip()
     deadline = time.monotonic() + timeout
     while True:
-        text = httpx.get(f"{srv.url}/__duro/admin/metrics", headers={"authorization": f"Bearer {token}"},
+        text = httpx.get(f"{srv.admin_url}/metrics", headers={"authorization": f"Bearer {token}"},
                          timeout=5).text
         m = re.search(r"^duro_request_body_bytes_in_flight ([0-9.e+]+)$", text, re.M)
         if m and float(m.group(1)) >= n:

@@ -39,7 +39,9 @@ def counter_value(srv, name):
 def running(tmp_path_factory):
     """One server for the module, with apples=3, pears=1 and kiwis=10."""
     base = tmp_path_factory.mktemp("objects")
-    srv = ServerProcess(COUNTER, base / "data", log_path=base / "server.log").start()
+    (base / "imports").mkdir()
+    srv = ServerProcess(COUNTER, base / "data", log_path=base / "server.log",
+                        args=["--admin-import-dir", str(base / "imports")]).start()
     with httpx.Client(base_url=srv.url, timeout=30) as c:
         for name, by in (("apples", 3), ("pears", 1), ("kiwis", 10)):
             assert c.post(f"/counters/{name}?by={by}").status_code == 200
@@ -112,7 +114,11 @@ def test_write_through_the_server_resets_the_object(running):
 
 def test_export_then_import_through_the_server(running, tmp_path):
     srv, data = running
-    export = tmp_path / "apples.sqlite"
+    outside = tmp_path / "apples.sqlite"
+    ok(data, "export", "apples", str(outside))
+    proc = objects(data, "import", str(outside), "--to", "apricots", "--server", srv.url)
+    assert proc.returncode == 1 and "outside the folder this server imports from" in proc.stderr, proc.stderr
+    export = data.parent / "imports" / "apples.sqlite"
     ok(data, "export", "apples", str(export))
     with contextlib.closing(sqlite3.connect(export)) as conn:  # a standalone SQLite file
         assert conn.execute("SELECT v FROM counter").fetchall() == [(3,)]
@@ -128,7 +134,7 @@ def test_export_then_import_through_the_server(running, tmp_path):
 
 def test_admin_endpoint_needs_the_token(running):
     srv, data = running
-    url = f"{srv.url}/__duro/admin/sql"
+    url = f"{srv.admin_url}/__duro/admin/sql"
     body = {"namespace": "counter-Counter", "id": str(KEY.id_from_name("pears")), "sql": "DELETE FROM counter"}
     assert httpx.post(url, json=body, timeout=30).status_code == 403
     wrong = httpx.post(url, json=body, headers={"authorization": "Bearer nope"}, timeout=30)

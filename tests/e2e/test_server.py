@@ -69,15 +69,15 @@ def test_config_error_names_file_and_key(tmp_path):
 
 
 def test_every_command_has_help():
-    for cmd in (["--help"], ["serve", "--help"], ["dev", "--help"], ["tail", "--help"]):
+    for cmd in (["--help"], ["serve", "--help"], ["dev", "--help"], ["tail", "--help"], ["dashboard", "--help"]):
         r = subprocess.run([sys.executable, "-m", "duro", *cmd], capture_output=True, text=True, timeout=60)
         assert r.returncode == 0 and "usage: duro" in r.stdout
 
 
 def test_admin_needs_the_token(serve):
     srv = serve(REVIEW)
-    assert httpx.post(srv.url + "/__duro/admin/ping").status_code == 403
-    assert httpx.post(srv.url + "/__duro/admin/ping", headers={"authorization": "Bearer nope"}).status_code == 403
+    assert httpx.post(srv.admin_url + "/__duro/admin/ping").status_code == 403
+    assert httpx.post(srv.admin_url + "/__duro/admin/ping", headers={"authorization": "Bearer nope"}).status_code == 403
     token = (pathlib.Path(srv.data_dir) / "admin.token").read_text()
-    r = httpx.post(srv.url + "/__duro/admin/ping", headers={"authorization": f"Bearer {token}"})
+    r = httpx.post(srv.admin_url + "/__duro/admin/ping", headers={"authorization": f"Bearer {token}"})
     assert r.status_code == 200 and r.json()["ok"] is True

@@ -140,8 +140,8 @@ def test_tail_refuses_bad_filters_and_a_wrong_token(serve, tmp_path):
     srv = serve(PROJECT)
     token = (pathlib.Path(srv.data_dir) / "admin.token").read_text()
     auth = {"authorization": f"Bearer {token}"}
-    assert httpx.get(srv.url + "/__duro/admin/tail").status_code == 403
-    r = httpx.get(srv.url + "/__duro/admin/tail?status=fine", headers=auth)
+    assert httpx.get(srv.admin_url + "/__duro/admin/tail").status_code == 403
+    r = httpx.get(srv.admin_url + "/__duro/admin/tail?status=fine", headers=auth)
     assert r.status_code == 400 and "unknown status 'fine'" in r.json()["error"]
     wrong = tmp_path / "wrong"
     wrong.mkdir()
@@ -157,19 +157,19 @@ def test_a_tail_client_that_never_reads_does_not_hold_up_requests(serve):
     token = (pathlib.Path(srv.data_dir) / "admin.token").read_text()
     stalled = socket.socket()
     stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    stalled.connect(("127.0.0.1", srv.port))
+    stalled.connect(("127.0.0.1", int(srv.admin_url.rsplit(":", 1)[1])))
     stalled.sendall(f"GET /__duro/admin/tail?queue=10 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
                     .encode())
     try:
         auth = {"authorization": f"Bearer {token}"}
         with httpx.Client(base_url=srv.url, timeout=30) as c:
-            wait_for(lambda: _sample(c.get("/__duro/admin/metrics", headers=auth).text,
+            wait_for(lambda: _sample(httpx.get(srv.admin_url + "/metrics", headers=auth, timeout=30).text,
                                      "duro_tail_subscribers") == 1, what="the stalled tail to subscribe")
             # Each record carries a 12 KB label (the URL): 1,500 of them (18 MB) are far more than the socket
             # buffers and the 10-record queue hold.
             for i in range(1500):
                 assert c.get("/fetch/big?pad=" + "x" * 12000).status_code == 200
-            text = c.get("/__duro/admin/metrics", headers=auth).text
+            text = httpx.get(srv.admin_url + "/metrics", headers=auth, timeout=30).text
         assert _sample(text, "duro_tail_dropped_total") > 500
         assert _sample(text, "duro_events_total", **{"class": "Counter", "kind": "fetch", "status": "ok"}) == 1500
     finally:
@@ -190,11 +190,11 @@ def _sample(text, name, **labels):
 
 def test_metrics_parse_and_move(serve):
     srv = serve(PROJECT)
-    assert httpx.get(srv.url + "/__duro/admin/metrics").status_code == 403
+    assert httpx.get(srv.admin_url + "/metrics").status_code == 403
     token = (pathlib.Path(srv.data_dir) / "admin.token").read_text()
     auth = {"authorization": f"Bearer {token}"}
     with httpx.Client(base_url=srv.url, timeout=30) as c:
-        before = c.get("/__duro/admin/metrics", headers=auth)
+        before = httpx.get(srv.admin_url + "/metrics", headers=auth, timeout=30)
         assert before.headers["content-type"].startswith("text/plain; version=0.0.4")
         fam = _families(before.text)
         for name in ("duro_events", "duro_event_duration_seconds", "duro_http_requests",
@@ -212,7 +212,7 @@ def test_metrics_parse_and_move(serve):
             c.post("/rpc/plums")
         c.post("/fail/plums")
         when = c.post("/arm/plums?in=20").json()["alarm"]
-        wait_for(lambda: _sample(c.get("/__duro/admin/metrics", headers=auth).text,
+        wait_for(lambda: _sample(httpx.get(srv.admin_url + "/metrics", headers=auth, timeout=30).text,
                                  "duro_alarm_lateness_seconds_count") == 1, what="the alarm to fire")
         with connect(srv.url.replace("http://", "ws://") + "/ws/plums") as ws:
             ws.send("x")
@@ -220,7 +220,7 @@ def test_metrics_parse_and_move(serve):
 
             def settled():
                 # The echo and the alarm's start are seen before their events end and are counted.
-                text = c.get("/__duro/admin/metrics", headers=auth).text
+                text = httpx.get(srv.admin_url + "/metrics", headers=auth, timeout=30).text
                 done = (_sample(text, "duro_events_total", **{"class": "Counter", "kind": "websocket"}) == 1
                         and _sample(text, "duro_alarms_total", outcome="succeeded") == 1)
                 return text if done else None
@@ -252,12 +252,12 @@ def test_metrics_count_a_hibernated_object(serve):
             connect(srv.url.replace("http://", "ws://") + "/ws/sleepy") as ws:
         ws.send("x")
         ws.recv(timeout=30)
-        text = wait_for(lambda: (t := c.get("/__duro/admin/metrics", headers=auth).text)
+        text = wait_for(lambda: (t := httpx.get(srv.admin_url + "/metrics", headers=auth, timeout=30).text)
                         and _sample(t, "duro_objects_hibernated") == 1 and t, what="the object to hibernate")
         assert _sample(text, "duro_objects_active", **{"class": "Counter"}) == 0
         assert _sample(text, "duro_websockets_hibernatable") == 1
         ws.send("y")  # wakes it
         assert ws.recv(timeout=30) == "echo y"
-        text = c.get("/__duro/admin/metrics", headers=auth).text
+        text = httpx.get(srv.admin_url + "/metrics", headers=auth, timeout=30).text
         assert _sample(text, "duro_objects_hibernated") == 0
         assert _sample(text, "duro_objects_active", **{"class": "Counter"}) == 1

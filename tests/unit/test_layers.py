@@ -5,7 +5,7 @@ import pathlib
 
 SRC = pathlib.Path(__file__).resolve().parents[2] / "src" / "duro"
 
-BASE = {"errors", "ids", "codec", "clock", "config", "exports_config"}
+BASE = {"errors", "ids", "codec", "clock", "config", "exports_config", "config_admin"}
 ALLOWED = {
     "base": BASE,
     "core": BASE | {"core"},

@@ -25,6 +25,7 @@ from ..storage.migrate import id_key
 from ..runtime.journalrecovery import recover
 from ..storage import maintenance
 from ..storage.journalfile import segment_paths
+from ..storage.paths import file_mode, make_dirs_durably, set_file_mode
 
 __all__ = ["Namespace", "Target", "DataContext", "ServerRunning", "UnknownObject", "load_context"]
 
@@ -211,8 +212,8 @@ class DataContext:
         pid = self.server_pid()
         if pid is not None:
             raise self.running_error(what, pid)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.data_dir / "duro.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        make_dirs_durably(self.data_dir)
+        fd = os.open(self.data_dir / "duro.lock", os.O_RDWR | os.O_CREAT, file_mode())
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -266,6 +267,8 @@ def load_context(project: str | None, data: str | None, *, must_exist: bool = Tr
     if must_exist and not data_dir.is_dir():
         raise InvalidInputError(f"no data directory at {data_dir}: pass --data DIR (the directory given "
                                 "to duro serve --data), or run from the project folder")
+    if config is not None:
+        set_file_mode(config.file_mode)  # files made offline get the mode the server would give them
     ctx = DataContext(data_dir, config)
     ctx.recover_journal()
     return ctx

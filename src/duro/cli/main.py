@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from .migrate import add_migrate_parser
+from .dashboard import add_dashboard_parser
 from .objects import add_objects_parser
 from .serve import add_serve_args, cmd_dev, cmd_serve
 from .tail import add_tail_parser
@@ -21,6 +22,7 @@ Start here:
   duro objects list                see the objects in a data directory
   duro tail                        watch a running server's events live
   duro migrate --dry-run           what the config's renamed/deleted/transferred classes would move
+  duro dashboard                   the URL of a running server's dashboard
 """
 
 
@@ -44,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_objects_parser(sub)
     add_tail_parser(sub)
     add_migrate_parser(sub)
+    add_dashboard_parser(sub)
     return p
 
 

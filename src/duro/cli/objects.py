@@ -3,7 +3,8 @@
 Reading commands (``list``, ``show``, ``sql`` without ``--write``, ``export``) open databases
 read-only and work whether or not a server is running. Writing commands (``sql --write``,
 ``import``, ``restore``, ``branch``) run offline while holding the data directory's lock, or, with
-``--server URL``, through the running server's admin endpoint (http/admin.py); with a server
+``--server URL``, through the running server's admin listener (found through the data directory,
+cli/_admin.py; http/admin.py); with a server
 running and no ``--server`` they refuse and change nothing.
 
 Exit codes: 0 done; 1 storage or server failure; 2 bad input (also argparse's); 3 unknown object;
@@ -25,12 +26,12 @@ from typing import Any, Callable
 from ..errors import ConfigError, DuroError, InvalidInputError, StorageError
 from ..storage import maintenance
 from .check import add_check_parser
+from ._admin import AdminUnavailable, admin_address
 from ._data import DataContext, ServerRunning, Target, UnknownObject, load_context
 from ._output import Progress, cell, format_ms, format_size, jsonable, parse_time, print_json, print_table
 
 __all__ = ["add_objects_parser"]
 
-TOKEN_FILE = "admin.token"  # written by the server (http/admin.py)
 ADMIN_PREFIX = "/__duro/admin/"
 
 OVERVIEW = """\
@@ -85,8 +86,10 @@ def _common(p: argparse.ArgumentParser, *, namespace: bool = True) -> None:
 
 def _server_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--server", metavar="URL", default=None,
-                   help="make the change through the running server at URL (e.g. http://127.0.0.1:8787), "
-                        "which resets the object first; needed while a server uses the data directory")
+                   help="make the change through the running server (e.g. --server http://127.0.0.1:8787), "
+                        "which resets the object first; needed while a server uses the data directory. "
+                        "The request goes to the server's admin listener, whose address the server "
+                        "writes to DATA/admin.url; URL is used only when that file is absent")
 
 
 def _sub(sub: Any, name: str, help: str, description: str, examples: str) -> argparse.ArgumentParser:
@@ -393,14 +396,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _admin(ctx: DataContext, url: str, op: str, body: dict[str, Any]) -> dict[str, Any]:
-    """POST to the server's admin endpoint with the token from the data directory."""
-    token_path = ctx.data_dir / TOKEN_FILE
+    """POST to the server's admin listener (its address and token from the data directory)."""
     try:
-        token = token_path.read_text().strip()
-    except FileNotFoundError:
-        raise ServerError(f"no admin token at {token_path}: is a duro server running with --data "
-                          f"{ctx.data_dir}? Nothing was changed.", 403) from None
-    req = urllib.request.Request(url.rstrip("/") + ADMIN_PREFIX + op, data=json.dumps(body).encode(),
+        base, token = admin_address(ctx.data_dir, url)
+    except AdminUnavailable as e:
+        raise ServerError(f"{e}. Nothing was changed.", 403) from None
+    url = base
+    req = urllib.request.Request(base + ADMIN_PREFIX + op, data=json.dumps(body).encode(),
                                  method="POST", headers={"authorization": f"Bearer {token}",
                                                          "content-type": "application/json"})
     try:

@@ -37,6 +37,24 @@ def add_serve_args(p: argparse.ArgumentParser, *, dev: bool) -> None:
     p.add_argument("--max-connections", type=int, default=None, metavar="N",
                    help="open HTTP/WebSocket connections; past it 503 + Retry-After (default from config, else "
                         "derived from the open-file limit, leaving descriptors for the databases; never above that)")
+    g = p.add_argument_group(
+        "admin listener",
+        "The admin API (duro objects --server, duro tail), /metrics and the dashboard are served on a "
+        "separate listener, never on the serving port. It needs the token the server writes to "
+        "DATA/admin.token (0600) and writes its address to DATA/admin.url; `duro dashboard` prints "
+        "the dashboard's URL. Defaults come from the config's [admin] table.")
+    g.add_argument("--admin-host", metavar="ADDR", default=None,
+                   help="address of the admin listener (default: 127.0.0.1; anything else exposes it "
+                        "beyond this machine, token or not)")
+    g.add_argument("--admin-port", metavar="PORT", type=int, default=None,
+                   help="port of the admin listener (default: 0, a free port chosen at start; "
+                        "set one for a stable dashboard URL or a Prometheus scrape target)")
+    g.add_argument("--no-admin", action="store_true",
+                   help="no admin listener: no admin API, no /metrics, no dashboard, no duro tail; "
+                        "writing `duro objects` commands then need the server stopped")
+    g.add_argument("--admin-import-dir", metavar="DIR", default=None,
+                   help="the only folder whose files `duro objects import --server` may make the "
+                        "server read (default: the config's admin.import_dir; none: imports refused)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                    help="log verbosity (default: info)")
     if dev:
@@ -76,6 +94,17 @@ async def _run(args: argparse.Namespace) -> None:
     if args.max_connections is not None:
         limits["max_connections"] = args.max_connections
     overrides.update(limits)  # Limits field names replace single limits
+    admin: dict[str, Any] = {}
+    if args.no_admin:
+        admin["enabled"] = False
+    if args.admin_host is not None:
+        admin["host"] = args.admin_host
+    if args.admin_port is not None:
+        admin["port"] = args.admin_port
+    if args.admin_import_dir is not None:
+        admin["import_dir"] = str(pathlib.Path(args.admin_import_dir).absolute())
+    if admin:
+        overrides["admin"] = admin
     if overrides:
         cfg = apply_overrides(cfg, **overrides)
     slot = getattr(args, "worker_slot", None)
@@ -85,7 +114,7 @@ async def _run(args: argparse.Namespace) -> None:
         worker.begin()
     app = load_app(cfg.root, data_dir=args.data, config=cfg, worker=worker.slot if worker else None)
     front: Any = AsgiFront(app, debug=getattr(args, "dev", False), websocket_handler=websocket_handler,
-                           limits=FrontLimits.from_limits(cfg.limits))
+                           limits=FrontLimits.from_limits(cfg.limits), admin=cfg.admin)
     if getattr(args, "dev", False):
         from .scheduled import ScheduledEndpoint
         front = ScheduledEndpoint(front)  # GET /__scheduled?cron=... fires scheduled() by hand
@@ -220,6 +249,14 @@ def cmd_dev(args: argparse.Namespace) -> int:
         argv += ["--hibernation-timeout", str(args.hibernation_timeout)]
     if args.max_connections is not None:
         argv += ["--max-connections", str(args.max_connections)]
+    if args.no_admin:
+        argv += ["--no-admin"]
+    if args.admin_host is not None:
+        argv += ["--admin-host", args.admin_host]
+    if args.admin_port is not None:
+        argv += ["--admin-port", str(args.admin_port)]
+    if args.admin_import_dir is not None:
+        argv += ["--admin-import-dir", str(pathlib.Path(args.admin_import_dir).absolute())]
     if args.no_reload:
         args.dev = True
         return run_server(args)

@@ -23,11 +23,11 @@ from typing import Any, TextIO
 
 from ..config import find_config_file, load_project
 from ..errors import ConfigError
+from ._admin import AdminUnavailable, admin_address
 from ._output import format_ms
 
 __all__ = ["add_tail_parser"]
 
-TOKEN_FILE = "admin.token"  # written by the server (http/admin.py)
 TAIL_PATH = "/__duro/admin/tail"
 STATUSES = ("ok", "error", "overloaded", "reset", "canceled")
 KINDS = ("fetch", "rpc", "alarm", "websocket", "other")
@@ -38,7 +38,8 @@ to an object, an RPC call, an alarm, a WebSocket message/close/error), with its 
 class and name, kind, status, duration, CPU time, SQL/KV rows read and written, and the lines
 its handler printed or logged.
 
-The server must be running; duro tail reads the admin token from DATA/admin.token, so run it
+The server must be running with its admin listener (the default); duro tail reads the
+listener's address and token from DATA/admin.url and DATA/admin.token, so run it
 where you can read the server's data directory (--data, else the project's data_dir, else
 PROJECT/.duro). Stop with Ctrl-C.
 
@@ -51,8 +52,8 @@ gate and for its writes to be durable; cpu is the server's event-loop CPU time o
 
 EPILOG = """\
 examples:
-  duro tail                                   every event of the server on 127.0.0.1:8787
-  duro tail --server http://127.0.0.1:8080 --data /var/lib/myapp
+  duro tail                                   every event of the server using ./.duro
+  duro tail --data /var/lib/myapp             the server started with --data /var/lib/myapp
   duro tail --object apples                   one object, by name (or by its 64-hex ID)
   duro tail --class ChatRoom --status error   failing events of one class
   duro tail --sample 0.01                     1 event in 100, on a busy server
@@ -67,8 +68,9 @@ output (one line per event; printed lines indented below it):
 def add_tail_parser(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser("tail", help="stream a running server's events live (filter by object, class, status)",
                        description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--server", metavar="URL", default="http://127.0.0.1:8787",
-                   help="the running server (default: http://127.0.0.1:8787)")
+    p.add_argument("--server", metavar="URL", default=None,
+                   help="the server's admin listener, used only when the data directory does not name it "
+                        "(the server writes its address to DATA/admin.url)")
     p.add_argument("--data", metavar="DIR", default=None,
                    help="the server's data directory, where its admin.token is "
                         "(default: the config's data_dir, else PROJECT/.duro)")
@@ -143,21 +145,17 @@ def cmd_tail(args: argparse.Namespace) -> int:
     except ConfigError as e:
         err.write(f"duro: {e}\n")
         return 2
-    token_path = data_dir / TOKEN_FILE
     try:
-        token = token_path.read_text().strip()
-    except FileNotFoundError:
-        err.write(f"duro tail: no admin token at {token_path}: is a duro server running with --data "
-                  f"{data_dir}? (pass --data DIR, the directory given to duro serve)\n")
+        base, token = admin_address(data_dir, args.server)
+    except AdminUnavailable as e:
+        err.write(f"duro tail: {e}\n")
         return 1
-    except PermissionError:
-        err.write(f"duro tail: cannot read {token_path}: run as the user the server runs as\n")
-        return 1
+    args.server = base
     query: list[tuple[str, str]] = [("object", o) for o in args.object]
     query += [("class", c) for c in args.classes] + [("status", s) for s in args.status]
     query += [("kind", k) for k in args.kind]
     query += [("sample", repr(args.sample)), ("queue", str(args.queue))]
-    url = args.server.rstrip("/") + TAIL_PATH + "?" + urllib.parse.urlencode(query)
+    url = base + TAIL_PATH + "?" + urllib.parse.urlencode(query)
     req = urllib.request.Request(url, headers={"authorization": f"Bearer {token}"})
     try:
         # The server sends a heartbeat every 15 s: a minute of silence means it is gone.

@@ -252,7 +252,7 @@ def load_app(root: str | os.PathLike[str], *, data_dir: str | os.PathLike[str] |
     runtime = Runtime(data, durability=durability or cfg.durability,  # type: ignore[arg-type]
                       limits=limits or runtime_limits(cfg), clock=clock,
                       history_retention=cfg.history_retention, migrations=migrate.from_config(cfg),
-                      worker=worker)
+                      worker=worker, file_mode=cfg.file_mode)
     values = dict(cfg.vars)
     assets = AssetServer(cfg.assets) if cfg.assets is not None else None
     if assets is not None and cfg.assets is not None and cfg.assets.binding is not None:

@@ -1,6 +1,11 @@
-"""The server's admin endpoint, ``POST /__duro/admin/<operation>``, used by ``duro objects`` to
-change an object's data while the server runs (``sql --write``, ``import``, ``restore``,
-``branch``).
+"""The server's admin API, ``POST /__duro/admin/<operation>`` on the admin listener
+(``adminfront.py``; never on the serving port), used by ``duro objects`` to change an object's data
+while the server runs (``sql --write``, ``import``, ``restore``, ``branch``) and by the dashboard
+to read (``namespaces``, ``objects``, ``object``, ``query``, ``sockets``: ``admin_views.py``).
+
+``import`` reads only files inside the folder the operator allowed (``admin.import_dir``); with
+none set the server imports nothing (``duro objects import`` without ``--server`` still works on
+a stopped server).
 
 Every request must carry ``authorization: Bearer <token>``, the random token the server writes at
 start to ``DATA/admin.token`` (mode 0600; removed at shutdown); anything else gets 403. Before it
@@ -13,7 +18,7 @@ to a namespace this server serves. Answers are JSON: the result, or ``{"error": 
 
 from __future__ import annotations
 
-import base64
+import asyncio
 import hmac
 import json
 import logging
@@ -27,6 +32,7 @@ from ..core.lifecycle import DeactivationReason
 from ..errors import DuroError, ObjectResetError
 from ..storage import maintenance
 from ..storage.database import wait_closed
+from . import admin_views
 from .observe import METRICS_CONTENT_TYPE, render_metrics
 
 __all__ = ["AdminEndpoint", "ADMIN_PREFIX", "TOKEN_FILE", "TOKEN_ENV", "write_token"]
@@ -35,18 +41,17 @@ ADMIN_PREFIX = "/__duro/admin/"
 TOKEN_FILE = "admin.token"
 TOKEN_ENV = "DURO_ADMIN_TOKEN"  # the supervisor's token, for its worker processes
 log = logging.getLogger("duro.admin")
+_READS = frozenset({"ping", "namespaces", "objects", "object", "query", "sockets", "id"})
+# Reads of database files through their own read-only connections: on a worker thread, so that a
+# search over many objects or a slow query does not stall the serving port. (The writing
+# operations stay on the loop: running there is what keeps requests away from the object.)
+_OFF_LOOP = frozenset({"namespaces", "objects", "object", "query"})
 
 
 class _Refused(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return {"$base64": base64.b64encode(bytes(value)).decode()}
-    return value
 
 
 def write_token(data_dir: pathlib.Path) -> tuple[str, pathlib.Path]:
@@ -67,8 +72,9 @@ def write_token(data_dir: pathlib.Path) -> tuple[str, pathlib.Path]:
 class AdminEndpoint:
     """Owns the token file and answers admin requests for one App."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, *, import_dir: pathlib.Path | None = None) -> None:
         self.app = app
+        self.import_dir = import_dir.resolve() if import_dir is not None else None
         self.token: str | None = None
         self.token_path: pathlib.Path | None = None
         self.front: Any = None  # the AsgiFront, for its own metrics (set by it)
@@ -111,11 +117,7 @@ class AdminEndpoint:
                                  status=403)
         op = scope["path"][len(ADMIN_PREFIX):].strip("/")
         if op == "metrics" and scope.get("method") in ("GET", "HEAD"):
-            text = render_metrics(self.app.runtime, self.front)
-            fanout = getattr(self.app.runtime, "fanout", None)
-            if fanout is not None:  # every worker's, each sample labelled with its worker
-                text = await fanout.metrics(text)
-            return Response(text, headers={"content-type": METRICS_CONTENT_TYPE})
+            return Response(await self.metrics_text(), headers={"content-type": METRICS_CONTENT_TYPE})
         handler = getattr(self, f"_op_{op.replace('-', '_')}", None) if op.isidentifier() else None
         if handler is None or scope.get("method") != "POST":
             return Response.json({"error": f"unknown admin operation {scope.get('method')} {op!r}"}, status=404)
@@ -124,14 +126,17 @@ class AdminEndpoint:
             return await self._on_worker(owner, op, body)
         if op == "branch" and getattr(self.app.runtime, "router", None) is not None:
             await self._reset_source(body)
-        return self._run(op, handler, body)
+        return await self._run(op, handler, body)
 
-    def _run(self, op: str, handler: Any, body: bytes) -> Response:
+    async def _run(self, op: str, handler: Any, body: bytes) -> Response:
         try:
             args = json.loads(body or b"{}")
             if not isinstance(args, dict):
                 raise ValueError("the body must be a JSON object")
-            result = handler(args)
+            if op in _OFF_LOOP:
+                result = await asyncio.to_thread(handler, args)
+            else:
+                result = handler(args)
         except _Refused as e:
             return Response.json({"error": str(e)}, status=e.status)
         except maintenance.HistoryUnavailable as e:
@@ -139,8 +144,16 @@ class AdminEndpoint:
         except (DuroError, ValueError, KeyError, TypeError) as e:
             msg = f"missing field {e}" if isinstance(e, KeyError) else str(e)
             return Response.json({"error": msg, "type": type(e).__name__}, status=400)
-        log.info("admin %s done: %s", op, {k: v for k, v in args.items() if k != "sql"})
+        if op not in _READS:
+            log.info("admin %s done: %s", op, {k: v for k, v in args.items() if k != "sql"})
         return Response.json(result)
+
+    async def metrics_text(self) -> str:
+        """This server's metrics, Prometheus text; with worker processes every worker's, each
+        sample labelled with its worker."""
+        text = render_metrics(self.app.runtime, self.front)
+        fanout = getattr(self.app.runtime, "fanout", None)
+        return await fanout.metrics(text) if fanout is not None else text
 
     # ---- worker processes -----------------------------------------------------------------------
 
@@ -169,7 +182,7 @@ class AdminEndpoint:
         if op == "branch":
             await self._reset_source(body)
         handler = getattr(self, f"_op_{op.replace('-', '_')}", None) if op.isidentifier() else None
-        resp = self._run(op, handler, body) if handler is not None else \
+        resp = await self._run(op, handler, body) if handler is not None else \
             Response.json({"error": f"unknown admin operation {op!r}"}, status=404)
         return json.dumps({"status": resp.status, "body": json.loads(resp.body)}).encode()
 
@@ -225,6 +238,40 @@ class AdminEndpoint:
     def _op_ping(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "data_dir": str(self.app.runtime.data_dir), "pid": os.getpid()}
 
+    # the dashboard's reads (admin_views.py): no reset, nothing changed
+
+    def _op_namespaces(self, args: dict[str, Any]) -> dict[str, Any]:
+        return admin_views.namespaces(self.app.runtime)
+
+    def _op_objects(self, args: dict[str, Any]) -> dict[str, Any]:
+        return admin_views.objects(self.app.runtime, args)
+
+    def _stored(self, args: dict[str, Any]) -> tuple[str, str, pathlib.Path]:
+        uk, hex_id, path = self._target(args)
+        if not path.is_file():
+            raise _Refused(404, f"object {hex_id} has no stored data")
+        return uk, hex_id, path
+
+    def _op_object(self, args: dict[str, Any]) -> dict[str, Any]:
+        uk, hex_id, path = self._stored(args)
+        return admin_views.object_detail(path, uk, hex_id)
+
+    def _op_query(self, args: dict[str, Any]) -> dict[str, Any]:
+        _, _, path = self._stored(args)
+        return admin_views.query(path, args.get("sql"))
+
+    def _op_id(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The ID a name maps to in a namespace (the dashboard's branch names its new object)."""
+        uk = args["namespace"]
+        if uk not in self.app.runtime.classes:
+            raise _Refused(404, f"this server serves no namespace {uk!r}")
+        if not isinstance(args.get("name"), str) or not args["name"]:
+            raise _Refused(400, "name must be a non-empty string")
+        return {"id": NamespaceKey(uk).id_from_name(args["name"]).to_string()}
+
+    def _op_sockets(self, args: dict[str, Any]) -> dict[str, Any]:
+        return admin_views.sockets(self.app.runtime, self.front)
+
     def _note_alarm(self, unique_key: str, hex_id: str, name: str | None, path: pathlib.Path) -> None:
         """The object's files changed outside the runtime: if it now has an alarm, have the
         scheduler look at it by then (an early look is a harmless phantom)."""
@@ -245,11 +292,26 @@ class AdminEndpoint:
         res = maintenance.run_sql(path, args["sql"], args.get("bindings") or (), write=True)
         maintenance.after_outside_write(path, self._options())
         self._note_alarm(uk, hex_id, args.get("name"), path)
-        return {"columns": list(res.columns), "rows": [[_jsonable(v) for v in r] for r in res.rows],
+        return {"columns": list(res.columns), "rows": [[admin_views.cell(v) for v in r] for r in res.rows],
                 "changes": res.changes}
+
+    def _importable(self, file: Any) -> pathlib.Path:
+        """``file`` resolved (symlinks too), if it lies inside the allowed import folder."""
+        if self.import_dir is None:
+            raise _Refused(403, "this server imports no files: set admin.import_dir in the project's config "
+                                "(or pass --admin-import-dir DIR) to the folder it may read them from, or stop "
+                                "the server and run duro objects import without --server")
+        if not isinstance(file, str) or not file:
+            raise _Refused(400, "file must be a path")
+        real = pathlib.Path(file).resolve()
+        if not real.is_relative_to(self.import_dir):
+            raise _Refused(403, f"{file} is outside the folder this server imports from ({self.import_dir}); "
+                                "copy it there first")
+        return real
 
     def _op_import(self, args: dict[str, Any]) -> dict[str, Any]:
         uk, hex_id, path = self._target(args)
+        args["file"] = str(self._importable(args.get("file")))
         maintenance.check_sqlite_file(args["file"])
         if path.exists() and not args.get("force"):
             raise _Refused(409, f"object {hex_id} already exists; pass --force to replace it")

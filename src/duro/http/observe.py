@@ -37,7 +37,7 @@ class FrontMetrics:
     def __init__(self) -> None:
         self.requests = Counter("duro_http_requests", "HTTP responses sent, by status code.", ("code",))
         self.latency = Histogram("duro_http_request_duration_seconds", "Time from a request's arrival "
-                                 "to its response (admin requests included).")
+                                 "to its response, on the serving port.")
 
 
 def _count_files(folder: str) -> int:

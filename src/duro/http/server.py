@@ -8,6 +8,10 @@ over the limit gets 413; bodies past the cap on all bodies in flight get 503. An
 (its queue full by count, bytes or age) gets 503 with ``Retry-After`` and Cloudflare's text, logged
 once per burst; any other exception escaping user code is logged and answered with 500, and the
 server keeps serving. WebSocket upgrades are handed to ``websocket_handler``.
+
+The serving port serves the project only: ``/__duro/admin/...`` is a path like any other there.
+The admin API, metrics and dashboard are on the admin listener (``adminfront.py``), started and
+stopped with the app when an :class:`AdminConfig` enables it.
 """
 
 from __future__ import annotations
@@ -23,10 +27,12 @@ from typing import Any, Awaitable, Callable
 from ..api import App, Request, Response
 from ..runtime.activation import note_writes
 from ..runtime.tasks import stop_task
-from .admin import ADMIN_PREFIX, AdminEndpoint
+from ..config_admin import AdminConfig
+from .admin import AdminEndpoint
+from .adminfront import AdminListener
 from .bridge import install_bridges
 from .fanout import install_fanout
-from .observe import FrontMetrics, stream_tail
+from .observe import FrontMetrics
 from .guard import FrontGuard, FrontLimits, cap_log_lines
 from .protocol import guarded_protocol
 from .websocket import upgrade_required
@@ -35,7 +41,6 @@ __all__ = ["AsgiFront", "serve"]
 
 log = logging.getLogger("duro.http")
 
-TAIL_PATH = ADMIN_PREFIX + "tail"
 _CODES = {code: (str(code),) for code in range(100, 600)}  # label tuples, made once
 
 Scope = dict[str, Any]
@@ -65,7 +70,7 @@ class AsgiFront:
 
     def __init__(self, app: App, *, max_body: int | None = None, debug: bool = False,
                  websocket_handler: Callable[..., Awaitable[None]] | None = None,
-                 limits: FrontLimits | None = None) -> None:
+                 limits: FrontLimits | None = None, admin: AdminConfig | None = None) -> None:
         self.app = app
         install_bridges(app.runtime)  # WebSockets across worker processes, if there are several
         self.fanout = install_fanout(app.runtime)  # /metrics and duro tail across them
@@ -74,8 +79,16 @@ class AsgiFront:
         self.guard = FrontGuard(limits, log)
         self.debug = debug
         self.websocket_handler = websocket_handler
-        self.admin = AdminEndpoint(app)  # /__duro/admin/..., for duro objects, duro tail, /metrics
-        self.admin.front = self
+        # The admin API (duro objects --server, duro tail, /metrics, the dashboard), on its own
+        # listener; None when the admin config is absent or disabled. With worker processes every
+        # worker answers the admin calls forwarded to it, and worker 0 holds the listener.
+        self.admin: AdminEndpoint | None = None
+        self.admin_listener: AdminListener | None = None
+        if admin is not None and admin.enabled:
+            self.admin = AdminEndpoint(app, import_dir=admin.import_dir)
+            self.admin.front = self
+            if app.runtime.first_worker:
+                self.admin_listener = AdminListener(self.admin, admin.host, admin.port)
         if self.fanout is not None:
             self.fanout.front = self
         self.metrics = FrontMetrics()
@@ -101,18 +114,28 @@ class AsgiFront:
             if message["type"] == "lifespan.startup":
                 try:
                     await self.app.start()
-                    self.admin.start()
+                    if self.admin is not None and self.admin_listener is not None:
+                        self.admin.start()
+                        await self.admin_listener.start()
                     # After the runtime raised the open-file limit and sized its database pool.
                     self.guard.set_connection_cap(self.app.runtime.storage_descriptors())
                     log.info("front limits: %d connections, %d bytes of request bodies in flight",
                              self.guard.max_connections, self.guard.limits.max_body_bytes_in_flight)
                 except Exception as e:
+                    log.error("cannot start: %s", e)
+                    if self.admin is not None:
+                        self.admin.close()
+                    if self.app.runtime.started:
+                        await self.app.close()
                     await send({"type": "lifespan.startup.failed", "message": str(e)})
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 try:
-                    self.admin.close()
+                    if self.admin_listener is not None:
+                        await self.admin_listener.stop()
+                    if self.admin is not None:
+                        self.admin.close()
                     await self.app.close()
                 finally:
                     await send({"type": "lifespan.shutdown.complete"})
@@ -152,13 +175,6 @@ class AsgiFront:
                     break
             body = b"".join(chunks)
             chunks.clear()
-            if scope["path"].startswith(ADMIN_PREFIX):
-                if scope["path"] == TAIL_PATH and scope.get("method") == "GET" \
-                        and self.admin.authorized(scope["headers"]):
-                    await stream_tail(self.app.runtime, scope, receive, send, lambda: guard.stopping)
-                    return
-                await self._send(send, await self.admin.handle(scope, body))
-                return
             request = self.build_request(scope, body)
             del body
             head = request.method == "HEAD"

@@ -31,7 +31,7 @@ from ..storage import migrate
 from ..storage.migrate import Change, Plan
 from ..storage.durability import Barrier
 from ..storage.journal import HistoryOptions
-from ..storage.paths import make_dirs_durably
+from ..storage.paths import file_mode, make_dirs_durably, set_file_mode
 from . import cpulimit
 from .activation import Activation
 from .alarms import AlarmScheduler
@@ -123,7 +123,9 @@ class Runtime:
     def __init__(self, data_dir: str | os.PathLike[str], *, durability: Literal["fsync", "os"] = "fsync",
                  limits: RuntimeLimits | None = None, clock: Clock | None = None,
                  history_retention: float = 30.0, journal: bool = True,
-                 migrations: Plan | None = None, worker: WorkerSlot | None = None) -> None:
+                 migrations: Plan | None = None, worker: WorkerSlot | None = None, file_mode: int = 0o600) -> None:
+        # The mode of every data file this process creates (storage/paths.py): 0o600 or 0o640.
+        set_file_mode(file_mode)
         self.data_dir = pathlib.Path(data_dir).resolve()
         self.worker = worker
         self.router: Router | None = Router(worker) if worker is not None and worker.count > 1 else None
@@ -204,7 +206,7 @@ class Runtime:
             return  # the supervisor holds the lock for all its workers
         make_dirs_durably(self.data_dir)
         path = self.data_dir / "duro.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, file_mode())
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

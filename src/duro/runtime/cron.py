@@ -24,6 +24,7 @@ from typing import Any, Awaitable, Callable, Iterable, Protocol
 
 from ..clock import Clock
 from ..core.cron import CronExpression, CronTimetable, Fire
+from ..storage.paths import file_mode
 from .tasks import TaskSupervisor, drain_tasks
 
 __all__ = ["CronHost", "CronScheduler", "STATE_FILE"]
@@ -133,7 +134,9 @@ class CronScheduler:
     def _save(self) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:
-            tmp.write_text(json.dumps({"version": 1, "last_fired": self.timetable.last_fired}))
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, file_mode())
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps({"version": 1, "last_fired": self.timetable.last_fired}))
             os.replace(tmp, self.path)
         except OSError as e:
             log.error("cannot record the fired cron times in %s: %s; a restart within this minute may "

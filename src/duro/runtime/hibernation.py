@@ -12,6 +12,7 @@ size, event timeout) with Cloudflare's texts. It never calls user code.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import InvalidInputError, OverloadedError
@@ -147,6 +148,18 @@ class HibernationRegistry:
     def socket_counts(self) -> list[tuple[tuple[str, str], int]]:
         """(namespace key, hex id) and the number of open sockets, of every object that has some."""
         return [(key, len(ent.channels)) for key, ent in self._objects.items() if ent.channels]
+
+    def listing(self) -> list[dict[str, Any]]:
+        """Every object with open hibernatable sockets, for the admin dashboard: its namespace key,
+        ID, name, and per socket its id, tags, state and age in seconds."""
+        now = time.monotonic()
+        out = []
+        for (key, hex_id), ent in self._objects.items():
+            socks = [{"id": c.id, "tags": list(c.tags), "state": c.ready_state, "age_s": round(now - c.created, 1)}
+                     for c in ent.channels.values() if c.ready_state != CLOSED]
+            if socks:
+                out.append({"namespace": key, "id": hex_id, "name": ent.object_id.name, "sockets": socks})
+        return out
 
     def statistics(self) -> dict[str, Any]:
         return {"objects": len(self._objects), "sockets": sum(len(e.channels) for e in self._objects.values())}

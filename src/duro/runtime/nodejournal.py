@@ -36,7 +36,7 @@ from ..errors import CorruptDatabaseError, StorageError
 from ..storage.durability import BarrierStatistics
 from ..storage.journalfile import (CLEAN, COMMIT, SYNCED, Capture, encode_commit, encode_marker, pending_redo,
                                    redo, scan_segments, segment_name, segment_paths)
-from ..storage.paths import fsync_dir, make_dirs_durably
+from ..storage.paths import file_mode, fsync_dir, make_dirs_durably
 from .barrier import failure_copy, sync_path
 from .events import batch_histograms
 from .filesync import FileSync
@@ -61,7 +61,7 @@ class _Segment:
 def _new_segment(folder: pathlib.Path, first_lsn: int) -> _Segment:
     """Open (creating it, durably named) the segment whose first record is ``first_lsn``."""
     path = folder / segment_name(first_lsn)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, file_mode())
     try:
         fsync_dir(folder)
         return _Segment(path, fd, os.fstat(fd).st_size)

@@ -21,7 +21,7 @@ import apsw
 
 from duro.errors import StorageError
 from duro.storage.database import ObjectDatabase
-from duro.storage.paths import make_dirs_durably
+from duro.storage.paths import make_dirs_durably, precreate
 
 __all__ = ["AlarmIndex", "IndexRow", "scan_object_alarms"]
 
@@ -62,6 +62,7 @@ class AlarmIndex:
         self.existed = self.path.exists()
         make_dirs_durably(self.path.parent)
         try:
+            precreate(self.path)
             self._conn = apsw.Connection(str(self.path))
             # Worker processes share the index (each writes only its own objects' rows).
             self._conn.setbusytimeout(10_000)

@@ -27,7 +27,7 @@ from typing import Any
 import apsw
 
 from duro.errors import CorruptDatabaseError, InvalidInputError, StorageError
-from duro.storage.paths import make_dirs_durably
+from duro.storage.paths import file_mode, make_dirs_durably
 from duro.storage.journal import (BASE, DAY_MS, PAGE_SIZE, RESTORE, HistoryFile, HistoryOptions, ObjectHistory,
                                   fsync_dir, history_path, marker_path, materialize_index, parse_bookmark)
 from duro.storage.integrity import check_file, latest_intact_index
@@ -330,7 +330,7 @@ def schedule_restore(db_path: str | os.PathLike[str], bookmark: str) -> None:
     ``SNAPSHOT_MARK + path``, replaces it with that snapshot file)."""
     marker = marker_path(db_path)
     tmp = marker.with_name(marker.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, file_mode())
     try:
         os.write(fd, (bookmark + "\n").encode())
         os.fsync(fd)

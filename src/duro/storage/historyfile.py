@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 from duro.errors import InvalidInputError, StorageError
-from duro.storage.paths import as_path, fsync_dir, history_path, make_dirs_durably, marker_path  # noqa: F401 - re-exported
+from duro.storage.paths import as_path, file_mode, fsync_dir, history_path, make_dirs_durably, marker_path  # noqa: F401 - re-exported
 
 __all__ = ["HistoryFile", "Record", "format_bookmark", "parse_bookmark", "history_path", "marker_path", "as_path",
            "fsync_dir", "materialize_index", "page_hole", "read_bookmark_range", "PAGE_SIZE", "BASE", "RESTORE", "HEAL", "ZLIB"]
@@ -156,7 +156,7 @@ class HistoryFile:
         try:
             if create:
                 make_dirs_durably(path.parent)
-            fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o644)
+            fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), file_mode())
         except FileNotFoundError:
             return None
         except OSError as e:
@@ -527,7 +527,7 @@ def materialize_index(hf: HistoryFile, i: int, out: pathlib.Path) -> int:
     for p, j in owner.items():
         by_record.setdefault(j, set()).add(p)
     base = hf.record(b)
-    fd = os.open(out, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(out, os.O_RDWR | os.O_CREAT | os.O_TRUNC, file_mode())
     try:
         if size and base.n:
             batch: list[bytes] = []

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 from duro.errors import StorageError
 from duro.storage.historyfile import BASE, HEAL, PAGE_SIZE, HistoryFile, page_hole
-from duro.storage.paths import fsync_dir, history_path, make_dirs_durably
+from duro.storage.paths import file_mode, fsync_dir, history_path, make_dirs_durably
 
 __all__ = ["COMMIT", "SYNCED", "CLEAN", "Capture", "JournalRecord", "Scan", "encode_commit", "encode_marker",
            "scan_segments", "segment_name", "segment_paths", "redo", "SEGMENT_SUFFIX"]
@@ -265,7 +265,7 @@ def redo(data_dir: pathlib.Path, key: str, records: list[JournalRecord], *, hist
     try:
         make_dirs_durably(db.parent)
         created = not db.exists()
-        fd = os.open(db, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(db, os.O_RDWR | os.O_CREAT, file_mode())
         try:
             for c in captures:
                 for pgno, page in c.pages.items():

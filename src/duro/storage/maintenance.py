@@ -22,7 +22,7 @@ import apsw
 
 from duro.errors import InvalidInputError, StorageError
 from duro.storage import history, journal
-from duro.storage.paths import fsync_dir, make_dirs_durably
+from duro.storage.paths import fsync_dir, make_dirs_durably, precreate
 from duro.storage.integrity import run_check
 from duro.storage.journal import HistoryOptions, ObjectHistory, parse_bookmark
 
@@ -289,6 +289,7 @@ def export_database(path: str | os.PathLike[str], out: str | os.PathLike[str], *
     def copy(src: apsw.Connection) -> None:
         remove_files(tmp)
         try:
+            precreate(tmp)
             dst = apsw.Connection(str(tmp))
             try:
                 _backup(src, dst, progress)
@@ -356,6 +357,7 @@ def import_database(src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
     remove_files(tmp)
     source = open_readonly(src)
     try:
+        precreate(tmp)
         conn = apsw.Connection(str(tmp))
         try:
             _backup(source, conn, progress)

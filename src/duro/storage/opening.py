@@ -17,6 +17,7 @@ import pathlib
 import apsw
 
 from duro.errors import StorageError
+from duro.storage.paths import file_mode
 from duro.storage.translate import CORRUPT_CODES, corrupt_error, translate
 
 __all__ = ["connect", "create_empty", "PAGE_SIZE", "MAX_DATABASE_BYTES"]
@@ -139,7 +140,7 @@ def create_empty(path: pathlib.Path) -> None:
     """Create the file as an empty database in WAL mode (no fsync: the journal redoes it). A file
     already there is left as it is."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, file_mode())
     except FileExistsError:
         return
     except OSError as e:

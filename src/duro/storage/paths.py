@@ -1,7 +1,14 @@
 """Where an object's files live, and making names durable on disk.
 
-Owns the side-file names of an object's database (``.history``, ``.restore``), fsync by path, and
-creating directories so that a power cut cannot take them away. It must never open a database.
+Owns the side-file names of an object's database (``.history``, ``.restore``), fsync by path,
+creating directories so that a power cut cannot take them away, and the mode of every file and
+directory duro creates in a data directory. It must never open a database.
+
+Data files are created 0600 (``file_mode = "0640"`` in the config lets the group read them) and
+their directories 0700 (0750): object data is never readable by other local users. The mode is a
+process setting, set once by the runtime from the config (:func:`set_file_mode`); the process's
+umask can only narrow it. SQLite gives a database's ``-wal`` and ``-shm`` files the database
+file's own mode, so a database created through :func:`precreate` has them right too.
 """
 
 from __future__ import annotations
@@ -9,7 +16,37 @@ from __future__ import annotations
 import os
 import pathlib
 
-__all__ = ["as_path", "history_path", "marker_path", "fsync_dir", "make_dirs_durably"]
+__all__ = ["as_path", "history_path", "marker_path", "fsync_dir", "make_dirs_durably", "set_file_mode",
+           "file_mode", "dir_mode", "precreate"]
+
+_ALLOWED_MODES = (0o600, 0o640)
+_file_mode = 0o600
+
+
+def set_file_mode(mode: int) -> None:
+    """The mode of data files created from now on in this process: 0o600 or 0o640."""
+    global _file_mode
+    if mode not in _ALLOWED_MODES:
+        raise ValueError(f"file mode must be 0o600 or 0o640, not {oct(mode)}")
+    _file_mode = mode
+
+
+def file_mode() -> int:
+    return _file_mode
+
+
+def dir_mode() -> int:
+    """0o700, or 0o750 when the group may read the files."""
+    return 0o750 if _file_mode & 0o040 else 0o700
+
+
+def precreate(path: str | os.PathLike[str]) -> None:
+    """Create ``path`` empty with the data file mode unless it exists (SQLite opens an empty file
+    as a new database; created by SQLite itself it would get 0644)."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _file_mode))
+    except FileExistsError:
+        pass
 
 
 def as_path(p: str | os.PathLike[str]) -> pathlib.Path:
@@ -48,7 +85,7 @@ def make_dirs_durably(folder: str | os.PathLike[str]) -> None:
         p = p.parent
     for d in reversed(missing):
         try:
-            d.mkdir()
+            d.mkdir(mode=dir_mode())
         except FileExistsError:
             continue
         fsync_dir(d.parent)

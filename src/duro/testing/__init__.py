@@ -68,6 +68,16 @@ class ServerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def admin_url(self) -> str:
+        """The admin listener's base URL (from ``DATA/admin.url``; absent with ``--no-admin``)."""
+        return (pathlib.Path(self.data_dir) / "admin.url").read_text().strip()
+
+    def admin_headers(self) -> dict[str, str]:
+        """The admin token as a request header."""
+        token = (pathlib.Path(self.data_dir) / "admin.token").read_text().strip()
+        return {"authorization": f"Bearer {token}"}
+
     def start(self, timeout: float = 30.0) -> "ServerProcess":
         cmd = [sys.executable, "-m", "duro", "serve", self.project, "--port", str(self.port),
                "--data", self.data_dir, *self.args]

@@ -1,0 +1,78 @@
+"""The operator's configuration: the ``admin`` table and ``file_mode``, from real files, and the
+message of each mistake (file, key, what is allowed)."""
+
+from __future__ import annotations
+
+import pathlib
+import textwrap
+
+import pytest
+
+from duro.config import apply_overrides, load_project
+from duro.config_admin import AdminConfig
+from duro.errors import ConfigError
+
+
+def project(root: pathlib.Path, extra: str) -> pathlib.Path:
+    (root / "app.py").write_text("# entry\n")
+    (root / "pyproject.toml").write_text(textwrap.dedent("""
+        [tool.duro]
+        main = "app.py"
+        """) + textwrap.dedent(extra))
+    return root
+
+
+def error(root: pathlib.Path) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_project(root)
+    return str(info.value)
+
+
+def test_defaults_are_a_private_listener_and_owner_only_files(tmp_path):
+    cfg = load_project(project(tmp_path, ""))
+    assert cfg.admin == AdminConfig(enabled=True, host="127.0.0.1", port=0, import_dir=None)
+    assert cfg.file_mode == 0o600
+
+
+def test_the_admin_table_and_file_mode_are_read(tmp_path):
+    cfg = load_project(project(tmp_path, """
+        file_mode = "0640"
+        [tool.duro.admin]
+        port = 9100
+        host = "::1"
+        import_dir = "imports"
+        """))
+    assert cfg.admin == AdminConfig(enabled=True, host="::1", port=9100, import_dir=(tmp_path / "imports").resolve())
+    assert cfg.file_mode == 0o640
+
+
+def test_wrangler_reads_them_from_its_duro_section(tmp_path):
+    (tmp_path / "entry.py").write_text("# entry\n")
+    (tmp_path / "wrangler.jsonc").write_text('{"name": "w", "main": "entry.py", '
+                                             '"duro": {"admin": {"enabled": false}, "file_mode": "0640"}}')
+    cfg = load_project(tmp_path)
+    assert cfg.admin.enabled is False and cfg.file_mode == 0o640
+
+
+@pytest.mark.parametrize("extra, key, words", [
+    ("[tool.duro.admin]\nport = 70000\n", "tool.duro.admin.port", "0..65535"),
+    ("[tool.duro.admin]\nport = true\n", "tool.duro.admin.port", "0..65535"),
+    ("[tool.duro.admin]\nenabled = \"no\"\n", "tool.duro.admin.enabled", "true or false"),
+    ("[tool.duro.admin]\nhost = \"\"\n", "tool.duro.admin.host", "address"),
+    ("[tool.duro.admin]\nimport_dir = 3\n", "tool.duro.admin.import_dir", "folder path"),
+    ("[tool.duro.admin]\ntoken = \"x\"\n", "tool.duro.admin.token", "valid keys: enabled, host, port, import_dir"),
+    ("admin = 3\n", "tool.duro.admin", "must be a table"),
+    ("file_mode = \"0644\"\n", "tool.duro.file_mode", "'0600', '0640'"),
+    ("file_mode = 0o600\n", "tool.duro.file_mode", "(a string)"),
+])
+def test_mistakes_name_the_key(tmp_path, extra, key, words):
+    text = error(project(tmp_path, extra))
+    assert f"pyproject.toml: {key}: " in text and words in text, text
+
+
+def test_flags_override_the_config(tmp_path):
+    cfg = load_project(project(tmp_path, "[tool.duro.admin]\nport = 9100\n"))
+    cfg = apply_overrides(cfg, admin={"enabled": False})
+    assert cfg.admin == AdminConfig(enabled=False, port=9100)
+    with pytest.raises(ConfigError, match="port: must be a port number"):
+        apply_overrides(cfg, admin={"port": -1})
