@@ -411,15 +411,15 @@ def test_bridged_websockets_when_a_worker_dies(serve):
 
 
 def test_metrics_tail_and_admin_writes_cover_every_worker(serve):
-    """/metrics (whichever worker answers) has every worker's samples, labelled; ``duro tail``
+    """/metrics on the admin listener has every worker's samples, labelled; ``duro tail``
     shows events of objects on both workers; ``duro objects sql --write --server`` changes an
     object on the worker that owns it, whichever worker takes the request."""
     from prometheus_client.parser import text_string_to_metric_families
     srv = serve(PROJECT, "--workers", "2")
     wait_for(lambda: len(_workers(srv)) == 2, timeout=30, what="two workers")
     names = [_name_on(0, prefix="m"), _name_on(1, prefix="m")]
-    token = (pathlib.Path(srv.data_dir) / "admin.token").read_text()
-    auth = {"authorization": f"Bearer {token}"}
+    wait_for(lambda: (pathlib.Path(srv.data_dir) / "admin.url").exists(), timeout=30, what="the admin listener")
+    auth = srv.admin_headers()
     tail = subprocess.Popen([sys.executable, "-m", "duro", "tail", "--json", "--server", srv.url, "--data",
                              srv.data_dir], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -442,8 +442,8 @@ def test_metrics_tail_and_admin_writes_cover_every_worker(serve):
         tail.wait(10)
         tail.stdout.close()
         tail.stderr.close()
-    for _ in range(3):  # any worker may answer: each time, both workers' samples
-        text = httpx.get(srv.url + "/__duro/admin/metrics", headers=auth, timeout=30).text
+    for _ in range(3):  # worker 0 answers, with both workers' samples
+        text = httpx.get(srv.admin_url + "/metrics", headers=auth, timeout=30).text
         fams = {f.name: f for f in text_string_to_metric_families(text)}
         workers = {s.labels["worker"] for s in fams["duro_commits"].samples}
         assert workers == {"0", "1"}, text
