@@ -1,0 +1,293 @@
+"""Node registration and object leases on JetStream key-value buckets (DESIGN.md §5).
+
+- A node registers ``duro_nodes.<node>`` with a per-key TTL (``create``: a second node with the same
+  name is refused) and renews it with a compare-and-swap on its revision. A node that has not
+  completed a renewal within ``ttl - margin``, counted on its monotonic clock from the *send* time
+  of its last successful renewal, **self-fences**: :meth:`NodeRegistry.check` raises from then on,
+  before the server can expire the key and let another node take its objects.
+- An object is leased by ``create`` of ``duro_owners.<key>``, or by ``update(last=revision)`` over a
+  released key or one whose owner's registration is gone. The revision the server returns is the
+  **fencing token** (the lease's ``epoch``): the journal puts it in every record it appends.
+- A graceful :meth:`Leases.release` deletes the key at the lease's revision: the next claim wins at
+  once, with no TTL to wait out.
+
+The lease is the fast path, not the guarantee: a stale owner's appends are refused by the stream
+itself (:mod:`.journal`), whatever the clocks say. Never: treat a lease as valid after
+:meth:`NodeRegistry.check` has failed, or renew anything but with a compare-and-swap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import nats.errors
+import nats.js.errors
+from nats.js.api import KeyValueConfig, StorageType
+
+from ..errors import DuroError, InvalidInputError
+
+__all__ = ["LeaseOptions", "Lease", "NodeRegistry", "Leases", "LeaseHeldError", "SelfFencedError",
+           "NodeNameTakenError", "object_key", "NODES_BUCKET", "OWNERS_BUCKET"]
+
+log = logging.getLogger("duro.cluster")
+
+NODES_BUCKET = "duro_nodes"
+OWNERS_BUCKET = "duro_owners"
+_WRONG_LAST = (10071, 10164)
+
+
+class LeaseHeldError(DuroError):
+    """The object is leased by another live node (``owner``). Nothing changed; route to the owner,
+    or retry once it is gone."""
+
+    retryable = True
+
+    def __init__(self, key: str, owner: str) -> None:
+        self.key = key
+        self.owner = owner
+        super().__init__(f"object {key} is owned by node {owner!r}")
+
+
+class SelfFencedError(DuroError):
+    """This node could not renew its registration in time (or lost it): it must not write. Raised
+    by :meth:`NodeRegistry.check` and everything that calls it; the node's objects move to other
+    nodes. Retryable for a client: another node will serve the object."""
+
+    retryable = True
+
+
+class NodeNameTakenError(DuroError):
+    """Another live node is registered under this name. Raised at start; nothing runs."""
+
+
+def object_key(name: str) -> str:
+    """A subject- and key-safe name for an object (base32 of its SHA-256, 26 characters): the
+    object's real name travels in values, never in subjects."""
+    digest = hashlib.sha256(name.encode()).digest()
+    return base64.b32encode(digest).decode().rstrip("=").lower()[:26]
+
+
+def _check_key(what: str, key: str) -> None:
+    if not key or len(key) > 200 or not all(c.isalnum() or c in "-_" for c in key):
+        raise InvalidInputError(f"{what} {key!r} is not valid: use 1-200 letters, digits, '-' or '_' "
+                                "(object_key() makes one from any name)")
+
+
+@dataclass(frozen=True)
+class LeaseOptions:
+    """``ttl``: seconds the server keeps a node's registration after its last renewal (whole
+    seconds, at least 1); ``renew_every``: seconds between renewals; ``margin``: the node stops
+    writing this long before its registration could expire; ``replicas``: of the buckets (3 on a
+    cluster); ``timeout``: seconds per request."""
+
+    ttl: float = 3.0
+    renew_every: float = 1.0
+    margin: float = 0.5
+    replicas: int = 3
+    timeout: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.ttl < 1 or int(self.ttl) != self.ttl:
+            raise InvalidInputError(f"lease ttl is {self.ttl!r}; it must be a whole number of seconds >= 1")
+        if not 0 < self.renew_every < self.ttl - self.margin:
+            raise InvalidInputError(f"renew_every ({self.renew_every}) must be below ttl - margin "
+                                    f"({self.ttl - self.margin})")
+
+
+async def _bucket(js: Any, name: str, options: LeaseOptions) -> Any:
+    """The bucket ``name``, created when missing (file storage, history 1, per-key TTL allowed)."""
+    try:
+        return await js.key_value(name)
+    except nats.js.errors.BucketNotFoundError:
+        pass
+    for attempt in range(50):  # a new cluster may not have elected its meta leader yet
+        try:
+            return await js.create_key_value(KeyValueConfig(bucket=name, history=1, replicas=options.replicas,
+                                                            storage=StorageType.FILE))
+        except (nats.errors.NoRespondersError, nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError):
+            await asyncio.sleep(0.1)
+    raise DuroError(f"cannot create the key-value bucket {name!r}: JetStream did not answer")
+
+
+class NodeRegistry:
+    """This node's registration (module doc). ``await register()``, then it renews itself until
+    ``await close()``."""
+
+    def __init__(self, js: Any, node: str, options: LeaseOptions = LeaseOptions()) -> None:
+        _check_key("node name", node)
+        self.js = js
+        self.node = node
+        self.options = options
+        self.incarnation = uuid.uuid4().hex  # which run of this node: a restarted node is another owner
+        self.epoch = 0  # the revision of the registration's create
+        self._kv: Any = None
+        self._rev = 0
+        self._valid_until = 0.0
+        self._lost: str | None = None  # why the registration is gone for good
+        self._task: asyncio.Task[None] | None = None
+        self.renewals = 0
+
+    @property
+    def value(self) -> bytes:
+        return json.dumps({"node": self.node, "incarnation": self.incarnation}).encode()
+
+    async def register(self) -> int:
+        """Create the registration; NodeNameTakenError if another live node has this name."""
+        self._kv = await _bucket(self.js, NODES_BUCKET, self.options)
+        sent = time.monotonic()
+        try:
+            rev = await self._kv.create(self.node, self.value, msg_ttl=self.options.ttl)
+        except nats.js.errors.KeyWrongLastSequenceError:
+            raise NodeNameTakenError(f"a node named {self.node!r} is already registered in this cluster; "
+                                     "choose another --node name, or wait for it to stop") from None
+        self.epoch = self._rev = rev
+        self._valid_until = sent + self.options.ttl - self.options.margin
+        self._lost = None
+        self._task = asyncio.get_running_loop().create_task(self._renew_forever(), name=f"duro-renew-{self.node}")
+        return rev
+
+    async def renew(self) -> bool:
+        """One renewal (compare-and-swap on the registration's revision). False if it failed."""
+        if self._lost is not None:
+            return False
+        sent = time.monotonic()
+        headers = {"Nats-Expected-Last-Subject-Sequence": str(self._rev), "Nats-TTL": f"{int(self.options.ttl)}s"}
+        try:
+            ack = await self.js.publish(f"$KV.{NODES_BUCKET}.{self.node}", self.value, headers=headers,
+                                        timeout=self.options.timeout)
+        except nats.js.errors.APIError as e:
+            if e.err_code in _WRONG_LAST:
+                self._lose("its registration changed under it (it expired, or another node took the name)")
+            return False
+        except (nats.errors.Error, asyncio.TimeoutError, OSError):
+            return False
+        self._rev = ack.seq
+        self._valid_until = max(self._valid_until, sent + self.options.ttl - self.options.margin)
+        self.renewals += 1
+        return True
+
+    def _lose(self, why: str) -> None:
+        if self._lost is None:
+            self._lost = why
+            log.error("node %s self-fenced: %s; it stops writing, its objects move to other nodes", self.node, why)
+
+    async def _renew_forever(self) -> None:
+        while self._lost is None:
+            await asyncio.sleep(self.options.renew_every)
+            if not await self.renew() and not self.writable():
+                self._lose(f"no renewal succeeded within {self.options.ttl - self.options.margin:.1f} s")
+
+    def writable(self) -> bool:
+        """True while this node may write: registered, and within its TTL less the margin."""
+        return self._lost is None and self._rev > 0 and time.monotonic() < self._valid_until
+
+    def check(self) -> None:
+        """Raise SelfFencedError unless :meth:`writable`."""
+        if not self.writable():
+            why = self._lost or ("not registered" if not self._rev else
+                                 f"no renewal within {self.options.ttl - self.options.margin:.1f} s")
+            raise SelfFencedError(f"node {self.node} is self-fenced ({why}): it does not accept writes; retry "
+                                  "and another node will serve the object")
+
+    async def is_live(self, node: str, incarnation: str) -> bool:
+        """Whether ``node``'s run ``incarnation`` is still registered."""
+        try:
+            entry = await self._kv.get(node)
+        except nats.js.errors.KeyNotFoundError:
+            return False
+        try:
+            return json.loads(entry.value).get("incarnation") == incarnation
+        except ValueError:
+            return False
+
+    async def close(self, *, deregister: bool = True) -> None:
+        """Stop renewing; with ``deregister`` delete the registration (a graceful stop)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if deregister and self._lost is None and self._rev:
+            with contextlib.suppress(nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError):
+                await self._kv.delete(self.node, last=self._rev)
+        self._lost = self._lost or "closed"
+
+
+@dataclass(frozen=True)
+class Lease:
+    """The lease of one object: ``epoch`` is the fencing token (the revision of the claim)."""
+
+    key: str
+    node: str
+    epoch: int
+
+
+class Leases:
+    """Object leases of the node ``registry`` registered (module doc)."""
+
+    def __init__(self, registry: NodeRegistry) -> None:
+        self.registry = registry
+        self._kv: Any = None
+
+    async def open(self) -> "Leases":
+        self._kv = await _bucket(self.registry.js, OWNERS_BUCKET, self.registry.options)
+        return self
+
+    async def claim(self, key: str) -> Lease:
+        """Lease object ``key`` for this node. LeaseHeldError if a live node holds it or won the
+        race; SelfFencedError if this node may not write."""
+        _check_key("object key", key)
+        reg = self.registry
+        reg.check()
+        try:
+            return Lease(key, reg.node, await self._kv.create(key, reg.value))
+        except nats.js.errors.KeyWrongLastSequenceError:
+            pass
+        try:
+            entry = await self._kv.get(key)
+        except nats.js.errors.KeyNotFoundError as e:  # released meanwhile: take it over its tombstone
+            last = e.entry.revision if e.entry is not None else 0
+            owner: dict[str, str] = {}
+        else:
+            last = entry.revision
+            try:
+                owner = json.loads(entry.value)
+            except ValueError:
+                owner = {}
+            if owner.get("node") == reg.node and owner.get("incarnation") == reg.incarnation:
+                return Lease(key, reg.node, entry.revision)  # already ours
+            if await reg.is_live(owner.get("node", ""), owner.get("incarnation", "")):
+                raise LeaseHeldError(key, owner.get("node", "?"))
+        reg.check()
+        try:
+            return Lease(key, reg.node, await self._kv.update(key, reg.value, last=last))
+        except nats.js.errors.KeyWrongLastSequenceError:
+            raise LeaseHeldError(key, "another node (it claimed the object first)") from None
+
+    async def release(self, lease: Lease) -> bool:
+        """Hand the object over at once (a graceful stop or eviction). False if the lease was no
+        longer this node's (someone took it over: nothing to release)."""
+        try:
+            await self._kv.delete(lease.key, last=lease.epoch)
+        except nats.js.errors.APIError as e:
+            if e.err_code in _WRONG_LAST:
+                return False
+            raise
+        return True
+
+    async def owner(self, key: str) -> tuple[str, int] | None:
+        """(node, epoch) of the object's current lease record, or None when unowned."""
+        try:
+            entry = await self._kv.get(key)
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        return json.loads(entry.value).get("node", "?"), entry.revision
