@@ -36,7 +36,7 @@ from nats.js.api import KeyValueConfig, StorageType
 from ..errors import DuroError, InvalidInputError
 
 __all__ = ["LeaseOptions", "Lease", "NodeRegistry", "Leases", "LeaseHeldError", "SelfFencedError",
-           "NodeNameTakenError", "object_key", "NODES_BUCKET", "OWNERS_BUCKET"]
+           "NodeNameTakenError", "ClusterUnavailableError", "object_key", "NODES_BUCKET", "OWNERS_BUCKET"]
 
 log = logging.getLogger("duro.cluster")
 
@@ -63,6 +63,18 @@ class SelfFencedError(DuroError):
     nodes. Retryable for a client: another node will serve the object."""
 
     retryable = True
+
+
+class ClusterUnavailableError(DuroError):
+    """NATS did not answer in time (no connection, no leader elected yet, a timeout). Nothing is
+    known to have changed; retry."""
+
+    retryable = True
+
+
+_UNAVAILABLE = (nats.errors.NoRespondersError, nats.errors.TimeoutError, asyncio.TimeoutError,
+                nats.js.errors.ServiceUnavailableError, nats.js.errors.NoStreamResponseError,
+                nats.errors.ConnectionReconnectingError, nats.errors.ConnectionClosedError)
 
 
 class NodeNameTakenError(DuroError):
@@ -105,17 +117,38 @@ class LeaseOptions:
 
 async def _bucket(js: Any, name: str, options: LeaseOptions) -> Any:
     """The bucket ``name``, created when missing (file storage, history 1, per-key TTL allowed)."""
-    try:
-        return await js.key_value(name)
-    except nats.js.errors.BucketNotFoundError:
-        pass
-    for attempt in range(50):  # a new cluster may not have elected its meta leader yet
+    deadline = time.monotonic() + 15
+    kv = None
+    while True:  # a new cluster may not have elected its meta leader, nor the bucket its leader, yet
         try:
-            return await js.create_key_value(KeyValueConfig(bucket=name, history=1, replicas=options.replicas,
-                                                            storage=StorageType.FILE))
-        except (nats.errors.NoRespondersError, nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError):
+            if kv is None:
+                try:
+                    kv = await js.key_value(name)
+                except nats.js.errors.BucketNotFoundError:
+                    pass
+            if kv is None:
+                kv = await js.create_key_value(KeyValueConfig(bucket=name, history=1, replicas=options.replicas,
+                                                              storage=StorageType.FILE))
+            await _leader_get(js, name, "duro-probe")  # answered by the bucket's leader: it has one
+            return kv
+        except _UNAVAILABLE:
+            if time.monotonic() > deadline:
+                raise ClusterUnavailableError(f"cannot open the key-value bucket {name!r}: JetStream did not "
+                                              "answer within 15 s; is JetStream enabled on the servers?") from None
             await asyncio.sleep(0.1)
-    raise DuroError(f"cannot create the key-value bucket {name!r}: JetStream did not answer")
+
+
+async def _leader_get(js: Any, bucket: str, key: str) -> tuple[int, bytes | None]:
+    """(revision, value) of ``key`` read from the bucket's stream leader; value None for a deleted
+    key, (0, None) for one never written. Never a direct get: a replica may lag, and a stale "no
+    registration" would let a live node's object be taken."""
+    try:
+        msg = await js.get_msg(f"KV_{bucket}", subject=f"$KV.{bucket}.{key}", direct=False)
+    except nats.js.errors.NotFoundError:
+        return 0, None
+    if (msg.headers or {}).get("KV-Operation") in ("DEL", "PURGE"):
+        return msg.seq, None
+    return msg.seq, msg.data or b""
 
 
 class NodeRegistry:
@@ -133,6 +166,7 @@ class NodeRegistry:
         self._rev = 0
         self._valid_until = 0.0
         self._lost: str | None = None  # why the registration is gone for good
+        self._lost_at = float("inf")
         self._task: asyncio.Task[None] | None = None
         self.renewals = 0
 
@@ -162,8 +196,9 @@ class NodeRegistry:
         sent = time.monotonic()
         headers = {"Nats-Expected-Last-Subject-Sequence": str(self._rev), "Nats-TTL": f"{int(self.options.ttl)}s"}
         try:
+            # A renewal that takes longer than the interval is as good as lost: try again instead.
             ack = await self.js.publish(f"$KV.{NODES_BUCKET}.{self.node}", self.value, headers=headers,
-                                        timeout=self.options.timeout)
+                                        timeout=min(self.options.timeout, self.options.renew_every))
         except nats.js.errors.APIError as e:
             if e.err_code in _WRONG_LAST:
                 self._lose("its registration changed under it (it expired, or another node took the name)")
@@ -178,6 +213,7 @@ class NodeRegistry:
     def _lose(self, why: str) -> None:
         if self._lost is None:
             self._lost = why
+            self._lost_at = time.monotonic()
             log.error("node %s self-fenced: %s; it stops writing, its objects move to other nodes", self.node, why)
 
     async def _renew_forever(self) -> None:
@@ -185,6 +221,12 @@ class NodeRegistry:
             await asyncio.sleep(self.options.renew_every)
             if not await self.renew() and not self.writable():
                 self._lose(f"no renewal succeeded within {self.options.ttl - self.options.margin:.1f} s")
+
+    @property
+    def valid_until(self) -> float:
+        """The monotonic time this node stops writing unless a renewal succeeds first (it has
+        stopped already if :meth:`writable` is False)."""
+        return self._valid_until if self._lost is None else min(self._valid_until, self._lost_at)
 
     def writable(self) -> bool:
         """True while this node may write: registered, and within its TTL less the margin."""
@@ -200,12 +242,13 @@ class NodeRegistry:
 
     async def is_live(self, node: str, incarnation: str) -> bool:
         """Whether ``node``'s run ``incarnation`` is still registered."""
-        try:
-            entry = await self._kv.get(node)
-        except nats.js.errors.KeyNotFoundError:
+        if not node:
+            return False
+        _, value = await _leader_get(self.js, NODES_BUCKET, node)
+        if value is None:
             return False
         try:
-            return json.loads(entry.value).get("incarnation") == incarnation
+            return json.loads(value).get("incarnation") == incarnation
         except ValueError:
             return False
 
@@ -219,7 +262,8 @@ class NodeRegistry:
         if deregister and self._lost is None and self._rev:
             with contextlib.suppress(nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError):
                 await self._kv.delete(self.node, last=self._rev)
-        self._lost = self._lost or "closed"
+        if self._lost is None:
+            self._lost, self._lost_at = "closed", time.monotonic()
 
 
 @dataclass(frozen=True)
@@ -244,27 +288,30 @@ class Leases:
 
     async def claim(self, key: str) -> Lease:
         """Lease object ``key`` for this node. LeaseHeldError if a live node holds it or won the
-        race; SelfFencedError if this node may not write."""
+        race; SelfFencedError if this node may not write; ClusterUnavailableError if NATS did not
+        answer (the claim may or may not have landed: claiming again settles it)."""
         _check_key("object key", key)
+        try:
+            return await self._claim(key)
+        except _UNAVAILABLE as e:
+            raise ClusterUnavailableError(f"claiming object {key}: NATS did not answer ({type(e).__name__})") from e
+
+    async def _claim(self, key: str) -> Lease:
         reg = self.registry
         reg.check()
         try:
             return Lease(key, reg.node, await self._kv.create(key, reg.value))
         except nats.js.errors.KeyWrongLastSequenceError:
             pass
-        try:
-            entry = await self._kv.get(key)
-        except nats.js.errors.KeyNotFoundError as e:  # released meanwhile: take it over its tombstone
-            last = e.entry.revision if e.entry is not None else 0
-            owner: dict[str, str] = {}
-        else:
-            last = entry.revision
+        last, value = await _leader_get(reg.js, OWNERS_BUCKET, key)
+        owner: dict[str, str] = {}
+        if value is not None:  # else released meanwhile: take it over its tombstone
             try:
-                owner = json.loads(entry.value)
+                owner = json.loads(value)
             except ValueError:
                 owner = {}
             if owner.get("node") == reg.node and owner.get("incarnation") == reg.incarnation:
-                return Lease(key, reg.node, entry.revision)  # already ours
+                return Lease(key, reg.node, last)  # already ours
             if await reg.is_live(owner.get("node", ""), owner.get("incarnation", "")):
                 raise LeaseHeldError(key, owner.get("node", "?"))
         reg.check()

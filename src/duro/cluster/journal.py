@@ -1,0 +1,349 @@
+"""The commit journal on JetStream: the cluster's implementation of the journal (DESIGN.md §3, §5).
+
+Each object's commits go to its own subject ``duro.j.<key>`` of one replicated stream (R=3 on a
+cluster, file storage, the servers fsync before they acknowledge). A message holds the SHA-256 of
+the previous message of the subject (a hash chain) and then whole journal records in the node
+journal's format (:mod:`duro.storage.journalfile`, each checksummed): COMMIT records (lsn: the
+object's commit sequence; prev: the owner's fencing token) or one EPOCH record (lsn: the token).
+
+**Fencing.** Every append carries ``Nats-Expected-Last-Subject-Sequence`` (the last sequence this
+owner knows) and ``Nats-Msg-Id`` ``<key>:<epoch>:<last>``: once a new owner has appended its EPOCH
+record, the server rejects everything the old owner still sends (err 10071), whatever the clocks
+say. A "wrong last sequence" answer is ambiguous (reference/cluster-on-nats.md §1.5) and is resolved
+by reading the subject's last message: our Msg-Id there means the append succeeded, an unchanged
+tail means retry, anything else means this owner is fenced (:class:`FencedError`, retryable: the
+object lives on at its new owner). A timeout is retried with the same headers (the server's
+duplicate window answers a retry of an append that did land with the same sequence).
+
+**Group commit.** One append per object is in flight at a time (the next one must name the
+sequence the previous one got); commits made meanwhile ride the next message together. Appends of
+different objects are in flight at once.
+
+**Take-over.** :meth:`JetStreamJournal.take` downloads the object's latest snapshot (JetStream
+object store ``duro_snap``), reads every message after it verifying the chain and each record's
+checksum, then appends its EPOCH record against the tail it read, and only then hands back the
+:class:`ObjectLog` that serves writes.
+
+Never: acknowledge a commit before the server did, append without the expected-sequence header, or
+serve an object whose chain does not verify.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import pathlib
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import nats.errors
+import nats.js.errors
+from nats.js.api import ObjectStoreConfig, StorageType, StreamConfig
+
+from ..errors import CorruptDatabaseError, StorageError
+from ..storage.journalfile import COMMIT, EPOCH, Capture, JournalRecord, decode_records, encode_commit, \
+    encode_record, redo
+from .leases import Lease, NodeRegistry
+
+__all__ = ["JetStreamJournal", "ObjectLog", "FencedError", "ChainBrokenError", "STREAM", "SNAP_BUCKET"]
+
+log = logging.getLogger("duro.cluster")
+
+STREAM = "DURO_JOURNAL"
+SUBJECTS = "duro.j"
+SNAP_BUCKET = "duro_snap"
+RETENTION_S = 31 * 86400
+_WRONG_LAST = (10071, 10164)
+_ZERO = bytes(32)
+_SNAP_HEAD = 8 + 32  # a snapshot: last sequence it covers (u64 big-endian), chain hash there, then the file
+
+
+class FencedError(StorageError):
+    """This owner's append was refused because another owner took the object over (its EPOCH
+    record is in the stream). The commits of this append are not durable and never will be; the
+    object must be dropped here. Retryable for a client: the new owner serves the object."""
+
+    retryable = True
+
+
+class ChainBrokenError(CorruptDatabaseError):
+    """The object's records in the stream do not form one chain (a record lost or changed): the
+    object is not served (it would silently diverge); every other object keeps working."""
+
+
+def _digest(payload: bytes) -> bytes:
+    return hashlib.sha256(payload).digest()
+
+
+@dataclass
+class Rebuilt:
+    """What a take-over read: the snapshot (file bytes, or None) and the COMMIT records after it."""
+
+    snapshot: bytes | None = None
+    snapshot_seq: int = 0
+    records: list[JournalRecord] = field(default_factory=list)
+    messages: int = 0
+    epochs: list[int] = field(default_factory=list)  # the EPOCH records seen, in order
+
+
+class JetStreamJournal:
+    """The stream and snapshot bucket on one NATS connection's JetStream context ``js``."""
+
+    def __init__(self, js: Any, *, replicas: int = 3, timeout: float = 5.0, retry_for: float = 12.0,
+                 max_payload: int = 1 << 20) -> None:
+        self.js = js
+        self.replicas = replicas
+        self.timeout = timeout  # one request
+        self.retry_for = retry_for  # an append keeps retrying (timeouts, elections) this long
+        self.max_payload = max_payload
+        self._snaps: Any = None
+        self.appends = 0
+        self.retries = 0
+
+    async def open(self) -> "JetStreamJournal":
+        """Create the stream and the snapshot bucket when missing (a new cluster may still be
+        electing: retried for a bounded time)."""
+        config = StreamConfig(name=STREAM, subjects=[f"{SUBJECTS}.>"], storage=StorageType.FILE,
+                              num_replicas=self.replicas, max_age=RETENTION_S, duplicate_window=120,
+                              deny_delete=True)
+        deadline = time.monotonic() + self.retry_for
+        while True:
+            try:
+                await self.js.add_stream(config)
+                try:
+                    self._snaps = await self.js.object_store(SNAP_BUCKET)
+                except nats.js.errors.BucketNotFoundError:
+                    self._snaps = await self.js.create_object_store(
+                        SNAP_BUCKET, ObjectStoreConfig(storage=StorageType.FILE, replicas=self.replicas))
+                return self
+            except (nats.errors.NoRespondersError, nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError):
+                if time.monotonic() > deadline:
+                    raise StorageError("JetStream did not answer while creating the journal stream "
+                                       f"{STREAM!r}; is JetStream enabled on the servers?") from None
+                await asyncio.sleep(0.1)
+
+    def subject(self, key: str) -> str:
+        return f"{SUBJECTS}.{key}"
+
+    async def tail(self, key: str) -> tuple[int, str | None]:
+        """(sequence, Msg-Id) of the object's last message, (0, None) for none."""
+        try:
+            msg = await self.js.get_last_msg(STREAM, self.subject(key))
+        except nats.js.errors.NotFoundError:
+            return 0, None
+        return msg.seq, (msg.headers or {}).get("Nats-Msg-Id")
+
+    async def read(self, key: str, after: int = 0, *, chain: bytes | None = None) -> tuple[list[tuple[int, bytes]], bytes]:
+        """The object's messages after sequence ``after`` as (seq, payload), checking the hash chain
+        from ``chain`` (the hash at ``after``; None: do not check the first link), and the chain's
+        hash at the end. ChainBrokenError if a link does not hold."""
+        out: list[tuple[int, bytes]] = []
+        seq = after + 1
+        head = chain
+        while True:
+            try:
+                msg = await self.js.get_msg(STREAM, seq=seq, subject=self.subject(key), next=True)
+            except nats.js.errors.NotFoundError:
+                break
+            payload = msg.data or b""
+            if len(payload) < 32:
+                raise ChainBrokenError(f"object {key}: journal message {msg.seq} is too short to be a record")
+            if head is not None and payload[:32] != head:
+                raise ChainBrokenError(f"object {key}: journal message {msg.seq} does not follow the one before "
+                                       "it (its hash chain is broken: a record was lost or changed); the object "
+                                       "is not served. Restore it from a bookmark")
+            head = _digest(payload)
+            out.append((msg.seq, payload))
+            seq = msg.seq + 1
+        return out, head if head is not None else (chain or _ZERO)
+
+    async def _snapshot(self, key: str) -> tuple[int, bytes, bytes | None]:
+        try:
+            got = await self._snaps.get(key)
+        except nats.js.errors.ObjectNotFoundError:
+            return 0, _ZERO, None
+        data = got.data
+        if len(data) < _SNAP_HEAD:
+            raise ChainBrokenError(f"object {key}: its snapshot is {len(data)} bytes, too short")
+        return int.from_bytes(data[:8], "big"), data[8:_SNAP_HEAD], data[_SNAP_HEAD:]
+
+    async def rebuild(self, key: str) -> tuple[Rebuilt, int, bytes]:
+        """The object's state as the stream holds it (snapshot + records, chain verified), the last
+        sequence read and the chain hash there."""
+        snap_seq, snap_hash, snap = await self._snapshot(key)
+        msgs, head = await self.read(key, snap_seq, chain=snap_hash if snap_seq else _ZERO)
+        got = Rebuilt(snapshot=snap, snapshot_seq=snap_seq, messages=len(msgs))
+        for seq, payload in msgs:
+            for r in decode_records(payload[32:], f"{STREAM}:{seq}"):
+                if r.kind == COMMIT:
+                    got.records.append(r)
+                elif r.kind == EPOCH:
+                    got.epochs.append(r.lsn)
+        return got, (msgs[-1][0] if msgs else snap_seq), head
+
+    async def take(self, lease: Lease, registry: NodeRegistry | None) -> ObjectLog:
+        """Take object ``lease.key`` over: rebuild, then append the EPOCH record; after that the
+        previous owner can append nothing. ``registry`` (None only to prove the server's fencing
+        alone) self-fences every append."""
+        deadline = time.monotonic() + self.retry_for
+        while True:
+            got, last, head = await self.rebuild(lease.key)
+            olog = ObjectLog(self, lease, registry, last, head, got)
+            try:
+                await olog._send([encode_record(EPOCH, lease.epoch, 0, lease.key.encode(), lease.node.encode())])
+                return olog
+            except FencedError:
+                # Records landed after we read (the previous owner's last ones): read them too.
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.01)
+
+    async def put_snapshot(self, key: str, seq: int, chain: bytes, data: bytes) -> None:
+        await self._snaps.put(key, seq.to_bytes(8, "big") + chain + data)
+
+
+class ObjectLog:
+    """One owner's handle on one object's records (the cluster side of
+    :class:`~duro.storage.durability.JournalLink`): append commits fenced by the lease's epoch."""
+
+    def __init__(self, journal: JetStreamJournal, lease: Lease, registry: NodeRegistry | None,
+                 last: int, head: bytes, rebuilt: Rebuilt) -> None:
+        self.journal = journal
+        self.lease = lease
+        self.key = lease.key
+        self.registry = registry
+        self.rebuilt = rebuilt
+        self._last = last  # stream sequence of the last message we know (ours or read)
+        self._head = head  # chain hash at _last
+        self._queue: list[tuple[bytes, asyncio.Future[None]]] = []
+        self._flight: asyncio.Task[None] | None = None
+        self._fenced: BaseException | None = None
+        self._durable = threading.Condition()
+        self._acked = last
+        self.messages = 0
+
+    # ---- the JournalLink side
+    def append(self, capture: Capture) -> asyncio.Future[None]:
+        """Append one commit; the future resolves once the stream acknowledged it (replicated and
+        fsync'd), or fails: FencedError (another owner took over), SelfFencedError (this node may
+        not write) or StorageError."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        if self._fenced is not None:
+            fut.set_exception(self._fenced)
+            return fut
+        self._queue.append((encode_commit(capture.seq, self.lease.epoch, self.key.encode(), capture), fut))
+        if self._flight is None:
+            self._flight = loop.create_task(self._drain(), name=f"duro-append-{self.key}")
+        return fut
+
+    def position(self) -> int:
+        """The stream sequence of this object's last acknowledged message."""
+        return self._acked
+
+    def wait_durable(self, lsn: int) -> bool:
+        """Block (another thread) until the message at ``lsn`` settled; True if it is durable."""
+        with self._durable:
+            self._durable.wait_for(lambda: self._acked >= lsn or self._fenced is not None, timeout=60)
+            return self._acked >= lsn
+
+    def check_open(self) -> None:
+        if self._fenced is not None:
+            raise self._fenced
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue and self._fenced is None:
+                batch, self._queue = self._queue, []
+                try:
+                    await self._send([rec for rec, _ in batch])
+                except BaseException as e:
+                    err = e if isinstance(e, StorageError) or getattr(e, "retryable", False) else \
+                        StorageError(f"object {self.key}: the journal append failed: {e!r}")
+                    if isinstance(err, FencedError):
+                        self._fenced = err
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(err)
+                    if isinstance(e, asyncio.CancelledError):
+                        raise
+                    continue
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_result(None)
+            if self._fenced is not None:
+                for _, fut in self._queue:
+                    if not fut.done():
+                        fut.set_exception(self._fenced)
+                self._queue = []
+        finally:
+            self._flight = None
+
+    async def _send(self, records: list[bytes]) -> int:
+        """One fenced append of ``records`` (module doc); returns its sequence."""
+        payload = self._head + b"".join(records)
+        if len(payload) > self.journal.max_payload:
+            raise StorageError(f"object {self.key}: a commit of {len(payload)} bytes is over the server's "
+                               f"message limit ({self.journal.max_payload}); commits this large are not supported "
+                               "in cluster mode yet")
+        msg_id = f"{self.key}:{self.lease.epoch}:{self._last}"
+        headers = {"Nats-Expected-Last-Subject-Sequence": str(self._last), "Nats-Msg-Id": msg_id}
+        subject = self.journal.subject(self.key)
+        deadline = time.monotonic() + self.journal.retry_for
+        while True:
+            if self.registry is not None:
+                self.registry.check()
+            try:
+                ack = await self.journal.js.publish(subject, payload, headers=headers, timeout=self.journal.timeout)
+                seq = ack.seq
+                break
+            except nats.js.errors.APIError as e:
+                if e.err_code not in _WRONG_LAST:
+                    raise StorageError(f"object {self.key}: the journal refused an append: {e}") from e
+                tail, tail_id = await self.journal.tail(self.key)
+                if tail_id == msg_id:
+                    seq = tail  # it had landed: the answer was lost or spurious
+                    break
+                if tail != self._last:
+                    raise FencedError(f"object {self.key} moved to another owner (the journal's last record is "
+                                      f"{tail}, this owner knew {self._last}); retry: the new owner serves it") from e
+                self.journal.retries += 1  # a spurious rejection with the tail unchanged
+            except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.NoStreamResponseError,
+                    nats.js.errors.ServiceUnavailableError, nats.errors.ConnectionReconnectingError) as e:
+                self.journal.retries += 1
+                if time.monotonic() > deadline:
+                    raise StorageError(f"object {self.key}: the journal did not acknowledge an append within "
+                                       f"{self.journal.retry_for:.0f} s ({type(e).__name__}); the commit is not durable") from e
+            await asyncio.sleep(0.02)
+        self._last = seq
+        self._head = _digest(payload)
+        self.journal.appends += 1
+        self.messages += 1
+        with self._durable:
+            self._acked = seq
+            self._durable.notify_all()
+        return seq
+
+    # ---- snapshots and materialising
+    async def snapshot(self, data: bytes) -> int:
+        """Store ``data`` (the object's database file, holding every commit acknowledged so far) as
+        the object's snapshot at the current position; a take-over starts from it."""
+        if self._flight is not None or self._queue:
+            raise StorageError(f"object {self.key}: a snapshot needs its appends settled first")
+        await self.journal.put_snapshot(self.key, self._acked, self._head, data)
+        return self._acked
+
+    def materialize(self, data_dir: str | os.PathLike[str], relpath: str) -> pathlib.Path:
+        """Write the rebuilt state (snapshot, then every COMMIT record after it) to ``data_dir/relpath``."""
+        db = pathlib.Path(data_dir) / relpath
+        db.parent.mkdir(parents=True, exist_ok=True)
+        if self.rebuilt.snapshot is not None:
+            db.write_bytes(self.rebuilt.snapshot)
+        else:
+            db.unlink(missing_ok=True)
+        redo(pathlib.Path(data_dir), relpath, self.rebuilt.records, history=False)
+        return db
