@@ -71,8 +71,9 @@ class FencedError(StorageError):
 
 
 class ChainBrokenError(CorruptDatabaseError):
-    """The object's records in the stream do not form one chain (a record lost or changed): the
-    object is not served (it would silently diverge); every other object keeps working."""
+    """The object's records in the stream do not form one chain (a record lost or changed), or one
+    fails its checksum: the object is not served (it would silently diverge); every other object
+    keeps working."""
 
 
 def _digest(payload: bytes) -> bytes:
@@ -86,6 +87,7 @@ class Rebuilt:
     snapshot: bytes | None = None
     snapshot_seq: int = 0
     records: list[JournalRecord] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)  # the stream sequence of each record's message
     messages: int = 0
     epochs: list[int] = field(default_factory=list)  # the EPOCH records seen, in order
 
@@ -178,12 +180,24 @@ class JetStreamJournal:
         msgs, head = await self.read(key, snap_seq, chain=snap_hash if snap_seq else _ZERO)
         got = Rebuilt(snapshot=snap, snapshot_seq=snap_seq, messages=len(msgs))
         for seq, payload in msgs:
-            for r in decode_records(payload[32:], f"{STREAM}:{seq}"):
+            try:
+                records = decode_records(payload[32:], f"{STREAM}:{seq}")
+            except StorageError as e:
+                raise ChainBrokenError(f"object {key}: {e}; the object is not served. Restore it from a "
+                                       "bookmark") from e
+            for r in records:
                 if r.kind == COMMIT:
                     got.records.append(r)
+                    got.positions.append(seq)
                 elif r.kind == EPOCH:
                     got.epochs.append(r.lsn)
         return got, (msgs[-1][0] if msgs else snap_seq), head
+
+    async def read_commits(self, key: str, after: int = 0) -> list[tuple[int, Capture]]:
+        """The object's commits after stream sequence ``after`` as (sequence, Capture), from its
+        latest snapshot on (what a take-over would redo), chain verified."""
+        got, _, _ = await self.rebuild(key)
+        return [(seq, r.capture()) for seq, r in zip(got.positions, got.records) if seq > after]
 
     async def take(self, lease: Lease, registry: NodeRegistry | None) -> ObjectLog:
         """Take object ``lease.key`` over: rebuild, then append the EPOCH record; after that the
