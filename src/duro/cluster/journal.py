@@ -20,8 +20,9 @@ sequence the previous one got); commits made meanwhile ride the next message tog
 different objects are in flight at once.
 
 **Take-over.** :meth:`JetStreamJournal.take` downloads the object's latest snapshot (JetStream
-object store ``duro_snap``), reads every message after it verifying the chain and each record's
-checksum, then appends its EPOCH record against the tail it read, and only then hands back the
+object store ``duro_snap``), reads every message after it up to the tail the stream's leader
+reports (one ephemeral pull consumer, in batches) verifying the chain and each record's checksum,
+then appends its EPOCH record against the tail it read, and only then hands back the
 :class:`ObjectLog` that serves writes.
 
 Never: acknowledge a commit before the server did, append without the expected-sequence header, or
@@ -31,6 +32,7 @@ serve an object whose chain does not verify.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -42,7 +44,7 @@ from typing import Any
 
 import nats.errors
 import nats.js.errors
-from nats.js.api import ObjectStoreConfig, StorageType, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, ObjectStoreConfig, StorageType, StreamConfig
 
 from ..errors import CorruptDatabaseError, StorageError
 from ..storage.journalfile import COMMIT, EPOCH, Capture, JournalRecord, decode_records, encode_commit, \
@@ -144,23 +146,42 @@ class JetStreamJournal:
         from ``chain`` (the hash at ``after``; None: do not check the first link), and the chain's
         hash at the end. ChainBrokenError if a link does not hold."""
         out: list[tuple[int, bytes]] = []
-        seq = after + 1
         head = chain
-        while True:
+        tail, _ = await self.tail(key)  # read from the stream's leader: everything up to here must come
+        if tail > after:
+            # One ephemeral pull consumer on the object's subject, read in batches up to the tail.
+            sub = await self.js.pull_subscribe(
+                self.subject(key), stream=STREAM,
+                config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1,
+                                      ack_policy=AckPolicy.NONE, inactive_threshold=30.0, num_replicas=1,
+                                      mem_storage=True))
             try:
-                msg = await self.js.get_msg(STREAM, seq=seq, subject=self.subject(key), next=True)
-            except nats.js.errors.NotFoundError:
-                break
-            payload = msg.data or b""
-            if len(payload) < 32:
-                raise ChainBrokenError(f"object {key}: journal message {msg.seq} is too short to be a record")
-            if head is not None and payload[:32] != head:
-                raise ChainBrokenError(f"object {key}: journal message {msg.seq} does not follow the one before "
-                                       "it (its hash chain is broken: a record was lost or changed); the object "
-                                       "is not served. Restore it from a bookmark")
-            head = _digest(payload)
-            out.append((msg.seq, payload))
-            seq = msg.seq + 1
+                deadline = time.monotonic() + self.retry_for
+                last = after
+                while last < tail:
+                    try:
+                        batch = await sub.fetch(512, timeout=min(self.timeout, 2.0))
+                    except nats.errors.TimeoutError:
+                        if time.monotonic() > deadline:
+                            raise StorageError(f"object {key}: reading its journal stalled at {last} of {tail}") from None
+                        continue
+                    for msg in batch:
+                        seq = msg.metadata.sequence.stream
+                        if seq <= last or seq > tail:
+                            continue
+                        payload = msg.data or b""
+                        if len(payload) < 32:
+                            raise ChainBrokenError(f"object {key}: journal message {seq} is too short to be a record")
+                        if head is not None and payload[:32] != head:
+                            raise ChainBrokenError(f"object {key}: journal message {seq} does not follow the one "
+                                                   "before it (its hash chain is broken: a record was lost or "
+                                                   "changed); the object is not served. Restore it from a bookmark")
+                        head = _digest(payload)
+                        out.append((seq, payload))
+                        last = seq
+            finally:
+                with contextlib.suppress(nats.errors.Error, asyncio.TimeoutError):
+                    await sub.unsubscribe()
         return out, head if head is not None else (chain or _ZERO)
 
     async def _snapshot(self, key: str) -> tuple[int, bytes, bytes | None]:

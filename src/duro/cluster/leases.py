@@ -291,10 +291,16 @@ class Leases:
         race; SelfFencedError if this node may not write; ClusterUnavailableError if NATS did not
         answer (the claim may or may not have landed: claiming again settles it)."""
         _check_key("object key", key)
-        try:
-            return await self._claim(key)
-        except _UNAVAILABLE as e:
-            raise ClusterUnavailableError(f"claiming object {key}: NATS did not answer ({type(e).__name__})") from e
+        # Retrying is safe: a claim that landed unanswered is found to be ours ("already ours").
+        deadline = time.monotonic() + 3 * self.registry.options.timeout
+        while True:
+            try:
+                return await self._claim(key)
+            except _UNAVAILABLE as e:
+                if time.monotonic() > deadline:
+                    raise ClusterUnavailableError(f"claiming object {key}: NATS did not answer "
+                                                  f"({type(e).__name__})") from e
+            await asyncio.sleep(0.05)
 
     async def _claim(self, key: str) -> Lease:
         reg = self.registry
