@@ -176,9 +176,7 @@ class JetStreamJournalUnderTest:
 
         olog = await self._log(key)
         record = encode_commit(capture.seq, olog.lease.epoch, olog.key.encode(), capture)
-        headers = {"Nats-Expected-Last-Subject-Sequence": str(olog._last),
-                   "Nats-Msg-Id": f"{olog.key}:{olog.lease.epoch}:{olog._last}"}
-        await self.journal.js.publish(self.journal.subject(olog.key), olog._head + record, headers=headers)
+        await self.journal.js.publish(self.journal.subject(olog.key), olog._head + record, headers=olog.headers())
         await self._stop(crash=True)
 
     async def damage(self, key: str, capture: Capture) -> None:

@@ -7,7 +7,9 @@ journal's format (:mod:`duro.storage.journalfile`, each checksummed): COMMIT rec
 object's commit sequence; prev: the owner's fencing token) or one EPOCH record (lsn: the token).
 
 **Fencing.** Every append carries ``Nats-Expected-Last-Subject-Sequence`` (the last sequence this
-owner knows) and ``Nats-Msg-Id`` ``<key>:<epoch>:<last>``: once a new owner has appended its EPOCH
+owner knows) and ``Nats-Msg-Id`` ``<key>:<epoch>:<last>:<handle>`` (``handle`` tells two take-overs
+by one lease apart: an append of an abandoned handle that lands late never passes for the next
+one's): once a new owner has appended its EPOCH
 record, the server rejects everything the old owner still sends (err 10071), whatever the clocks
 say. A "wrong last sequence" answer is ambiguous (reference/cluster-on-nats.md §1.5) and is resolved
 by reading the subject's last message: our Msg-Id there means the append succeeded, an unchanged
@@ -39,6 +41,7 @@ import os
 import pathlib
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,8 +101,9 @@ class JetStreamJournal:
     """The stream and snapshot bucket on one NATS connection's JetStream context ``js``."""
 
     def __init__(self, js: Any, *, replicas: int = 3, timeout: float = 5.0, retry_for: float = 12.0,
-                 max_payload: int = 1 << 20) -> None:
+                 max_payload: int = 1 << 20, duplicate_window: float = 120.0) -> None:
         self.js = js
+        self.duplicate_window = duplicate_window  # seconds the servers answer a retried append with its first ack
         self.replicas = replicas
         self.timeout = timeout  # one request
         self.retry_for = retry_for  # an append keeps retrying (timeouts, elections) this long
@@ -112,7 +116,8 @@ class JetStreamJournal:
         """Create the stream and the snapshot bucket when missing (a new cluster may still be
         electing: retried for a bounded time)."""
         config = StreamConfig(name=STREAM, subjects=[f"{SUBJECTS}.>"], storage=StorageType.FILE,
-                              num_replicas=self.replicas, max_age=RETENTION_S, duplicate_window=120,
+                              num_replicas=self.replicas, max_age=RETENTION_S,
+                              duplicate_window=self.duplicate_window,
                               deny_delete=True)
         deadline = time.monotonic() + self.retry_for
         while True:
@@ -256,7 +261,11 @@ class ObjectLog:
         self._head = head  # chain hash at _last
         self._queue: list[tuple[bytes, asyncio.Future[None]]] = []
         self._flight: asyncio.Task[None] | None = None
-        self._fenced: BaseException | None = None
+        # Sticky: after a failed append the outcome may be unknown (it may land later, under the
+        # same Msg-Id a next append would carry), so nothing more is appended through this handle;
+        # the object resets and its owner takes it again (a new rebuild reads what did land).
+        self._broken: BaseException | None = None
+        self._handle = uuid.uuid4().hex[:12]
         self._durable = threading.Condition()
         self._acked = last
         self.messages = 0
@@ -265,11 +274,12 @@ class ObjectLog:
     def append(self, capture: Capture) -> asyncio.Future[None]:
         """Append one commit; the future resolves once the stream acknowledged it (replicated and
         fsync'd), or fails: FencedError (another owner took over), SelfFencedError (this node may
-        not write) or StorageError."""
+        not write) or StorageError. After a failure every later append fails the same way: the
+        object must reset, and its owner take it again (:meth:`JetStreamJournal.take`)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
-        if self._fenced is not None:
-            fut.set_exception(self._fenced)
+        if self._broken is not None:
+            fut.set_exception(self._broken)
             return fut
         self._queue.append((encode_commit(capture.seq, self.lease.epoch, self.key.encode(), capture), fut))
         if self._flight is None:
@@ -283,24 +293,23 @@ class ObjectLog:
     def wait_durable(self, lsn: int) -> bool:
         """Block (another thread) until the message at ``lsn`` settled; True if it is durable."""
         with self._durable:
-            self._durable.wait_for(lambda: self._acked >= lsn or self._fenced is not None, timeout=60)
+            self._durable.wait_for(lambda: self._acked >= lsn or self._broken is not None, timeout=60)
             return self._acked >= lsn
 
     def check_open(self) -> None:
-        if self._fenced is not None:
-            raise self._fenced
+        if self._broken is not None:
+            raise self._broken
 
     async def _drain(self) -> None:
         try:
-            while self._queue and self._fenced is None:
+            while self._queue and self._broken is None:
                 batch, self._queue = self._queue, []
                 try:
                     await self._send([rec for rec, _ in batch])
                 except BaseException as e:
                     err = e if isinstance(e, StorageError) or getattr(e, "retryable", False) else \
                         StorageError(f"object {self.key}: the journal append failed: {e!r}")
-                    if isinstance(err, FencedError):
-                        self._fenced = err
+                    self._broken = err
                     for _, fut in batch:
                         if not fut.done():
                             fut.set_exception(err)
@@ -310,13 +319,18 @@ class ObjectLog:
                 for _, fut in batch:
                     if not fut.done():
                         fut.set_result(None)
-            if self._fenced is not None:
+            if self._broken is not None:
                 for _, fut in self._queue:
                     if not fut.done():
-                        fut.set_exception(self._fenced)
+                        fut.set_exception(self._broken)
                 self._queue = []
         finally:
             self._flight = None
+
+    def headers(self) -> dict[str, str]:
+        """The headers the next append carries (a retry of it carries the same)."""
+        return {"Nats-Expected-Last-Subject-Sequence": str(self._last),
+                "Nats-Msg-Id": f"{self.key}:{self.lease.epoch}:{self._last}:{self._handle}"}
 
     async def _send(self, records: list[bytes]) -> int:
         """One fenced append of ``records`` (module doc); returns its sequence."""
@@ -325,8 +339,8 @@ class ObjectLog:
             raise StorageError(f"object {self.key}: a commit of {len(payload)} bytes is over the server's "
                                f"message limit ({self.journal.max_payload}); commits this large are not supported "
                                "in cluster mode yet")
-        msg_id = f"{self.key}:{self.lease.epoch}:{self._last}"
-        headers = {"Nats-Expected-Last-Subject-Sequence": str(self._last), "Nats-Msg-Id": msg_id}
+        headers = self.headers()
+        msg_id = headers["Nats-Msg-Id"]
         subject = self.journal.subject(self.key)
         deadline = time.monotonic() + self.journal.retry_for
         while True:
