@@ -12,6 +12,7 @@ import pytest
 from duro.cluster.journal import STREAM, ChainBrokenError, FencedError, JetStreamJournal
 from duro.cluster.leases import LeaseOptions, Leases, NodeRegistry, SelfFencedError
 from duro.errors import StorageError
+from duro.storage.durability import JournalLink
 from duro.storage.journalfile import Capture, encode_commit
 
 from .child import commit
@@ -115,4 +116,26 @@ async def test_an_oversized_commit_is_refused_with_a_clear_error(nats1, connect)
     big = Capture(1, 1, 1, 400, {p: bytes([p % 250 + 1]) * 4096 for p in range(2, 400)}, bytes(16))
     with pytest.raises(StorageError, match="over the server's message limit"):
         await asyncio.wait_for(olog.append(big), TIMEOUT)
+    await a.close()
+
+
+async def test_it_is_a_journal_link_and_recovers_after_a_failed_append(nats1, connect, tmp_path) -> None:
+    js, a, la, journal = await setup(connect, nats1, "jl-a")
+    olog = await journal.take(await la.claim("jl-obj"), a)
+    assert isinstance(olog, JournalLink)
+    olog.bind(tmp_path, "do/ns/jl.sqlite")
+    for s in (1, 2):
+        await asyncio.wait_for(olog.append(commit(s)), TIMEOUT)
+    assert await asyncio.to_thread(olog.wait_durable, olog.position())
+    big = Capture(3, 1, 1, 400, {p: bytes([p % 250 + 1]) * 4096 for p in range(2, 400)}, bytes(16))
+    with pytest.raises(StorageError):
+        await asyncio.wait_for(olog.append(big), TIMEOUT)
+    with pytest.raises(StorageError, match="over the server's message limit"):  # broken until recovered
+        await asyncio.wait_for(olog.append(commit(3)), TIMEOUT)
+    await asyncio.to_thread(olog.check_open)  # recovers: takes the object again, redoes its file
+    assert (tmp_path / "do/ns/jl.sqlite").read_bytes()[4096:8192] == commit(2).pages[2]
+    await asyncio.wait_for(olog.append(commit(3)), TIMEOUT)
+    got, _, _ = await journal.rebuild("jl-obj")
+    assert [r.capture().seq for r in got.records] == [1, 2, 3]
+    assert got.epochs == [olog.lease.epoch, olog.lease.epoch]  # taken twice by one lease
     await a.close()

@@ -247,8 +247,11 @@ class JetStreamJournal:
 
 
 class ObjectLog:
-    """One owner's handle on one object's records (the cluster side of
-    :class:`~duro.storage.durability.JournalLink`): append commits fenced by the lease's epoch."""
+    """One owner's handle on one object's records, fenced by the lease's epoch: the cluster's
+    :class:`~duro.storage.durability.JournalLink`. The stream is the durability source and keeps
+    every record for the retention window, so what the object's file holds (``written``,
+    ``synced``) only tells which snapshot could be taken; ``recover`` takes the object again and
+    redoes its file (``bind`` names the file)."""
 
     def __init__(self, journal: JetStreamJournal, lease: Lease, registry: NodeRegistry | None,
                  last: int, head: bytes, rebuilt: Rebuilt) -> None:
@@ -268,6 +271,9 @@ class ObjectLog:
         self._handle = uuid.uuid4().hex[:12]
         self._durable = threading.Condition()
         self._acked = last
+        self._loop = asyncio.get_running_loop()
+        self._file: tuple[pathlib.Path, str] | None = None
+        self.file_through = 0  # the object's file holds every record up to here (written or synced)
         self.messages = 0
 
     # ---- the JournalLink side
@@ -296,9 +302,57 @@ class ObjectLog:
             self._durable.wait_for(lambda: self._acked >= lsn or self._broken is not None, timeout=60)
             return self._acked >= lsn
 
-    def check_open(self) -> None:
-        if self._broken is not None:
+    def written(self, through: int) -> None:
+        """The object's file holds every record up to ``through`` (not yet synced)."""
+        self.file_through = max(self.file_through, through)
+
+    def synced(self, through: int, *, durable: bool = False) -> None:
+        """The object's file holds every record up to ``through`` on stable storage. Nothing is
+        dropped for it: the stream keeps records for the retention window (a snapshot shortens
+        the next rebuild)."""
+        self.file_through = max(self.file_through, through)
+
+    def bind(self, data_dir: str | os.PathLike[str], relpath: str) -> None:
+        """The object's database file, which :meth:`recover` redoes."""
+        self._file = (pathlib.Path(data_dir), relpath)
+
+    def recover(self) -> None:
+        """After a failed append (blocking; from a thread other than the event loop's): take the
+        object again (rebuild what the stream holds, which includes a failed append that landed
+        after all, then a new EPOCH record) and redo its file from it. FencedError if another
+        owner has it now."""
+        try:
+            on_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            raise RuntimeError("ObjectLog.recover blocks: call it from another thread (asyncio.to_thread)")
+        asyncio.run_coroutine_threadsafe(self._retake(), self._loop).result(self.journal.retry_for * 2 + 10)
+        if self._file is not None:
+            self.materialize(*self._file)
+
+    async def _retake(self) -> None:
+        while self._flight is not None:
+            await asyncio.sleep(0.005)
+        if isinstance(self._broken, FencedError):
             raise self._broken
+        got, last, head = await self.journal.rebuild(self.key)
+        self.rebuilt, self._last, self._head = got, last, head
+        self._handle = uuid.uuid4().hex[:12]
+        self._broken = None
+        try:
+            await self._send([encode_record(EPOCH, self.lease.epoch, 0, self.key.encode(), self.lease.node.encode())])
+        except BaseException as e:
+            self._broken = e
+            raise
+
+    def check_open(self) -> None:
+        """Raise FencedError if the object moved to another owner; recover first if a failed
+        append left it behind."""
+        if isinstance(self._broken, FencedError):
+            raise self._broken
+        if self._broken is not None:
+            self.recover()
 
     async def _drain(self) -> None:
         try:
