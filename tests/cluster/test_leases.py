@@ -104,7 +104,7 @@ def claims_total() -> int:
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_contended_claims_from_real_processes_never_give_an_object_two_live_owners(nats3) -> None:
+def test_contended_claims_from_real_processes_never_give_an_object_two_live_owners(nats3, tmp_path) -> None:
     """Several processes claim the same 40 objects over and over (releasing some, abandoning all of
     theirs now and then as a crash would): for every object, the intervals in which a process
     treated it as its own never overlap, and its epochs grow with time. DURO_CLUSTER_CLAIMS sets
@@ -113,20 +113,25 @@ def test_contended_claims_from_real_processes_never_give_an_object_two_live_owne
     total = claims_total()
     urls = ",".join(nats3.urls)
     t0 = time.monotonic()
-    children = [subprocess.Popen([*CHILD, "claims", urls, f"c{i}", str(total // procs), "40", str(i)],
-                                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                for i in range(procs)]
-    outs = []
+    # Output goes to files: a pipe nobody reads while another child is waited for fills up, and a
+    # child blocked writing to it stops renewing (it self-fences: safe, but not what is measured).
+    logs = [tmp_path / f"claims{i}.out" for i in range(procs)]
+    children = []
+    for i in range(procs):
+        with open(logs[i], "w") as out:
+            children.append(subprocess.Popen([*CHILD, "claims", urls, f"c{i}", str(total // procs), "40", str(i)],
+                                             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT))
     try:
         for c in children:
-            out, err = c.communicate(timeout=280)
-            assert c.returncode == 0, err[-3000:]
-            outs.append(out)
+            c.wait(280)
     finally:
         for c in children:
             if c.poll() is None:
                 c.kill()
                 c.wait(10)
+    outs = [path.read_text() for path in logs]
+    for c, out in zip(children, outs):
+        assert c.returncode == 0, out[-3000:]
     seconds = time.monotonic() - t0
     held = [json.loads(line) for out in outs for line in out.splitlines() if line.startswith("{")]
     won = sum(int(line.split()[1]) for out in outs for line in out.splitlines() if line.startswith("DONE"))

@@ -201,7 +201,7 @@ class NodeRegistry:
                                         timeout=min(self.options.timeout, self.options.renew_every))
         except nats.js.errors.APIError as e:
             if e.err_code in _WRONG_LAST:
-                self._lose("its registration changed under it (it expired, or another node took the name)")
+                await self._resolve_wrong_last()
             return False
         except (nats.errors.Error, asyncio.TimeoutError, OSError):
             return False
@@ -209,6 +209,24 @@ class NodeRegistry:
         self._valid_until = max(self._valid_until, sent + self.options.ttl - self.options.margin)
         self.renewals += 1
         return True
+
+    async def _resolve_wrong_last(self) -> None:
+        """A renewal was refused as "wrong last sequence". An earlier renewal whose answer was lost
+        (a timeout) may have landed: if the registration still carries this run's incarnation it
+        is that one, and its revision is adopted (the validity is not extended: the next renewal
+        does that). Otherwise the registration expired or another node has the name: lost."""
+        try:
+            rev, value = await _leader_get(self.js, NODES_BUCKET, self.node)
+        except (nats.errors.Error, asyncio.TimeoutError, OSError):
+            return  # unknown: the next renewal tries again
+        try:
+            ours = value is not None and json.loads(value).get("incarnation") == self.incarnation
+        except ValueError:
+            ours = False
+        if ours:
+            self._rev = rev
+        else:
+            self._lose("its registration changed under it (it expired, or another node took the name)")
 
     def _lose(self, why: str) -> None:
         if self._lost is None:
@@ -328,9 +346,13 @@ class Leases:
 
     async def release(self, lease: Lease) -> bool:
         """Hand the object over at once (a graceful stop or eviction). False if the lease was no
-        longer this node's (someone took it over: nothing to release)."""
+        longer this node's (someone took it over: nothing to release); ClusterUnavailableError if
+        NATS did not answer (the lease then ends with this node's registration)."""
         try:
             await self._kv.delete(lease.key, last=lease.epoch)
+        except _UNAVAILABLE as e:
+            raise ClusterUnavailableError(f"releasing object {lease.key}: NATS did not answer "
+                                          f"({type(e).__name__})") from e
         except nats.js.errors.APIError as e:
             if e.err_code in _WRONG_LAST:
                 return False
@@ -339,8 +361,11 @@ class Leases:
 
     async def owner(self, key: str) -> tuple[str, int] | None:
         """(node, epoch) of the object's current lease record, or None when unowned."""
-        try:
-            entry = await self._kv.get(key)
-        except nats.js.errors.KeyNotFoundError:
+        _check_key("object key", key)
+        rev, value = await _leader_get(self.registry.js, OWNERS_BUCKET, key)
+        if value is None:
             return None
-        return json.loads(entry.value).get("node", "?"), entry.revision
+        try:
+            return json.loads(value).get("node", "?"), rev
+        except ValueError:
+            return "?", rev
