@@ -52,7 +52,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, ObjectStoreCon
 from ..errors import CorruptDatabaseError, StorageError
 from ..storage.journalfile import COMMIT, EPOCH, Capture, JournalRecord, decode_records, encode_commit, \
     encode_record, redo
-from .leases import Lease, NodeRegistry
+from .leases import TRANSIENT_ERRORS, Lease, NodeRegistry
 
 __all__ = ["JetStreamJournal", "ObjectLog", "FencedError", "ChainBrokenError", "STREAM", "SNAP_BUCKET"]
 
@@ -201,7 +201,19 @@ class JetStreamJournal:
 
     async def rebuild(self, key: str) -> tuple[Rebuilt, int, bytes]:
         """The object's state as the stream holds it (snapshot + records, chain verified), the last
-        sequence read and the chain hash there."""
+        sequence read and the chain hash there. Retried while NATS does not answer (an election),
+        for ``retry_for`` seconds."""
+        deadline = time.monotonic() + self.retry_for
+        while True:
+            try:
+                return await self._rebuild_once(key)
+            except TRANSIENT_ERRORS as e:
+                if time.monotonic() > deadline:
+                    raise StorageError(f"object {key}: its journal could not be read within {self.retry_for:.0f} s "
+                                       f"({type(e).__name__})") from e
+                await asyncio.sleep(0.1)
+
+    async def _rebuild_once(self, key: str) -> tuple[Rebuilt, int, bytes]:
         snap_seq, snap_hash, snap = await self._snapshot(key)
         msgs, head = await self.read(key, snap_seq, chain=snap_hash if snap_seq else _ZERO)
         got = Rebuilt(snapshot=snap, snapshot_seq=snap_seq, messages=len(msgs))
@@ -236,6 +248,10 @@ class JetStreamJournal:
             try:
                 await olog._send([encode_record(EPOCH, lease.epoch, 0, lease.key.encode(), lease.node.encode())])
                 return olog
+            except TRANSIENT_ERRORS:  # the tail could not be read to resolve an ambiguous answer
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
             except FencedError:
                 # Records landed after we read (the previous owner's last ones): read them too.
                 if time.monotonic() > deadline:
@@ -404,6 +420,11 @@ class ObjectLog:
                 ack = await self.journal.js.publish(subject, payload, headers=headers, timeout=self.journal.timeout)
                 seq = ack.seq
                 break
+            except TRANSIENT_ERRORS as e:  # before APIError: a 503 is one (an election under way)
+                self.journal.retries += 1
+                if time.monotonic() > deadline:
+                    raise StorageError(f"object {self.key}: the journal did not acknowledge an append within "
+                                       f"{self.journal.retry_for:.0f} s ({type(e).__name__}); the commit is not durable") from e
             except nats.js.errors.APIError as e:
                 if e.err_code not in _WRONG_LAST:
                     raise StorageError(f"object {self.key}: the journal refused an append: {e}") from e
@@ -415,12 +436,6 @@ class ObjectLog:
                     raise FencedError(f"object {self.key} moved to another owner (the journal's last record is "
                                       f"{tail}, this owner knew {self._last}); retry: the new owner serves it") from e
                 self.journal.retries += 1  # a spurious rejection with the tail unchanged
-            except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.NoStreamResponseError,
-                    nats.js.errors.ServiceUnavailableError, nats.errors.ConnectionReconnectingError) as e:
-                self.journal.retries += 1
-                if time.monotonic() > deadline:
-                    raise StorageError(f"object {self.key}: the journal did not acknowledge an append within "
-                                       f"{self.journal.retry_for:.0f} s ({type(e).__name__}); the commit is not durable") from e
             await asyncio.sleep(0.02)
         self._last = seq
         self._head = _digest(payload)

@@ -72,9 +72,11 @@ class ClusterUnavailableError(DuroError):
     retryable = True
 
 
-_UNAVAILABLE = (nats.errors.NoRespondersError, nats.errors.TimeoutError, asyncio.TimeoutError,
-                nats.js.errors.ServiceUnavailableError, nats.js.errors.NoStreamResponseError,
-                nats.errors.ConnectionReconnectingError, nats.errors.ConnectionClosedError)
+# NATS did not answer in time (no leader yet, an election, a reconnect): retry; a request that timed
+# out may still have landed, which each caller resolves (a Msg-Id, a compare-and-swap, "already ours").
+TRANSIENT_ERRORS = (nats.errors.NoRespondersError, nats.errors.TimeoutError, asyncio.TimeoutError,
+                    nats.js.errors.ServiceUnavailableError, nats.js.errors.NoStreamResponseError,
+                    nats.errors.ConnectionReconnectingError)
 
 
 class NodeNameTakenError(DuroError):
@@ -131,7 +133,7 @@ async def _bucket(js: Any, name: str, options: LeaseOptions) -> Any:
                                                               storage=StorageType.FILE))
             await _leader_get(js, name, "duro-probe")  # answered by the bucket's leader: it has one
             return kv
-        except _UNAVAILABLE:
+        except TRANSIENT_ERRORS:
             if time.monotonic() > deadline:
                 raise ClusterUnavailableError(f"cannot open the key-value bucket {name!r}: JetStream did not "
                                               "answer within 15 s; is JetStream enabled on the servers?") from None
@@ -313,8 +315,12 @@ class Leases:
         deadline = time.monotonic() + 3 * self.registry.options.timeout
         while True:
             try:
-                return await self._claim(key)
-            except _UNAVAILABLE as e:
+                lease = await self._claim(key)
+                # The node may have stopped being writable while the claim was on its way: such a
+                # lease is not used (the object moves on once the registration expires).
+                self.registry.check()
+                return lease
+            except TRANSIENT_ERRORS as e:
                 if time.monotonic() > deadline:
                     raise ClusterUnavailableError(f"claiming object {key}: NATS did not answer "
                                                   f"({type(e).__name__})") from e
@@ -350,7 +356,7 @@ class Leases:
         NATS did not answer (the lease then ends with this node's registration)."""
         try:
             await self._kv.delete(lease.key, last=lease.epoch)
-        except _UNAVAILABLE as e:
+        except TRANSIENT_ERRORS as e:
             raise ClusterUnavailableError(f"releasing object {lease.key}: NATS did not answer "
                                           f"({type(e).__name__})") from e
         except nats.js.errors.APIError as e:
