@@ -66,8 +66,8 @@ class SelfFencedError(DuroError):
 
 
 class ClusterUnavailableError(DuroError):
-    """NATS did not answer in time (no connection, no leader elected yet, a timeout). Nothing is
-    known to have changed; retry."""
+    """NATS did not answer in time (no connection, no leader elected yet, a timeout). The request
+    may or may not have landed; retrying settles it."""
 
     retryable = True
 
