@@ -15,7 +15,7 @@ import pytest
 
 from duro.cluster.leases import (LeaseHeldError, LeaseOptions, Leases, NodeNameTakenError, NodeRegistry,
                                  SelfFencedError, object_key)
-from duro.errors import InvalidInputError
+from duro.errors import DuroError, InvalidInputError
 
 from .conftest import CHILD, ROOT
 
@@ -151,3 +151,18 @@ def test_contended_claims_from_real_processes_never_give_an_object_two_live_owne
           f"{len(by_key)} objects, {len(overlaps)} with two live owners, {fenced} node runs self-fenced")
     assert won == len(held) and won > total // 20  # real contention, every lease accounted for
     assert not overlaps, json.dumps(overlaps[:2], indent=1)
+
+
+async def test_a_replication_the_servers_cannot_give_is_a_clear_error(connect) -> None:
+    from duro.cluster.testing import NatsServers
+
+    with NatsServers(1) as fresh:  # no bucket yet
+        nc = await connect(fresh)
+        await _refused(nc)
+
+
+async def _refused(nc) -> None:
+    reg = NodeRegistry(nc.jetstream(timeout=5), "lr-a", LeaseOptions(replicas=3))  # one server, asked for 3
+    with pytest.raises(DuroError, match="cannot create the key-value bucket 'duro_nodes' .3 replicas.: "
+                                        "replicas > 1 not supported in non-clustered mode"):
+        await reg.register()

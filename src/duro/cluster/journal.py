@@ -122,14 +122,22 @@ class JetStreamJournal:
         deadline = time.monotonic() + self.retry_for
         while True:
             try:
-                await self.js.add_stream(config)
+                try:
+                    await self.js.add_stream(config)
+                except nats.js.errors.APIError as e:
+                    if isinstance(e, TRANSIENT_ERRORS):
+                        raise
+                    if e.err_code != 10058:  # "already in use with a different configuration"
+                        raise StorageError(f"cannot create the journal stream {STREAM!r} ({self.replicas} "
+                                           f"replicas): {e.description or e}") from e
+                    await self.js.stream_info(STREAM)  # another node made it with other options: use it
                 try:
                     self._snaps = await self.js.object_store(SNAP_BUCKET)
                 except nats.js.errors.BucketNotFoundError:
                     self._snaps = await self.js.create_object_store(
                         SNAP_BUCKET, ObjectStoreConfig(storage=StorageType.FILE, replicas=self.replicas))
                 return self
-            except (nats.errors.NoRespondersError, nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError):
+            except TRANSIENT_ERRORS:
                 if time.monotonic() > deadline:
                     raise StorageError("JetStream did not answer while creating the journal stream "
                                        f"{STREAM!r}; is JetStream enabled on the servers?") from None

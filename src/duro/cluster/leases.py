@@ -129,8 +129,14 @@ async def _bucket(js: Any, name: str, options: LeaseOptions) -> Any:
                 except nats.js.errors.BucketNotFoundError:
                     pass
             if kv is None:
-                kv = await js.create_key_value(KeyValueConfig(bucket=name, history=1, replicas=options.replicas,
-                                                              storage=StorageType.FILE))
+                try:
+                    kv = await js.create_key_value(KeyValueConfig(bucket=name, history=1, replicas=options.replicas,
+                                                                  storage=StorageType.FILE))
+                except nats.js.errors.APIError as e:
+                    if isinstance(e, TRANSIENT_ERRORS):
+                        raise
+                    raise DuroError(f"cannot create the key-value bucket {name!r} ({options.replicas} replicas): "
+                                    f"{e.description or e}") from e
             await _leader_get(js, name, "duro-probe")  # answered by the bucket's leader: it has one
             return kv
         except TRANSIENT_ERRORS:
