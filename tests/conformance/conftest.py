@@ -1,6 +1,8 @@
 """The implementations the conformance suite runs against, one fixture parameter each.
 
-A new implementation joins by adding one entry to ``BARRIERS`` or ``HISTORIES`` below (as every
+A new implementation joins by adding one entry to ``BARRIERS``, ``HISTORIES``, ``JOURNALS`` (journals on
+local files: the file-specific contract) or ``SHARED_JOURNALS`` (every journal, the JetStream one too)
+below (as every
 litestream replica client runs ``RunWithReplicaClient``): the tests themselves use only the
 Protocols of :mod:`duro.storage.durability`.
 """
@@ -163,3 +165,44 @@ JOURNALS: dict[str, Callable[[pathlib.Path], JournalCase]] = {
 @pytest.fixture(params=sorted(JOURNALS))
 def journal_case(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> JournalCase:
     return JOURNALS[request.param](tmp_path / "data")
+
+
+# ---- the journal's shared contract ----------------------------------------------------------------
+# Every implementation of the commit journal, behind the small test-side interface of journals.py.
+
+
+@pytest.fixture(scope="session")
+def nats_server() -> Iterator[list[str]]:
+    """One real nats-server (sync_interval: always) for the JetStream journal, started only when a
+    test needs it."""
+    pytest.importorskip("nats", reason="the JetStream journal needs the cluster extra (nats-py)")
+    from duro.cluster.testing import NatsServers
+
+    with NatsServers(1) as servers:
+        yield servers.urls
+
+
+def _node_under_test(request: pytest.FixtureRequest, tmp: pathlib.Path):
+    from .journals import NodeJournalUnderTest
+    return NodeJournalUnderTest(tmp / "data")
+
+
+def _jetstream_under_test(request: pytest.FixtureRequest, tmp: pathlib.Path):
+    from .journals import JetStreamJournalUnderTest
+    return JetStreamJournalUnderTest(request.getfixturevalue("nats_server"), replicas=1)
+
+
+SHARED_JOURNALS = {
+    "node": _node_under_test,
+    "jetstream": _jetstream_under_test,
+}
+
+
+@pytest.fixture(params=sorted(SHARED_JOURNALS))
+async def any_journal(request: pytest.FixtureRequest, tmp_path: pathlib.Path):
+    impl = SHARED_JOURNALS[request.param](request, tmp_path)
+    await impl.start()
+    try:
+        yield impl
+    finally:
+        await asyncio.wait_for(impl.close(), 30)

@@ -91,3 +91,22 @@ def test_websocket_names():
 def test_asgi_shim_exports():
     assert set(asgi.__all__) == {"ASGI", "fetch", "websocket", "request_to_scope"}
     _all_resolve(asgi)
+
+
+def test_cluster_exports():
+    import pytest
+
+    pytest.importorskip("nats", reason="the cluster extra (nats-py) is not installed")
+    import duro.cluster.journal as journal
+    import duro.cluster.leases as leases
+    import duro.cluster.testing as testing
+
+    assert set(leases.__all__) == {
+        "LeaseOptions", "Lease", "NodeRegistry", "Leases", "LeaseHeldError", "SelfFencedError",
+        "NodeNameTakenError", "ClusterUnavailableError", "object_key", "NODES_BUCKET", "OWNERS_BUCKET",
+    }
+    assert set(journal.__all__) == {"JetStreamJournal", "ObjectLog", "FencedError", "ChainBrokenError", "STREAM",
+                                    "SNAP_BUCKET"}
+    assert set(testing.__all__) == {"NatsServers", "nats_server_binary", "MIN_VERSION"}
+    for module in (leases, journal, testing):
+        _all_resolve(module)

@@ -19,6 +19,8 @@ plain sequence of records, each::
            SYNCED: through-lsn u64 (the object's file holds every record of it up to that lsn,
            durably: older records of the key are no longer needed)
            CLEAN: empty, no key (a clean shutdown: every object file was synced)
+           EPOCH: the cluster journal only (:mod:`duro.cluster.journal`): a new owner took the
+           object over; lsn is its fencing token, the body names the node (utf-8)
 
 ``lsn`` numbers records node-wide (1, 2, ...); ``prev`` is the lsn of the same key's previous
 COMMIT record (0 for none), so a record lost in the middle shows up as a break in the chain.
@@ -40,13 +42,13 @@ from duro.errors import StorageError
 from duro.storage.historyfile import BASE, HEAL, PAGE_SIZE, HistoryFile, page_hole
 from duro.storage.paths import file_mode, fsync_dir, history_path, make_dirs_durably
 
-__all__ = ["COMMIT", "SYNCED", "CLEAN", "Capture", "JournalRecord", "Scan", "encode_commit", "encode_marker",
-           "scan_segments", "segment_name", "segment_paths", "redo", "SEGMENT_SUFFIX"]
+__all__ = ["COMMIT", "SYNCED", "CLEAN", "EPOCH", "Capture", "JournalRecord", "Scan", "encode_commit",
+           "encode_marker", "encode_record", "decode_records", "scan_segments", "segment_name", "segment_paths", "redo", "SEGMENT_SUFFIX"]
 
 _log = logging.getLogger("duro.journal")
 
 MAGIC = 0x4C4A5244  # b"DRJL"
-COMMIT, SYNCED, CLEAN = 1, 2, 3
+COMMIT, SYNCED, CLEAN, EPOCH = 1, 2, 3, 4
 SEGMENT_SUFFIX = ".journal"
 _HEAD = struct.Struct("<IBBHIQQI")
 _HCRC = struct.Struct("<I")
@@ -72,6 +74,11 @@ class Capture:
 def _record(kind: int, lsn: int, prev: int, key: bytes, body: bytes) -> bytes:
     head = _HEAD.pack(MAGIC, kind, 0, len(key), len(body), lsn, prev, zlib.crc32(body))
     return b"".join((head, _HCRC.pack(zlib.crc32(key, zlib.crc32(head))), key, body))
+
+
+def encode_record(kind: int, lsn: int, prev: int, key: bytes, body: bytes) -> bytes:
+    """One record of any kind, checksummed (the format above)."""
+    return _record(kind, lsn, prev, key, body)
 
 
 def encode_commit(lsn: int, prev: int, key: bytes, c: Capture) -> bytes:
@@ -124,6 +131,25 @@ class JournalRecord:
                 raise StorageError(f"journal record at {self.where} is malformed: page {pgno} is "
                                    f"{len(pages[pgno])} bytes")
         return Capture(seq, ms, tag, db_pages, pages, ident)
+
+
+def decode_records(buf: bytes, where: str) -> list[JournalRecord]:
+    """Every record of ``buf``, which must hold whole records only (one message of the cluster
+    journal); StorageError naming ``where`` if any of them fails its checks."""
+    out: list[JournalRecord] = []
+    at = 0
+    while at < len(buf):
+        head = _valid_head(buf, at)
+        if head is None:
+            raise StorageError(f"journal record at {where}:{at} is damaged (its header fails its checksum)")
+        kind, klen, blen, lsn, prev, key, bcrc = head
+        end = at + _PRE + klen + blen
+        body = buf[at + _PRE + klen:end]
+        if end > len(buf) or zlib.crc32(body) != bcrc:
+            raise StorageError(f"journal record {lsn} at {where}:{at} fails its checksum")
+        out.append(JournalRecord(kind, lsn, prev, key, body, f"{where}:{at}"))
+        at = end
+    return out
 
 
 def segment_name(first_lsn: int) -> str:

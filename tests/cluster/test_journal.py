@@ -1,0 +1,141 @@
+"""The JetStream journal on a real nats-server: commits are acknowledged once stored, ride one
+message when they pile up behind an append in flight, and read back (snapshot + records, hash chain
+verified) on a new owner, which appends its epoch record first; a stale owner is fenced; a broken
+chain or a damaged record stops the object; a retried append is stored once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from duro.cluster.journal import STREAM, ChainBrokenError, FencedError, JetStreamJournal
+from duro.cluster.leases import LeaseOptions, Leases, NodeRegistry, SelfFencedError
+from duro.errors import StorageError
+from duro.storage.durability import JournalLink
+from duro.storage.journalfile import Capture, encode_commit
+
+from .child import commit
+
+TIMEOUT = 20.0
+
+
+async def setup(connect, servers, name: str, **kw):
+    nc = await connect(servers)
+    js = nc.jetstream(timeout=5)
+    reg = NodeRegistry(js, name, LeaseOptions(replicas=servers.replicas, **kw))
+    await reg.register()
+    journal = await JetStreamJournal(js, replicas=servers.replicas).open()
+    return js, reg, await Leases(reg).open(), journal
+
+
+async def test_appends_are_acknowledged_grouped_and_rebuilt_by_the_next_owner(nats1, connect, tmp_path) -> None:
+    js, a, la, journal = await setup(connect, nats1, "ja-a")
+    _, b, lb, _ = await setup(connect, nats1, "ja-b")
+    lease = await la.claim("ja-obj")
+    olog = await asyncio.wait_for(journal.take(lease, a), TIMEOUT)
+    assert olog.rebuilt.records == [] and olog.position() > 0  # its epoch record is in
+    futs = [olog.append(commit(s)) for s in range(1, 41)]
+    await asyncio.wait_for(asyncio.gather(*futs), TIMEOUT)
+    assert olog.messages <= 3, olog.messages  # 40 commits behind one append in flight: a few messages
+    await olog.snapshot(b"S" * 8192)  # the file as of every acknowledged commit
+    for s in range(41, 44):
+        await asyncio.wait_for(olog.append(commit(s)), TIMEOUT)
+    assert await la.release(lease)
+    taken = await asyncio.wait_for(journal.take(await lb.claim("ja-obj"), b), TIMEOUT)
+    got = taken.rebuilt
+    assert got.snapshot == b"S" * 8192
+    assert [r.capture().seq for r in got.records] == [41, 42, 43]  # only what came after the snapshot
+    assert got.records[0].capture() == commit(41)  # byte for byte
+    assert got.epochs == []  # the first epoch record is covered by the snapshot
+    db = taken.materialize(tmp_path, "do/ns/obj.sqlite")
+    data = db.read_bytes()
+    assert data[:4096] == b"S" * 4096 and data[4096:8192] == commit(43).pages[2]
+    # The old owner is fenced by the new owner's epoch record.
+    with pytest.raises(FencedError, match="moved to another owner") as e:
+        await asyncio.wait_for(olog.append(commit(44)), TIMEOUT)
+    assert e.value.retryable
+    with pytest.raises(FencedError):  # and stays fenced
+        await asyncio.wait_for(olog.append(commit(45)), TIMEOUT)
+    await asyncio.wait_for(taken.append(commit(44)), TIMEOUT)
+    await a.close()
+    await b.close()
+
+
+async def test_a_retried_append_is_stored_once(nats1, connect) -> None:
+    """The answer to an append can be lost (a timeout): the retry carries the same Msg-Id and the
+    same expected sequence, and the server answers it with the first one's sequence."""
+    js, a, la, journal = await setup(connect, nats1, "jr-a")
+    olog = await journal.take(await la.claim("jr-obj"), a)
+    before = olog.position()
+    record = encode_commit(1, olog.lease.epoch, b"jr-obj", commit(1))
+    headers = olog.headers()
+    first = await js.publish(journal.subject("jr-obj"), olog._head + record, headers=headers)  # its ack "lost"
+    seq = await olog._send([record])  # the owner's retry
+    assert seq == first.seq
+    msgs, _ = await journal.read("jr-obj")
+    assert [s for s, _ in msgs] == [before, seq]  # the epoch record and one commit, not two
+    await a.close()
+
+
+async def test_a_broken_chain_or_a_damaged_record_stops_the_object(nats1, connect) -> None:
+    js, a, la, journal = await setup(connect, nats1, "jc-a")
+    olog = await journal.take(await la.claim("jc-obj"), a)
+    await olog.append(commit(1))
+    # A message that does not name the one before it (a lost record, or a writer that skipped the
+    # chain): the next owner refuses to serve the object.
+    await js.publish(journal.subject("jc-obj"), bytes(32) + encode_commit(2, 1, b"jc-obj", commit(2)))
+    with pytest.raises(ChainBrokenError, match="hash chain is broken"):
+        await journal.rebuild("jc-obj")
+    olog2 = await journal.take(await la.claim("jc-dmg"), a)
+    record = bytearray(encode_commit(1, olog2.lease.epoch, b"jc-dmg", commit(1)))
+    record[-10] ^= 0xFF  # bit rot inside the record, under a valid chain link
+    await olog2._send([bytes(record)])
+    with pytest.raises(StorageError, match=f"journal record 1 at {STREAM}:.* fails its checksum"):
+        await journal.rebuild("jc-dmg")
+    await a.close()
+
+
+async def test_a_node_that_cannot_renew_appends_nothing(nats1, connect) -> None:
+    js, a, la, journal = await setup(connect, nats1, "jf-a", ttl=2, renew_every=0.5, margin=0.5)
+    olog = await journal.take(await la.claim("jf-obj"), a)
+    await olog.append(commit(1))
+    a._task.cancel()  # its renewals hang
+    while a.writable():
+        await asyncio.sleep(0.02)
+    before = olog.position()
+    with pytest.raises(SelfFencedError):
+        await asyncio.wait_for(olog.append(commit(2)), TIMEOUT)
+    tail, _ = await journal.tail("jf-obj")
+    assert tail == before  # nothing was sent
+
+
+async def test_an_oversized_commit_is_refused_with_a_clear_error(nats1, connect) -> None:
+    js, a, la, journal = await setup(connect, nats1, "jo-a")
+    olog = await journal.take(await la.claim("jo-obj"), a)
+    big = Capture(1, 1, 1, 400, {p: bytes([p % 250 + 1]) * 4096 for p in range(2, 400)}, bytes(16))
+    with pytest.raises(StorageError, match="over the server's message limit"):
+        await asyncio.wait_for(olog.append(big), TIMEOUT)
+    await a.close()
+
+
+async def test_it_is_a_journal_link_and_recovers_after_a_failed_append(nats1, connect, tmp_path) -> None:
+    js, a, la, journal = await setup(connect, nats1, "jl-a")
+    olog = await journal.take(await la.claim("jl-obj"), a)
+    assert isinstance(olog, JournalLink)
+    olog.bind(tmp_path, "do/ns/jl.sqlite")
+    for s in (1, 2):
+        await asyncio.wait_for(olog.append(commit(s)), TIMEOUT)
+    assert await asyncio.to_thread(olog.wait_durable, olog.position())
+    big = Capture(3, 1, 1, 400, {p: bytes([p % 250 + 1]) * 4096 for p in range(2, 400)}, bytes(16))
+    with pytest.raises(StorageError):
+        await asyncio.wait_for(olog.append(big), TIMEOUT)
+    with pytest.raises(StorageError, match="over the server's message limit"):  # broken until recovered
+        await asyncio.wait_for(olog.append(commit(3)), TIMEOUT)
+    await asyncio.to_thread(olog.check_open)  # recovers: takes the object again, redoes its file
+    assert (tmp_path / "do/ns/jl.sqlite").read_bytes()[4096:8192] == commit(2).pages[2]
+    await asyncio.wait_for(olog.append(commit(3)), TIMEOUT)
+    got, _, _ = await journal.rebuild("jl-obj")
+    assert [r.capture().seq for r in got.records] == [1, 2, 3]
+    assert got.epochs == [olog.lease.epoch, olog.lease.epoch]  # taken twice by one lease
+    await a.close()
