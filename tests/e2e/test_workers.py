@@ -58,6 +58,12 @@ def _workers(srv) -> dict[int, int]:
     return out
 
 
+def _wait_serving(srv, count: int = 2) -> None:
+    """Until every worker serves (the supervisor logs it), not only exists."""
+    wait_for(lambda: len(_workers(srv)) == count and srv.log().count(" serves (") >= count, timeout=60,
+             what=f"{count} workers serving")
+
+
 def _alive(pid: int) -> bool:
     try:
         return pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
@@ -98,7 +104,7 @@ def _post(client, url):
 
 def test_one_activation_per_object_across_workers(serve):
     srv = serve(PROJECT, "--workers", "2")
-    wait_for(lambda: len(_workers(srv)) == 2, timeout=30, what="two workers")
+    _wait_serving(srv)
     counts = {n: 0 for n in NAMES}
     plan = NAMES * 30 + ["n0"] * 480  # n0 is hot
     random.Random(1).shuffle(plan)
@@ -134,7 +140,7 @@ def test_one_activation_per_object_across_workers(serve):
 
 def test_fetch_and_rpc_errors_cross_workers(serve):
     srv = serve(PROJECT, "--workers", "2")
-    wait_for(lambda: len(_workers(srv)) == 2, timeout=30, what="two workers")
+    _wait_serving(srv)
     with httpx.Client(base_url=srv.url, timeout=30) as c:
         for worker in (0, 1):
             name = _name_on(worker)
@@ -163,7 +169,7 @@ def _load(url, name, stop, acked, errors):
 
 def test_a_killed_worker_is_restarted_and_nothing_acknowledged_is_lost(serve):
     srv = serve(PROJECT, "--workers", "2")
-    wait_for(lambda: len(_workers(srv)) == 2, timeout=30, what="two workers")
+    _wait_serving(srv)
     victim = _name_on(1, prefix="v")
     bystander = _name_on(0, prefix="b")
     stop = threading.Event()
@@ -203,7 +209,7 @@ def test_a_killed_worker_is_restarted_and_nothing_acknowledged_is_lost(serve):
 
 def test_a_worker_stuck_in_c_code_is_killed_while_the_other_serves(serve):
     srv = serve(PROJECT, "--workers", "2")
-    wait_for(lambda: len(_workers(srv)) == 2, timeout=30, what="two workers")
+    _wait_serving(srv)
     stuck, fine = _name_on(1, prefix="s"), _name_on(0, prefix="f")
     pid = _workers(srv)[1]
     base = _cpu_ticks(pid)
@@ -253,7 +259,7 @@ def _cpu_ticks(pid: int) -> int:
 
 def test_memory_limit_fails_the_event_and_restarts_only_that_worker(serve):
     srv = serve(PROJECT, "--workers", "2", "--memory-limit", "300M")
-    wait_for(lambda: len(_workers(srv)) == 2, timeout=30, what="two workers")
+    _wait_serving(srv)
     hog, fine = _name_on(1, prefix="h"), _name_on(0, prefix="f")
     before = _workers(srv)
     with httpx.Client(base_url=srv.url, timeout=60) as c:
@@ -271,7 +277,7 @@ def test_memory_limit_fails_the_event_and_restarts_only_that_worker(serve):
 
 def test_an_alarm_fires_on_the_restarted_owner(serve):
     srv = serve(PROJECT, "--workers", "2")
-    wait_for(lambda: len(_workers(srv)) == 2, timeout=30, what="two workers")
+    _wait_serving(srv)
     name = _name_on(1, prefix="a")
     with httpx.Client(base_url=srv.url, timeout=30) as c:
         first = c.get(f"/alarm_in/{name}?1500").json()
@@ -284,7 +290,7 @@ def test_an_alarm_fires_on_the_restarted_owner(serve):
 
 def test_workers_die_with_the_supervisor_and_a_new_server_starts(serve, tmp_path):
     srv = serve(PROJECT, "--workers", "2", data=tmp_path / "data")
-    wait_for(lambda: len(_workers(srv)) == 2, timeout=30, what="two workers")
+    _wait_serving(srv)
     with httpx.Client(base_url=srv.url, timeout=30) as c:
         for n in NAMES[:6]:
             assert c.get(f"/add/{n}").status_code == 200
@@ -314,7 +320,7 @@ def test_bad_worker_options_are_refused_at_start(tmp_path, args, text):
 
 def test_sigterm_stops_every_worker(serve):
     srv = serve(PROJECT, "--workers", "2")
-    wait_for(lambda: len(_workers(srv)) == 2, timeout=30, what="two workers")
+    _wait_serving(srv)
     with httpx.Client(base_url=srv.url, timeout=30) as c:
         assert c.get(f"/add/{NAMES[0]}").status_code == 200
     pids = list(_workers(srv).values())
@@ -343,7 +349,7 @@ def test_websockets_are_bridged_to_the_object_s_worker(serve):
     API: tags, attachments, auto-response, broadcast, hibernation, closes either way."""
     from websockets.exceptions import ConnectionClosed
     srv = serve(PROJECT, "--workers", "2", "--hibernation-timeout", "0.3")
-    wait_for(lambda: len(_workers(srv)) == 2, timeout=30, what="two workers")
+    _wait_serving(srv)
     pids = _workers(srv)
     room = _name_on(1, prefix="r", cls="Room")
     a = _ws_held_by(srv, room, pids[0], "ta")  # bridged: held by worker 0, the object on worker 1
@@ -385,7 +391,7 @@ def test_bridged_websockets_when_a_worker_dies(serve):
     dies: the object gets websocket_close 1006, as for a client that vanished."""
     from websockets.exceptions import ConnectionClosed
     srv = serve(PROJECT, "--workers", "2")
-    wait_for(lambda: len(_workers(srv)) == 2, timeout=30, what="two workers")
+    _wait_serving(srv)
     pids = _workers(srv)
     on1, on0 = _name_on(1, prefix="k", cls="Room"), _name_on(0, prefix="k", cls="Room")
     c = _ws_held_by(srv, on1, pids[0], "c")  # held by 0, object on 1
@@ -416,7 +422,7 @@ def test_metrics_tail_and_admin_writes_cover_every_worker(serve):
     object on the worker that owns it, whichever worker takes the request."""
     from prometheus_client.parser import text_string_to_metric_families
     srv = serve(PROJECT, "--workers", "2")
-    wait_for(lambda: len(_workers(srv)) == 2, timeout=30, what="two workers")
+    _wait_serving(srv)
     names = [_name_on(0, prefix="m"), _name_on(1, prefix="m")]
     wait_for(lambda: (pathlib.Path(srv.data_dir) / "admin.url").exists(), timeout=30, what="the admin listener")
     auth = srv.admin_headers()

@@ -267,7 +267,7 @@ class AdminEndpoint:
             raise _Refused(404, f"this server serves no namespace {uk!r}")
         if not isinstance(args.get("name"), str) or not args["name"]:
             raise _Refused(400, "name must be a non-empty string")
-        return {"id": NamespaceKey(uk).id_from_name(args["name"]).to_string()}
+        return {"id": self.app.runtime.namespace_key(uk).id_from_name(args["name"]).to_string()}
 
     def _op_sockets(self, args: dict[str, Any]) -> dict[str, Any]:
         return admin_views.sockets(self.app.runtime, self.front)
