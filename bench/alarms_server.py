@@ -84,8 +84,7 @@ def run(workers: int, state: str, objects: int, window: float, lead: float, time
     port = free_port()
     cmd = [sys.executable, "-m", "duro", "serve", str(PROJECT), "--port", str(port), "--data", data,
            "--log-level", "warning", "--no-admin"]
-    if workers > 1:
-        cmd += ["--workers", str(workers)]
+    cmd += ["--workers", str(workers)]
     if state == "closed":
         cmd += ["--idle-timeout", "1"]
     env = dict(os.environ, DURO_BENCH_ALARMS_OUT=out)

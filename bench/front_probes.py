@@ -64,7 +64,8 @@ class Server:
         self.log_path = work / "server.log"
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(["nice", "-n", "10", sys.executable, "-m", "duro", "serve", str(project), "--port",
-                                      str(port), "--data", str(work / "data")], env=env, stdout=self._log,
+                                      str(port), "--data", str(work / "data"), "--workers", "1"], env=env,
+                                     stdout=self._log,
                                      stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

@@ -87,8 +87,7 @@ def scenario(kind: str, workers: int, duration: float) -> dict:
     data = tempfile.mkdtemp(prefix="bench-isolation-")
     cmd = [sys.executable, "-m", "duro", "serve", str(PROJECT), "--port", str(port), "--data", data,
            "--log-level", "warning", "--no-admin"]
-    if workers > 1:
-        cmd += ["--workers", str(workers)]
+    cmd += ["--workers", str(workers)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60

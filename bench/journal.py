@@ -44,7 +44,7 @@ class Server:
         self.data = data
         self.log = log
         cmd = [sys.executable, "-m", "duro", "serve", str(HERE / "project"), "--port", str(self.port),
-               "--data", str(data), "--log-level", "warning", *(extra or [])]
+               "--data", str(data), "--log-level", "warning", "--workers", "1", *(extra or [])]
         self.t0 = time.perf_counter()
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(log, "w"))
         deadline = time.monotonic() + 60

@@ -109,9 +109,9 @@ class Duro:
         pin = taskset(0) if self.workers == 1 else []
         cmd = pin + [sys.executable, "-m", "duro", "serve", str(HERE / "project"), "--port", str(port),
                      "--data", data, "--durability", self.durability, "--log-level", "warning"]
-        if self.workers > 1:
+        if self.workers > 1 or not self.supervised:
             cmd += ["--workers", str(self.workers)]
-        elif self.supervised:  # a memory limit makes the supervisor run its one worker
+        else:  # a memory limit makes the supervisor run its one worker
             cmd += ["--workers", "1", "--memory-limit", "16G"]
         env = dict(os.environ)
         if self.src is not None:

@@ -147,7 +147,8 @@ def main() -> int:
     port = free_port()
     pin = ["taskset", "-c", "0"] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
     cmd = pin + [sys.executable, "-m", "duro", "serve", str(HERE / "ws_project"), "--port", str(port),
-                 "--data", data, "--log-level", "warning", "--hibernation-timeout", str(args.hibernation_timeout)]
+                 "--data", data, "--log-level", "warning", "--workers", "1",
+                 "--hibernation-timeout", str(args.hibernation_timeout)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60

@@ -40,9 +40,12 @@ async def test_stub_modules_in_process(tmp_path):
     assert "site-packages" in uvicorn.__file__ and "site-packages" in websockets.__file__
 
 
-def test_a_failing_import_is_reported_once_and_serve_exits_non_zero(tmp_path):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_failing_import_is_reported_once_and_serve_exits_non_zero(tmp_path, workers):
+    """One process, or a supervisor whose first worker cannot start: one error, then the server
+    exits (the supervisor does not start the other workers, nor restart this one forever)."""
     proc = subprocess.run([sys.executable, "-m", "duro", "serve", str(PROJECTS / "failing"),
-                           "--data", str(tmp_path / "data"), "--port", "0"],
+                           "--data", str(tmp_path / "data"), "--port", "0", "--workers", workers],
                           capture_output=True, text=True, timeout=60, env=dict(os.environ))
     assert proc.returncode == 1, proc.stderr
     err = proc.stderr
@@ -51,9 +54,12 @@ def test_a_failing_import_is_reported_once_and_serve_exits_non_zero(tmp_path):
     assert err.count("import a_package_that_is_not_installed") == 1, err
     assert 'File "' + str(PROJECTS / "failing" / "src" / "settings.py") + '", line 2' in err
     assert "/duro/" not in err.split("Traceback", 1)[1].split("duro: ")[0], err  # no frames of duro's
-    last = err.strip().splitlines()[-1]
-    assert last == ("duro: cannot import the project's entry module src/entry.py: "
-                    "ModuleNotFoundError: No module named 'a_package_that_is_not_installed'"), err
+    said = ("duro: cannot import the project's entry module src/entry.py: "
+            "ModuleNotFoundError: No module named 'a_package_that_is_not_installed'")
+    if workers == "1":
+        assert err.strip().splitlines()[-1] == said, err
+    else:  # then the supervisor's own line: which worker could not start, and that it stops
+        assert err.count(said) == 1 and "worker 0 (pid" in err and "could not start" in err, err
 
 
 def test_a_failing_import_in_process_is_one_error_with_the_cause(tmp_path):

@@ -60,10 +60,11 @@ def add_serve_args(p: argparse.ArgumentParser, *, dev: bool) -> None:
     if dev:
         p.add_argument("--no-reload", action="store_true", help="do not restart when project files change")
     else:
-        p.add_argument("--workers", default="1", metavar="N",
-                       help="worker processes: N, or 'auto' for one per CPU core (default: 1). With more than "
+        p.add_argument("--workers", default="auto", metavar="N",
+                       help="worker processes: N, or 'auto' for one per CPU core (the default). With more than "
                             "one, a supervisor starts them, each owns a share of the objects, any of them "
-                            "accepts any connection, and one that dies or hangs is restarted")
+                            "accepts any connection, and one that dies or hangs is restarted; 1 runs one "
+                            "process, as duro dev does (docs/workers.md)")
         p.add_argument("--memory-limit", default=None, metavar="SIZE",
                        help="resident memory per worker process, such as 512M or 2G (default: none). Past it the "
                             "worker's running events fail with Cloudflare's memory-limit error and it is restarted; "
@@ -197,6 +198,30 @@ def _worker_count(text: str) -> int:
     return n
 
 
+# Options the supervisor keeps to itself; every other ``duro serve`` option reaches each worker.
+_SUPERVISOR_ONLY = {"project", "data", "workers", "worker_slot", "func", "command", "dev", "memory_limit_bytes"}
+
+
+def _worker_options(args: argparse.Namespace) -> list[str]:
+    """The command-line options of ``args`` again, for a worker's own ``duro serve``: every option
+    of the serve parser whose value is not its default (new options need no code here)."""
+    probe = argparse.ArgumentParser(add_help=False)
+    add_serve_args(probe, dev=False)
+    out: list[str] = []
+    for action in probe._actions:
+        if not action.option_strings or action.dest in _SUPERVISOR_ONLY:
+            continue
+        value = getattr(args, action.dest, action.default)
+        if value == action.default:
+            continue
+        flag = action.option_strings[-1] if action.option_strings[-1].startswith("--") else action.option_strings[0]
+        if isinstance(action, argparse._StoreTrueAction):
+            out.append(flag)
+        else:
+            out += [flag, str(value)]
+    return out
+
+
 def _supervise(args: argparse.Namespace, count: int) -> int:
     """The supervisor of ``count`` workers (each runs this command again, told its slot)."""
     from ..config import load_project
@@ -208,13 +233,7 @@ def _supervise(args: argparse.Namespace, count: int) -> int:
         return 2
     data = pathlib.Path(args.data) if args.data else (cfg.data_dir or cfg.root / ".duro")
     data = data.resolve()
-    argv = ["serve", str(cfg.root), "--host", args.host, "--port", str(args.port), "--data", str(data),
-            "--log-level", args.log_level]
-    for flag, value in (("--durability", args.durability), ("--idle-timeout", args.idle_timeout),
-                        ("--hibernation-timeout", args.hibernation_timeout),
-                        ("--max-connections", args.max_connections), ("--memory-limit", args.memory_limit)):
-        if value is not None:
-            argv += [flag, str(value)]
+    argv = ["serve", str(cfg.root), "--data", str(data), *_worker_options(args)]
     try:
         from ..storage import migrate
         return run_supervisor(argv, count, data, args.host, args.port, cpu_ms=cfg.limits.cpu_ms,

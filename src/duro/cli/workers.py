@@ -116,6 +116,7 @@ class Supervisor:
         self.workers = [_Worker(i) for i in range(count)]
         self.selector = selectors.DefaultSelector()
         self.stopping: int | None = None  # the signal that stops it
+        self.exit_code = 0
         self.stop_deadline = 0.0
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
@@ -184,6 +185,12 @@ class Supervisor:
                 continue
             why = w.reason or _describe_exit(code)
             lived = now - w.started_at
+            if w.ready_at is None and w.restarts == 0 and w.reason is None:
+                # It never served: it will not serve after a restart either. Stop, with its status.
+                log.error("worker %d (pid %d) could not start (%s); stopping", w.index, pid, why)
+                self.exit_code = code if code > 0 else 1
+                self._on_signal(signal.SIGTERM, None)
+                continue
             w.failures = w.failures + 1 if lived < 10 else 1
             pause = 0.0 if w.failures <= 1 else min(MAX_BACKOFF_S, 0.25 * 2 ** (w.failures - 2))
             w.down_since = now
@@ -244,9 +251,15 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         try:
-            for w in self.workers:
-                self._start(w)
+            # Worker 0 first: a project that cannot start (an import error, a bad config, a data
+            # directory it cannot use) fails once, with its one error, and the server exits.
+            self._start(self.workers[0])
+            launched = False
             while True:
+                if not launched and self.workers[0].ready_at is not None:
+                    launched = True
+                    for w in self.workers[1:]:
+                        self._start(w)
                 self._reap()
                 if self.stopping is not None:
                     if all(w.proc is None for w in self.workers):
@@ -278,7 +291,7 @@ class Supervisor:
                     w.proc.wait()
             shutil.rmtree(self.sockets, ignore_errors=True)
         log.info("all workers stopped")
-        return 0
+        return self.exit_code
 
 
 def _describe_exit(code: int) -> str:
@@ -317,7 +330,8 @@ def lock_data_dir(data_dir: pathlib.Path, wait: float = 5.0) -> int:
 def recover_all(data_dir: pathlib.Path, history: bool) -> list[str]:
     """Every journal folder redone into the object files, before any worker opens one. Returns
     the keys of the objects whose records could not be redone (damaged)."""
-    from ..runtime.journalrecovery import journal_folders, recover
+    from ..runtime.journalrecovery import check_writable, journal_folders, recover
+    check_writable(data_dir / "journal")
     held: list[str] = []
     for folder in journal_folders(data_dir):
         report = recover(data_dir, history=history, folder=folder)
@@ -370,7 +384,8 @@ def run_supervisor(argv: list[str], count: int, data_dir: pathlib.Path, host: st
             for change in migrate.apply(data_dir, migrations, pending_keys=held):
                 log.warning("migration: %s", change.describe())
         listen = bind(host, port)
-        log.info("duro supervisor (pid %d): %d workers on http://%s:%d (data: %s%s)", os.getpid(), count, host, port,
+        log.info("duro supervisor (pid %d): %d workers on http://%s:%d (data: %s%s)", os.getpid(), count, host,
+                 listen.getsockname()[1],
                  data_dir, f", memory limit {memory_limit / 2**20:.0f} MiB per worker" if memory_limit else "")
         sup = Supervisor(argv, count, data_dir, listen, cpu_ms=cpu_ms, memory_limit=memory_limit,
                          drain_timeout=drain_timeout)

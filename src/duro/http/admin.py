@@ -76,7 +76,8 @@ class AdminEndpoint:
         self.app = app
         self.import_dir = import_dir.resolve() if import_dir is not None else None
         self.token: str | None = None
-        self.token_path: pathlib.Path | None = None
+        self.token_path: pathlib.Path | None = None  # the file this endpoint wrote (and removes)
+        self.token_file: pathlib.Path | None = None  # where the token is, for messages
         self.front: Any = None  # the AsgiFront, for its own metrics (set by it)
         router = getattr(app.runtime, "router", None)
         if router is not None:  # an operation on another worker's object runs on that worker
@@ -89,9 +90,11 @@ class AdminEndpoint:
         A worker process takes the token its supervisor wrote (``DURO_ADMIN_TOKEN``)."""
         shared = os.environ.get(TOKEN_ENV)
         if shared and getattr(self.app.runtime, "worker", None) is not None:
-            self.token = shared
+            self.token = shared  # the supervisor's file: it removes it at the end, not this worker
+            self.token_file = pathlib.Path(self.app.runtime.data_dir) / TOKEN_FILE
             return
         self.token, self.token_path = write_token(pathlib.Path(self.app.runtime.data_dir))
+        self.token_file = self.token_path
 
     def close(self) -> None:
         if self.token_path is not None:

@@ -179,7 +179,7 @@ class AdminListener:
         os.replace(tmp, path)
         self._url_path = path
         log.info("admin listener on %s: dashboard %s/ (token in %s, or run `duro dashboard`)", self.url,
-                 self.url, self.admin.token_path)
+                 self.url, self.admin.token_file)
         return self.url
 
     async def stop(self) -> None:

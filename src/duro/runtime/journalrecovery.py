@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..storage.journalfile import COMMIT, pending_redo, redo, scan_segments, segment_paths, stray_side_files
-from ..storage.paths import fsync_dir
+from ..errors import StorageError
+from ..storage.paths import fsync_dir, make_dirs_durably
 
 log = logging.getLogger("duro.journal")
 
-__all__ = ["RecoveryReport", "recover", "journal_folders"]
+__all__ = ["RecoveryReport", "recover", "journal_folders", "check_writable"]
 
 
 @dataclass
@@ -40,13 +41,26 @@ class RecoveryReport:
     last: dict[str, int] = field(default_factory=dict)  # key -> lsn of its last record, if segments are kept
 
 
+def check_writable(folder: pathlib.Path) -> None:
+    """Make ``folder`` (a journal's) if needed and check a file can be created in it: a clear
+    StorageError if not, before anything is recovered or served."""
+    try:
+        make_dirs_durably(folder)
+        probe = folder / ".probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise StorageError(f"the journal directory {str(folder)!r} is not writable: {e.strerror or e}; "
+                           "check its owner and permissions, or choose another --data directory") from e
+
+
 def journal_folders(data_dir: pathlib.Path) -> list[pathlib.Path]:
     """Every journal folder of a data directory: ``journal/`` (one process) and ``journal/w<k>/``
     (worker ``k`` of ``duro serve --workers N``)."""
     folder = data_dir / "journal"
     try:
         return [folder] + sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith("w"))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return [folder]
 
 

@@ -40,7 +40,7 @@ from ..storage.paths import file_mode, fsync_dir, make_dirs_durably
 from .barrier import failure_copy, sync_path
 from .events import batch_histograms
 from .filesync import FileSync
-from .journalrecovery import RecoveryReport, recover
+from .journalrecovery import RecoveryReport, check_writable, recover
 
 log = logging.getLogger("duro.journal")
 
@@ -128,14 +128,7 @@ class NodeJournal:
         """Recover the data directory, then open a fresh segment. Call before any object opens."""
         if self.report is not None:
             return self.report
-        try:
-            make_dirs_durably(self.folder)
-            probe = self.folder / ".probe"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as e:
-            raise StorageError(f"the journal directory {str(self.folder)!r} is not writable: {e.strerror or e}; "
-                               "check its owner and permissions, or choose another --data directory") from e
+        check_writable(self.folder)
         report = recover(self.data_dir, history=self.history, folder=self.folder, owns=self.owns)
         self.report = report
         self._next_lsn = report.next_lsn

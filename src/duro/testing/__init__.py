@@ -51,7 +51,8 @@ def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.02, what
 
 
 class ServerProcess:
-    """``duro serve PROJECT`` in a subprocess. Use as a context manager or call start()/stop()."""
+    """``duro serve PROJECT`` in a subprocess, one process unless ``args`` has ``--workers``. Use as a
+    context manager or call start()/stop()."""
 
     def __init__(self, project: str | os.PathLike[str], data_dir: str | os.PathLike[str], *,
                  port: int | None = None, args: list[str] | None = None, env: dict[str, str] | None = None,
@@ -79,8 +80,10 @@ class ServerProcess:
         return {"authorization": f"Bearer {token}"}
 
     def start(self, timeout: float = 30.0) -> "ServerProcess":
+        # One process unless the test asks for workers (``duro serve`` itself runs one per core).
+        workers = [] if any(a == "--workers" or a.startswith("--workers=") for a in self.args) else ["--workers", "1"]
         cmd = [sys.executable, "-m", "duro", "serve", self.project, "--port", str(self.port),
-               "--data", self.data_dir, *self.args]
+               "--data", self.data_dir, *workers, *self.args]
         env = dict(os.environ, **(self.env or {}))
         env.setdefault("PYTHONUNBUFFERED", "1")
         self._log = open(self.log_path, "ab")
