@@ -36,7 +36,7 @@ from ..errors import CorruptDatabaseError, StorageError
 from ..storage.durability import BarrierStatistics
 from ..storage.journalfile import (CLEAN, COMMIT, SYNCED, Capture, encode_commit, encode_marker, pending_redo,
                                    redo, scan_segments, segment_name, segment_paths)
-from ..storage.paths import file_mode, fsync_dir, make_dirs_durably
+from ..storage.paths import file_mode, fsync_dir
 from .barrier import failure_copy, sync_path
 from .events import batch_histograms
 from .filesync import FileSync
