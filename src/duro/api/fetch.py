@@ -11,7 +11,7 @@ plain dict of their parts); storage refuses them, as Cloudflare's does. A WebSoc
 from __future__ import annotations
 
 import json as _json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping  # noqa: F401 - Iterable: in HeadersInit
 from typing import Any
 from urllib.parse import urlsplit
 
