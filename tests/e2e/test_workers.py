@@ -153,6 +153,20 @@ def test_fetch_and_rpc_errors_cross_workers(serve):
             assert r.status_code == 500 and r.text.startswith("TypeError"), r.text
 
 
+def test_a_stub_that_saw_a_reset_stays_broken_across_workers(serve):
+    srv = serve(PROJECT, "--workers", "2")
+    _wait_serving(srv)
+    clients = _clients_on_every_worker(srv, 1)  # from each worker: worker 0's calls are forwarded
+    name = _name_on(1, prefix="z")
+    try:
+        for c in clients:
+            r = c.get(f"/abort_twice/{name}")
+            assert r.json() == ["ObjectResetError reset=True", "ObjectResetError reset=True", "ok"], r.text
+    finally:
+        for c in clients:
+            c.close()
+
+
 def _load(url, name, stop, acked, errors):
     with httpx.Client(base_url=url, timeout=10) as c:
         while not stop.is_set():

@@ -124,6 +124,7 @@ class DurableObjectStub:
         self.name = object_id.name
         self._act: "Activation | None" = None
         self._last: "asyncio.Future[None] | None" = None  # set once the last call was delivered
+        self._reset: BaseException | None = None  # the reset another worker's object reported
 
     def _target(self) -> "Activation":
         act = self._ns._runtime.activation(self._ns.unique_key, self.id)
@@ -149,6 +150,8 @@ class DurableObjectStub:
                 hex_id = str(self.id)
                 owner = router.owner(hex_id)
                 if owner != router.slot.index:
+                    if self._reset is not None:  # a stub that saw a reset stays broken, as locally
+                        raise self._reset
                     op, payload = forward()
                     return await self._forward(router, owner, op, label, payload, delivered)
             act = self._target()
@@ -173,7 +176,10 @@ class DurableObjectStub:
         except BaseException as e:
             state = failure_state(e)
             if state is not None:
-                raise rebuild_exception(state) from None
+                error = rebuild_exception(state)
+                if state.get("reset"):
+                    self._reset = error
+                raise error from None
             raise
 
     async def fetch(self, input: "str | Request", init: Any = None, **kwargs: Any) -> FetchResponse:

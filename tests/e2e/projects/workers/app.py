@@ -37,6 +37,9 @@ class Tally(DurableObject):
         while True:
             pass
 
+    async def abort(self):
+        self.ctx.abort("asked to")
+
     async def spin_in_c(self):
         return sum(itertools.repeat(1, 10**15))  # C code: never returns to the interpreter
 
@@ -120,6 +123,16 @@ class Default(WorkerEntrypoint):
         query = request.url.partition("?")[2]
         if what == "entry":
             return Response(str(os.getpid()))
+        if what == "abort_twice":  # a stub that saw a reset stays broken; a new stub works
+            stub = self.env.TALLY.get_by_name(name)
+            out = []
+            for call in (stub.abort, stub.get, self.env.TALLY.get_by_name(name).get):
+                try:
+                    await call()
+                    out.append("ok")
+                except Exception as e:
+                    out.append(f"{type(e).__name__} reset={getattr(e, 'durable_object_reset', False)}")
+            return Response(json.dumps(out), headers={"content-type": "application/json"})
         stub = self.env.TALLY.get_by_name(name)
         try:
             if what == "alarm_in":
