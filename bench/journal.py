@@ -199,6 +199,13 @@ def count_files(trace: str, existing: set[str]) -> dict[str, int]:
     return out
 
 
+def _cpu(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of process ``pid`` so far, every thread."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
 def measure_new(tmp: pathlib.Path, n: int) -> None:
     if not shutil.which("strace"):
         print("new: strace is needed (apt-get install strace)")
@@ -208,6 +215,14 @@ def measure_new(tmp: pathlib.Path, n: int) -> None:
     try:
         srv.hit([f"/obj/warm{i}" for i in range(50)])  # the namespace's folder and the journal exist
         time.sleep(0.5)
+        # CPU first, untraced: the server's user and kernel time (every thread) per new object.
+        tag = os.urandom(3).hex()
+        cpu0 = _cpu(srv.proc.pid)
+        srv.hit([f"/obj/c{tag}-{i}" for i in range(n)])
+        time.sleep(1.0)  # the background work of those creations
+        user, system = (b - a for a, b in zip(cpu0, _cpu(srv.proc.pid)))
+        print(f"new: {n} new objects: the server used {user / n * 1e3:.2f} ms user and {system / n * 1e3:.2f} ms "
+              f"kernel CPU per object (/proc/<pid>/stat, every thread)")
         existing = {str(p) for p in data.rglob("*")}
         out = tmp / "new-strace.txt"
         # One tracer (a thread takes one): -C prints every call and the summary after them.
