@@ -13,9 +13,9 @@
   ``--new`` objects get their first write: files created (an inode allocated), files removed,
   fdatasync/fsync and every system call, per new object.
 
-``--dir`` puts the data directories somewhere else than the system's temporary folder (on this
-project's development machine, allocating an inode costs 0.5-0.8 ms of kernel CPU in most folders of
-its ext4, 17 µs in a few: where the data lives moves the new-object numbers).
+``--dir`` puts the data directories somewhere else than the system's temporary folder: on this
+project's development machine allocating an inode costs 0.4-1.1 ms of kernel CPU in some folders of
+its ext4 and ~30 µs in others, and that alone moves the new-object numbers (docs/performance.md).
 
 Each measure starts its own server on a fresh data directory and stops it; nothing outlives the run.
 """
