@@ -162,7 +162,9 @@ _UNIX_FILE_FD_OFFSET = 3 * ctypes.sizeof(ctypes.c_void_p)
 def wal_descriptor(conn: apsw.Connection, wal_path: pathlib.Path) -> int:
     """The descriptor SQLite holds open for the connection's WAL (``SQLITE_FCNTL_JOURNAL_POINTER``),
     valid until the connection closes; -1 if it cannot be had (no WAL open yet, another VFS, or
-    the descriptor is not ``wal_path``'s file). Whoever uses it must never close it."""
+    the descriptor is not ``wal_path``'s file). Whoever uses it must never close it, and must stop
+    using it before the connection closes. SQLite closes a WAL's descriptor only when the connection
+    closes or leaves WAL mode, and user SQL cannot change the journal mode (the authorizer)."""
     ptr = ctypes.c_void_p(0)
     try:
         conn.file_control("main", apsw.SQLITE_FCNTL_JOURNAL_POINTER, ctypes.addressof(ptr))
