@@ -75,11 +75,11 @@ class ClassEntry:
     cls: Any = None
 
 
-# File descriptors one open object holds: its database, -wal and -shm (SQLite), its history file
-# and the reader that follows the -wal for the history. After FD_IDLE_SECONDS without an event an
-# open object gives the last two back (``DatabaseConnection.release_fds``); the bound below still
-# counts five, for objects that are busy.
-FDS_PER_OPEN_DATABASE = 5
+# File descriptors one open object holds: its database, -wal and -shm (SQLite) and its history
+# file (the reader that follows the -wal for the history reads through SQLite's descriptor). After
+# FD_IDLE_SECONDS without an event an open object gives the history's back
+# (``DatabaseConnection.release_fds``); the bound below still counts four, for objects that are busy.
+FDS_PER_OPEN_DATABASE = 4
 FD_IDLE_SECONDS = 5.0
 # Descriptors that busy objects may take past max_open_databases (idle ones are closed first);
 # past them a new object is refused as overloaded. The front leaves these free too.

@@ -35,7 +35,7 @@ from duro.storage.history import apply_pending_restore
 from duro.storage.durability import History, JournalLink
 from duro.storage.journal import WalTail, capture_commit, history_path, marker_path
 from duro.storage.journalfile import Capture
-from duro.storage.opening import connect, create_empty
+from duro.storage.opening import connect, create_empty, wal_descriptor
 from duro.storage.paths import make_dirs_durably
 from duro.storage.rowcounts import RowCounter
 from duro.storage.savepoints import Savepoints
@@ -214,7 +214,8 @@ class DatabaseConnection(Savepoints):
         conn.set_wal_hook(self._wal_hook)
         self._conn = conn
         if self._tail is not None:
-            self._tail.close()
+            wal = self.wal_path
+            self._tail.lend(lambda: wal_descriptor(conn, wal))  # SQLite's descriptor: one fewer
         self.changes = conn.changes
         self.total_changes = conn.total_changes
         self._cur = conn.cursor()
@@ -518,9 +519,10 @@ class DatabaseConnection(Savepoints):
         return wrote
 
     def release_fds(self) -> None:
-        """An idle open object gives back the descriptors duro holds beside SQLite's (the WAL
-        reader's and the history file's); the next commit opens them again. With a journal an
-        idle open object then holds three (database, -wal, -shm)."""
+        """An idle open object gives back the descriptors duro holds beside SQLite's (the history
+        file's, and the WAL reader's when it could not read through SQLite's own); the next commit
+        opens them again. With a journal an idle open object then holds three (database, -wal,
+        -shm)."""
         if self.txn.open or self._conn is None:
             return
         if self._tail is not None:

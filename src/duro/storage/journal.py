@@ -62,27 +62,45 @@ class WalTail:
 
     Called right after each COMMIT, on the same thread, before anything else can write: the frames
     from our offset up to the first commit frame are that commit's (all with the header's salt). A
-    WAL that was restarted (new salt) is read from its first frame."""
+    WAL that was restarted (new salt) is read from its first frame.
+
+    It reads through the descriptor SQLite itself holds for the WAL when :meth:`lend` gave a way to
+    get it (one descriptor fewer per busy object; never closed here), else through its own."""
 
     def __init__(self, wal_path: pathlib.Path) -> None:
         self.path = wal_path
         self._fd = -1
+        self._own = False  # whether _fd is ours to close (not SQLite's)
+        self._borrow: Callable[[], int] | None = None
         self._salt = b""
         self._offset = 0
 
+    def lend(self, borrow: Callable[[], int]) -> None:
+        """Read through the descriptor ``borrow()`` returns (SQLite's for this WAL, or -1 when it
+        cannot be had), until :meth:`close`. Called when the connection opens."""
+        self.close()
+        self._borrow = borrow
+
     def close(self) -> None:
-        if self._fd >= 0:
+        """Forget the WAL (the connection is closing): SQLite's descriptor is no longer used."""
+        if self._fd >= 0 and self._own:
             os.close(self._fd)
         self._fd = -1
+        self._borrow = None
         self._salt = b""
         self._offset = 0
 
     def release(self) -> None:
-        """Give the descriptor back while the object is idle; where the next commit starts is
-        kept (the next read opens the file again)."""
-        if self._fd >= 0:
+        """Give our own descriptor back while the object is idle; where the next commit starts is
+        kept (the next read opens the file again). SQLite's is kept: it costs nothing more."""
+        if self._fd >= 0 and self._own:
             os.close(self._fd)
-        self._fd = -1
+            self._fd = -1
+
+    @property
+    def borrowed(self) -> bool:
+        """Whether the last read went through SQLite's own descriptor."""
+        return self._fd >= 0 and not self._own
 
     @property
     def frames(self) -> int:
@@ -94,10 +112,15 @@ class WalTail:
         salts + checksum) of the last commit, or None if it wrote no frame (a write transaction
         that changed no page, e.g. a DELETE that matched nothing)."""
         if self._fd < 0:
-            try:
-                self._fd = os.open(self.path, os.O_RDONLY)
-            except FileNotFoundError:
-                return None
+            fd = self._borrow() if self._borrow is not None else -1
+            if fd >= 0:
+                self._fd, self._own = fd, False
+            else:
+                try:
+                    self._fd = os.open(self.path, os.O_RDONLY)
+                except FileNotFoundError:
+                    return None
+                self._own = True
         fd = self._fd
         head = os.pread(fd, _WAL_HEADER, 0)
         if len(head) < _WAL_HEADER:

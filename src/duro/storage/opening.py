@@ -20,7 +20,7 @@ from duro.errors import StorageError
 from duro.storage.paths import file_mode
 from duro.storage.translate import CORRUPT_CODES, corrupt_error, translate
 
-__all__ = ["connect", "create_empty", "PAGE_SIZE", "MAX_DATABASE_BYTES"]
+__all__ = ["connect", "create_empty", "wal_descriptor", "PAGE_SIZE", "MAX_DATABASE_BYTES"]
 
 PAGE_SIZE = 4096
 MAX_DATABASE_BYTES = 10 * 1000**3  # 10 GB per object (§7.4); beyond it writes fail with SQLITE_FULL
@@ -152,3 +152,30 @@ def create_empty(path: pathlib.Path) -> None:
         path.unlink(missing_ok=True)
         raise StorageError(f"cannot create database file {str(path)!r}: {e.strerror or e}") from e
     os.close(fd)
+
+
+# SQLite's unix VFS file object starts {pMethods, pVfs, pInode, int h}: ``h`` is the descriptor
+# (sqlite3's os_unix.c, unchanged since 3.7). Read only after checking it is the -wal's own inode.
+_UNIX_FILE_FD_OFFSET = 3 * ctypes.sizeof(ctypes.c_void_p)
+
+
+def wal_descriptor(conn: apsw.Connection, wal_path: pathlib.Path) -> int:
+    """The descriptor SQLite holds open for the connection's WAL (``SQLITE_FCNTL_JOURNAL_POINTER``),
+    valid until the connection closes; -1 if it cannot be had (no WAL open yet, another VFS, or
+    the descriptor is not ``wal_path``'s file). Whoever uses it must never close it, and must stop
+    using it before the connection closes. SQLite closes a WAL's descriptor only when the connection
+    closes or leaves WAL mode, and user SQL cannot change the journal mode (the authorizer)."""
+    ptr = ctypes.c_void_p(0)
+    try:
+        conn.file_control("main", apsw.SQLITE_FCNTL_JOURNAL_POINTER, ctypes.addressof(ptr))
+        if not ptr.value or not ctypes.c_void_p.from_address(ptr.value).value:  # none, or not open
+            return -1
+        fd = ctypes.c_int.from_address(ptr.value + _UNIX_FILE_FD_OFFSET).value
+        if fd < 0:
+            return -1
+        held, named = os.fstat(fd), os.stat(wal_path)
+    except (apsw.Error, OSError):
+        return -1
+    if (held.st_dev, held.st_ino) != (named.st_dev, named.st_ino):
+        return -1
+    return fd
