@@ -32,7 +32,7 @@ from inprocess import pct, run_and_save  # noqa: E402
 from duro.api import App, ObjectClass  # noqa: E402
 from duro.cli.serve import tune_gc  # noqa: E402
 from duro.runtime import Runtime  # noqa: E402
-from duro.storage.database import _closing as closing  # noqa: E402  (databases whose close is finishing)
+from duro.storage.closing import closing_any  # noqa: E402  (databases whose close is finishing)
 
 
 class Tenant(DurableObject):
@@ -45,7 +45,7 @@ class Tenant(DurableObject):
 async def evict_all(runtime: Runtime) -> int:
     n = runtime.sweep(now=time.monotonic() + 1e9)
     # The closes finish on the maintenance thread; let them, so a round measures only its own work.
-    while closing:
+    while closing_any():
         await asyncio.sleep(0.05)
     return n
 

@@ -204,18 +204,18 @@ _SUPERVISOR_ONLY = {"project", "data", "workers", "worker_slot", "func", "comman
 
 def _worker_options(args: argparse.Namespace) -> list[str]:
     """The command-line options of ``args`` again, for a worker's own ``duro serve``: every option
-    of the serve parser whose value is not its default (new options need no code here)."""
+    of the serve parser whose value is not its default (new options need no code here; each
+    option's flag is its name, ``--idle-timeout`` for ``idle_timeout``)."""
     probe = argparse.ArgumentParser(add_help=False)
     add_serve_args(probe, dev=False)
+    defaults = vars(probe.parse_args([]))
     out: list[str] = []
-    for action in probe._actions:
-        if not action.option_strings or action.dest in _SUPERVISOR_ONLY:
+    for dest, default in defaults.items():
+        value = getattr(args, dest, default)
+        if dest in _SUPERVISOR_ONLY or value == default:
             continue
-        value = getattr(args, action.dest, action.default)
-        if value == action.default:
-            continue
-        flag = action.option_strings[-1] if action.option_strings[-1].startswith("--") else action.option_strings[0]
-        if isinstance(action, argparse._StoreTrueAction):
+        flag = "--" + dest.replace("_", "-")
+        if value is True:
             out.append(flag)
         else:
             out += [flag, str(value)]
