@@ -31,36 +31,13 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 PROJECT = HERE / "alarms_project"
+sys.path.insert(0, str(HERE))
 
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from procs import children, cpu_ns, free_port  # noqa: E402
 
 
 def server_pids(pid: int) -> list[int]:
-    out = [pid]
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                stat = pathlib.Path(f"/proc/{entry.name}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(entry.name))
-    return out
-
-
-def cpu_ns(pids: list[int]) -> int:
-    total = 0
-    for p in pids:
-        try:
-            total += int(pathlib.Path(f"/proc/{p}/schedstat").read_text().split()[0])
-        except OSError:
-            pass
-    return total
+    return [pid, *children(pid).values()]
 
 
 def arm_all(port: int, names: list[str], due: list[int]) -> None:

@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import os
 import pathlib
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,12 +39,7 @@ sys.path.insert(0, str(HERE.parent / "src"))
 from duro.config import load_project  # noqa: E402
 from duro.ids import NamespaceKey  # noqa: E402
 from duro.runtime.router import owner_of  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from procs import free_port  # noqa: E402
 
 
 def name_on(worker: int, count: int, prefix: str) -> str:

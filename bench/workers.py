@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import os
 import pathlib
 import subprocess
 import sys
@@ -28,33 +27,7 @@ sys.path.insert(0, str(HERE.parent / "src"))
 from duro.config import load_project  # noqa: E402
 from duro.ids import NamespaceKey  # noqa: E402
 from duro.runtime.router import owner_of  # noqa: E402
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def children(pid: int) -> dict[int, int]:
-    """worker index -> pid of the supervisor ``pid``'s workers."""
-    out = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = pathlib.Path(f"/proc/{entry.name}/stat").read_text()
-            args = pathlib.Path(f"/proc/{entry.name}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"--worker-slot" in args:
-            out[int(args[args.index(b"--worker-slot") + 1].split(b"/")[0])] = int(entry.name)
-    return out
-
-
-def cpu_ns(pids: list[int]) -> int:
-    return sum(int(pathlib.Path(f"/proc/{p}/schedstat").read_text().split()[0]) for p in pids)
+from procs import children, cpu_ns, free_port  # noqa: E402
 
 
 def main() -> int:
