@@ -25,7 +25,7 @@ from time import perf_counter
 from typing import Any, Awaitable, Callable
 
 from ..api import App, Request, Response
-from ..runtime.activation import note_writes
+from ..runtime.activation import WriteNote, note_writes
 from ..runtime.tasks import stop_task
 from ..config_admin import AdminConfig
 from .admin import AdminEndpoint
@@ -183,7 +183,13 @@ class AsgiFront:
                 if resp is not None:
                     await self._send(send, resp, head=head)
                     return
-            resp = await self.run_entrypoint(request)
+            writes = note_writes()
+            try:
+                resp = await self.run_entrypoint(request, writes)
+            except asyncio.CancelledError:
+                if guard.stopping:  # the drain time is over: a clear, retryable answer, not a cut connection
+                    await self._send(send, self._cut_short(writes.wrote), head=head)
+                raise
             await self._send(send, resp, head=head)
         finally:
             guard.release_body(size)
@@ -192,8 +198,20 @@ class AsgiFront:
     def _unavailable(self, text: str) -> Response:
         return Response(text, status=503, headers={"retry-after": str(self.guard.limits.overload_retry_after)})
 
-    async def run_entrypoint(self, request: Request) -> Response:
-        writes = note_writes()
+    def _cut_short(self, wrote: bool) -> Response:
+        """The answer to a request still running when the server's drain time ended (SIGTERM,
+        or a worker retiring for a reload): 503, with ``Retry-After`` only if nothing of it wrote."""
+        text = ("The server is shutting down and this request was still running at the end of its drain "
+                "time (limits.drain_timeout); it was stopped.")
+        if wrote:
+            return Response(text + " It may have been partly applied: an object wrote to storage for it. "
+                            "It is not safe to retry as is.", status=503, headers={"connection": "close"})
+        resp = self._unavailable(text + " Nothing of it was written: retry it.")
+        resp.headers.set("connection", "close")
+        return resp
+
+    async def run_entrypoint(self, request: Request, writes: "WriteNote | None" = None) -> Response:
+        writes = writes or note_writes()
         try:
             return await self.app.handle(request)
         except asyncio.CancelledError:
