@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from ..errors import ConfigError, StorageError
+from .reload import Retirement, ignore_reload_signal
 from .stopping import INFLIGHT_SHARE, StopWatch
 from .worker import WorkerProcess
 from .workers import parse_size, run_supervisor
@@ -123,17 +124,26 @@ async def _run(args: argparse.Namespace) -> None:
                  app.runtime.data_dir, app.runtime.durability)
     tune_gc()
     watch = StopWatch(cfg.limits.drain_timeout)
+    retire = Retirement(app.runtime, worker.slot.index, max_delay=cfg.limits.code_update_max_delay,
+                        drain_timeout=cfg.limits.drain_timeout) if worker is not None else None
 
     def started() -> None:
         watch.install()
+        if retire is not None:
+            retire.install()
+        else:
+            ignore_reload_signal()
         if worker is not None:
             worker.started()
 
     try:
         await serve(front, host=args.host, port=args.port, log_level=args.log_level,
                     drain_timeout=cfg.limits.drain_timeout * INFLIGHT_SHARE, on_started=started,
-                    sock=worker.socket() if worker is not None else None)
+                    sock=worker.socket() if worker is not None else None,
+                    on_server=(lambda server: setattr(retire, "server", server)) if retire is not None else None)
     finally:
+        if retire is not None:
+            await retire.close()
         watch.close()
         if worker is not None:
             worker.close()
@@ -219,7 +229,8 @@ def _supervise(args: argparse.Namespace, count: int) -> int:
         from ..storage import migrate
         return run_supervisor(argv, count, data, args.host, args.port, cpu_ms=cfg.limits.cpu_ms,
                               memory_limit=args.memory_limit_bytes, drain_timeout=cfg.limits.drain_timeout,
-                              history=cfg.history_retention > 0, migrations=migrate.from_config(cfg))
+                              history=cfg.history_retention > 0, migrations=migrate.from_config(cfg),
+                              max_delay=cfg.limits.code_update_max_delay)
     except ConfigError as e:
         print(f"duro: {e}", file=sys.stderr)
         return 2

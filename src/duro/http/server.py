@@ -333,12 +333,14 @@ def _server_class() -> type:
 async def serve(front: Any, *, host: str = "127.0.0.1", port: int = 8787, log_level: str = "info",
                 ready: "asyncio.Event | None" = None, ws_max_size: int = 32 * 1024 * 1024,
                 ws_compression: bool = False, drain_timeout: float = 30.0,
-                on_started: Callable[[], None] | None = None, sock: Any = None) -> None:
+                on_started: Callable[[], None] | None = None, sock: Any = None,
+                on_server: Callable[[Any], None] | None = None) -> None:
     """Serve ``front`` (an :class:`AsgiFront`, or a wrapper with its ``guard``) until cancelled or
     signalled (SIGINT/SIGTERM stop it gracefully: requests in flight get ``drain_timeout`` seconds).
     Connections get the guard's limits. ``on_started`` is called once it serves, after uvicorn
     set its signal handlers (``duro serve`` adds its SIGTERM watch then). ``sock``: a listening
     socket to accept on instead of binding ``host:port`` (a worker process's, shared by all workers).
+    ``on_server`` gets the uvicorn server once made (a worker's code reload stops it, ``cli/reload.py``).
 
     WebSocket permessage-deflate is off by default: its per-connection zlib state (~40 KB) would
     dominate the memory of idle hibernated connections."""
@@ -358,6 +360,8 @@ async def serve(front: Any, *, host: str = "127.0.0.1", port: int = 8787, log_le
                             date_header=False, timeout_graceful_shutdown=drain_timeout, proxy_headers=False)
     cap_log_lines(guard.max_log_line)  # after uvicorn.Config: it installs its own handlers
     server = _server_class()(config)
+    if on_server is not None:
+        on_server(server)
     if ready is not None or on_started is not None:
         async def _watch() -> None:
             while not server.started:

@@ -39,6 +39,8 @@ log = logging.getLogger("duro.router")
 
 _LEN = struct.Struct(">I")
 MAX_FRAME = 1 << 30  # a frame larger than this is a broken peer, not a call
+BYE = "__bye__"  # one-way, owner to caller: this worker is retiring, send no more calls on this link
+RETIRED_CONNECT_S = 30.0  # how long a caller waits for a retired worker's successor to listen
 
 
 class PeerGone(DuroError):
@@ -127,7 +129,8 @@ class _Peer:
         self.index = index
         self.writer: asyncio.StreamWriter | None = None
         self.link = Link()
-        self.pending: dict[int, asyncio.Future[bytes]] = {}
+        self.pending: dict[int, asyncio.Future[bytes]] = {}  # the current link's calls
+        self.retired = False  # the worker said bye: its successor is starting
         self._connecting: asyncio.Future[None] | None = None
         self._reader_task: asyncio.Task[None] | None = None
 
@@ -146,7 +149,8 @@ class _Peer:
 
     async def _connect(self) -> None:
         path = str(self.router.slot.socket_path(self.index))
-        deadline = asyncio.get_running_loop().time() + self.router.connect_timeout
+        wait = RETIRED_CONNECT_S if self.retired else self.router.connect_timeout
+        deadline = asyncio.get_running_loop().time() + wait
         while True:
             try:
                 reader, writer = await asyncio.open_unix_connection(path, limit=MAX_FRAME)
@@ -157,22 +161,33 @@ class _Peer:
                     raise PeerGone(f"Network connection lost. Worker {self.index} is not running (its socket {path}: {e.strerror}); "
                                    "it is being restarted, retry the request") from None
                 await asyncio.sleep(0.02)
+        self.retired = False
         self.writer = writer
         self.link = Link()
         self.link.writer = writer
-        self._reader_task = asyncio.ensure_future(self._read(reader, writer, self.link))
+        self.pending = {}
+        self._reader_task = asyncio.ensure_future(self._read(reader, writer, self.link, self.pending))
 
-    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link: Link) -> None:
+    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link: Link,
+                    pending: dict[int, "asyncio.Future[bytes]"]) -> None:
+        bye = False
         try:
-            while True:
+            while not (bye and not pending):
                 frame = await _read_frame(reader)
                 if frame is None:
                     break
                 if len(frame) != 3:  # a one-way message from the other worker
+                    if frame[1] == BYE:
+                        # It retires: calls already sent are answered on this link; new ones go to
+                        # its successor (a new connection), and the link ends once these are answered.
+                        bye = self.retired = True
+                        if self.writer is writer:
+                            self.writer = None
+                        continue
                     self.router._one_way_in(frame, link)
                     continue
                 call_id, ok, payload = frame
-                fut = self.pending.pop(call_id, None)
+                fut = pending.pop(call_id, None)
                 if fut is not None and not fut.done():
                     if ok:
                         fut.set_result(payload)
@@ -185,7 +200,8 @@ class _Peer:
                 self.writer = None
             writer.close()
             link._closed()
-            pending, self.pending = self.pending, {}
+            if self.pending is pending:
+                self.pending = {}
             for fut in pending.values():
                 if not fut.done():
                     fut.set_exception(PeerGone(
@@ -224,6 +240,8 @@ class Router:
         self._next_id = 1
         self._owners: dict[str, int] = {}
         self._serving: set[asyncio.Task[Any]] = set()
+        self._links: set[Link] = set()  # connections other workers opened to this one
+        self._cut: BaseException | None = None  # the answer to calls a retirement stops
         # WebSockets across workers (installed by the front, ``http/bridge.py``): the owner's side
         # takes the server end an object accepted and gives it a bridge id on the caller's link;
         # the caller's side makes the channel its connection feeds.
@@ -256,6 +274,29 @@ class Router:
         path.unlink(missing_ok=True)  # left by this slot's previous process
         self._server = await asyncio.start_unix_server(self._serve, str(path), limit=MAX_FRAME)
         os.chmod(path, 0o600)
+
+    async def retire(self, timeout: float, cut: BaseException | None = None) -> bool:
+        """Hand this worker's objects over to its successor (a code reload): accept no new
+        connection, tell every caller on an open one to send no more calls there, answer the calls
+        already sent, and wait until the callers have closed their ends (at most ``timeout``
+        seconds). Calls sent after this go to the successor once it listens: none is lost or cut
+        off. Calls still running after ``timeout`` are answered with ``cut`` (and stopped), if given.
+        False if some did not finish in time."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for link in list(self._links):
+            link.post(BYE, b"")
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._links or self._serving:
+            if asyncio.get_running_loop().time() >= deadline:
+                if cut is not None:
+                    self._cut = cut
+                    for task in list(self._serving):
+                        task.cancel()
+                return False
+            await asyncio.sleep(0.01)
+        return True
 
     async def close(self) -> None:
         if self._server is not None:
@@ -310,6 +351,7 @@ class Router:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         link = Link()
         link.writer = writer
+        self._links.add(link)
         try:
             while True:
                 frame = await _read_frame(reader)
@@ -328,6 +370,7 @@ class Router:
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
+            self._links.discard(link)
             writer.close()
             link._closed()
 
@@ -342,6 +385,8 @@ class Router:
                 raise RuntimeError(f"this worker cannot run calls of kind {op!r}")
             answer = [call_id, True, await handler(namespace, hex_id, name, label, payload, link)]
         except asyncio.CancelledError:
+            if self._cut is not None and not writer.is_closing():
+                writer.write(_frame([call_id, False, self.describe(self._cut)]))
             raise
         except BaseException as e:
             answer = [call_id, False, self.describe(e)]
