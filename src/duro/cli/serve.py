@@ -56,6 +56,9 @@ def add_serve_args(p: argparse.ArgumentParser, *, dev: bool) -> None:
     g.add_argument("--admin-import-dir", metavar="DIR", default=None,
                    help="the only folder whose files `duro objects import --server` may make the "
                         "server read (default: the config's admin.import_dir; none: imports refused)")
+    p.add_argument("--otel", action="store_true",
+                   help="OpenTelemetry traces: a span per request and per object event, exported as the "
+                        "OTEL_* environment says (needs pip install 'duro[otel]'; off by default)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                    help="log verbosity (default: info)")
     if dev:
@@ -114,6 +117,7 @@ async def _run(args: argparse.Namespace) -> None:
         worker = WorkerProcess.from_arg(slot, getattr(args, "memory_limit_bytes", 0))
         worker.begin()
     app = load_app(cfg.root, data_dir=args.data, config=cfg, worker=worker.slot if worker else None)
+    stop_tracing = _tracing(app, cfg.name) if getattr(args, "otel", False) else None
     front: Any = AsgiFront(app, debug=getattr(args, "dev", False), websocket_handler=websocket_handler,
                            limits=FrontLimits.from_limits(cfg.limits), admin=cfg.admin)
     if getattr(args, "dev", False):
@@ -145,8 +149,18 @@ async def _run(args: argparse.Namespace) -> None:
         if retire is not None:
             await retire.close()
         watch.close()
+        if stop_tracing is not None:
+            stop_tracing()
         if worker is not None:
             worker.close()
+
+
+def _tracing(app: Any, service: str) -> Any:
+    from ..runtime import tracing
+    try:
+        return tracing.configure(app.runtime, service)
+    except (ImportError, ValueError) as e:
+        raise ConfigError(str(e)) from None
 
 
 def tune_gc() -> None:
@@ -219,7 +233,7 @@ def _supervise(args: argparse.Namespace, count: int) -> int:
     data = pathlib.Path(args.data) if args.data else (cfg.data_dir or cfg.root / ".duro")
     data = data.resolve()
     argv = ["serve", str(cfg.root), "--host", args.host, "--port", str(args.port), "--data", str(data),
-            "--log-level", args.log_level]
+            "--log-level", args.log_level] + (["--otel"] if args.otel else [])
     for flag, value in (("--durability", args.durability), ("--idle-timeout", args.idle_timeout),
                         ("--hibernation-timeout", args.hibernation_timeout),
                         ("--max-connections", args.max_connections), ("--memory-limit", args.memory_limit)):
@@ -262,6 +276,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
         argv += ["--max-connections", str(args.max_connections)]
     if args.no_admin:
         argv += ["--no-admin"]
+    if args.otel:
+        argv += ["--otel"]
     if args.admin_host is not None:
         argv += ["--admin-host", args.admin_host]
     if args.admin_port is not None:

@@ -99,7 +99,11 @@ class AsgiFront:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self._http(scope, receive, send)
+            tracing = self.app.runtime.events.tracer
+            if tracing is None:
+                await self._http(scope, receive, send)
+            else:
+                await self._traced(tracing, scope, receive, send)
         elif kind == "websocket":
             if self.websocket_handler is None:
                 await send({"type": "websocket.close", "code": 1011})
@@ -107,6 +111,23 @@ class AsgiFront:
             await self.websocket_handler(self, scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
+
+    async def _traced(self, tracing: Any, scope: Scope, receive: Receive, send: Send) -> None:
+        """A request with OpenTelemetry traces on: a server span around it, the object events it
+        causes as children (``runtime/tracing.py``)."""
+        started = tracing.start_request(scope)
+        status: int | None = None
+
+        async def sending(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._http(scope, receive, sending)
+        finally:
+            tracing.end_request(started, status)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
