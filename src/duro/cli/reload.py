@@ -5,10 +5,11 @@ hibernate before it runs the new code; a worker that retires does the same for i
 1. It stops accepting connections. The listening socket is shared, so the other workers take
    every new one; nothing is refused.
 2. It keeps serving — the requests on connections it holds and the calls other workers forward
-   for its objects — and drops each object's instance as soon as nothing holds it (no event, no
-   lock, no open transaction, no ``wait_until`` task), as hibernation or eviction would. It is done
-   when none is left. An object still busy after ``limits.code_update_max_delay`` seconds is reset
-   with Cloudflare's "Durable Object reset because its code was updated." (its callers get it).
+   for its objects — until nothing holds any of its objects' instances (no event, no lock, no open
+   transaction, no ``wait_until`` task): each could hibernate then. The instances are dropped when
+   the worker stops, as hibernation or eviction would drop them. An object still busy after
+   ``limits.code_update_max_delay`` seconds is reset with Cloudflare's "Durable Object reset
+   because its code was updated." (its callers get it).
 3. It tells the other workers to send no more calls for its objects (``Router.retire``): the
    calls already on their way are answered, later ones wait for its successor.
 4. It shuts down as on SIGTERM: requests in flight get the drain time, WebSockets close with 1012.
@@ -78,14 +79,15 @@ class Retirement:
                  "its objects to go idle (at most %g s, limits.code_update_max_delay)", self.index, os.getpid(),
                  self.max_delay)
         deadline = started + self.max_delay
-        busy = self.runtime.hibernate_idle()
+        busy = self.runtime.busy()
         while busy and time.monotonic() < deadline:
             await asyncio.sleep(POLL_S)
-            busy = self.runtime.hibernate_idle()
+            busy = self.runtime.busy()
         if busy:
-            reset = self.runtime.reset_all(ObjectResetError(TEXT_CODE_UPDATED), DeactivationReason.CODE_UPDATED)
+            for act in busy:
+                act.reset(ObjectResetError(TEXT_CODE_UPDATED), DeactivationReason.CODE_UPDATED)
             log.warning("worker %d: %d objects were still busy after %g s (limits.code_update_max_delay); "
-                        "reset them: %s", self.index, reset, self.max_delay, TEXT_CODE_UPDATED)
+                        "reset them: %s", self.index, len(busy), self.max_delay, TEXT_CODE_UPDATED)
         idle = time.monotonic() - started
         router = self.runtime.router
         # A call still running for a reset object is answered with the reset at once; otherwise

@@ -360,26 +360,11 @@ class Runtime:
     def activations(self) -> list[Activation]:
         return list(self._activations.values())
 
-    def hibernate_idle(self) -> int:
-        """For a code reload (``cli/reload.py``): drop now every instance nothing holds, as eviction
-        or hibernation would later (hibernatable sockets stay open). Returns how many are busy."""
-        busy = 0
+    def busy(self) -> list[Activation]:
+        """The activations something holds now (an event, a lock, an open transaction, a pinned or
+        background task): what a code reload waits for (``cli/reload.py``)."""
         now = time.monotonic()
-        for act in list(self._activations.values()):
-            if act.idle_at(now):
-                hibernating = self.hibernation.has_sockets(act.unique_key, str(act.id))
-                act.close(DeactivationReason.HIBERNATION if hibernating else DeactivationReason.IDLE)
-                self.forget(act)
-            else:
-                busy += 1
-        return busy
-
-    def reset_all(self, error: BaseException, reason: DeactivationReason) -> int:
-        """Reset every live instance (a reload past its ``code_update_max_delay``). Returns how many."""
-        acts = list(self._activations.values())
-        for act in acts:
-            act.reset(error, reason)
-        return len(acts)
+        return [act for act in self._activations.values() if not act.idle_at(now)]
 
     def forget(self, act: Activation) -> None:
         key = (act.unique_key, str(act.id))
