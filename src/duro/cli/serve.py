@@ -117,7 +117,8 @@ async def _run(args: argparse.Namespace) -> None:
         worker = WorkerProcess.from_arg(slot, getattr(args, "memory_limit_bytes", 0))
         worker.begin()
     app = load_app(cfg.root, data_dir=args.data, config=cfg, worker=worker.slot if worker else None)
-    stop_tracing = _tracing(app, cfg.name) if getattr(args, "otel", False) else None
+    if getattr(args, "otel", False):
+        _tracing(app, cfg.name)
     front: Any = AsgiFront(app, debug=getattr(args, "dev", False), websocket_handler=websocket_handler,
                            limits=FrontLimits.from_limits(cfg.limits), admin=cfg.admin)
     if getattr(args, "dev", False):
@@ -149,8 +150,6 @@ async def _run(args: argparse.Namespace) -> None:
         if retire is not None:
             await retire.close()
         watch.close()
-        if stop_tracing is not None:
-            stop_tracing()
         if worker is not None:
             worker.close()
 

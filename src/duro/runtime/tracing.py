@@ -97,8 +97,9 @@ def configure(runtime: Any, service_name: str) -> Any:
     """``duro serve --otel``: traces on, exported as the standard ``OTEL_*`` environment says.
     A tracer provider the process already has (``opentelemetry-instrument``) is used as is;
     otherwise one is made, with ``service.name`` the project's name and ``OTEL_TRACES_EXPORTER``
-    ``otlp`` (the default; ``OTEL_EXPORTER_OTLP_*`` set where to) or ``console``. Returns a callable
-    that flushes and stops what was made here (call it at exit)."""
+    ``otlp`` (the default; ``OTEL_EXPORTER_OTLP_*`` set where to) or ``console``; it is flushed and
+    shut down when the runtime closes (before uvicorn re-raises SIGTERM, which ends the process).
+    Call before the runtime starts."""
     try:
         from opentelemetry import trace
         from opentelemetry.sdk.resources import Resource
@@ -110,7 +111,7 @@ def configure(runtime: Any, service_name: str) -> Any:
     current = trace.get_tracer_provider()
     if isinstance(current, TracerProvider):
         install(runtime, current)
-        return lambda: None
+        return current
     which = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower()
     if which == "console":
         exporter: Any = ConsoleSpanExporter()
@@ -127,4 +128,20 @@ def configure(runtime: Any, service_name: str) -> Any:
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
     provider.add_span_processor(BatchSpanProcessor(exporter))
     install(runtime, provider)
-    return provider.shutdown
+    runtime.add_service(_Flush(provider))
+    return provider
+
+
+class _Flush:
+    """Shuts the tracer provider made by :func:`configure` down with the runtime: the spans still
+    in its batch are exported (off the event loop: an exporter may wait for its collector)."""
+
+    def __init__(self, provider: Any) -> None:
+        self.provider = provider
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        import asyncio
+        await asyncio.to_thread(self.provider.shutdown)
