@@ -3,10 +3,12 @@ not hold the exit up."""
 
 import contextlib
 import pathlib
+import signal
 import threading
 import time
 
 import httpx
+import pytest
 from websockets.sync.client import connect
 
 from duro.testing import wait_for
@@ -81,6 +83,12 @@ def test_sigterm_fails_what_outlasts_the_drain_time_with_a_retryable_503(serve):
     wait_for(lambda: "sleeping in d1" in srv.log() and "wrote, sleeping in d2" in srv.log(), timeout=20,
              what="both requests to reach their objects")
     started = time.monotonic()
+    srv.proc.send_signal(signal.SIGTERM)
+    # It stops accepting at once, while the two requests are still running.
+    wait_for(lambda: "Shutting down" in srv.log(), timeout=10, what="the shutdown to begin")
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(srv.url + "/version", timeout=5)
+    assert clean.is_alive() and dirty.is_alive()
     code = srv.stop(timeout=30)
     took = time.monotonic() - started
     clean.join(30)
