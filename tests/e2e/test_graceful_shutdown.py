@@ -117,3 +117,19 @@ def test_sigterm_closes_websockets_with_1012(serve):
                     ws.recv(10)
             except ConnectionClosed as e:
                 assert e.rcvd is not None and e.rcvd.code == 1012, e
+
+
+def test_sigterm_with_workers_refuses_new_connections_while_draining(serve):
+    """The supervisor holds the shared listening socket too: on SIGTERM it lets go of it, so a new
+    connection is refused at once instead of waiting in the backlog until everything has stopped."""
+    srv = serve(DEPLOYS, "--workers", "2")
+    t, out = _in_background(srv.url + "/sleep/w1?60")
+    wait_for(lambda: "sleeping in w1" in srv.log(), timeout=30, what="the request to reach its object")
+    srv.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: srv.log().count("Shutting down") >= 2, timeout=10, what="both workers to begin stopping")
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(srv.url + "/version", timeout=3)
+    assert t.is_alive()
+    assert srv.stop(timeout=30) == 0, srv.log()
+    t.join(30)
+    assert out["r"].status_code == 503, (out, srv.log()[-3000:])

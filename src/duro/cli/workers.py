@@ -298,6 +298,9 @@ class Supervisor:
         if self.stopping is None:
             self.stopping = signum
             self.stop_deadline = time.monotonic() + self.drain_timeout + 5
+            # No worker will be started again: let go of the listening socket, so that once the
+            # workers have closed theirs a new connection is refused rather than left in the backlog.
+            self.listen.close()
         try:
             os.write(self._wake_w, b"s")
         except OSError:

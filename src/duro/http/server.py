@@ -84,6 +84,7 @@ class AsgiFront:
         # worker answers the admin calls forwarded to it, and worker 0 holds the listener.
         self.admin: AdminEndpoint | None = None
         self.admin_listener: AdminListener | None = None
+        self.drain_time = 0.0  # for calls forwarded by other workers at a graceful stop (``serve`` sets it)
         if admin is not None and admin.enabled:
             self.admin = AdminEndpoint(app, import_dir=admin.import_dir)
             self.admin.front = self
@@ -153,6 +154,9 @@ class AsgiFront:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 try:
+                    router = self.app.runtime.router
+                    if router is not None:  # calls other workers forwarded here drain as requests do
+                        await router.wait_served(self.drain_time)
                     if self.admin_listener is not None:
                         await self.admin_listener.stop()
                     if self.admin is not None:
@@ -369,6 +373,8 @@ async def serve(front: Any, *, host: str = "127.0.0.1", port: int = 8787, log_le
 
     _install_status_lines()
     guard: FrontGuard = front.guard
+    if hasattr(front, "drain_time"):
+        front.drain_time = drain_timeout
     limits = guard.limits
     # duro's own WebSocket connections (wsconn.py) have no permessage-deflate: with compression
     # on, uvicorn's serve the upgraded sockets.

@@ -275,6 +275,17 @@ class Router:
         self._server = await asyncio.start_unix_server(self._serve, str(path), limit=MAX_FRAME)
         os.chmod(path, 0o600)
 
+    async def wait_served(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` seconds) until no call from another worker is running here:
+        at a graceful stop, calls forwarded to this worker get the drain time as its own requests
+        do. False if some were still running."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._serving:
+            if asyncio.get_running_loop().time() >= deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
     async def retire(self, timeout: float, cut: BaseException | None = None) -> bool:
         """Hand this worker's objects over to its successor (a code reload): accept no new
         connection, tell every caller on an open one to send no more calls there, answer the calls
