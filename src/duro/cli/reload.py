@@ -72,6 +72,13 @@ class Retirement:
                 pass
 
     async def _retire(self) -> None:
+        try:
+            await self._hand_over()
+        except Exception:  # our bug: the worker must still stop, or the reload would wait for it
+            log.exception("worker %d: retiring failed; stopping as on SIGTERM", self.index)
+        self.server.should_exit = True
+
+    async def _hand_over(self) -> None:
         started = time.monotonic()
         for listener in list(getattr(self.server, "servers", ())):
             listener.close()  # this process's copy of the shared socket: the others accept
@@ -98,7 +105,6 @@ class Retirement:
                         self.index, wait, TEXT_CODE_UPDATED)
         log.info("worker %d: objects idle after %.2f s, handed over after %.2f s; stopping", self.index, idle,
                  time.monotonic() - started)
-        self.server.should_exit = True
 
 
 def ignore_reload_signal() -> None:
