@@ -7,7 +7,8 @@ runs the entrypoint there; a call (``fetch``, RPC, a WebSocket event) for an obj
 owns crosses a Unix socket to that worker as one frame, and its answer comes back as one frame.
 
 Frames are a 4-byte big-endian length and a msgpack array. A request is
-``[call_id, op, namespace, hex_id, name, label, payload]``, an answer ``[call_id, ok, payload]``
+``[call_id, op, namespace, hex_id, name, label, payload]`` (and, with OpenTelemetry traces on, the
+caller's trace context as an eighth element), an answer ``[call_id, ok, payload]``
 (``ok`` false: ``payload`` describes the exception, ``namespace.describe_exception``). A one-way
 message (a bridged WebSocket's frame, say) has call id 0, goes either way over a connection (a
 :class:`Link`) and gets no answer. What the payload holds
@@ -248,6 +249,10 @@ class Router:
         self.bridge_accept: Callable[[Any, Link], int] | None = None
         self.bridge_proxy: Callable[[Link, int], Any] | None = None
         self.forwarded = 0  # calls sent to another worker
+        # OpenTelemetry (``tracing.py`` installs them): the current trace context as a dict to send
+        # with a call, and a context manager that makes a received one current while it runs.
+        self.trace_out: Callable[[], dict[str, str]] | None = None
+        self.trace_in: Callable[[dict[str, str]], Any] | None = None
         self.served = 0  # calls run here for another worker
 
     # ------------------------------------------------------------------ ownership
@@ -337,7 +342,10 @@ class Router:
         self._next_id += 1
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         peer.pending[call_id] = fut
-        writer.write(_frame([call_id, op, namespace, hex_id, name, label, payload]))
+        frame = [call_id, op, namespace, hex_id, name, label, payload]
+        if self.trace_out is not None:
+            frame.append(self.trace_out())
+        writer.write(_frame(frame))
         self.forwarded += 1
         if sent is not None:
             sent()
@@ -372,9 +380,11 @@ class Router:
                 if call_id == 0:
                     self._one_way_in(frame, link)
                     continue
-                _, op, namespace, hex_id, name, label, payload = frame
+                _, op, namespace, hex_id, name, label, payload = frame[:7]
+                trace = frame[7] if len(frame) > 7 and self.trace_in is not None else None
                 # Started in order: each call enters its object's queue before the next frame is read.
-                task = asyncio.ensure_future(self._run(link, call_id, op, namespace, hex_id, name, label, payload))
+                task = asyncio.ensure_future(self._run(link, call_id, op, namespace, hex_id, name, label, payload,
+                                                       trace))
                 self._serving.add(task)
                 task.add_done_callback(self._serving.discard)
                 await asyncio.sleep(0)
@@ -386,7 +396,7 @@ class Router:
             link._closed()
 
     async def _run(self, link: Link, call_id: int, op: str, namespace: str, hex_id: str,
-                   name: str | None, label: str, payload: bytes) -> None:
+                   name: str | None, label: str, payload: bytes, trace: dict[str, str] | None = None) -> None:
         self.served += 1
         handler = self._handlers.get(op)
         writer = link.writer
@@ -394,7 +404,11 @@ class Router:
         try:
             if handler is None:
                 raise RuntimeError(f"this worker cannot run calls of kind {op!r}")
-            answer = [call_id, True, await handler(namespace, hex_id, name, label, payload, link)]
+            if trace and self.trace_in is not None:
+                with self.trace_in(trace):  # the caller's span is the parent of what runs here
+                    answer = [call_id, True, await handler(namespace, hex_id, name, label, payload, link)]
+            else:
+                answer = [call_id, True, await handler(namespace, hex_id, name, label, payload, link)]
         except asyncio.CancelledError:
             if self._cut is not None and not writer.is_closing():
                 writer.write(_frame([call_id, False, self.describe(self._cut)]))

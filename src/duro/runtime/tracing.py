@@ -12,7 +12,8 @@ Off (the default) it costs one attribute test per event: nothing here is importe
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 __all__ = ["Tracing", "install", "TRACER_NAME"]
 
@@ -58,6 +59,22 @@ class Tracing:
             span.set_status(status_cls(code.ERROR, f"{status}: {error}" if error is not None else status))
         span.end()
 
+    # ------------------------------------------------------------------ across worker processes
+    def inject(self) -> dict[str, str]:
+        """The current trace context, W3C ``traceparent`` style, for a call to another worker."""
+        carrier: dict[str, str] = {}
+        self._propagate.inject(carrier)
+        return carrier
+
+    @contextlib.contextmanager
+    def remote_parent(self, carrier: dict[str, str]) -> Iterator[None]:
+        """Make the calling worker's context current while its call runs here."""
+        token = self._context.attach(self._propagate.extract(carrier))
+        try:
+            yield
+        finally:
+            self._context.detach(token)
+
     # ------------------------------------------------------------------ requests (the front)
     def start_request(self, scope: dict[str, Any]) -> tuple[Any, Any]:
         """A server span for an HTTP request, a child of the caller's (its ``traceparent``)."""
@@ -90,6 +107,10 @@ def install(runtime: Any, provider: Any = None) -> Tracing:
         raise ImportError("OpenTelemetry traces need the opentelemetry packages: pip install 'duro[otel]' "
                           f"({e})") from None
     runtime.events.tracer = tracing
+    router = getattr(runtime, "router", None)
+    if router is not None:  # worker processes: a call forwarded to another worker stays in its trace
+        router.trace_out = tracing.inject
+        router.trace_in = tracing.remote_parent
     return tracing
 
 
