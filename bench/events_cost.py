@@ -1,6 +1,7 @@
 """What the event-recording seam (runtime/events.py) costs per event, in process: the same
-trivial event run through ``Activation.run`` with the seam off, on (counting for /metrics), and on
-with a ``duro tail`` subscriber (records built and queued, log lines collected).
+trivial event run through ``Activation.run`` with the seam off, on (counting for /metrics), on
+with a ``duro tail`` subscriber (records built and queued, log lines collected), and — when the
+OpenTelemetry SDK is installed — on with traces (a span per event, kept by an in-memory exporter).
 
     python bench/events_cost.py [--events N] [--rounds R]
 
@@ -43,6 +44,9 @@ async def main(events: int, rounds: int) -> dict:
 
             await batch()  # construct, warm up
             modes: dict[str, list[float]] = {"off": [], "metrics": [], "metrics+tail": []}
+            tracer = _tracer()
+            if tracer is not None:
+                modes["metrics+otel"] = []
             for _ in range(rounds):
                 act._hub = None
                 modes["off"].append(await batch())
@@ -51,10 +55,30 @@ async def main(events: int, rounds: int) -> dict:
                 sub = hub.subscribe(maxsize=events + 1)
                 modes["metrics+tail"].append(await batch())
                 sub.close()
+                if tracer is not None:
+                    hub.tracer = tracer
+                    modes["metrics+otel"].append(await batch())
+                    hub.tracer = None
             med = {k: round(statistics.median(v), 3) for k, v in modes.items()}
             return {"events_per_round": events, "rounds": rounds, "us_per_event_median": med,
                     "seam_cost_us": round(med["metrics"] - med["off"], 3),
-                    "tail_extra_us": round(med["metrics+tail"] - med["metrics"], 3)}
+                    "tail_extra_us": round(med["metrics+tail"] - med["metrics"], 3),
+                    **({"otel_extra_us": round(med["metrics+otel"] - med["metrics"], 3)} if tracer else {})}
+
+
+def _tracer():
+    try:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    except ImportError:
+        return None
+    from duro.runtime.tracing import Tracing
+    provider = TracerProvider()
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    exporter.clear()
+    return Tracing(provider)
 
 
 if __name__ == "__main__":

@@ -116,13 +116,17 @@ class Limits:
     # seconds from SIGTERM to the end of the process, however busy it is: in-flight requests get
     # the first three quarters, closing the rest; past it the process exits at once (cli/stopping.py)
     drain_timeout: float = 40.0
+    # seconds a worker retiring for a code reload (SIGHUP to `duro serve --workers N`) lets busy
+    # objects finish before it resets them (Cloudflare's code_update_strategy max_delay); 0: at once
+    code_update_max_delay: float = 300.0
 
 
 _LIMIT_KINDS = {f.name: type(f.default) for f in dataclasses.fields(Limits)}  # float: seconds; int: counts
 _ZERO_MEANS_DERIVED = frozenset({"max_connections"})
 _ZERO_NOT_ALLOWED = frozenset({"drain_timeout"})  # seconds that cannot be "off"
 # Upper bounds, with why: Cloudflare refuses a limits.cpu_ms above 300000 (5 minutes).
-_LIMIT_MAX = {"cpu_ms": (300_000, "Cloudflare's maximum, 5 minutes of CPU per event")}
+_LIMIT_MAX = {"cpu_ms": (300_000, "Cloudflare's maximum, 5 minutes of CPU per event"),
+              "code_update_max_delay": (86_400, "Cloudflare's maximum max_delay, 24 hours")}
 
 
 @dataclass(frozen=True)
@@ -709,6 +713,9 @@ def _limit_values(raw: dict[str, Any], base: Limits, file: str | None, key: str)
                 raise ConfigError(f"must be >= 0 seconds, not {v}", file=file, key=lk)
             if v == 0 and k in _ZERO_NOT_ALLOWED:
                 raise ConfigError(f"must be > 0 seconds, not {v}", file=file, key=lk)
+            if k in _LIMIT_MAX and v > _LIMIT_MAX[k][0]:
+                top, why = _LIMIT_MAX[k]
+                raise ConfigError(f"must be at most {top} seconds ({why}), not {v}", file=file, key=lk)
             changes[k] = float(v)
         else:
             if isinstance(v, bool) or not isinstance(v, int):

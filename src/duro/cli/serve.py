@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from ..errors import ConfigError, StorageError
+from .reload import Retirement, ignore_reload_signal
 from .stopping import INFLIGHT_SHARE, StopWatch
 from .worker import WorkerProcess
 from .workers import parse_size, run_supervisor
@@ -55,6 +56,9 @@ def add_serve_args(p: argparse.ArgumentParser, *, dev: bool) -> None:
     g.add_argument("--admin-import-dir", metavar="DIR", default=None,
                    help="the only folder whose files `duro objects import --server` may make the "
                         "server read (default: the config's admin.import_dir; none: imports refused)")
+    p.add_argument("--otel", action="store_true",
+                   help="OpenTelemetry traces: a span per request and per object event, exported as the "
+                        "OTEL_* environment says (needs pip install 'duro[otel]'; off by default)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                    help="log verbosity (default: info)")
     if dev:
@@ -114,6 +118,8 @@ async def _run(args: argparse.Namespace) -> None:
         worker = WorkerProcess.from_arg(slot, getattr(args, "memory_limit_bytes", 0))
         worker.begin()
     app = load_app(cfg.root, data_dir=args.data, config=cfg, worker=worker.slot if worker else None)
+    if getattr(args, "otel", False):
+        _tracing(app, cfg.name)
     front: Any = AsgiFront(app, debug=getattr(args, "dev", False), websocket_handler=websocket_handler,
                            limits=FrontLimits.from_limits(cfg.limits), admin=cfg.admin)
     if getattr(args, "dev", False):
@@ -124,20 +130,37 @@ async def _run(args: argparse.Namespace) -> None:
                  app.runtime.data_dir, app.runtime.durability)
     tune_gc()
     watch = StopWatch(cfg.limits.drain_timeout)
+    retire = Retirement(app.runtime, worker.slot.index, max_delay=cfg.limits.code_update_max_delay,
+                        drain_timeout=cfg.limits.drain_timeout) if worker is not None else None
 
     def started() -> None:
         watch.install()
+        if retire is not None:
+            retire.install()
+        else:
+            ignore_reload_signal()
         if worker is not None:
             worker.started()
 
     try:
         await serve(front, host=args.host, port=args.port, log_level=args.log_level,
                     drain_timeout=cfg.limits.drain_timeout * INFLIGHT_SHARE, on_started=started,
-                    sock=worker.socket() if worker is not None else None)
+                    sock=worker.socket() if worker is not None else None,
+                    on_server=(lambda server: setattr(retire, "server", server)) if retire is not None else None)
     finally:
+        if retire is not None:
+            await retire.close()
         watch.close()
         if worker is not None:
             worker.close()
+
+
+def _tracing(app: Any, service: str) -> Any:
+    from ..runtime import tracing
+    try:
+        return tracing.configure(app.runtime, service)
+    except (ImportError, ValueError) as e:
+        raise ConfigError(str(e)) from None
 
 
 def tune_gc() -> None:
@@ -238,7 +261,8 @@ def _supervise(args: argparse.Namespace, count: int) -> int:
         from ..storage import migrate
         return run_supervisor(argv, count, data, args.host, args.port, cpu_ms=cfg.limits.cpu_ms,
                               memory_limit=args.memory_limit_bytes, drain_timeout=cfg.limits.drain_timeout,
-                              history=cfg.history_retention > 0, migrations=migrate.from_config(cfg))
+                              history=cfg.history_retention > 0, migrations=migrate.from_config(cfg),
+                              max_delay=cfg.limits.code_update_max_delay)
     except ConfigError as e:
         print(f"duro: {e}", file=sys.stderr)
         return 2
@@ -270,6 +294,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
         argv += ["--max-connections", str(args.max_connections)]
     if args.no_admin:
         argv += ["--no-admin"]
+    if args.otel:
+        argv += ["--otel"]
     if args.admin_host is not None:
         argv += ["--admin-host", args.admin_host]
     if args.admin_port is not None:

@@ -19,6 +19,11 @@ its event loop every ``BEAT_S``. It restarts a worker that
 and says so in one log line each. A worker that keeps failing right after starting is restarted
 after a growing pause (at most ``MAX_BACKOFF_S``). SIGTERM or SIGINT is passed on to every worker;
 the supervisor exits once they all have (each ends within its drain timeout).
+
+SIGHUP reloads the project's code, one worker at a time (``cli/reload.py`` has the worker's side):
+the supervisor sends the worker SIGHUP, the worker retires (its objects go idle, then it stops),
+the supervisor starts its successor and waits until that one serves before it retires the next.
+The others serve all along. A SIGHUP during a reload runs another once this one is over.
 """
 
 from __future__ import annotations
@@ -98,12 +103,15 @@ class _Worker:
     down_since: float | None = None  # when it died (for "served again after ...")
     restarts: int = 0
     over_since: float | None = None  # past the memory backstop since
+    retiring: bool = False  # told to retire for a reload; its exit is planned
+    retire_started: float = 0.0
+    retire_deadline: float = 0.0
     beating: bool = False  # its event loop has beaten at least once
 
 
 class Supervisor:
     def __init__(self, argv: list[str], count: int, data_dir: pathlib.Path, listen: socket.socket, *,
-                 cpu_ms: int, memory_limit: int, drain_timeout: float) -> None:
+                 cpu_ms: int, memory_limit: int, drain_timeout: float, max_delay: float = 300.0) -> None:
         self.argv = argv
         self.count = count
         self.data_dir = data_dir
@@ -111,6 +119,11 @@ class Supervisor:
         self.cpu_ms = cpu_ms
         self.memory_limit = memory_limit
         self.drain_timeout = drain_timeout
+        self.max_delay = max_delay  # limits.code_update_max_delay
+        self.reload_pending = False  # SIGHUP received
+        self.reload_queue: list[int] = []  # workers still to retire in this reload
+        self.reload_started = 0.0
+        self.retiring: int | None = None  # the worker retiring (or whose successor starts)
         self.sockets = pathlib.Path(tempfile.mkdtemp(prefix="duro-workers-"))
         self.env = dict(os.environ)  # the workers' (with the admin token, set by run_supervisor)
         self.workers = [_Worker(i) for i in range(count)]
@@ -158,6 +171,14 @@ class Supervisor:
         w.beating = True
         if b"R" in data and w.ready_at is None:
             w.ready_at = now
+            if self.retiring == w.index and not w.retiring:
+                self.retiring = None
+                log.info("reload: worker %d (pid %d) serves the new code, %.2f s after the reload began", w.index,
+                         w.proc.pid, now - self.reload_started)
+                w.down_since = None
+                if not self.reload_queue:
+                    log.info("reload: done, all %d workers restarted in %.2f s", self.count, now - self.reload_started)
+                return
             if w.down_since is not None:
                 log.info("worker %d (pid %d) serves again, %.2f s after worker %d stopped", w.index, w.proc.pid,
                          now - w.down_since, w.index)
@@ -183,6 +204,13 @@ class Supervisor:
                 stopped = code == 0 or code == -self.stopping
                 log.info("worker %d (pid %d) stopped%s", w.index, pid, "" if stopped else ": " + _describe_exit(code))
                 continue
+            if w.retiring and code == 0 and w.reason is None:
+                w.retiring = False
+                w.restart_at = w.down_since = now
+                log.info("reload: worker %d (pid %d) retired after %.2f s; starting its successor", w.index, pid,
+                         now - w.retire_started)
+                continue
+            w.retiring = False
             why = w.reason or _describe_exit(code)
             lived = now - w.started_at
             if w.ready_at is None and w.restarts == 0 and w.reason is None:
@@ -231,11 +259,55 @@ class Supervisor:
         except ProcessLookupError:
             pass
 
+    # ------------------------------------------------------------------ reloads
+    def _on_reload(self, signum: int, frame: Any) -> None:
+        self.reload_pending = True
+        try:
+            os.write(self._wake_w, b"h")
+        except OSError:
+            pass
+
+    def _retire_budget(self) -> float:
+        return self.max_delay + self.drain_timeout * 2 + 10
+
+    def _roll(self) -> None:
+        """Move a reload on: retire the next worker once the previous one's successor serves."""
+        now = time.monotonic()
+        if self.retiring is not None:
+            w = self.workers[self.retiring]
+            if w.retiring and w.proc is not None and w.reason is None and now > w.retire_deadline:
+                self._kill(w, f"did not retire within {self._retire_budget():g} s")
+            return
+        if not self.reload_queue:
+            if not self.reload_pending:
+                return
+            self.reload_pending = False
+            self.reload_queue = list(range(self.count))
+            self.reload_started = now
+            log.info("reload: restarting %d workers one at a time (each waits for its objects to go idle, "
+                     "at most %g s)", self.count, self.max_delay)
+        w = self.workers[self.reload_queue[0]]
+        if w.proc is None or w.ready_at is None:
+            return  # starting (or restarting after a failure): retire it once it serves
+        self.reload_queue.pop(0)
+        self.retiring = w.index
+        w.retiring = True
+        w.retire_started = now
+        w.retire_deadline = now + self._retire_budget()
+        log.info("reload: worker %d (pid %d) retires", w.index, w.proc.pid)
+        try:
+            w.proc.send_signal(signal.SIGHUP)
+        except ProcessLookupError:
+            pass
+
     # ------------------------------------------------------------------ the loop
     def _on_signal(self, signum: int, frame: Any) -> None:
         if self.stopping is None:
             self.stopping = signum
             self.stop_deadline = time.monotonic() + self.drain_timeout + 5
+            # No worker will be started again: let go of the listening socket, so that once the
+            # workers have closed theirs a new connection is refused rather than left in the backlog.
+            self.listen.close()
         try:
             os.write(self._wake_w, b"s")
         except OSError:
@@ -250,6 +322,7 @@ class Supervisor:
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
+        signal.signal(signal.SIGHUP, self._on_reload)
         try:
             # Worker 0 first: a project that cannot start (an import error, a bad config, a data
             # directory it cannot use) fails once, with its one error, and the server exits.
@@ -276,6 +349,7 @@ class Supervisor:
                         if w.proc is None and w.restart_at is not None and now >= w.restart_at:
                             self._start(w)
                     self._check()
+                    self._roll()
                 for key, _ in self.selector.select(timeout=0.05):
                     if key.data is None:
                         try:
@@ -375,7 +449,7 @@ def bind(host: str, port: int, wait: float = 5.0) -> socket.socket:
 
 def run_supervisor(argv: list[str], count: int, data_dir: pathlib.Path, host: str, port: int, *,
                    cpu_ms: int, memory_limit: int, drain_timeout: float, history: bool,
-                   migrations: Any = None) -> int:
+                   migrations: Any = None, max_delay: float = 300.0) -> int:
     lock = lock_data_dir(data_dir)
     try:
         held = recover_all(data_dir, history)
@@ -388,7 +462,7 @@ def run_supervisor(argv: list[str], count: int, data_dir: pathlib.Path, host: st
                  listen.getsockname()[1],
                  data_dir, f", memory limit {memory_limit / 2**20:.0f} MiB per worker" if memory_limit else "")
         sup = Supervisor(argv, count, data_dir, listen, cpu_ms=cpu_ms, memory_limit=memory_limit,
-                         drain_timeout=drain_timeout)
+                         drain_timeout=drain_timeout, max_delay=max_delay)
         # One admin token for every worker: any of them may answer ``duro objects`` and ``duro tail``.
         token, token_path = write_token(data_dir)
         sup.env[TOKEN_ENV] = token

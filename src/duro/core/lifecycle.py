@@ -38,6 +38,7 @@ class DeactivationReason(enum.Enum):
     CONSTRUCTOR_FAILED = "constructor failed"
     UNAWAITED_CALL_FAILED = "a storage call nobody awaited failed"
     CPU_LIMIT = "an event ran past its CPU limit"
+    CODE_UPDATED = "code updated"
 
 
 _S = ActivationState

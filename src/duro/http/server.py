@@ -25,7 +25,7 @@ from time import perf_counter
 from typing import Any, Awaitable, Callable
 
 from ..api import App, Request, Response
-from ..runtime.activation import note_writes
+from ..runtime.activation import WriteNote, note_writes
 from ..runtime.tasks import stop_task
 from ..config_admin import AdminConfig
 from .admin import AdminEndpoint
@@ -84,6 +84,7 @@ class AsgiFront:
         # worker answers the admin calls forwarded to it, and worker 0 holds the listener.
         self.admin: AdminEndpoint | None = None
         self.admin_listener: AdminListener | None = None
+        self.drain_time = 0.0  # for calls forwarded by other workers at a graceful stop (``serve`` sets it)
         if admin is not None and admin.enabled:
             self.admin = AdminEndpoint(app, import_dir=admin.import_dir)
             self.admin.front = self
@@ -99,7 +100,11 @@ class AsgiFront:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self._http(scope, receive, send)
+            tracing = self.app.runtime.events.tracer
+            if tracing is None:
+                await self._http(scope, receive, send)
+            else:
+                await self._traced(tracing, scope, receive, send)
         elif kind == "websocket":
             if self.websocket_handler is None:
                 await send({"type": "websocket.close", "code": 1011})
@@ -107,6 +112,23 @@ class AsgiFront:
             await self.websocket_handler(self, scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
+
+    async def _traced(self, tracing: Any, scope: Scope, receive: Receive, send: Send) -> None:
+        """A request with OpenTelemetry traces on: a server span around it, the object events it
+        causes as children (``runtime/tracing.py``)."""
+        started = tracing.start_request(scope)
+        status: int | None = None
+
+        async def sending(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._http(scope, receive, sending)
+        finally:
+            tracing.end_request(started, status)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -132,6 +154,9 @@ class AsgiFront:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 try:
+                    router = self.app.runtime.router
+                    if router is not None:  # calls other workers forwarded here drain as requests do
+                        await router.wait_served(self.drain_time)
                     if self.admin_listener is not None:
                         await self.admin_listener.stop()
                     if self.admin is not None:
@@ -183,7 +208,13 @@ class AsgiFront:
                 if resp is not None:
                     await self._send(send, resp, head=head)
                     return
-            resp = await self.run_entrypoint(request)
+            writes = note_writes()
+            try:
+                resp = await self.run_entrypoint(request, writes)
+            except asyncio.CancelledError:
+                if guard.stopping:  # the drain time is over: a clear, retryable answer, not a cut connection
+                    await self._send(send, self._cut_short(writes.wrote), head=head)
+                raise
             await self._send(send, resp, head=head)
         finally:
             guard.release_body(size)
@@ -192,8 +223,20 @@ class AsgiFront:
     def _unavailable(self, text: str) -> Response:
         return Response(text, status=503, headers={"retry-after": str(self.guard.limits.overload_retry_after)})
 
-    async def run_entrypoint(self, request: Request) -> Response:
-        writes = note_writes()
+    def _cut_short(self, wrote: bool) -> Response:
+        """The answer to a request still running when the server's drain time ended (SIGTERM,
+        or a worker retiring for a reload): 503, with ``Retry-After`` only if nothing of it wrote."""
+        text = ("The server is shutting down and this request was still running at the end of its drain "
+                "time (limits.drain_timeout); it was stopped.")
+        if wrote:
+            return Response(text + " It may have been partly applied: an object wrote to storage for it. "
+                            "It is not safe to retry as is.", status=503, headers={"connection": "close"})
+        resp = self._unavailable(text + " Nothing of it was written: retry it.")
+        resp.headers.set("connection", "close")
+        return resp
+
+    async def run_entrypoint(self, request: Request, writes: "WriteNote | None" = None) -> Response:
+        writes = writes or note_writes()
         try:
             return await self.app.handle(request)
         except asyncio.CancelledError:
@@ -315,12 +358,14 @@ def _server_class() -> type:
 async def serve(front: Any, *, host: str = "127.0.0.1", port: int = 8787, log_level: str = "info",
                 ready: "asyncio.Event | None" = None, ws_max_size: int = 32 * 1024 * 1024,
                 ws_compression: bool = False, drain_timeout: float = 30.0,
-                on_started: Callable[[], None] | None = None, sock: Any = None) -> None:
+                on_started: Callable[[], None] | None = None, sock: Any = None,
+                on_server: Callable[[Any], None] | None = None) -> None:
     """Serve ``front`` (an :class:`AsgiFront`, or a wrapper with its ``guard``) until cancelled or
     signalled (SIGINT/SIGTERM stop it gracefully: requests in flight get ``drain_timeout`` seconds).
     Connections get the guard's limits. ``on_started`` is called once it serves, after uvicorn
     set its signal handlers (``duro serve`` adds its SIGTERM watch then). ``sock``: a listening
     socket to accept on instead of binding ``host:port`` (a worker process's, shared by all workers).
+    ``on_server`` gets the uvicorn server once made (a worker's code reload stops it, ``cli/reload.py``).
 
     WebSocket permessage-deflate is off by default: its per-connection zlib state (~40 KB) would
     dominate the memory of idle hibernated connections."""
@@ -328,6 +373,8 @@ async def serve(front: Any, *, host: str = "127.0.0.1", port: int = 8787, log_le
 
     _install_status_lines()
     guard: FrontGuard = front.guard
+    if hasattr(front, "drain_time"):
+        front.drain_time = drain_timeout
     limits = guard.limits
     # duro's own WebSocket connections (wsconn.py) have no permessage-deflate: with compression
     # on, uvicorn's serve the upgraded sockets.
@@ -340,6 +387,8 @@ async def serve(front: Any, *, host: str = "127.0.0.1", port: int = 8787, log_le
                             date_header=False, timeout_graceful_shutdown=drain_timeout, proxy_headers=False)
     cap_log_lines(guard.max_log_line)  # after uvicorn.Config: it installs its own handlers
     server = _server_class()(config)
+    if on_server is not None:
+        on_server(server)
     if ready is not None or on_started is not None:
         async def _watch() -> None:
             while not server.started:

@@ -244,6 +244,7 @@ class Activation:
         c0 = thread_time() if tailing else 0.0
         rows0 = self.db.row_totals()
         logs = hub.begin_logs() if tailing else None
+        span = hub.tracer.start_event(self, kind, label) if hub.tracer is not None else None
         status = "ok"
         error: BaseException | None = None
         try:
@@ -263,9 +264,11 @@ class Activation:
             raise
         finally:
             rows1 = self.db.row_totals()
+            rows = (max(0, rows1[0] - rows0[0]), max(0, rows1[1] - rows0[1]))
             hub.finish(self, kind, label, status, error, perf_counter() - t0,
-                       thread_time() - c0 if tailing else None,
-                       (max(0, rows1[0] - rows0[0]), max(0, rows1[1] - rows0[1])), logs)
+                       thread_time() - c0 if tailing else None, rows, logs)
+            if span is not None:
+                hub.tracer.end_event(span, status, error, rows)
 
     async def _run(self, event: Callable[[Any], Awaitable[T]], size: int) -> T:
         gate = self.in_gate

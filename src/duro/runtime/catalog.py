@@ -360,6 +360,12 @@ class Runtime:
     def activations(self) -> list[Activation]:
         return list(self._activations.values())
 
+    def busy(self) -> list[Activation]:
+        """The activations something holds now (an event, a lock, an open transaction, a pinned or
+        background task): what a code reload waits for (``cli/reload.py``)."""
+        now = time.monotonic()
+        return [act for act in self._activations.values() if not act.idle_at(now)]
+
     def forget(self, act: Activation) -> None:
         key = (act.unique_key, str(act.id))
         if self._activations.get(key) is act:

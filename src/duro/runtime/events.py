@@ -233,6 +233,7 @@ class EventHub:
         self.dropped = Counter("duro_tail_dropped", "Event records a slow duro tail client did not get.")
         self.tails = Gauge("duro_tail_subscribers", "duro tail clients connected.")
         self._names: dict[str, str] = {}
+        self.tracer: Any = None  # a tracing.Tracing once OpenTelemetry traces are on
 
     def metrics(self) -> list[Metric]:
         self.tails.set(len(self.subscribers))

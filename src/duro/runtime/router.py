@@ -7,7 +7,8 @@ runs the entrypoint there; a call (``fetch``, RPC, a WebSocket event) for an obj
 owns crosses a Unix socket to that worker as one frame, and its answer comes back as one frame.
 
 Frames are a 4-byte big-endian length and a msgpack array. A request is
-``[call_id, op, namespace, hex_id, name, label, payload]``, an answer ``[call_id, ok, payload]``
+``[call_id, op, namespace, hex_id, name, label, payload]`` (and, with OpenTelemetry traces on, the
+caller's trace context as an eighth element), an answer ``[call_id, ok, payload]``
 (``ok`` false: ``payload`` describes the exception, ``namespace.describe_exception``). A one-way
 message (a bridged WebSocket's frame, say) has call id 0, goes either way over a connection (a
 :class:`Link`) and gets no answer. What the payload holds
@@ -39,6 +40,8 @@ log = logging.getLogger("duro.router")
 
 _LEN = struct.Struct(">I")
 MAX_FRAME = 1 << 30  # a frame larger than this is a broken peer, not a call
+BYE = "__bye__"  # one-way, owner to caller: this worker is retiring, send no more calls on this link
+RETIRED_CONNECT_S = 30.0  # how long a caller waits for a retired worker's successor to listen
 
 
 class PeerGone(DuroError):
@@ -127,7 +130,8 @@ class _Peer:
         self.index = index
         self.writer: asyncio.StreamWriter | None = None
         self.link = Link()
-        self.pending: dict[int, asyncio.Future[bytes]] = {}
+        self.pending: dict[int, asyncio.Future[bytes]] = {}  # the current link's calls
+        self.retired = False  # the worker said bye: its successor is starting
         self._connecting: asyncio.Future[None] | None = None
         self._reader_task: asyncio.Task[None] | None = None
 
@@ -146,7 +150,8 @@ class _Peer:
 
     async def _connect(self) -> None:
         path = str(self.router.slot.socket_path(self.index))
-        deadline = asyncio.get_running_loop().time() + self.router.connect_timeout
+        wait = RETIRED_CONNECT_S if self.retired else self.router.connect_timeout
+        deadline = asyncio.get_running_loop().time() + wait
         while True:
             try:
                 reader, writer = await asyncio.open_unix_connection(path, limit=MAX_FRAME)
@@ -157,22 +162,33 @@ class _Peer:
                     raise PeerGone(f"Network connection lost. Worker {self.index} is not running (its socket {path}: {e.strerror}); "
                                    "it is being restarted, retry the request") from None
                 await asyncio.sleep(0.02)
+        self.retired = False
         self.writer = writer
         self.link = Link()
         self.link.writer = writer
-        self._reader_task = asyncio.ensure_future(self._read(reader, writer, self.link))
+        self.pending = {}
+        self._reader_task = asyncio.ensure_future(self._read(reader, writer, self.link, self.pending))
 
-    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link: Link) -> None:
+    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link: Link,
+                    pending: dict[int, "asyncio.Future[bytes]"]) -> None:
+        bye = False
         try:
-            while True:
+            while not (bye and not pending):
                 frame = await _read_frame(reader)
                 if frame is None:
                     break
                 if len(frame) != 3:  # a one-way message from the other worker
+                    if frame[1] == BYE:
+                        # It retires: calls already sent are answered on this link; new ones go to
+                        # its successor (a new connection), and the link ends once these are answered.
+                        bye = self.retired = True
+                        if self.writer is writer:
+                            self.writer = None
+                        continue
                     self.router._one_way_in(frame, link)
                     continue
                 call_id, ok, payload = frame
-                fut = self.pending.pop(call_id, None)
+                fut = pending.pop(call_id, None)
                 if fut is not None and not fut.done():
                     if ok:
                         fut.set_result(payload)
@@ -185,7 +201,8 @@ class _Peer:
                 self.writer = None
             writer.close()
             link._closed()
-            pending, self.pending = self.pending, {}
+            if self.pending is pending:
+                self.pending = {}
             for fut in pending.values():
                 if not fut.done():
                     fut.set_exception(PeerGone(
@@ -224,12 +241,18 @@ class Router:
         self._next_id = 1
         self._owners: dict[str, int] = {}
         self._serving: set[asyncio.Task[Any]] = set()
+        self._links: set[Link] = set()  # connections other workers opened to this one
+        self._cut: BaseException | None = None  # the answer to calls a retirement stops
         # WebSockets across workers (installed by the front, ``http/bridge.py``): the owner's side
         # takes the server end an object accepted and gives it a bridge id on the caller's link;
         # the caller's side makes the channel its connection feeds.
         self.bridge_accept: Callable[[Any, Link], int] | None = None
         self.bridge_proxy: Callable[[Link, int], Any] | None = None
         self.forwarded = 0  # calls sent to another worker
+        # OpenTelemetry (``tracing.py`` installs them): the current trace context as a dict to send
+        # with a call, and a context manager that makes a received one current while it runs.
+        self.trace_out: Callable[[], dict[str, str]] | None = None
+        self.trace_in: Callable[[dict[str, str]], Any] | None = None
         self.served = 0  # calls run here for another worker
 
     # ------------------------------------------------------------------ ownership
@@ -256,6 +279,40 @@ class Router:
         path.unlink(missing_ok=True)  # left by this slot's previous process
         self._server = await asyncio.start_unix_server(self._serve, str(path), limit=MAX_FRAME)
         os.chmod(path, 0o600)
+
+    async def wait_served(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` seconds) until no call from another worker is running here:
+        at a graceful stop, calls forwarded to this worker get the drain time as its own requests
+        do. False if some were still running."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._serving:
+            if asyncio.get_running_loop().time() >= deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
+    async def retire(self, timeout: float, cut: BaseException | None = None) -> bool:
+        """Hand this worker's objects over to its successor (a code reload): accept no new
+        connection, tell every caller on an open one to send no more calls there, answer the calls
+        already sent, and wait until the callers have closed their ends (at most ``timeout``
+        seconds). Calls sent after this go to the successor once it listens: none is lost or cut
+        off. Calls still running after ``timeout`` are answered with ``cut`` (and stopped), if given.
+        False if some did not finish in time."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for link in list(self._links):
+            link.post(BYE, b"")
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._links or self._serving:
+            if asyncio.get_running_loop().time() >= deadline:
+                if cut is not None:
+                    self._cut = cut
+                    for task in list(self._serving):
+                        task.cancel()
+                return False
+            await asyncio.sleep(0.01)
+        return True
 
     async def close(self) -> None:
         if self._server is not None:
@@ -285,7 +342,10 @@ class Router:
         self._next_id += 1
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         peer.pending[call_id] = fut
-        writer.write(_frame([call_id, op, namespace, hex_id, name, label, payload]))
+        frame = [call_id, op, namespace, hex_id, name, label, payload]
+        if self.trace_out is not None:
+            frame.append(self.trace_out())
+        writer.write(_frame(frame))
         self.forwarded += 1
         if sent is not None:
             sent()
@@ -310,6 +370,7 @@ class Router:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         link = Link()
         link.writer = writer
+        self._links.add(link)
         try:
             while True:
                 frame = await _read_frame(reader)
@@ -319,20 +380,23 @@ class Router:
                 if call_id == 0:
                     self._one_way_in(frame, link)
                     continue
-                _, op, namespace, hex_id, name, label, payload = frame
+                _, op, namespace, hex_id, name, label, payload = frame[:7]
+                trace = frame[7] if len(frame) > 7 and self.trace_in is not None else None
                 # Started in order: each call enters its object's queue before the next frame is read.
-                task = asyncio.ensure_future(self._run(link, call_id, op, namespace, hex_id, name, label, payload))
+                task = asyncio.ensure_future(self._run(link, call_id, op, namespace, hex_id, name, label, payload,
+                                                       trace))
                 self._serving.add(task)
                 task.add_done_callback(self._serving.discard)
                 await asyncio.sleep(0)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
+            self._links.discard(link)
             writer.close()
             link._closed()
 
     async def _run(self, link: Link, call_id: int, op: str, namespace: str, hex_id: str,
-                   name: str | None, label: str, payload: bytes) -> None:
+                   name: str | None, label: str, payload: bytes, trace: dict[str, str] | None = None) -> None:
         self.served += 1
         handler = self._handlers.get(op)
         writer = link.writer
@@ -340,8 +404,14 @@ class Router:
         try:
             if handler is None:
                 raise RuntimeError(f"this worker cannot run calls of kind {op!r}")
-            answer = [call_id, True, await handler(namespace, hex_id, name, label, payload, link)]
+            if trace and self.trace_in is not None:
+                with self.trace_in(trace):  # the caller's span is the parent of what runs here
+                    answer = [call_id, True, await handler(namespace, hex_id, name, label, payload, link)]
+            else:
+                answer = [call_id, True, await handler(namespace, hex_id, name, label, payload, link)]
         except asyncio.CancelledError:
+            if self._cut is not None and not writer.is_closing():
+                writer.write(_frame([call_id, False, self.describe(self._cut)]))
             raise
         except BaseException as e:
             answer = [call_id, False, self.describe(e)]

@@ -7,6 +7,7 @@
     GET  /ws/<name>           WebSocket upgrade; each message gets webSocketMessage() (prints "ws <text>")
                               and an echo back
     POST /other/<name>        RPC ping() on another class
+    POST /relay/<name>        RPC relay(): the object calls ping() on another class
 """
 
 import asyncio
@@ -95,6 +96,8 @@ class Default(WorkerEntrypoint):
         if what == "arm":
             q = dict(p.split("=", 1) for p in request.query.split("&") if "=" in p)
             return Response.json({"alarm": await stub.arm(int(q.get("in", "0")))})
+        if what == "relay":
+            return Response(await stub.relay(name))
         if what == "other":
             return Response(await self.env.OTHER.get_by_name(name).ping())
         return Response("not found", status=404)
