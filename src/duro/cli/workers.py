@@ -331,8 +331,9 @@ class Supervisor:
             while True:
                 if not launched and self.workers[0].ready_at is not None:
                     launched = True
-                    for w in self.workers[1:]:
-                        self._start(w)
+                    if self.stopping is None:  # a stop during worker 0's start: the others never start
+                        for w in self.workers[1:]:
+                            self._start(w)
                 self._reap()
                 if self.stopping is not None:
                     if all(w.proc is None for w in self.workers):
