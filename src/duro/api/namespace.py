@@ -24,7 +24,7 @@ from ..core.limits import RESERVED_RPC_NAMES, missing_method_text, reserved_meth
 from ..ids import DurableObjectId, NamespaceKey
 from ..runtime import current_activation
 from ..runtime.calls import Failed, Pending
-from ..runtime.router import failure_state
+from ..runtime.router import TakenHere, failure_state
 from .fetch import FetchResponse, Request, Response, as_fetch_response
 
 if TYPE_CHECKING:
@@ -150,7 +150,10 @@ class DurableObjectStub:
                 owner = router.owner(hex_id)
                 if owner != router.slot.index:
                     op, payload = forward()
-                    return await self._forward(router, owner, op, label, payload, delivered)
+                    try:
+                        return await self._forward(router, owner, op, label, payload, delivered)
+                    except TakenHere:
+                        pass  # a cluster node just took the object nobody owned: it runs here
             act = self._target()
         except BaseException as e:
             raise _translate(e) from None
