@@ -155,7 +155,14 @@ class ClusterRouter:
                     continue
                 except (nats.errors.TimeoutError, asyncio.TimeoutError):
                     if namespace and await self._owner_gone(key):
-                        continue  # a hung owner lost its lease: the next round claims the object
+                        # A hung owner whose connection NATS keeps: its registration expired, so the
+                        # object is claimed here (it answers nothing once it resumes: self-fenced).
+                        try:
+                            await self.node.acquire(namespace, hex_id)
+                            self.claims += 1
+                            continue
+                        except (LeaseHeldError, SelfFencedError, ClusterUnavailableError):
+                            pass
                     raise PeerGone(f"Network connection lost. The node that owns object {hex_id} did not answer "
                                    f"within {self.call_timeout:.0f} s; the call may or may not have run: retry only "
                                    "if it is safe to") from None

@@ -29,6 +29,11 @@ class Counter(DurableObject):
             "INSERT INTO t (k, v) VALUES ('n', 1) ON CONFLICT(k) DO UPDATE SET v = v + 1 RETURNING v").one()["v"]
         return {"mem": self.mem, "stored": stored, "node": NODE}
 
+    async def slow_add(self, ms):
+        import asyncio
+        await asyncio.sleep(ms / 1000)  # a write that comes late: after the node was stopped and resumed
+        return await self.add()
+
     async def get(self):
         return {"stored": self._stored(), "node": NODE}
 
@@ -44,6 +49,8 @@ class Default(WorkerEntrypoint):
         try:
             if verb == "add":
                 out = await stub.add()
+            elif verb == "slow_add":
+                out = await stub.slow_add(int(parts[5]))
             elif verb == "get":
                 out = await stub.get()
             elif verb == "fetch":
