@@ -125,7 +125,7 @@ def _load(targets: list[ServerProcess], names: list[str], stop: threading.Event,
                 status, body = add(node, name, timeout=20)
             except httpx.HTTPError as e:
                 with lock:
-                    errors.append((name, type(e).__name__, True))
+                    errors.append((name, type(e).__name__, True, str(e)))
                 continue
             with lock:
                 if status == 200:
@@ -133,7 +133,7 @@ def _load(targets: list[ServerProcess], names: list[str], stop: threading.Event,
                     acked[name].append(body["stored"])
                     first_ok[name].append((time.monotonic(), body["node"]))
                 else:
-                    errors.append((name, status, body.get("retryable")))
+                    errors.append((name, status, body.get("retryable"), body.get("error")))
             if status != 200:
                 time.sleep(0.05)
 
@@ -173,7 +173,7 @@ def test_sigkill_of_the_owner_under_write_load_loses_no_acknowledged_write(nodes
     final = {n: get(other, n)["stored"] for n in names}
     check_acks(acked, final)
     assert before > 0
-    assert all(r is True for _, _, r in errors), f"a client got an error it could not retry: {errors[:5]}"
+    assert all(e[2] is True for e in errors), f"a client got an error it could not retry: {errors[:5]}"
     print(f"\nSIGKILL of the owner: {sum(len(v) for v in acked.values())} acknowledged adds, 0 lost; "
           f"take-over {min(takeover.values()):.2f}-{max(takeover.values()):.2f} s for {len(names)} objects "
           f"(lease ttl 3 s); {len(errors)} retryable errors meanwhile")

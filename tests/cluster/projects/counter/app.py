@@ -62,5 +62,6 @@ class Default(WorkerEntrypoint):
         except Exception as e:
             retry = bool(getattr(e, "retryable", False))
             return Response(json.dumps({"error": f"{type(e).__name__}: {e}", "retryable": retry}),
-                            status=503 if retry else 500, headers={"retry-after": "1"} if retry else {})
+                            status=503 if retry else 500,
+                            headers={"content-type": "application/json", **({"retry-after": "1"} if retry else {})})
         return Response(json.dumps(out), headers={"content-type": "application/json"})
