@@ -259,3 +259,27 @@ def test_a_graceful_stop_hands_objects_over_at_once(nodes, tmp_path):
     assert took.count("from a snapshot") == len(names), took[-2000:]  # the snapshots taken at hand-over
     print(f"\nSIGTERM: the node stopped in {stopped_s:.2f} s ({handed[-1].split(': ', 1)[-1]}); its "
           f"{len(names)} objects were served by the other node {served_s:.2f} s later, from their snapshots")
+
+
+def test_the_alarm_of_a_dead_node_fires_on_a_survivor(nodes, tmp_path):
+    owner, a, b = nodes(3)
+    name = "alarm0"
+    _own_on(owner, [name])
+    r = httpx.get(f"{owner.url}/alarm_in/{name}/3000", timeout=30)
+    assert r.status_code == 200 and r.json()["node"] == owner.env["DURO_TEST_NODE"], r.text
+    killed_at = time.monotonic()
+    owner.kill()
+    dead = owner.env["DURO_TEST_NODE"]
+    # No request wakes the object: a survivor adopts it once the dead node's registration expired
+    # (its lease says which object it is) and fires its alarm.
+    def adopted() -> bool:
+        return any("took object" in (tmp_path / f"{n.env['DURO_TEST_NODE']}.log").read_text() for n in (a, b))
+    wait_for(adopted, timeout=30, interval=0.1, what="a survivor adopted the dead node's object")
+    adopted_s = time.monotonic() - killed_at
+    found = wait_for(lambda: (got := get(a, name))["fired_by"] and got, timeout=30, interval=0.2,
+                     what="the alarm fired")
+    fired_s = time.monotonic() - killed_at
+    assert found["fired_by"] in (a.env["DURO_TEST_NODE"], b.env["DURO_TEST_NODE"]), found
+    assert found["fired_by"] != dead and found["stored"] == 1, found
+    print(f"\nthe alarm of an object whose node was SIGKILLed fired on {found['fired_by']}: adopted {adopted_s:.1f} s "
+          f"after the kill with no request to it, alarm seen fired at {fired_s:.1f} s (it was due at 3 s)")

@@ -17,7 +17,11 @@ the objects it owns, and the journal its objects' commits go to.
   object here (unsubscribed, its instance reset: callers get a retryable error) and the next
   request finds the new owner. A self-fenced node registers again under a new incarnation.
 - **Graceful stop** (:meth:`ClusterNode.close`): every owned object is snapshotted and its lease
-  released at once, so its next request is taken by another node without waiting out the TTL.
+  released at once, so its next request is taken by another node without waiting out the TTL (an
+  object with an alarm is handed over instead: its lease keeps which object it is, with no owner).
+- **Adoption.** Every TTL each node reads the leases: the objects of dead nodes, and those handed
+  over, that rendezvous hashing over the live nodes gives to it are taken, so their alarms fire
+  without waiting for a request. A taken object's stored alarm is put in this node's alarm index.
 
 Never: serve an object before its EPOCH record is acknowledged, answer a request while this node
 may not write, or release a lease whose object still has appends in flight.
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import pathlib
@@ -43,6 +48,7 @@ from ..core.lifecycle import DeactivationReason
 from ..errors import ConfigError, DuroError, StorageError
 from ..runtime.barrier import DurabilityBarrier
 from ..runtime.events import batch_histograms
+from ..storage.database import ObjectDatabase
 from ..storage.durability import BarrierStatistics
 from .journal import FencedError, JetStreamJournal, ObjectLog
 from .leases import LeaseOptions, Leases, NodeNameTakenError, NodeRegistry, SelfFencedError, \
@@ -98,6 +104,8 @@ class ClusterNode:
         self.on_request: Any = None  # set by the router: the callback of an object's subscription
         self._locks: dict[str, asyncio.Lock] = {}
         self._watch: asyncio.Task[None] | None = None
+        self._adopt: asyncio.Task[None] | None = None
+        self.adopted = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self.closing = False
         self.taken = 0
@@ -138,7 +146,9 @@ class ClusterNode:
         except BaseException:
             await self.nc.close()
             raise
-        self._watch = asyncio.get_running_loop().create_task(self._watch_registration(), name="duro-cluster-watch")
+        loop = asyncio.get_running_loop()
+        self._watch = loop.create_task(self._watch_registration(), name="duro-cluster-watch")
+        self._adopt = loop.create_task(self._adopt_forever(), name="duro-cluster-adopt")
         log.info("node %s joined the cluster at %s (replicas %d, lease ttl %.0f s)", self.node,
                  ", ".join(self.urls), replicas, self.options.ttl)
 
@@ -177,14 +187,42 @@ class ClusterNode:
                     log.warning("node %s cannot register again yet: %s", self.node, e)
                     await asyncio.sleep(1.0)
 
+    async def _adopt_forever(self) -> None:
+        """Adopt the objects of dead nodes (and those handed over with an alarm to fire) that
+        rendezvous hashing over the live nodes gives to this one: their alarms fire here, without
+        waiting for a request to wake them."""
+        every = float(os.environ.get("DURO_CLUSTER_ADOPT_EVERY", str(self.options.ttl)))
+        while every > 0:
+            await asyncio.sleep(every)
+            reg, leases = self.registry, self.leases
+            if reg is None or leases is None or not reg.writable() or self.closing:
+                continue
+            try:
+                orphans = await leases.orphans()
+                if not orphans:
+                    continue
+                live = await leases.live_nodes()
+            except Exception as e:  # noqa: BLE001 - NATS unavailable: next round
+                log.warning("node %s: looking for orphaned objects failed: %s", self.node, e)
+                continue
+            for key, held in orphans:
+                if key in self.owned or _pick(live, key) != self.node or not self.runtime.serves(held["ns"]):
+                    continue
+                try:
+                    await self.acquire(held["ns"], held["id"])
+                    self.adopted += 1
+                except Exception as e:  # noqa: BLE001 - another node won, or NATS is busy: next round
+                    log.info("node %s: object %s not adopted: %s", self.node, held["id"], e)
+
     async def close(self) -> None:
         """A graceful stop: snapshot and release every owned object (their next requests are taken
         by other nodes at once), deregister, close the connection."""
         self.closing = True
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
+        for task in (self._watch, self._adopt):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         started = time.monotonic()
         released = await asyncio.gather(*(self._hand_over(key) for key in list(self.owned)), return_exceptions=True)
         if released:
@@ -217,7 +255,11 @@ class ClusterNode:
         except Exception as e:  # noqa: BLE001 - a snapshot only shortens the next rebuild
             log.warning("object %s: no snapshot at hand-over (%s); the next owner replays its log", own.hex_id, e)
         try:
-            await self.leases.release(olog.lease)  # type: ignore[union-attr]
+            when = await asyncio.to_thread(_stored_alarm, path) if path.exists() else None
+            if when is not None:  # a survivor adopts it at once, to fire its alarm
+                await self.leases.hand_over(olog.lease, {"ns": own.namespace, "id": own.hex_id})  # type: ignore[union-attr]
+            else:
+                await self.leases.release(olog.lease)  # type: ignore[union-attr]
         except Exception as e:  # noqa: BLE001 - it then ends with this node's registration
             log.warning("object %s: its lease was not released (%s); it moves once this node's registration "
                         "expires", own.hex_id, e)
@@ -241,7 +283,7 @@ class ClusterNode:
             if self.closing:
                 raise MovedError(f"node {self.node} is stopping; retry: another node serves the object")
             assert self.leases is not None and self.journal is not None
-            lease = await self.leases.claim(key)
+            lease = await self.leases.claim(key, {"ns": namespace, "id": hex_id})
             olog = await self.journal.take(lease, self.registry)
             path = self.runtime.db_path(namespace, hex_id)
             rel = str(path.relative_to(self.runtime.data_dir))
@@ -259,6 +301,9 @@ class ClusterNode:
                 self.owned.pop(key, None)
                 raise
             self.taken += 1
+            when = await asyncio.to_thread(_stored_alarm, path)
+            if when is not None:  # its alarm fires here now (set on the node that had it)
+                self.runtime.alarms.note_outside_alarm(namespace, hex_id, None, when)
             log.info("node %s took object %s (epoch %d, %d records replayed%s)", self.node, hex_id, lease.epoch,
                      len(olog.rebuilt.records), ", from a snapshot" if olog.rebuilt.snapshot is not None else "")
 
@@ -304,6 +349,30 @@ class ClusterNode:
 
 def _materialize(olog: ObjectLog, data_dir: pathlib.Path, rel: str) -> None:
     olog.materialize(data_dir, rel)
+
+
+def _stored_alarm(path: pathlib.Path) -> int | None:
+    """The alarm the object's file holds (epoch ms), or None."""
+    if not path.exists():
+        return None
+    db = ObjectDatabase(path)
+    try:
+        return db.get_alarm()
+    except StorageError:
+        return None  # a damaged object reports itself when it is used
+    finally:
+        db.close()
+
+
+def _pick(nodes: list[str], key: str) -> str | None:
+    """The live node that adopts orphaned object ``key``: rendezvous hashing, so that survivors
+    split a dead node's objects without talking to each other."""
+    best, chosen = b"", None
+    for n in nodes:
+        score = hashlib.blake2b(key.encode(), digest_size=8, key=n.encode()[:64]).digest()
+        if score > best:
+            best, chosen = score, n
+    return chosen
 
 
 class ClusterLink:

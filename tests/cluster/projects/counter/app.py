@@ -35,7 +35,19 @@ class Counter(DurableObject):
         return await self.add()
 
     async def get(self):
-        return {"stored": self._stored(), "node": NODE}
+        self.ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS f (k TEXT PRIMARY KEY, node TEXT)")
+        by = self.ctx.storage.sql.exec("SELECT node FROM f WHERE k = 'by'").to_array()
+        return {"stored": self._stored(), "node": NODE, "fired_by": by[0]["node"] if by else None}
+
+    async def alarm_in(self, ms):
+        import time
+        await self.ctx.storage.set_alarm(time.time() * 1000 + ms)
+        return {"node": NODE}
+
+    async def alarm(self):
+        self.ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS f (k TEXT PRIMARY KEY, node TEXT)")
+        self.ctx.storage.sql.exec("INSERT INTO t (k, v) VALUES ('fired', 1) ON CONFLICT(k) DO UPDATE SET v = v + 1")
+        self.ctx.storage.sql.exec("INSERT OR REPLACE INTO f (k, node) VALUES ('by', ?)", NODE)
 
     async def fetch(self, request):
         return Response(json.dumps({"stored": self._stored(), "node": NODE}), headers={"content-type": "application/json"})
@@ -51,6 +63,8 @@ class Default(WorkerEntrypoint):
                 out = await stub.add()
             elif verb == "slow_add":
                 out = await stub.slow_add(int(parts[5]))
+            elif verb == "alarm_in":
+                out = await stub.alarm_in(int(parts[5]))
             elif verb == "get":
                 out = await stub.get()
             elif verb == "fetch":
