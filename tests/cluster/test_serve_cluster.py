@@ -37,13 +37,14 @@ def nodes(tmp_path, nats3):
     started: list[ServerProcess] = []
     prefix = f"t{int(time.monotonic() * 1000) % 10**8}"  # node names unique across the module's tests
 
-    def start(n: int, call_timeout: float = 10.0) -> list[ServerProcess]:
+    def start(n: int, call_timeout: float = 10.0, admin: bool = False) -> list[ServerProcess]:
         out = []
         for i in range(n):
             name = f"{prefix}-{i}"
             env = {"DURO_TEST_NODE": name, "DURO_CLUSTER_CALL_TIMEOUT": str(call_timeout)}
             p = ServerProcess(PROJECT, tmp_path / f"data-{name}", log_path=tmp_path / f"{name}.log", env=env,
-                              args=["--cluster", ",".join(nats3.urls), "--node", name, "--no-admin"])
+                              args=["--cluster", ",".join(nats3.urls), "--node", name,
+                                    *([] if admin else ["--no-admin"])])
             started.append(p)
             out.append(p.start())
         return out
@@ -283,3 +284,15 @@ def test_the_alarm_of_a_dead_node_fires_on_a_survivor(nodes, tmp_path):
     assert found["fired_by"] != dead and found["stored"] == 1, found
     print(f"\nthe alarm of an object whose node was SIGKILLed fired on {found['fired_by']}: adopted {adopted_s:.1f} s "
           f"after the kill with no request to it, alarm seen fired at {fired_s:.1f} s (it was due at 3 s)")
+
+
+def test_writes_outside_the_journal_are_refused_on_a_cluster_node(nodes):
+    (node,) = nodes(1, admin=True)
+    assert add(node, "adm")[0] == 200
+    for op in ("restore", "sql", "import", "branch"):
+        r = httpx.post(f"{node.admin_url}/__duro/admin/{op}", headers=node.admin_headers(), timeout=30,
+                       json={"namespace": "counter-Counter", "name": "adm", "sql": "DELETE FROM t"})
+        assert r.status_code == 501 and "not supported in cluster mode" in r.json()["error"], (op, r.text)
+    r = httpx.post(f"{node.admin_url}/__duro/admin/namespaces", headers=node.admin_headers(), json={}, timeout=30)
+    assert r.status_code == 200, r.text  # reading works
+    assert get(node, "adm")["stored"] == 1
