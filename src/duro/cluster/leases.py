@@ -337,9 +337,9 @@ class Leases:
     async def _claim(self, key: str, about: dict[str, str] | None = None) -> Lease:
         reg = self.registry
         reg.check()
-        value = reg.value if not about else json.dumps({**json.loads(reg.value), **about}).encode()
+        mine = reg.value if not about else json.dumps({**json.loads(reg.value), **about}).encode()
         try:
-            return Lease(key, reg.node, await self._kv.create(key, value))
+            return Lease(key, reg.node, await self._kv.create(key, mine))
         except nats.js.errors.KeyWrongLastSequenceError:
             pass
         last, value = await _leader_get(reg.js, OWNERS_BUCKET, key)
@@ -355,7 +355,7 @@ class Leases:
                 raise LeaseHeldError(key, owner.get("node", "?"))
         reg.check()
         try:
-            return Lease(key, reg.node, await self._kv.update(key, value, last=last))
+            return Lease(key, reg.node, await self._kv.update(key, mine, last=last))
         except nats.js.errors.KeyWrongLastSequenceError:
             raise LeaseHeldError(key, "another node (it claimed the object first)") from None
 
