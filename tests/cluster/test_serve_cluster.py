@@ -333,3 +333,28 @@ def test_a_rolling_restart_under_load_loses_nothing_and_every_error_is_retryable
     print(f"\nrolling restart of 3 nodes under load: {sum(after.values())} acknowledged adds, 0 lost; "
           f"{len(errors)} retryable errors ({sorted({str(e[1]) for e in errors})}); each stop took "
           f"{min(restarted):.2f}-{max(restarted):.2f} s")
+
+
+def test_bad_cluster_settings_are_refused_at_start_saying_why(nodes, tmp_path, nats3):
+    from duro.testing import free_port
+
+    (first,) = nodes(1)
+    name = first.env["DURO_TEST_NODE"]
+
+    def refused(*args: str) -> str:
+        tag = free_port()
+        p = ServerProcess(PROJECT, tmp_path / f"bad{tag}", args=[*args, "--no-admin"],
+                          log_path=tmp_path / f"bad{tag}.log")
+        with pytest.raises(RuntimeError) as info:
+            p.start(timeout=30)
+        return str(info.value)
+
+    taken = refused("--cluster", ",".join(nats3.urls), "--node", name)
+    assert f"a node named {name!r} is already registered" in taken, taken
+    dead = refused("--cluster", f"nats://127.0.0.1:{free_port()}", "--node", "lonely")
+    assert "cannot connect to NATS" in dead and "is nats-server running there?" in dead, dead
+    assert "not a NATS server address" in refused("--cluster", "http://127.0.0.1:4222", "--node", "x")
+    assert "--node NAME" in refused("--cluster", ",".join(nats3.urls))
+    assert "durability must be fsync" in refused("--cluster", ",".join(nats3.urls), "--node", "osnode",
+                                                 "--durability", "os")
+    assert add(first, "still")[0] == 200  # the running node was not disturbed

@@ -116,11 +116,15 @@ class ClusterNode:
         """Connect, check JetStream, register (ConfigError naming what is wrong), open the buckets
         and the journal stream."""
         try:
-            self.nc = await nats.connect(self.urls, name=f"duro-{self.node}", connect_timeout=2,
-                                         max_reconnect_attempts=-1, reconnect_time_wait=0.2, ping_interval=1,
-                                         max_outstanding_pings=2, allow_reconnect=True)
+            # Reconnects never give up once connected; the first connection is bounded (with
+            # unlimited reconnects the client would otherwise retry it for ever).
+            self.nc = await asyncio.wait_for(
+                nats.connect(self.urls, name=f"duro-{self.node}", connect_timeout=2, max_reconnect_attempts=-1,
+                             reconnect_time_wait=0.2, ping_interval=1, max_outstanding_pings=2,
+                             allow_reconnect=True), timeout=5)
         except (nats.errors.Error, OSError, asyncio.TimeoutError) as e:
-            raise ConfigError(f"cannot connect to NATS at {', '.join(self.urls)}: {e or type(e).__name__}; "
+            why = "no answer within 5 s" if isinstance(e, asyncio.TimeoutError) else (str(e) or type(e).__name__)
+            raise ConfigError(f"cannot connect to NATS at {', '.join(self.urls)}: {why}; "
                               "is nats-server running there?") from None
         self.js = self.nc.jetstream(timeout=self.options.timeout)
         try:
