@@ -15,6 +15,8 @@ import concurrent.futures
 import os
 import pathlib
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -358,3 +360,28 @@ def test_bad_cluster_settings_are_refused_at_start_saying_why(nodes, tmp_path, n
     assert "durability must be fsync" in refused("--cluster", ",".join(nats3.urls), "--node", "osnode",
                                                  "--durability", "os")
     assert add(first, "still")[0] == 200  # the running node was not disturbed
+
+
+def test_the_local_cluster_command_starts_everything_and_stops_it_by_pid(tmp_path):
+    from duro.testing import free_port
+
+    port = free_port()
+    out = tmp_path / "local.out"
+    with open(out, "wb") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "duro.cluster.local", str(PROJECT), "--nodes", "2",
+                                 "--port", str(port)], stdout=f, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: "ready." in out.read_text() or proc.poll() is not None, timeout=60, what="the local cluster")
+        text = out.read_text()
+        assert "ready." in text, text
+        pids = [int(line.split(" pid ")[1].split()[0]) for line in text.splitlines() if line.startswith("node-")]
+        assert len(pids) == 2, text
+        r = httpx.get(f"http://127.0.0.1:{port + 1}/add/local", timeout=30)
+        assert r.status_code == 200 and r.json()["stored"] == 1, r.text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    assert proc.returncode == 0, out.read_text()
+    for pid in pids:  # every node it started is gone
+        assert not pathlib.Path(f"/proc/{pid}").exists() or \
+            pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
