@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from ..config_admin import ClusterConfig, parse_cluster_node, parse_cluster_urls
-from ..errors import ConfigError
+from ..errors import ConfigError, DuroError
 
 __all__ = ["cluster_settings", "join_cluster"]
 
@@ -50,7 +50,12 @@ async def join_cluster(app: Any, settings: ClusterConfig) -> Any:
         raise ConfigError("cluster mode acknowledges a write once NATS has it replicated and fsync'd: "
                           "durability must be fsync, not os")
     node = ClusterNode(runtime, list(settings.servers), settings.node or "")
-    await node.start()
+    try:
+        await node.start()
+    except ConfigError:
+        raise
+    except DuroError as e:  # a bucket or stream the servers cannot make, NATS not answering in time
+        raise ConfigError(f"node {settings.node} cannot join the cluster at {', '.join(settings.servers)}: {e}") from None
     journal = ClusterJournal(node)
     runtime.router = ClusterRouter(node)
     runtime.journal = journal

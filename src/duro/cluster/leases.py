@@ -43,6 +43,7 @@ log = logging.getLogger("duro.cluster")
 NODES_BUCKET = "duro_nodes"
 OWNERS_BUCKET = "duro_owners"
 _WRONG_LAST = (10071, 10164)
+NO_PEERS_YET = 10005  # "no suitable peers for placement": too few servers known (yet) for the replication
 
 
 class LeaseHeldError(DuroError):
@@ -135,6 +136,9 @@ async def _bucket(js: Any, name: str, options: LeaseOptions) -> Any:
                 except nats.js.errors.APIError as e:
                     if isinstance(e, TRANSIENT_ERRORS):
                         raise
+                    if e.err_code == NO_PEERS_YET and time.monotonic() < deadline:
+                        await asyncio.sleep(0.2)  # a new cluster's servers still meeting: not yet every peer known
+                        continue
                     raise DuroError(f"cannot create the key-value bucket {name!r} ({options.replicas} replicas): "
                                     f"{e.description or e}") from e
             await _leader_get(js, name, "duro-probe")  # answered by the bucket's leader: it has one

@@ -48,7 +48,7 @@ from ..core.lifecycle import DeactivationReason
 from ..errors import ConfigError, DuroError, StorageError
 from ..runtime.barrier import DurabilityBarrier
 from ..runtime.events import batch_histograms
-from ..storage.database import ObjectDatabase
+from ..storage import maintenance
 from ..storage.durability import BarrierStatistics
 from .journal import FencedError, JetStreamJournal, ObjectLog
 from .leases import LeaseOptions, Leases, NodeNameTakenError, NodeRegistry, SelfFencedError, \
@@ -356,16 +356,12 @@ def _materialize(olog: ObjectLog, data_dir: pathlib.Path, rel: str) -> None:
 
 
 def _stored_alarm(path: pathlib.Path) -> int | None:
-    """The alarm the object's file holds (epoch ms), or None."""
-    if not path.exists():
-        return None
-    db = ObjectDatabase(path)
+    """The alarm the object's file holds (epoch ms), or None. Read only: the file must hold
+    nothing the object's journal does not."""
     try:
-        return db.get_alarm()
+        return maintenance.alarm_of(path)
     except StorageError:
         return None  # a damaged object reports itself when it is used
-    finally:
-        db.close()
 
 
 def _pick(nodes: list[str], key: str) -> str | None:
