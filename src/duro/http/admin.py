@@ -52,6 +52,7 @@ _OFF_LOOP = frozenset({"namespaces", "objects", "object", "query"})
 # replicated stream is the object's truth there; restore and branch across nodes are not built yet).
 _CLUSTER_REFUSED = frozenset({"sql", "import", "restore", "branch", "reset_for_branch"})
 
+
 class _Refused(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
