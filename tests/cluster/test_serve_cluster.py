@@ -177,7 +177,8 @@ def test_sigkill_of_the_owner_under_write_load_loses_no_acknowledged_write(nodes
     final = {n: get(other, n)["stored"] for n in names}
     check_acks(acked, final)
     assert before > 0
-    assert all(e[2] is True for e in errors), f"a client got an error it could not retry: {errors[:5]}"
+    bad = [e for e in errors if e[2] is not True]
+    assert not bad, f"a client got an error it could not retry: {bad[:5]}"
     print(f"\nSIGKILL of the owner: {sum(len(v) for v in acked.values())} acknowledged adds, 0 lost; "
           f"take-over {min(takeover.values()):.2f}-{max(takeover.values()):.2f} s for {len(names)} objects "
           f"(lease ttl 3 s); {len(errors)} retryable errors meanwhile")
@@ -329,7 +330,8 @@ def test_a_rolling_restart_under_load_loses_nothing_and_every_error_is_retryable
         writer.join(60)
     final = {n: get(live[0], n)["stored"] for n in names}
     check_acks(acked, final)
-    assert all(e[2] is True for e in errors), f"a client got an error it could not retry: {errors[:5]}"
+    bad = [e for e in errors if e[2] is not True]
+    assert not bad, f"a client got an error it could not retry: {bad[:5]}"
     after = {n: len(acked[n]) for n in names}
     assert all(after.values()), after
     print(f"\nrolling restart of 3 nodes under load: {sum(after.values())} acknowledged adds, 0 lost; "

@@ -61,4 +61,5 @@ async def join_cluster(app: Any, settings: ClusterConfig) -> Any:
     runtime.journal = journal
     runtime.barrier = journal
     install_forwarding(runtime)
+    runtime.add_service(node.serving_gate())  # added last, closed first: no calls in while it drains
     return node

@@ -218,6 +218,21 @@ class ClusterNode:
                 except Exception as e:  # noqa: BLE001 - another node won, or NATS is busy: next round
                     log.info("node %s: object %s not adopted: %s", self.node, held["id"], e)
 
+    async def stop_serving(self) -> None:
+        """The first step of a graceful stop, before the runtime drains its objects: answer no more
+        calls from other nodes (they wait for the hand-over, then take the objects) and take no
+        more objects. The objects' running events still commit through their journal."""
+        self.closing = True
+        for own in list(self.owned.values()):
+            if own.sub is not None:
+                with contextlib.suppress(Exception):
+                    await own.sub.unsubscribe()
+                own.sub = None
+
+    def serving_gate(self) -> "_ServingGate":
+        """A runtime service whose close is :meth:`stop_serving` (add it last: closed first)."""
+        return _ServingGate(self)
+
     async def close(self) -> None:
         """A graceful stop: snapshot and release every owned object (their next requests are taken
         by other nodes at once), deregister, close the connection."""
@@ -274,7 +289,7 @@ class ClusterNode:
 
     def owns(self, key: str) -> bool:
         reg = self.registry
-        return key in self.owned and reg is not None and reg.writable()
+        return key in self.owned and not self.closing and reg is not None and reg.writable()
 
     async def acquire(self, namespace: str, hex_id: str) -> None:
         """Take object ``hex_id`` of ``namespace`` (module doc). LeaseHeldError if another live node
@@ -349,6 +364,17 @@ class ClusterNode:
         j = self.journal
         return {"node": self.node, "owned": len(self.owned), "taken": self.taken, "dropped": self.dropped,
                 "appends": j.appends if j else 0, "append_retries": j.retries if j else 0}
+
+
+class _ServingGate:
+    def __init__(self, node: ClusterNode) -> None:
+        self.node = node
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        await self.node.stop_serving()
 
 
 def _materialize(olog: ObjectLog, data_dir: pathlib.Path, rel: str) -> None:
