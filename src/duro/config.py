@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from duro.config_admin import AdminConfig, parse_admin, parse_file_mode
+from duro.config_admin import AdminConfig, ClusterConfig, parse_admin, parse_cluster, parse_file_mode
 from duro.errors import ConfigError
 from duro.exports_config import Exports, parse_exports
 
@@ -33,8 +33,9 @@ WRANGLER_FILES = ("wrangler.jsonc", "wrangler.json", "wrangler.toml")
 _ENTRY_CANDIDATES = ("app.py", "main.py", "src/entry.py", "entry.py")
 _DURABILITY = ("fsync", "os")
 _TOOL_KEYS = ("main", "entrypoint", "name", "durability", "data_dir", "bindings", "vars", "limits", "migrations",
-              "history_retention", "crons", "assets", "admin", "file_mode")
-_WRANGLER_DURO_KEYS = ("entrypoint", "durability", "data_dir", "limits", "history_retention", "admin", "file_mode")
+              "history_retention", "crons", "assets", "admin", "file_mode", "cluster")
+_WRANGLER_DURO_KEYS = ("entrypoint", "durability", "data_dir", "limits", "history_retention", "admin", "file_mode",
+                       "cluster")
 _ASSETS_KEYS = ("directory", "binding", "html_handling", "not_found_handling", "run_worker_first",
                 "experimental_serve_directly")
 HTML_HANDLING = ("auto-trailing-slash", "force-trailing-slash", "drop-trailing-slash", "none")
@@ -158,6 +159,7 @@ class ProjectConfig:
     compatibility_flags: tuple[str, ...] = ()  # wrangler's, as written
     admin: AdminConfig = AdminConfig()  # the admin listener (config_admin.py)
     file_mode: int = 0o600  # data files duro creates; 0o640 lets the group read them
+    cluster: ClusterConfig = ClusterConfig()  # cluster mode's NATS servers and node name (config_admin.py)
 
     def unique_key(self, class_name: str) -> str:
         """The namespace's unique key, ``"<name>-<ClassName>"`` as Miniflare derives it."""
@@ -188,14 +190,15 @@ def load_project(root: str | os.PathLike[str]) -> ProjectConfig:
 
 
 def _with_operator(cfg: ProjectConfig, path: pathlib.Path, data: Any) -> ProjectConfig:
-    """Read the ``admin`` table and ``file_mode`` of ``[tool.duro]`` or wrangler's ``duro``."""
+    """Read the ``admin`` and ``cluster`` tables and ``file_mode`` of ``[tool.duro]`` or wrangler's ``duro``."""
     if path.name == "pyproject.toml":
         section, prefix = data["tool"]["duro"], "tool.duro"
     else:
         section, prefix = data.get("duro", {}), "duro"
     admin = parse_admin(section.get("admin", {}), cfg.root, path.name, f"{prefix}.admin")
     mode = parse_file_mode(section.get("file_mode", "0600"), path.name, f"{prefix}.file_mode")
-    return dataclasses.replace(cfg, admin=admin, file_mode=mode)
+    cluster = parse_cluster(section.get("cluster", {}), path.name, f"{prefix}.cluster")
+    return dataclasses.replace(cfg, admin=admin, file_mode=mode, cluster=cluster)
 
 
 def _with_crons(cfg: ProjectConfig, path: pathlib.Path, data: Any) -> ProjectConfig:

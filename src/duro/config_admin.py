@@ -1,5 +1,5 @@
-"""The operator's part of the configuration: the admin listener (``admin`` table) and the mode of
-the data files duro creates (``file_mode``). Read from ``[tool.duro]`` or wrangler's ``duro``
+"""The operator's part of the configuration: the admin listener (``admin`` table), the mode of
+the data files duro creates (``file_mode``) and cluster membership (``cluster`` table). Read from ``[tool.duro]`` or wrangler's ``duro``
 section by ``config.py``; every mistake is a :class:`ConfigError` naming the key. Only validates.
 """
 
@@ -12,7 +12,8 @@ from typing import Any
 
 from duro.errors import ConfigError
 
-__all__ = ["AdminConfig", "FILE_MODES", "parse_admin", "parse_file_mode"]
+__all__ = ["AdminConfig", "ClusterConfig", "FILE_MODES", "parse_admin", "parse_cluster", "parse_cluster_urls",
+           "parse_file_mode"]
 
 ADMIN_KEYS = ("enabled", "host", "port", "import_dir")
 # The data files' modes an operator may choose: owner only, or owner plus the group (a backup
@@ -76,3 +77,49 @@ def parse_file_mode(v: Any, file: str | None, key: str) -> int:
         return FILE_MODES[v]
     raise ConfigError(f"must be one of {', '.join(repr(m) for m in FILE_MODES)} (a string), not {_show(v)}",
                       file=file, key=key)
+
+
+CLUSTER_KEYS = ("servers", "node")
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Cluster mode (``duro serve --cluster``): the NATS ``servers`` (``nats://HOST:PORT`` each) and
+    this node's name. No servers: the embedded default, one machine."""
+
+    servers: tuple[str, ...] = ()
+    node: str | None = None
+
+
+def parse_cluster_urls(raw: Any, file: str | None, key: str) -> tuple[str, ...]:
+    """A list (or a comma-separated string) of ``nats://HOST:PORT`` URLs."""
+    items = [u.strip() for u in raw.split(",")] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not items:
+        raise ConfigError(f"must list NATS servers as nats://HOST:PORT, not {_show(raw)}", file=file, key=key)
+    out = []
+    for u in items:
+        scheme, sep, rest = u.partition("://") if isinstance(u, str) else ("", "", "")
+        host, colon, port = rest.rpartition(":")
+        if scheme not in ("nats", "tls") or not sep or not host or not colon or not port.isdigit() \
+                or not 0 < int(port) < 65536:
+            raise ConfigError(f"{_show(u)} is not a NATS server address: use nats://HOST:PORT", file=file, key=key)
+        out.append(u)
+    return tuple(out)
+
+
+def parse_cluster_node(v: Any, file: str | None, key: str) -> str:
+    if not isinstance(v, str) or not v or len(v) > 200 or not all(c.isalnum() or c in "-_" for c in v):
+        raise ConfigError(f"a node name is 1-200 letters, digits, '-' or '_', not {_show(v)}", file=file, key=key)
+    return v
+
+
+def parse_cluster(raw: Any, file: str | None, key: str) -> ClusterConfig:
+    """The ``cluster`` table: ``servers`` and ``node``."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"must be a table, not {_show(raw)}", file=file, key=key)
+    for k in raw:
+        if k not in CLUSTER_KEYS:
+            raise ConfigError(f"unknown key; valid keys: {', '.join(CLUSTER_KEYS)}", file=file, key=f"{key}.{k}")
+    servers = parse_cluster_urls(raw["servers"], file, f"{key}.servers") if "servers" in raw else ()
+    node = parse_cluster_node(raw["node"], file, f"{key}.node") if "node" in raw else None
+    return ClusterConfig(servers, node)

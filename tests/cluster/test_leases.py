@@ -67,6 +67,35 @@ async def test_a_dead_owners_objects_move_after_its_ttl(nats1, connect) -> None:
     took = time.monotonic() - t0
     print(f"takeover after the owner stopped renewing: {took:.2f} s (ttl 2 s)")
     assert 1.0 < took < 6 and taken.epoch > lease.epoch
+    # The take-over wrote the new owner into the lease: a third node must not take it again.
+    assert await lb.owner("ld-obj") == ("ld-b", taken.epoch)
+    c, lc = await node(connect, nats1, "ld-c", ttl=2, renew_every=0.5)
+    with pytest.raises(LeaseHeldError, match="owned by node 'ld-b'"):
+        await lc.claim("ld-obj")
+    await b.close()
+    await c.close()
+
+
+async def test_a_lease_says_which_object_and_orphans_are_found(nats1, connect) -> None:
+    a, la = await node(connect, nats1, "lo-a", ttl=2, renew_every=0.5)
+    b, lb = await node(connect, nats1, "lo-b", ttl=2, renew_every=0.5)
+    about = {"ns": "proj-Counter", "id": "ab" * 32}
+    lease = await la.claim("lo-obj", about)
+    kept = await la.claim("lo-obj2", {"ns": "proj-Counter", "id": "cd" * 32})
+    assert "lo-obj" not in {k for k, _ in await lb.orphans()}  # its owner lives
+    assert await la.hand_over(kept, {"ns": "proj-Counter", "id": "cd" * 32})
+    await a.close(deregister=False)  # a crash: the registration expires
+    deadline = time.monotonic() + 8
+    while "lo-obj" not in {k for k, _ in await lb.orphans()}:
+        assert time.monotonic() < deadline, "the dead owner's lease was never found orphaned"
+        await asyncio.sleep(0.1)
+    found = dict(await lb.orphans())
+    assert found["lo-obj"]["ns"] == about["ns"] and found["lo-obj"]["id"] == about["id"]
+    assert found["lo-obj2"]["node"] == "" and found["lo-obj2"]["id"] == "cd" * 32  # handed over
+    taken = await lb.claim("lo-obj", about)
+    assert taken.epoch > lease.epoch and await lb.owner("lo-obj") == ("lo-b", taken.epoch)
+    assert "lo-obj" not in {k for k, _ in await lb.orphans()}
+    assert "lo-b" in await lb.live_nodes() and "lo-a" not in await lb.live_nodes()
     await b.close()
 
 

@@ -76,3 +76,51 @@ def test_flags_override_the_config(tmp_path):
     assert cfg.admin == AdminConfig(enabled=False, port=9100)
     with pytest.raises(ConfigError, match="port: must be a port number"):
         apply_overrides(cfg, admin={"port": -1})
+
+
+# ---- the cluster table (duro serve --cluster) ----------------------------------------------------
+
+
+def test_the_cluster_table_is_read_and_absent_means_embedded(tmp_path):
+    from duro.config_admin import ClusterConfig
+    assert load_project(project(tmp_path / "a" if (tmp_path / "a").mkdir() is None else tmp_path, "")).cluster == \
+        ClusterConfig()
+    cfg = load_project(project(tmp_path, """
+        [tool.duro.cluster]
+        servers = ["nats://10.0.0.1:4222", "nats://10.0.0.2:4222"]
+        node = "node-1"
+        """))
+    assert cfg.cluster == ClusterConfig(("nats://10.0.0.1:4222", "nats://10.0.0.2:4222"), "node-1")
+
+
+@pytest.mark.parametrize("extra, words", [
+    ('[tool.duro.cluster]\nservers = ["http://h:4222"]', ["tool.duro.cluster.servers", "'http://h:4222'", "nats://HOST:PORT"]),
+    ('[tool.duro.cluster]\nservers = ["nats://h"]', ["tool.duro.cluster.servers", "nats://HOST:PORT"]),
+    ('[tool.duro.cluster]\nservers = []', ["tool.duro.cluster.servers", "must list"]),
+    ('[tool.duro.cluster]\nnode = "a b"', ["tool.duro.cluster.node", "'a b'", "letters, digits"]),
+    ('[tool.duro.cluster]\nleader = "x"', ["tool.duro.cluster.leader", "unknown key", "servers, node"]),
+])
+def test_cluster_mistakes_name_the_key_and_what_is_allowed(tmp_path, extra, words):
+    text = error(project(tmp_path, extra))
+    for w in words:
+        assert w in text, text
+
+
+def test_the_cluster_flags_override_the_table_and_are_checked(tmp_path):
+    import argparse
+    from duro.cli.cluster import cluster_settings
+    cfg = load_project(project(tmp_path, """
+        [tool.duro.cluster]
+        servers = "nats://a:1,nats://b:2"
+        node = "n1"
+        """))
+    got = cluster_settings(argparse.Namespace(cluster=None, node="n2"), cfg)
+    assert got is not None and got.servers == ("nats://a:1", "nats://b:2") and got.node == "n2"
+    plain = load_project(project(tmp_path / "p" if (tmp_path / "p").mkdir() is None else tmp_path, ""))
+    assert cluster_settings(argparse.Namespace(cluster=None, node=None), plain) is None
+    with pytest.raises(ConfigError, match="--node NAME"):
+        cluster_settings(argparse.Namespace(cluster="nats://h:4222", node=None), plain)
+    with pytest.raises(ConfigError, match="--cluster nats://HOST:PORT"):
+        cluster_settings(argparse.Namespace(cluster=None, node="n1"), plain)
+    with pytest.raises(ConfigError, match="--cluster"):
+        cluster_settings(argparse.Namespace(cluster="nats://h:99999", node="n1"), plain)

@@ -111,6 +111,18 @@ def test_every_caller_of_a_broken_gate_gets_its_own_reset_error():
     assert str(a) == "disk full" and a.remote is True and a.retryable is False
 
 
+def test_a_reset_caused_by_a_retryable_failure_is_retryable():
+    # A cluster node's object that moved (its append fenced): the write was never acknowledged,
+    # and a retry reaches the new owner.
+    class Moved(Exception):
+        retryable = True
+
+    gate = InputGate()
+    gate.break_with(Moved("object x moved to another owner"))
+    err = gate.reset_error()
+    assert isinstance(err, ObjectResetError) and err.retryable is True and err.durable_object_reset is True
+
+
 # ---------------------------------------------------------------------- output gate
 def test_an_opened_transaction_gates_outputs_and_schedules_one_commit_turn():
     gate = OutputGate()

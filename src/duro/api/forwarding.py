@@ -57,6 +57,9 @@ def install_forwarding(runtime: "Runtime") -> None:
             answer = Response(None, status=101, headers=resp.headers.items())
             answer.headers.set(BRIDGE_HEADER, str(bridge))
             return codec.encode(answer, rpc=True)
+        if channel is not None:
+            raise RuntimeError("a WebSocket to an object owned by another cluster node is not supported yet: "
+                               "the object accepted it on its node, which cannot bridge it to this one")
         return codec.encode(resp, rpc=True)
 
     async def rpc(namespace: str, hex_id: str, name: str | None, label: str, payload: bytes,

@@ -24,7 +24,7 @@ from ..core.limits import RESERVED_RPC_NAMES, missing_method_text, reserved_meth
 from ..ids import DurableObjectId, NamespaceKey
 from ..runtime import current_activation
 from ..runtime.calls import Failed, Pending
-from ..runtime.router import failure_state
+from ..runtime.router import TakenHere, failure_state
 from .fetch import FetchResponse, Request, Response, as_fetch_response
 
 if TYPE_CHECKING:
@@ -153,7 +153,10 @@ class DurableObjectStub:
                     if self._reset is not None:  # a stub that saw a reset stays broken, as locally
                         raise self._reset
                     op, payload = forward()
-                    return await self._forward(router, owner, op, label, payload, delivered)
+                    try:
+                        return await self._forward(router, owner, op, label, payload, delivered)
+                    except TakenHere:
+                        pass  # a cluster node just took the object nobody owned: it runs here
             act = self._target()
         except BaseException as e:
             raise _translate(e) from None

@@ -74,6 +74,16 @@ def add_serve_args(p: argparse.ArgumentParser, *, dev: bool) -> None:
                             "worker's running events fail with Cloudflare's memory-limit error and it is restarted; "
                             "the other workers keep serving")
         p.add_argument("--worker-slot", default=None, help=argparse.SUPPRESS)  # set by the supervisor
+        c = p.add_argument_group(
+            "cluster mode",
+            "Join a cluster of duro nodes on NATS JetStream (docs/cluster.md): every node serves every "
+            "object, each object has one owner at a time, commits are replicated before a response "
+            "leaves. Defaults come from the config's [cluster] table.")
+        c.add_argument("--cluster", metavar="URLS", default=None,
+                       help="the NATS servers, nats://HOST:PORT[,nats://HOST:PORT...] (nats-server >= 2.12 with "
+                            "JetStream and sync_interval: always)")
+        c.add_argument("--node", metavar="NAME", default=None,
+                       help="this node's name, unique in the cluster (letters, digits, '-', '_')")
 
 
 def _setup_logging(level: str) -> None:
@@ -117,17 +127,25 @@ async def _run(args: argparse.Namespace) -> None:
     if slot is not None:
         worker = WorkerProcess.from_arg(slot, getattr(args, "memory_limit_bytes", 0))
         worker.begin()
+    cluster = None
+    if not getattr(args, "dev", False):
+        from .cluster import cluster_settings
+        cluster = cluster_settings(args, cfg)
     app = load_app(cfg.root, data_dir=args.data, config=cfg, worker=worker.slot if worker else None)
     if getattr(args, "otel", False):
         _tracing(app, cfg.name)
+    if cluster is not None:
+        from .cluster import join_cluster
+        await join_cluster(app, cluster)
     front: Any = AsgiFront(app, debug=getattr(args, "dev", False), websocket_handler=websocket_handler,
                            limits=FrontLimits.from_limits(cfg.limits), admin=cfg.admin)
     if getattr(args, "dev", False):
         from .scheduled import ScheduledEndpoint
         front = ScheduledEndpoint(front)  # GET /__scheduled?cron=... fires scheduled() by hand
     if worker is None:
-        log.info("duro serving %s on http://%s:%d (data: %s, durability: %s)", cfg.root, args.host, args.port,
-                 app.runtime.data_dir, app.runtime.durability)
+        log.info("duro serving %s on http://%s:%d (data: %s, durability: %s%s)", cfg.root, args.host, args.port,
+                 app.runtime.data_dir, app.runtime.durability,
+                 f", cluster node {cluster.node}" if cluster is not None else "")
     tune_gc()
     watch = StopWatch(cfg.limits.drain_timeout)
     retire = Retirement(app.runtime, worker.slot.index, max_delay=cfg.limits.code_update_max_delay,
@@ -204,9 +222,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"duro: {e}", file=sys.stderr)
         return 2
-    if args.worker_slot is not None or (count == 1 and not args.memory_limit_bytes):
+    if args.worker_slot is not None:
+        return run_server(args)
+    if _cluster_wanted(args):
+        # A cluster node is one process (more cores: more nodes); the default worker count yields.
+        if count > 1 and str(args.workers).strip().lower() != "auto" or args.memory_limit_bytes:
+            print("duro: --cluster runs one process per node; --workers and --memory-limit do not combine with it "
+                  "yet (run more nodes instead)", file=sys.stderr)
+            return 2
+        return run_server(args)
+    if count == 1 and not args.memory_limit_bytes:
         return run_server(args)
     return _supervise(args, count)
+
+
+def _cluster_wanted(args: argparse.Namespace) -> bool:
+    """``--cluster``/``--node``, or a ``[tool.duro.cluster]`` table in the project's config."""
+    if getattr(args, "cluster", None) or getattr(args, "node", None):
+        return True
+    from ..config import load_project
+    try:
+        cfg = load_project(args.project)
+    except ConfigError:
+        return False  # the server reports it
+    return bool(getattr(getattr(cfg, "cluster", None), "servers", None))
 
 
 def _worker_count(text: str) -> int:

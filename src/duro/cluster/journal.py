@@ -52,7 +52,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, ObjectStoreCon
 from ..errors import CorruptDatabaseError, StorageError
 from ..storage.journalfile import COMMIT, EPOCH, Capture, JournalRecord, decode_records, encode_commit, \
     encode_record, redo
-from .leases import TRANSIENT_ERRORS, Lease, NodeRegistry
+from .leases import NO_PEERS_YET, TRANSIENT_ERRORS, Lease, NodeRegistry
 
 __all__ = ["JetStreamJournal", "ObjectLog", "FencedError", "ChainBrokenError", "STREAM", "SNAP_BUCKET"]
 
@@ -127,6 +127,9 @@ class JetStreamJournal:
                 except nats.js.errors.APIError as e:
                     if isinstance(e, TRANSIENT_ERRORS):
                         raise
+                    if e.err_code == NO_PEERS_YET and time.monotonic() < deadline:
+                        await asyncio.sleep(0.2)  # a new cluster's servers still meeting
+                        continue
                     if e.err_code != 10058:  # "already in use with a different configuration"
                         raise StorageError(f"cannot create the journal stream {STREAM!r} ({self.replicas} "
                                            f"replicas): {e.description or e}") from e

@@ -43,6 +43,7 @@ log = logging.getLogger("duro.cluster")
 NODES_BUCKET = "duro_nodes"
 OWNERS_BUCKET = "duro_owners"
 _WRONG_LAST = (10071, 10164)
+NO_PEERS_YET = 10005  # "no suitable peers for placement": too few servers known (yet) for the replication
 
 
 class LeaseHeldError(DuroError):
@@ -135,6 +136,9 @@ async def _bucket(js: Any, name: str, options: LeaseOptions) -> Any:
                 except nats.js.errors.APIError as e:
                     if isinstance(e, TRANSIENT_ERRORS):
                         raise
+                    if e.err_code == NO_PEERS_YET and time.monotonic() < deadline:
+                        await asyncio.sleep(0.2)  # a new cluster's servers still meeting: not yet every peer known
+                        continue
                     raise DuroError(f"cannot create the key-value bucket {name!r} ({options.replicas} replicas): "
                                     f"{e.description or e}") from e
             await _leader_get(js, name, "duro-probe")  # answered by the bucket's leader: it has one
@@ -312,16 +316,18 @@ class Leases:
         self._kv = await _bucket(self.registry.js, OWNERS_BUCKET, self.registry.options)
         return self
 
-    async def claim(self, key: str) -> Lease:
+    async def claim(self, key: str, about: dict[str, str] | None = None) -> Lease:
         """Lease object ``key`` for this node. LeaseHeldError if a live node holds it or won the
         race; SelfFencedError if this node may not write; ClusterUnavailableError if NATS did not
-        answer (the claim may or may not have landed: claiming again settles it)."""
+        answer (the claim may or may not have landed: claiming again settles it). ``about`` is
+        stored in the lease's value beside the owner (which object it is: a survivor reads it to
+        adopt the objects of a dead node)."""
         _check_key("object key", key)
         # Retrying is safe: a claim that landed unanswered is found to be ours ("already ours").
         deadline = time.monotonic() + 3 * self.registry.options.timeout
         while True:
             try:
-                lease = await self._claim(key)
+                lease = await self._claim(key, about)
                 # The node may have stopped being writable while the claim was on its way: such a
                 # lease is not used (the object moves on once the registration expires).
                 self.registry.check()
@@ -332,11 +338,12 @@ class Leases:
                                                   f"({type(e).__name__})") from e
             await asyncio.sleep(0.05)
 
-    async def _claim(self, key: str) -> Lease:
+    async def _claim(self, key: str, about: dict[str, str] | None = None) -> Lease:
         reg = self.registry
         reg.check()
+        mine = reg.value if not about else json.dumps({**json.loads(reg.value), **about}).encode()
         try:
-            return Lease(key, reg.node, await self._kv.create(key, reg.value))
+            return Lease(key, reg.node, await self._kv.create(key, mine))
         except nats.js.errors.KeyWrongLastSequenceError:
             pass
         last, value = await _leader_get(reg.js, OWNERS_BUCKET, key)
@@ -352,7 +359,7 @@ class Leases:
                 raise LeaseHeldError(key, owner.get("node", "?"))
         reg.check()
         try:
-            return Lease(key, reg.node, await self._kv.update(key, reg.value, last=last))
+            return Lease(key, reg.node, await self._kv.update(key, mine, last=last))
         except nats.js.errors.KeyWrongLastSequenceError:
             raise LeaseHeldError(key, "another node (it claimed the object first)") from None
 
@@ -370,6 +377,54 @@ class Leases:
                 return False
             raise
         return True
+
+    async def hand_over(self, lease: Lease, about: dict[str, str]) -> bool:
+        """Release the object but leave ``about`` in its lease (with no owner) by compare-and-swap,
+        so that a survivor adopts it (it has an alarm to fire). False if the lease was no longer
+        this node's."""
+        value = json.dumps({"node": "", "incarnation": "", **about}).encode()
+        try:
+            await self._kv.update(lease.key, value, last=lease.epoch)
+        except TRANSIENT_ERRORS as e:
+            raise ClusterUnavailableError(f"handing object {lease.key} over: NATS did not answer "
+                                          f"({type(e).__name__})") from e
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return False
+        return True
+
+    async def orphans(self) -> list[tuple[str, dict[str, str]]]:
+        """The leases whose owner is gone (its registration expired, or it handed the object over
+        with something left to do), as (key, value): what a survivor may adopt. Reads every lease."""
+        try:
+            keys = await self._kv.keys()
+        except nats.js.errors.NoKeysError:
+            return []
+        out: list[tuple[str, dict[str, str]]] = []
+        live: dict[tuple[str, str], bool] = {}
+        for key in keys:
+            _, value = await _leader_get(self.registry.js, OWNERS_BUCKET, key)
+            if value is None:
+                continue
+            try:
+                held = json.loads(value)
+            except ValueError:
+                continue
+            if not held.get("ns") or not held.get("id"):
+                continue  # a lease that does not say which object it is
+            who = (held.get("node", ""), held.get("incarnation", ""))
+            if who not in live:
+                live[who] = await self.registry.is_live(*who)
+            if not live[who]:
+                out.append((key, held))
+        return out
+
+    async def live_nodes(self) -> list[str]:
+        """The names of the nodes registered now."""
+        kv = await _bucket(self.registry.js, NODES_BUCKET, self.registry.options)
+        try:
+            return sorted(await kv.keys())
+        except nats.js.errors.NoKeysError:
+            return []
 
     async def owner(self, key: str) -> tuple[str, int] | None:
         """(node, epoch) of the object's current lease record, or None when unowned."""

@@ -93,10 +93,12 @@ class InputGate:
 
     def reset_error(self) -> ObjectResetError:
         """The error a caller of the broken gate gets: a fresh ``ObjectResetError`` carrying the
-        cause's message, marked as coming from the object (each caller gets its own instance)."""
+        cause's message, marked as coming from the object (each caller gets its own instance).
+        Retryable when its cause was (the object moved to another cluster node, say): the
+        failed write was never acknowledged, and the retry reaches the object's new instance."""
         assert self.broken is not None
         err = ObjectResetError(str(self.broken))
-        mark_remote(err)
+        mark_remote(err, retryable=True if getattr(self.broken, "retryable", False) is True else None)
         return err
 
 

@@ -48,6 +48,11 @@ _READS = frozenset({"ping", "namespaces", "objects", "object", "query", "sockets
 _OFF_LOOP = frozenset({"namespaces", "objects", "object", "query"})
 
 
+# Operations that write an object's file outside its journal: refused on a cluster node (the
+# replicated stream is the object's truth there; restore and branch across nodes are not built yet).
+_CLUSTER_REFUSED = frozenset({"sql", "import", "restore", "branch", "reset_for_branch"})
+
+
 class _Refused(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -124,6 +129,10 @@ class AdminEndpoint:
         handler = getattr(self, f"_op_{op.replace('-', '_')}", None) if op.isidentifier() else None
         if handler is None or scope.get("method") != "POST":
             return Response.json({"error": f"unknown admin operation {scope.get('method')} {op!r}"}, status=404)
+        if op in _CLUSTER_REFUSED and getattr(getattr(self.app.runtime, "router", None), "crosses_nodes", False):
+            return Response.json({"error": f"{op} is not supported in cluster mode yet: it changes an object's file "
+                                           "outside the replicated journal, so the object's next owner would not "
+                                           "see the change"}, status=501)
         owner = self._owner(op, body)
         if owner is not None:
             return await self._on_worker(owner, op, body)

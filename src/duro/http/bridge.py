@@ -198,8 +198,8 @@ class Bridges:
 
 def install_bridges(runtime: "Runtime") -> Bridges | None:
     router = runtime.router
-    if router is None:
-        return None
+    if router is None or getattr(router, "crosses_nodes", False):
+        return None  # none, or a cluster's: WebSockets are not bridged between nodes yet
     bridges = Bridges(runtime)
     router.bridge_accept = bridges.accept
     router.bridge_proxy = bridges.proxy

@@ -186,8 +186,8 @@ def label_metrics(texts: list[tuple[int, str | None]]) -> str:
 
 
 def install_fanout(runtime: "Runtime") -> WorkerFanout | None:
-    if runtime.router is None:
-        return None
+    if runtime.router is None or getattr(runtime.router, "crosses_nodes", False):
+        return None  # one process, or a cluster node (its metrics and tails are its own)
     fanout = WorkerFanout(runtime)
     runtime.fanout = fanout  # type: ignore[attr-defined]
     return fanout

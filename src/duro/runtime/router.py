@@ -34,7 +34,7 @@ import msgpack
 
 from ..errors import DuroError
 
-__all__ = ["WorkerSlot", "Router", "Link", "owner_of", "PeerGone", "failure_state"]
+__all__ = ["WorkerSlot", "Router", "Link", "owner_of", "PeerGone", "TakenHere", "failure_state"]
 
 log = logging.getLogger("duro.router")
 
@@ -50,6 +50,11 @@ class PeerGone(DuroError):
     to an object, and retryable as it is."""
 
     retryable = True
+
+
+class TakenHere(Exception):
+    """Raised by a router's ``call`` when the object became this process's own while the call was
+    on its way (a cluster node claimed an object nobody owned): the caller runs it here."""
 
 
 @dataclass(frozen=True)
