@@ -174,8 +174,8 @@ class AdminEndpoint:
         has the object's files open), or None for this one. A branch runs on the worker of the
         new object; the source's own worker resets it first (``_op_reset_for_branch``)."""
         router = getattr(self.app.runtime, "router", None)
-        if router is None or op == "ping":
-            return None
+        if router is None or op == "ping" or getattr(router, "crosses_nodes", False):
+            return None  # (a cluster node answers for itself: its writes are refused above)
         try:
             args = json.loads(body or b"{}")
             hex_id = str(args["to_id" if op == "branch" else "id"]).lower()

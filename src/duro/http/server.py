@@ -155,8 +155,9 @@ class AsgiFront:
             elif message["type"] == "lifespan.shutdown":
                 try:
                     router = self.app.runtime.router
-                    if router is not None:  # calls other workers forwarded here drain as requests do
-                        await router.wait_served(self.drain_time)
+                    wait_served = getattr(router, "wait_served", None)
+                    if wait_served is not None:  # calls other workers forwarded here drain as requests do
+                        await wait_served(self.drain_time)
                     if self.admin_listener is not None:
                         await self.admin_listener.stop()
                     if self.admin is not None:
