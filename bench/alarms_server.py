@@ -62,8 +62,8 @@ def run(workers: int, state: str, objects: int, window: float, lead: float, time
     cmd = [sys.executable, "-m", "duro", "serve", str(PROJECT), "--port", str(port), "--data", data,
            "--log-level", "warning", "--no-admin"]
     cmd += ["--workers", str(workers)]
-    if state == "closed":
-        cmd += ["--idle-timeout", "1"]
+    # closed: every object evicted long before its alarm; open: none evicted (the lead is long)
+    cmd += ["--idle-timeout", "1" if state == "closed" else "3600"]
     env = dict(os.environ, DURO_BENCH_ALARMS_OUT=out)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
