@@ -3,9 +3,10 @@ supervisor's workers, and the CPU time of processes (schedstat, in nanoseconds).
 
 from __future__ import annotations
 
-import os
 import pathlib
 import socket
+
+from duro.testing import worker_pids
 
 
 def free_port() -> int:
@@ -15,19 +16,8 @@ def free_port() -> int:
 
 
 def children(pid: int) -> dict[int, int]:
-    """worker index -> pid of the workers of the supervisor ``pid`` (from /proc)."""
-    out = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = pathlib.Path(f"/proc/{entry.name}/stat").read_text()
-            args = pathlib.Path(f"/proc/{entry.name}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"--worker-slot" in args:
-            out[int(args[args.index(b"--worker-slot") + 1].split(b"/")[0])] = int(entry.name)
-    return out
+    """worker index -> pid of the workers of the supervisor ``pid``."""
+    return worker_pids(pid)
 
 
 def cpu_ns(pids: list[int]) -> int:

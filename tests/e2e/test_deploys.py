@@ -39,24 +39,6 @@ def _name_on(project: pathlib.Path, worker: int, prefix: str, cls: str = "Tally"
     return next(f"{prefix}{i}" for i in range(1000) if owner_of(str(key.id_from_name(f"{prefix}{i}")), 2) == worker)
 
 
-def _workers(srv) -> dict[int, int]:
-    """worker index -> pid, from the supervisor's live children."""
-    out = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = pathlib.Path(f"/proc/{entry.name}/stat").read_text()
-            args = pathlib.Path(f"/proc/{entry.name}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) != srv.proc.pid or fields[0] == "Z" or b"--worker-slot" not in args:
-            continue
-        out[int(args[args.index(b"--worker-slot") + 1].split(b"/")[0])] = int(entry.name)
-    return out
-
-
 def _closed_code(ws) -> int | None:
     try:
         while True:
@@ -68,8 +50,8 @@ def _closed_code(ws) -> int | None:
 def test_sighup_reloads_the_workers_one_at_a_time_while_serving(serve, tmp_path):
     project = _project(tmp_path)
     srv = serve(project, "--workers", "2")
-    wait_for(lambda: len(_workers(srv)) == 2, timeout=30, what="two workers")
-    before = _workers(srv)
+    wait_for(lambda: len(srv.workers()) == 2, timeout=30, what="two workers")
+    before = srv.workers()
     names = [_name_on(project, 0, "a"), _name_on(project, 1, "b"), _name_on(project, 0, "c"),
              _name_on(project, 1, "d")]
     ok: dict[str, int] = {n: 0 for n in names}
@@ -126,8 +108,8 @@ def test_sighup_reloads_the_workers_one_at_a_time_while_serving(serve, tmp_path)
     order = [log.index("reload: worker 0 (pid"), log.index("reload: worker 0 (pid", log.index("retired after")),
              log.index("reload: worker 1 (pid")]
     assert order == sorted(order), log[-4000:]
-    assert log.index("reload: worker 0 (pid %d) serves the new code" % _workers(srv)[0]) < order[2]
-    after = _workers(srv)
+    assert log.index("reload: worker 0 (pid %d) serves the new code" % srv.workers()[0]) < order[2]
+    after = srv.workers()
     assert set(after) == {0, 1} and after[0] != before[0] and after[1] != before[1], (before, after)
     # The new code everywhere, and every acknowledged increment counted exactly once.
     for name in names:
@@ -145,7 +127,7 @@ def test_sighup_reloads_the_workers_one_at_a_time_while_serving(serve, tmp_path)
 def test_an_object_busy_past_max_delay_is_reset_with_cloudflare_s_text(serve, tmp_path):
     project = _project(tmp_path, "code_update_max_delay = 1\n")
     srv = serve(project, "--workers", "2")
-    wait_for(lambda: len(_workers(srv)) == 2, timeout=30, what="two workers")
+    wait_for(lambda: len(srv.workers()) == 2, timeout=30, what="two workers")
     busy = _name_on(project, 0, "z")
     out: dict = {}
     t = threading.Thread(target=lambda: out.setdefault("r", httpx.get(f"{srv.url}/sleep/{busy}?60", timeout=90)))

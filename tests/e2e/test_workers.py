@@ -39,28 +39,9 @@ def _name_on(worker: int, count: int = 2, prefix: str = "x", cls: str = "Tally")
     return next(f"{prefix}{i}" for i in range(1000) if owner_of(_hex(f"{prefix}{i}", cls), count) == worker)
 
 
-def _workers(srv) -> dict[int, int]:
-    """worker index -> pid, from the supervisor's children (read from /proc)."""
-    out = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = pathlib.Path(f"/proc/{entry.name}/stat").read_text()
-            args = pathlib.Path(f"/proc/{entry.name}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) != srv.proc.pid or fields[0] == "Z" or b"--worker-slot" not in args:
-            continue
-        slot = args[args.index(b"--worker-slot") + 1].decode()
-        out[int(slot.split("/")[0])] = int(entry.name)
-    return out
-
-
 def _wait_serving(srv, count: int = 2) -> None:
     """Until every worker serves (the supervisor logs it), not only exists."""
-    wait_for(lambda: len(_workers(srv)) == count and srv.log().count(" serves (") >= count, timeout=60,
+    wait_for(lambda: len(srv.workers()) == count and srv.log().count(" serves (") >= count, timeout=60,
              what=f"{count} workers serving")
 
 
@@ -74,7 +55,7 @@ def _alive(pid: int) -> bool:
 def _clients_on_every_worker(srv, per_worker: int) -> list[httpx.Client]:
     """Keep-alive connections, ``per_worker`` accepted by each worker (``/entry`` answers with the
     pid of the worker that accepted the connection): so that every worker runs the entrypoint."""
-    by_worker: dict[int, list[httpx.Client]] = {pid: [] for pid in _workers(srv).values()}
+    by_worker: dict[int, list[httpx.Client]] = {pid: [] for pid in srv.workers().values()}
     spare = []
     for _ in range(400):
         if all(len(v) >= per_worker for v in by_worker.values()):
@@ -135,7 +116,7 @@ def test_one_activation_per_object_across_workers(serve):
             assert c.get(f"/get/{n}").json()["stored"] == counts[n]
     assert all(len(p) == 1 for p in pids.values()), pids  # each object ran in one process only
     owners = {next(iter(p)) for p in pids.values()}
-    assert owners == set(_workers(srv).values())  # and the objects are spread over both workers
+    assert owners == set(srv.workers().values())  # and the objects are spread over both workers
 
 
 def test_fetch_and_rpc_errors_cross_workers(serve):
@@ -147,7 +128,7 @@ def test_fetch_and_rpc_errors_cross_workers(serve):
             r = c.post(f"/fetch/{name}", content=b"hello")
             assert r.status_code == 201 and r.headers["x-object"] == "tally", r.text
             assert r.text.startswith("POST hello pid=")
-            assert int(r.text.split("pid=")[1]) == _workers(srv)[worker]
+            assert int(r.text.split("pid=")[1]) == srv.workers()[worker]
             # An unknown method fails in the owner and reaches the caller with its type and text.
             r = c.get(f"/nothing_here/{name}")
             assert r.status_code == 500 and r.text.startswith("TypeError"), r.text
@@ -196,11 +177,11 @@ def test_a_killed_worker_is_restarted_and_nothing_acknowledged_is_lost(serve):
         t.start()
     try:
         wait_for(lambda: len(acked) > 50, timeout=20, what="load on the victim")
-        pid = _workers(srv)[1]
+        pid = srv.workers()[1]
         os.kill(pid, signal.SIGKILL)
         killed = time.monotonic()
         before = len(acked)
-        wait_for(lambda: _workers(srv).get(1) not in (None, pid), timeout=10, what="a new worker 1")
+        wait_for(lambda: srv.workers().get(1) not in (None, pid), timeout=10, what="a new worker 1")
         wait_for(lambda: len(acked) > before + 20, timeout=10, what="the victim to answer again")
         back = time.monotonic() - killed
     finally:
@@ -225,7 +206,7 @@ def test_a_worker_stuck_in_c_code_is_killed_while_the_other_serves(serve):
     srv = serve(PROJECT, "--workers", "2")
     _wait_serving(srv)
     stuck, fine = _name_on(1, prefix="s"), _name_on(0, prefix="f")
-    pid = _workers(srv)[1]
+    pid = srv.workers()[1]
     base = _cpu_ticks(pid)
     out: dict[str, object] = {}
 
@@ -248,7 +229,7 @@ def test_a_worker_stuck_in_c_code_is_killed_while_the_other_serves(serve):
         r = httpx.get(f"{srv.url}/add/{fine}", timeout=30)
         times.append(time.monotonic() - t0)
         assert r.status_code == 200, r.text
-    wait_for(lambda: _workers(srv).get(1) not in (None, pid), timeout=30, what="the stuck worker to be replaced")
+    wait_for(lambda: srv.workers().get(1) not in (None, pid), timeout=30, what="the stuck worker to be replaced")
     t.join(60)
     assert "was stuck for" in srv.log(), srv.log()
     # Its objects are served again (a call racing the restart gets the retryable error: retry it).
@@ -275,14 +256,14 @@ def test_memory_limit_fails_the_event_and_restarts_only_that_worker(serve):
     srv = serve(PROJECT, "--workers", "2", "--memory-limit", "300M")
     _wait_serving(srv)
     hog, fine = _name_on(1, prefix="h"), _name_on(0, prefix="f")
-    before = _workers(srv)
+    before = srv.workers()
     with httpx.Client(base_url=srv.url, timeout=60) as c:
         r = c.get(f"/add/{fine}")
         assert r.status_code == 200
         r = c.get(f"/hog/{hog}")
     assert r.status_code == 500 and "exceeded its memory limit" in r.text, r.text
-    wait_for(lambda: _workers(srv).get(1) not in (None, before[1]), timeout=30, what="worker 1 to restart")
-    assert _workers(srv)[0] == before[0]  # the other worker was untouched
+    wait_for(lambda: srv.workers().get(1) not in (None, before[1]), timeout=30, what="worker 1 to restart")
+    assert srv.workers()[0] == before[0]  # the other worker was untouched
     with httpx.Client(base_url=srv.url, timeout=30) as c:
         assert c.get(f"/add/{fine}").json()["stored"] == 2
         assert c.get(f"/add/{hog}").status_code == 200
@@ -295,11 +276,11 @@ def test_an_alarm_fires_on_the_restarted_owner(serve):
     name = _name_on(1, prefix="a")
     with httpx.Client(base_url=srv.url, timeout=30) as c:
         first = c.get(f"/alarm_in/{name}?1500").json()
-        assert first == _workers(srv)[1]
+        assert first == srv.workers()[1]
         os.kill(first, signal.SIGKILL)
-        wait_for(lambda: _workers(srv).get(1) not in (None, first), timeout=10, what="a new worker 1")
+        wait_for(lambda: srv.workers().get(1) not in (None, first), timeout=10, what="a new worker 1")
         fired = wait_for(lambda: c.get(f"/get/{name}").json()["fired"], timeout=20, what="the alarm")
-    assert fired == _workers(srv)[1] != first
+    assert fired == srv.workers()[1] != first
 
 
 def test_workers_die_with_the_supervisor_and_a_new_server_starts(serve, tmp_path):
@@ -308,7 +289,7 @@ def test_workers_die_with_the_supervisor_and_a_new_server_starts(serve, tmp_path
     with httpx.Client(base_url=srv.url, timeout=30) as c:
         for n in NAMES[:6]:
             assert c.get(f"/add/{n}").status_code == 200
-    pids = list(_workers(srv).values())
+    pids = list(srv.workers().values())
     srv.kill()
     wait_for(lambda: not any(_alive(p) for p in pids),
              timeout=10, what="the workers to die with their supervisor")
@@ -337,7 +318,7 @@ def test_sigterm_stops_every_worker(serve):
     _wait_serving(srv)
     with httpx.Client(base_url=srv.url, timeout=30) as c:
         assert c.get(f"/add/{NAMES[0]}").status_code == 200
-    pids = list(_workers(srv).values())
+    pids = list(srv.workers().values())
     t0 = time.monotonic()
     code = srv.stop(timeout=30)
     assert code == 0 and time.monotonic() - t0 < 15
@@ -364,7 +345,7 @@ def test_websockets_are_bridged_to_the_object_s_worker(serve):
     from websockets.exceptions import ConnectionClosed
     srv = serve(PROJECT, "--workers", "2", "--hibernation-timeout", "0.3")
     _wait_serving(srv)
-    pids = _workers(srv)
+    pids = srv.workers()
     room = _name_on(1, prefix="r", cls="Room")
     a = _ws_held_by(srv, room, pids[0], "ta")  # bridged: held by worker 0, the object on worker 1
     b = _ws_held_by(srv, room, pids[1], "tb")  # local to the object's worker
@@ -416,7 +397,7 @@ def test_bridged_websockets_when_a_worker_dies(serve):
     from websockets.exceptions import ConnectionClosed
     srv = serve(PROJECT, "--workers", "2")
     _wait_serving(srv)
-    pids = _workers(srv)
+    pids = srv.workers()
     on1, on0 = _name_on(1, prefix="k", cls="Room"), _name_on(0, prefix="k", cls="Room")
     c = _ws_held_by(srv, on1, pids[0], "c")  # held by 0, object on 1
     d = _ws_held_by(srv, on0, pids[1], "d")  # held by 1, object on 0
@@ -427,8 +408,8 @@ def test_bridged_websockets_when_a_worker_dies(serve):
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
     c.close()
     d.close()
-    wait_for(lambda: _workers(srv).get(1) not in (None, pids[1]), timeout=10, what="a new worker 1")
-    e = _ws_held_by(srv, on0, _workers(srv)[0], "e")
+    wait_for(lambda: srv.workers().get(1) not in (None, pids[1]), timeout=10, what="a new worker 1")
+    e = _ws_held_by(srv, on0, srv.workers()[0], "e")
     try:
         assert e.recv(10).startswith("welcome")
         def closes():

@@ -9,11 +9,11 @@ forwarded call from a local one.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .. import codec
 from .fetch import Request, Response
-from .namespace import BRIDGE_HEADER, call_handler, describe_exception, rpc_event
+from .namespace import BRIDGE_HEADER, describe_exception, fetch_event, rpc_event
 from .websocket import server_channel
 
 if TYPE_CHECKING:
@@ -42,11 +42,7 @@ def install_forwarding(runtime: "Runtime") -> None:
         request = codec.decode(payload)
         if not isinstance(request, Request):
             raise TypeError("a forwarded fetch carried no Request")
-
-        async def event(instance: Any) -> Response:
-            return await call_handler(instance, "fetch", request)  # type: ignore[no-any-return]
-
-        resp = await target(namespace, hex_id, name).run(event, size=len(request.body), kind="fetch", label=label)
+        resp = await target(namespace, hex_id, name).run(fetch_event(request), size=len(request.body), kind="fetch", label=label)
         if not isinstance(resp, Response):
             return codec.encode(resp, rpc=True)  # the caller says what is wrong with it
         channel = server_channel(getattr(resp, "web_socket", None)) if resp.status == 101 else None

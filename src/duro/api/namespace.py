@@ -193,9 +193,7 @@ class DurableObjectStub:
         else:
             request = Request(str(input), **opts)
 
-        async def event(instance: Any) -> Response:
-            return await call_handler(instance, "fetch", request)
-
+        event = fetch_event(request)
         delivered = asyncio.get_running_loop().create_future()
         after, self._last = self._last, delivered
         resp = await self._deliver(event, after, delivered, len(request.body), "fetch",
@@ -261,6 +259,14 @@ class DurableObjectStub:
 
     def __repr__(self) -> str:
         return f"<DurableObjectStub {self._ns.class_name} {self.id!r}>"
+
+
+def fetch_event(request: Request) -> Callable[[Any], Any]:
+    """The event that delivers ``request`` to an instance's ``fetch`` handler (here, or on the
+    worker that owns the object)."""
+    async def event(instance: Any) -> Response:
+        return await call_handler(instance, "fetch", request)  # type: ignore[no-any-return]
+    return event
 
 
 def rpc_event(name: str, payload: bytes) -> Callable[[Any], Any]:

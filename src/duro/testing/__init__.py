@@ -29,7 +29,7 @@ from ..storage.durability import Barrier, BarrierStatistics
 if TYPE_CHECKING:
     from .websocket import LocalWebSocket
 
-__all__ = ["HeldBarrier", "LocalApp", "ServerProcess", "free_port", "wait_for"]
+__all__ = ["HeldBarrier", "LocalApp", "ServerProcess", "free_port", "wait_for", "worker_pids"]
 
 
 def free_port() -> int:
@@ -48,6 +48,25 @@ def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.02, what
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def worker_pids(supervisor: int) -> dict[int, int]:
+    """worker index -> pid of the live (not zombie) workers of the ``duro serve --workers N``
+    supervisor ``supervisor``, read from /proc (Linux)."""
+    out = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = pathlib.Path(f"/proc/{entry.name}/stat").read_text()
+            args = pathlib.Path(f"/proc/{entry.name}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) != supervisor or fields[0] == "Z" or b"--worker-slot" not in args:
+            continue
+        out[int(args[args.index(b"--worker-slot") + 1].split(b"/")[0])] = int(entry.name)
+    return out
 
 
 class ServerProcess:
@@ -73,6 +92,10 @@ class ServerProcess:
     def admin_url(self) -> str:
         """The admin listener's base URL (from ``DATA/admin.url``; absent with ``--no-admin``)."""
         return (pathlib.Path(self.data_dir) / "admin.url").read_text().strip()
+
+    def workers(self) -> dict[int, int]:
+        """worker index -> pid of this server's worker processes (none for one process)."""
+        return worker_pids(self.proc.pid) if self.proc is not None else {}
 
     def admin_headers(self) -> dict[str, str]:
         """The admin token as a request header."""
