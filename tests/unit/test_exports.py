@@ -41,7 +41,8 @@ def test_error_exports():
 
 
 def test_testing_exports():
-    assert set(duro.testing.__all__) == {"HeldBarrier", "LocalApp", "ServerProcess", "free_port", "wait_for"}
+    assert set(duro.testing.__all__) == {"HeldBarrier", "LocalApp", "ServerProcess", "free_port", "wait_for",
+                                          "worker_pids"}
     assert set(duro.testing.websocket.__all__) == {"LocalWebSocket", "WebSocketClosed", "WebSocketRefused"}
     _all_resolve(duro.testing)
     _all_resolve(duro.testing.websocket)
