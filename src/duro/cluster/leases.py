@@ -189,12 +189,27 @@ class NodeRegistry:
     async def register(self) -> int:
         """Create the registration; NodeNameTakenError if another live node has this name."""
         self._kv = await _bucket(self.js, NODES_BUCKET, self.options)
-        sent = time.monotonic()
-        try:
-            rev = await self._kv.create(self.node, self.value, msg_ttl=self.options.ttl)
-        except nats.js.errors.KeyWrongLastSequenceError:
-            raise NodeNameTakenError(f"a node named {self.node!r} is already registered in this cluster; "
-                                     "choose another --node name, or wait for it to stop") from None
+        deadline = time.monotonic() + 15
+        tried = False  # an earlier create timed out: it may have landed, and "wrong last" may be ours
+        while True:
+            sent = time.monotonic()
+            try:
+                rev = await self._kv.create(self.node, self.value, msg_ttl=self.options.ttl)
+                break
+            except nats.js.errors.KeyWrongLastSequenceError:
+                if tried:
+                    rev, value = await _leader_get(self.js, NODES_BUCKET, self.node)
+                    if value is not None and json.loads(value).get("incarnation") == self.incarnation:
+                        break  # the timed-out create landed: it is this run's registration
+                raise NodeNameTakenError(f"a node named {self.node!r} is already registered in this cluster; "
+                                         "choose another --node name, or wait for it to stop") from None
+            except TRANSIENT_ERRORS:
+                # A new bucket's stream may still be electing its leader (or re-electing one).
+                if time.monotonic() > deadline:
+                    raise ClusterUnavailableError(f"cannot register node {self.node!r}: JetStream did not "
+                                                  "answer within 15 s") from None
+                tried = True
+                await asyncio.sleep(0.1)
         self.epoch = self._rev = rev
         self._valid_until = sent + self.options.ttl - self.options.margin
         self._lost = None
