@@ -23,5 +23,7 @@ def run_and_save(main: Coroutine[Any, Any, dict], out: str | pathlib.Path) -> di
         result = asyncio.run(main)
     text = json.dumps(result, indent=2)
     print(text)
-    pathlib.Path(out).write_text(text + "\n")
+    out = pathlib.Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)  # bench/results/ is not in git
+    out.write_text(text + "\n")
     return result
