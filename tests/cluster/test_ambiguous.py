@@ -38,7 +38,7 @@ async def test_a_refused_retry_of_an_append_that_landed_counts_once(own_server, 
     seq = await asyncio.wait_for(olog._send([record]), 20)
     assert seq == landed.seq
     msgs, _ = await journal.read("amb-obj")
-    assert [s for s, _ in msgs] == [before, landed.seq]  # the epoch record and the commit, once
+    assert [s for s, _, _ in msgs] == [before, landed.seq]  # the epoch record and the commit, once
     await asyncio.wait_for(olog.append(commit(2)), 20)  # and the owner goes on from there
     got, _, _ = await journal.rebuild("amb-obj")
     assert [r.capture().seq for r in got.records] == [1, 2]

@@ -74,7 +74,7 @@ async def test_a_retried_append_is_stored_once(nats1, connect) -> None:
     seq = await olog._send([record])  # the owner's retry
     assert seq == first.seq
     msgs, _ = await journal.read("jr-obj")
-    assert [s for s, _ in msgs] == [before, seq]  # the epoch record and one commit, not two
+    assert [s for s, _, _ in msgs] == [before, seq]  # the epoch record and one commit, not two
     await a.close()
 
 
@@ -110,27 +110,61 @@ async def test_a_node_that_cannot_renew_appends_nothing(nats1, connect) -> None:
     assert tail == before  # nothing was sent
 
 
-async def test_an_oversized_commit_is_refused_with_a_clear_error(nats1, connect) -> None:
+def big_commit(seq: int, pages: int = 400) -> Capture:
+    """A commit of ``pages`` 4 KiB pages (1.6 MB for 400): over a server's default 1 MB message."""
+    return Capture(seq, 1, 1, pages, {p: bytes([(p + seq) % 250 + 1]) * 4096 for p in range(2, pages)}, bytes(16))
+
+
+async def test_a_commit_larger_than_a_message_is_appended_in_parts_and_rebuilt(nats1, connect) -> None:
     js, a, la, journal = await setup(connect, nats1, "jo-a")
-    olog = await journal.take(await la.claim("jo-obj"), a)
-    big = Capture(1, 1, 1, 400, {p: bytes([p % 250 + 1]) * 4096 for p in range(2, 400)}, bytes(16))
-    with pytest.raises(StorageError, match="over the server's message limit"):
-        await asyncio.wait_for(olog.append(big), TIMEOUT)
-    await a.close()
+    _, b, lb, _ = await setup(connect, nats1, "jo-b")
+    assert journal.max_payload == 1 << 20  # what the server's INFO says (its default)
+    lease = await la.claim("jo-obj")
+    olog = await journal.take(lease, a)
+    before = olog.messages
+    await asyncio.wait_for(olog.append(commit(1)), TIMEOUT)
+    await asyncio.wait_for(olog.append(big_commit(2)), TIMEOUT)
+    assert olog.messages - before == 1 + 2  # the big one took two messages
+    await asyncio.wait_for(olog.append(commit(3)), TIMEOUT)
+    assert await la.release(lease)
+    taken = await asyncio.wait_for(journal.take(await lb.claim("jo-obj"), b), TIMEOUT)
+    assert [r.capture().seq for r in taken.rebuilt.records] == [1, 2, 3]
+    assert taken.rebuilt.records[1].capture() == big_commit(2)  # joined byte for byte
+
+
+async def test_an_unfinished_large_append_is_dropped_by_the_next_owner(nats1, connect) -> None:
+    js, a, la, journal = await setup(connect, nats1, "ju-a")
+    _, b, lb, _ = await setup(connect, nats1, "ju-b")
+    lease = await la.claim("ju-obj")
+    olog = await journal.take(lease, a)
+    await asyncio.wait_for(olog.append(commit(1)), TIMEOUT)
+    # The owner dies between the parts of an append: its first part is in, its last never came.
+    body = encode_commit(2, lease.epoch, b"ju-obj", big_commit(2))
+    await olog._send_one(body[:600_000], "more")
+    assert await la.release(lease)
+    taken = await asyncio.wait_for(journal.take(await lb.claim("ju-obj"), b), TIMEOUT)
+    assert [r.capture().seq for r in taken.rebuilt.records] == [1]  # the part is not a commit
+    await asyncio.wait_for(taken.append(commit(2)), TIMEOUT)  # the next owner's EPOCH, then its own
+    got, _, _ = await journal.rebuild("ju-obj")
+    assert [r.capture().seq for r in got.records] == [1, 2]
+    assert got.records[1].capture() == commit(2)
 
 
 async def test_it_is_a_journal_link_and_recovers_after_a_failed_append(nats1, connect, tmp_path) -> None:
-    js, a, la, journal = await setup(connect, nats1, "jl-a")
+    js, a, la, journal = await setup(connect, nats1, "jl-a", ttl=6, renew_every=1, margin=3)
     olog = await journal.take(await la.claim("jl-obj"), a)
     assert isinstance(olog, JournalLink)
     olog.bind(tmp_path, "do/ns/jl.sqlite")
     for s in (1, 2):
         await asyncio.wait_for(olog.append(commit(s)), TIMEOUT)
     assert await asyncio.to_thread(olog.wait_durable, olog.position())
-    big = Capture(3, 1, 1, 400, {p: bytes([p % 250 + 1]) * 4096 for p in range(2, 400)}, bytes(16))
-    with pytest.raises(StorageError):
-        await asyncio.wait_for(olog.append(big), TIMEOUT)
-    with pytest.raises(StorageError, match="over the server's message limit"):  # broken until recovered
+    a._task.cancel()  # its renewals stop: the node self-fences, and the append fails
+    while a.writable():
+        await asyncio.sleep(0.02)
+    with pytest.raises(SelfFencedError):
+        await asyncio.wait_for(olog.append(commit(3)), TIMEOUT)
+    assert await a.renew()  # registered again, before its registration expired
+    with pytest.raises(SelfFencedError):  # broken until recovered
         await asyncio.wait_for(olog.append(commit(3)), TIMEOUT)
     await asyncio.to_thread(olog.check_open)  # recovers: takes the object again, redoes its file
     assert (tmp_path / "do/ns/jl.sqlite").read_bytes()[4096:8192] == commit(2).pages[2]

@@ -184,6 +184,23 @@ def test_sigkill_of_the_owner_under_write_load_loses_no_acknowledged_write(nodes
           f"(lease ttl 3 s); {len(errors)} retryable errors meanwhile")
 
 
+def test_a_commit_of_megabytes_is_acknowledged_and_survives_its_owner(nodes):
+    owner, other = nodes(2)
+    _own_on(owner, ["big"])
+    r = httpx.get(f"{owner.url}/blob/big/3072", timeout=60)  # 3 MiB in one commit: over one NATS message
+    assert r.status_code == 200, r.text
+    assert r.json()["rows"] == 6
+    owner.kill()  # SIGKILL: the next owner has only the journal
+    dead = owner.env["DURO_TEST_NODE"]
+
+    def served_elsewhere():
+        r = httpx.get(f"{other.url}/blob/big/0", timeout=30)
+        return r.status_code == 200 and r.json()["node"] != dead and r.json()
+
+    got = wait_for(served_elsewhere, timeout=60, what="the object served by the other node")
+    assert got["rows"] == 6 and got["bytes"] == 6 * 524288
+
+
 def test_a_stopped_owner_is_fenced_and_its_late_writes_are_refused(nodes, tmp_path):
     owner, other = nodes(2, call_timeout=3.0)
     names = [f"s{i}" for i in range(3)]

@@ -1,7 +1,8 @@
 """The commit journal's contract every implementation keeps (DESIGN.md §3; ``conftest.SHARED_JOURNALS``:
 the node journal and the JetStream journal): an append is acknowledged once it is durable and reads
 back byte for byte, in order, from any position, after a restart too; many objects' appends are in
-flight at once; a record whose write was never acknowledged is never half there; once an object's
+flight at once; a record whose write was never acknowledged is never half there; a commit of megabytes
+is one commit like any other; once an object's
 file holds its records, they are no longer needed while other objects keep theirs; a damaged
 record stops its own object, and only it. The file-specific rest (segments, fdatasync, SYNCED
 markers, disk errors) is ``test_journal_contract.py``."""
@@ -30,6 +31,18 @@ async def test_appends_read_back_in_order_from_any_position(any_journal) -> None
     assert [c.seq for _, c in await any_journal.read("a", after=got[0][0])] == [2, 3]
     assert [c.seq for _, c in await any_journal.read("b")] == [1]
     assert await any_journal.read("never-written") == []
+
+
+async def test_a_commit_of_megabytes_is_acknowledged_and_reads_back_whole(any_journal) -> None:
+    # 2.4 MB of pages that cannot be compressed away: more than one JetStream message may hold.
+    big = commit(2, 5, pages=600, dense=True)
+    for c in (commit(1, 1), big, commit(3, 3)):
+        await asyncio.wait_for(any_journal.append("a", c), TIMEOUT)
+    got = await any_journal.read("a")
+    assert [c.seq for _, c in got] == [1, 2, 3]
+    assert got[1][1] == big
+    await any_journal.restart(crash=True)
+    assert (await any_journal.state("a"))[4096:8192] == commit(3, 3).pages[2]
 
 
 async def test_many_objects_appends_are_in_flight_together(any_journal) -> None:

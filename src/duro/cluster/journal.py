@@ -17,6 +17,14 @@ tail means retry, anything else means this owner is fenced (:class:`FencedError`
 object lives on at its new owner). A timeout is retried with the same headers (the server's
 duplicate window answers a retry of an append that did land with the same sequence).
 
+**Large commits.** A message holds at most what the servers accept (their ``max_payload``, 1 MB by
+default). A larger batch is appended as consecutive *parts*, each a fenced message of its own in the
+chain, with the header ``Duro-Part: more`` on every part but the last and ``Duro-Part: last`` on
+the last; the batch is acknowledged once its last part is. A reader joins the parts before it
+decodes the records; parts with no last part after them (their owner died or was fenced between
+two parts: nothing of them was acknowledged) are dropped, whether the log ends there or another
+message (the next owner's EPOCH record) follows.
+
 **Group commit.** One append per object is in flight at a time (the next one must name the
 sequence the previous one got); commits made meanwhile ride the next message together. Appends of
 different objects are in flight at once.
@@ -65,6 +73,8 @@ RETENTION_S = 31 * 86400
 _WRONG_LAST = (10071, 10164)
 _ZERO = bytes(32)
 _SNAP_HEAD = 8 + 32  # a snapshot: last sequence it covers (u64 big-endian), chain hash there, then the file
+PART_HEADER = "Duro-Part"  # "more" on every part of a large append but its last, "last" on it (module doc)
+_HEADROOM = 4096  # of max_payload, for the headers and the chain hash (the server counts both)
 
 
 class FencedError(StorageError):
@@ -101,13 +111,14 @@ class JetStreamJournal:
     """The stream and snapshot bucket on one NATS connection's JetStream context ``js``."""
 
     def __init__(self, js: Any, *, replicas: int = 3, timeout: float = 5.0, retry_for: float = 12.0,
-                 max_payload: int = 1 << 20, duplicate_window: float = 120.0) -> None:
+                 max_payload: int | None = None, duplicate_window: float = 120.0) -> None:
         self.js = js
         self.duplicate_window = duplicate_window  # seconds the servers answer a retried append with its first ack
         self.replicas = replicas
         self.timeout = timeout  # one request
         self.retry_for = retry_for  # an append keeps retrying (timeouts, elections) this long
-        self.max_payload = max_payload
+        # The largest message the servers take (their INFO says; 1 MB by default): larger appends go in parts.
+        self.max_payload = max_payload or getattr(getattr(js, "_nc", None), "max_payload", 0) or 1 << 20
         self._snaps: Any = None
         self.appends = 0
         self.retries = 0
@@ -157,11 +168,13 @@ class JetStreamJournal:
             return 0, None
         return msg.seq, (msg.headers or {}).get("Nats-Msg-Id")
 
-    async def read(self, key: str, after: int = 0, *, chain: bytes | None = None) -> tuple[list[tuple[int, bytes]], bytes]:
-        """The object's messages after sequence ``after`` as (seq, payload), checking the hash chain
-        from ``chain`` (the hash at ``after``; None: do not check the first link), and the chain's
-        hash at the end. ChainBrokenError if a link does not hold."""
-        out: list[tuple[int, bytes]] = []
+    async def read(self, key: str, after: int = 0, *,
+                   chain: bytes | None = None) -> tuple[list[tuple[int, bytes, str]], bytes]:
+        """The object's messages after sequence ``after`` as (seq, payload, part: "" for a whole
+        append, else "more" or "last"), checking the hash chain from ``chain`` (the hash at
+        ``after``; None: do not check the first link), and the chain's hash at the end.
+        ChainBrokenError if a link does not hold."""
+        out: list[tuple[int, bytes, str]] = []
         head = chain
         tail, _ = await self.tail(key)  # read from the stream's leader: everything up to here must come
         if tail > after:
@@ -193,7 +206,7 @@ class JetStreamJournal:
                                                    "before it (its hash chain is broken: a record was lost or "
                                                    "changed); the object is not served. Restore it from a bookmark")
                         head = _digest(payload)
-                        out.append((seq, payload))
+                        out.append((seq, payload, (msg.headers or {}).get(PART_HEADER, "")))
                         last = seq
             finally:
                 with contextlib.suppress(nats.errors.Error, asyncio.TimeoutError):
@@ -228,9 +241,20 @@ class JetStreamJournal:
         snap_seq, snap_hash, snap = await self._snapshot(key)
         msgs, head = await self.read(key, snap_seq, chain=snap_hash if snap_seq else _ZERO)
         got = Rebuilt(snapshot=snap, snapshot_seq=snap_seq, messages=len(msgs))
-        for seq, payload in msgs:
+        parts: list[bytes] = []  # the parts read so far of a large append (module doc)
+        for seq, payload, part in msgs:
+            if part == "more":
+                parts.append(payload[32:])
+                continue
+            body = payload[32:]
+            if part == "last":
+                body = b"".join(parts) + body
+            elif parts:
+                # Parts whose last never came, then another owner's message: never acknowledged.
+                log.warning("object %s: dropped an unfinished large append before stream message %d", key, seq)
+            parts = []
             try:
-                records = decode_records(payload[32:], f"{STREAM}:{seq}")
+                records = decode_records(body, f"{STREAM}:{seq}")
             except StorageError as e:
                 raise ChainBrokenError(f"object {key}: {e}; the object is not served. Restore it from a "
                                        "bookmark") from e
@@ -240,6 +264,8 @@ class JetStreamJournal:
                     got.positions.append(seq)
                 elif r.kind == EPOCH:
                     got.epochs.append(r.lsn)
+        if parts:
+            log.warning("object %s: dropped an unfinished large append at the end of its log", key)
         return got, (msgs[-1][0] if msgs else snap_seq), head
 
     async def read_commits(self, key: str, after: int = 0) -> list[tuple[int, Capture]]:
@@ -414,13 +440,23 @@ class ObjectLog:
                 "Nats-Msg-Id": f"{self.key}:{self.lease.epoch}:{self._last}:{self._handle}"}
 
     async def _send(self, records: list[bytes]) -> int:
-        """One fenced append of ``records`` (module doc); returns its sequence."""
-        payload = self._head + b"".join(records)
-        if len(payload) > self.journal.max_payload:
-            raise StorageError(f"object {self.key}: a commit of {len(payload)} bytes is over the server's "
-                               f"message limit ({self.journal.max_payload}); commits this large are not supported "
-                               "in cluster mode yet")
+        """One fenced append of ``records`` (module doc: in parts if it is larger than a message
+        may be); returns the sequence of its (last) message."""
+        body = b"".join(records)
+        room = max(self.journal.max_payload - 32 - _HEADROOM, 1024)
+        if len(body) <= room:
+            return await self._send_one(body, "")
+        for at in range(0, len(body) - room, room):
+            await self._send_one(body[at:at + room], "more")
+        return await self._send_one(body[at + room:], "last")
+
+    async def _send_one(self, body: bytes, part: str) -> int:
+        """One fenced message (``part``: "", or "more"/"last" of a large append); returns its
+        sequence. Only a whole append, or the last part of one, counts as acknowledged."""
+        payload = self._head + body
         headers = self.headers()
+        if part:
+            headers[PART_HEADER] = part
         msg_id = headers["Nats-Msg-Id"]
         subject = self.journal.subject(self.key)
         deadline = time.monotonic() + self.journal.retry_for
@@ -452,6 +488,8 @@ class ObjectLog:
         self._head = _digest(payload)
         self.journal.appends += 1
         self.messages += 1
+        if part == "more":
+            return seq
         with self._durable:
             self._acked = seq
             self._durable.notify_all()

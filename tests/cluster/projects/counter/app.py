@@ -34,6 +34,14 @@ class Counter(DurableObject):
         await asyncio.sleep(ms / 1000)  # a write that comes late: after the node was stopped and resumed
         return await self.add()
 
+    async def blob(self, kb):
+        # kb KiB in rows of 512 KiB, all in one commit (no await between the statements).
+        self.ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS b (i INTEGER PRIMARY KEY, v BLOB)")
+        for _ in range(kb // 512):
+            self.ctx.storage.sql.exec("INSERT INTO b (v) VALUES (randomblob(524288))")
+        n = self.ctx.storage.sql.exec("SELECT count(*) AS n, total(length(v)) AS size FROM b").one()
+        return {"rows": n["n"], "bytes": int(n["size"]), "node": NODE}
+
     async def get(self):
         self.ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS f (k TEXT PRIMARY KEY, node TEXT)")
         by = self.ctx.storage.sql.exec("SELECT node FROM f WHERE k = 'by'").to_array()
@@ -65,6 +73,8 @@ class Default(WorkerEntrypoint):
                 out = await stub.slow_add(int(parts[5]))
             elif verb == "alarm_in":
                 out = await stub.alarm_in(int(parts[5]))
+            elif verb == "blob":
+                out = await stub.blob(int(parts[5]))
             elif verb == "get":
                 out = await stub.get()
             elif verb == "fetch":
