@@ -319,6 +319,27 @@ def test_writes_outside_the_journal_are_refused_on_a_cluster_node(nodes):
     assert get(node, "adm")["stored"] == 1
 
 
+def _metrics(node: ServerProcess) -> dict[str, float]:
+    r = httpx.get(f"{node.admin_url}/__duro/admin/metrics", headers=node.admin_headers(), timeout=30)
+    assert r.status_code == 200, r.text
+    return {k: float(v) for k, v in (line.rsplit(" ", 1) for line in r.text.splitlines() if line and line[0] != "#")}
+
+
+def test_each_node_reports_its_cluster_metrics(nodes):
+    a, b = nodes(2, admin=True)
+    _own_on(a, ["m1"])
+    assert add(b, "m1")[1]["node"] == a.env["DURO_TEST_NODE"]  # forwarded by b, served by a
+    ma, mb = _metrics(a), _metrics(b)
+    assert ma[f'duro_cluster_node_info{{node="{a.env["DURO_TEST_NODE"]}"}}'] == 1
+    assert ma["duro_cluster_writable"] == 1 and ma["duro_cluster_objects_owned"] >= 1
+    assert ma['duro_cluster_calls_total{direction="served"}'] >= 1
+    assert mb['duro_cluster_calls_total{direction="forwarded"}'] >= 1
+    assert ma["duro_cluster_journal_appends_total"] >= 3  # the EPOCH record and two commits
+    assert ma["duro_cluster_journal_append_seconds_count"] == ma["duro_cluster_journal_appends_total"]
+    assert ma['duro_cluster_object_moves_total{direction="in"}'] >= 1
+    assert ma["duro_cluster_registration_renewals_total"] >= 0
+
+
 def test_a_rolling_restart_under_load_loses_nothing_and_every_error_is_retryable(nodes):
     live = list(nodes(3, call_timeout=3.0))
     names = [f"r{i}" for i in range(4)]

@@ -58,6 +58,7 @@ import nats.js.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, ObjectStoreConfig, StorageType, StreamConfig
 
 from ..errors import CorruptDatabaseError, StorageError
+from ..runtime.metrics import Histogram
 from ..storage.journalfile import COMMIT, EPOCH, Capture, JournalRecord, decode_records, encode_commit, \
     encode_record, redo
 from .leases import NO_PEERS_YET, TRANSIENT_ERRORS, Lease, NodeRegistry
@@ -121,6 +122,10 @@ class JetStreamJournal:
         self.max_payload = max_payload or getattr(getattr(js, "_nc", None), "max_payload", 0) or 1 << 20
         self._snaps: Any = None
         self.appends = 0
+        # Seconds from the first send of an append to the servers' acknowledgement (retries included).
+        self.append_seconds = Histogram("duro_cluster_journal_append_seconds", "Time from sending a journal "
+                                        "append to NATS to its acknowledgement (replicated and fsync'd), retries "
+                                        "included.")
         self.retries = 0
 
     async def open(self) -> "JetStreamJournal":
@@ -459,7 +464,8 @@ class ObjectLog:
             headers[PART_HEADER] = part
         msg_id = headers["Nats-Msg-Id"]
         subject = self.journal.subject(self.key)
-        deadline = time.monotonic() + self.journal.retry_for
+        started = time.monotonic()
+        deadline = started + self.journal.retry_for
         while True:
             if self.registry is not None:
                 self.registry.check()
@@ -487,6 +493,7 @@ class ObjectLog:
         self._last = seq
         self._head = _digest(payload)
         self.journal.appends += 1
+        self.journal.append_seconds.observe(time.monotonic() - started)
         self.messages += 1
         if part == "more":
             return seq
