@@ -424,6 +424,31 @@ def test_bridged_websockets_when_a_worker_dies(serve):
         e.close()
 
 
+def test_the_dashboard_lists_the_sockets_of_every_worker(serve):
+    """The admin ``sockets`` view (the dashboard's) answers from any worker with every worker's
+    hibernatable sockets, each object listed by the worker that holds it."""
+    srv = serve(PROJECT, "--workers", "2")
+    _wait_serving(srv)
+    pids = srv.workers()
+    on0, on1 = _name_on(0, prefix="s", cls="Room"), _name_on(1, prefix="s", cls="Room")
+    a = _ws_held_by(srv, on0, pids[0], "a")
+    b = _ws_held_by(srv, on1, pids[0], "b")  # held by worker 0, its object on worker 1
+    try:
+        assert a.recv(10).startswith("welcome") and b.recv(10).startswith("welcome")
+        wait_for(lambda: (pathlib.Path(srv.data_dir) / "admin.url").exists(), timeout=30, what="the admin listener")
+        r = httpx.post(srv.admin_url + "/__duro/admin/sockets", headers=srv.admin_headers(), json={}, timeout=30)
+        assert r.status_code == 200, r.text
+        got = r.json()
+        by_name = {o["name"]: o for o in got["objects"]}
+        assert {on0, on1} <= set(by_name), got  # worker 1's socket too, not only the answering worker's
+        assert by_name[on0]["worker"] == 0 and by_name[on1]["worker"] == 1, got
+        assert len(by_name[on0]["sockets"]) >= 1 and len(by_name[on1]["sockets"]) >= 1
+        assert got["connections"]["websocket"] >= 2 and got["missing_workers"] == []
+    finally:
+        a.close()
+        b.close()
+
+
 def test_metrics_tail_and_admin_writes_cover_every_worker(serve):
     """/metrics on the admin listener has every worker's samples, labelled; ``duro tail``
     shows events of objects on both workers; ``duro objects sql --write --server`` changes an

@@ -149,6 +149,8 @@ class AdminEndpoint:
                 result = await asyncio.to_thread(handler, args)
             else:
                 result = handler(args)
+                if asyncio.iscoroutine(result):
+                    result = await result
         except _Refused as e:
             return Response.json({"error": str(e)}, status=e.status)
         except maintenance.HistoryUnavailable as e:
@@ -281,8 +283,10 @@ class AdminEndpoint:
             raise _Refused(400, "name must be a non-empty string")
         return {"id": self.app.runtime.namespace_key(uk).id_from_name(args["name"]).to_string()}
 
-    def _op_sockets(self, args: dict[str, Any]) -> dict[str, Any]:
-        return admin_views.sockets(self.app.runtime, self.front)
+    async def _op_sockets(self, args: dict[str, Any]) -> dict[str, Any]:
+        local = admin_views.sockets(self.app.runtime, self.front)
+        fanout = getattr(self.app.runtime, "fanout", None)  # worker processes: every worker's
+        return await fanout.sockets(local) if fanout is not None else local
 
     def _note_alarm(self, unique_key: str, hex_id: str, name: str | None, path: pathlib.Path) -> None:
         """The object's files changed outside the runtime: if it now has an alarm, have the

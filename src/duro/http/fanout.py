@@ -1,5 +1,5 @@
-"""What an operator asks one worker and every worker must answer: ``/metrics`` and ``duro tail``
-under ``duro serve --workers N``.
+"""What an operator asks one worker and every worker must answer: ``/metrics``, ``duro tail`` and
+the dashboard's open sockets under ``duro serve --workers N``.
 
 ``/metrics`` reaches whichever worker accepted the connection; that worker asks each other worker
 for its own text (a router call) and merges them, every sample labelled ``worker="<k>"`` (each
@@ -9,12 +9,16 @@ A worker that does not answer within ``METRICS_TIMEOUT_S`` is left out, and a co
 ``duro tail`` likewise: the worker that holds the stream opens a subscription with the same filter
 on every other worker, which sends its records back over the link as they happen (``tail.ev``),
 until the stream closes it (``tail.close``) or the link goes.
+
+The dashboard's sockets view: each worker's connection counts are added up, and each object with
+hibernatable WebSockets is listed once, by the worker that holds it (``worker``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +62,7 @@ class WorkerFanout:
         self.streams: dict[int, "Subscription"] = {}  # our tail streams, fed by the other workers
         self.feeds: dict[tuple[int, int], asyncio.Task[None]] = {}  # (id(link), stream) -> feeding task
         router.handle("metrics", self._metrics_call)
+        router.handle("sockets", self._sockets_call)
         router.handle("tail.open", self._tail_open)
         router.handle_one_way("tail.ev", self._tail_ev)
         router.handle_one_way("tail.close", self._tail_close)
@@ -82,6 +87,33 @@ class WorkerFanout:
                             link: "Link") -> bytes:
         from .observe import render_metrics
         return render_metrics(self.runtime, self.front).encode()
+
+    # ------------------------------------------------------------------ sockets
+    async def sockets(self, local: dict[str, Any]) -> dict[str, Any]:
+        """``local`` (this worker's ``admin_views.sockets``) merged with every other worker's."""
+        async def ask(i: int) -> tuple[int, dict[str, Any] | None]:
+            try:
+                async with asyncio.timeout(METRICS_TIMEOUT_S):
+                    return i, json.loads(await self.router.call(i, "sockets", "", "", None, "", b""))
+            except Exception as e:
+                log.warning("worker %d did not list its sockets: %s", i, e)
+                return i, None
+        answers = [(self.router.slot.index, local)] + list(await asyncio.gather(*(ask(i) for i in self._peers())))
+        conns = {"http": 0, "websocket": 0}
+        objects: list[dict[str, Any]] = []
+        for worker, got in answers:
+            if got is None:
+                continue
+            for kind in conns:
+                conns[kind] += got["connections"].get(kind, 0)
+            objects += [{**o, "worker": worker} for o in got["objects"]]
+        return {"connections": conns, "objects": objects,
+                "missing_workers": [w for w, got in answers if got is None]}
+
+    async def _sockets_call(self, namespace: str, hex_id: str, name: str | None, label: str, payload: bytes,
+                            link: "Link") -> bytes:
+        from .admin_views import sockets
+        return json.dumps(sockets(self.runtime, self.front)).encode()
 
     # ------------------------------------------------------------------ tail
     async def open_tail(self, sub: "Subscription", query: bytes) -> int:

@@ -263,11 +263,13 @@ async function loadSockets() {
   let n = 0;
   for (const o of r.objects) {
     for (const s of o.sockets) {
-      body.appendChild(row([o.namespace, o.name || o.id.slice(0, 16), s.id, s.tags.join(", "), states[s.state] || s.state, s.age_s + " s"]));
+      const where = o.worker === undefined ? "" : " (worker " + o.worker + ")";
+      body.appendChild(row([o.namespace, (o.name || o.id.slice(0, 16)) + where, s.id, s.tags.join(", "), states[s.state] || s.state, s.age_s + " s"]));
       n++;
     }
   }
-  $("#sockets-note").textContent = n + " hibernatable WebSocket" + (n === 1 ? "" : "s") + " in " + r.objects.length + " object" + (r.objects.length === 1 ? "" : "s");
+  const missing = (r.missing_workers || []).length ? "; worker " + r.missing_workers.join(", ") + " did not answer" : "";
+  $("#sockets-note").textContent = n + " hibernatable WebSocket" + (n === 1 ? "" : "s") + " in " + r.objects.length + " object" + (r.objects.length === 1 ? "" : "s") + missing;
 }
 
 // ---- wiring ------------------------------------------------------------------------------------
