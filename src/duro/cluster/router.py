@@ -90,6 +90,11 @@ class ClusterRouter:
     def is_local(self, hex_id: str) -> bool:
         return self.node.owns(object_key(hex_id))
 
+    def metrics(self) -> list[Any]:
+        """This node's ``duro_cluster_*`` metrics, for ``/metrics`` (``cluster/metrics.py``)."""
+        from .metrics import cluster_metrics
+        return cluster_metrics(self)
+
     # ------------------------------------------------------------------ set-up
     def handle(self, op: str, fn: Handler) -> None:
         self._handlers[op] = fn

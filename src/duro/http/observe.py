@@ -121,10 +121,9 @@ def render_metrics(runtime: Any, front: Any = None) -> str:
     flushes = Counter("duro_durability_flushes", "fdatasync batches (one covers many commits).")
     flushes.inc((), barrier.get("flushes", 0))
     metrics += [commits, flushes]
-    router = getattr(runtime, "router", None)
-    if getattr(router, "crosses_nodes", False):
-        from ..cluster.metrics import cluster_metrics  # cluster mode only: the default never imports it
-        metrics += cluster_metrics(router)
+    more = getattr(getattr(runtime, "router", None), "metrics", None)  # a cluster node's own
+    if more is not None:
+        metrics += more()
     times = os.times()
     cpu = Counter("process_cpu_seconds", "User and system CPU time of the server process.")
     cpu.inc((), times.user + times.system)
