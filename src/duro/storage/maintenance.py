@@ -1,9 +1,10 @@
 """Offline work on one object's database file, for ``duro objects`` and the server's admin
 endpoint: read-only inspection, SQL, export and import.
 
-Reads never create a file: a database is opened read-only, and ``immutable`` when it is at rest (no
-``-shm``, and no ``-wal`` or an empty one; a read-only WAL connection would otherwise create a
-``-shm`` and leave it behind). Writes (:func:`run_sql` with ``write=True``, :func:`import_database`) must only run while no
+Reads never change a file: a database is opened read-only, and ``immutable`` when it is at rest (no
+``-shm``, and no ``-wal`` or an empty one); otherwise the read-only connection makes a ``-shm`` of its
+own, which the server removes when it closes the object. A server's open object takes no locks
+(opening.py), so every read checks afterwards that it saw one state (``_read_consistently``). Writes (:func:`run_sql` with ``write=True``, :func:`import_database`) must only run while no
 live instance has the database open: the caller holds the data directory's lock, or is the server
 after resetting the object. An import replaces the file atomically (temporary file, fsync, rename).
 """
@@ -122,28 +123,46 @@ def _at_rest(fingerprint: tuple[Any, ...]) -> bool:
 T = TypeVar("T")
 
 
+_READ_TRIES = 8
+
+
+def _wal_header(path: pathlib.Path) -> bytes | None:
+    """The first 32 bytes of the database's -wal (its salts change when the WAL starts over)."""
+    try:
+        with open(str(path) + "-wal", "rb") as f:
+            return f.read(32)
+    except FileNotFoundError:
+        return None
+
+
 def _read_consistently(path: pathlib.Path, read: Callable[[apsw.Connection], T]) -> T:
-    """``read(conn)`` on a read-only connection. An immutable read (at rest when it began) takes no
-    lock, so it is only right if nothing wrote meanwhile: if the files changed under it (a server
-    opened the object and wrote), it is done again through SQLite's locking."""
-    before = _fingerprint(path)
-    immutable = _at_rest(before)
-    conn = open_readonly(path, immutable=immutable)
-    try:
-        result = read(conn)
-    except (StorageError, InvalidInputError):
-        if not immutable or _fingerprint(path) == before:
-            raise
-    else:
-        if not immutable or _fingerprint(path) == before:
-            return result
-    finally:
-        conn.close()
-    conn = open_readonly(path, immutable=False)
-    try:
-        return read(conn)
-    finally:
-        conn.close()
+    """``read(conn)`` on a read-only connection, known to have seen one state of the object.
+
+    A server's open object holds no lock a reader could wait on (opening.py: the "unix-none" VFS,
+    no -shm), so no read is protected by SQLite's locking: a read saw one state only if the
+    database file did not change (a checkpoint writes it) and its -wal did not start over or go
+    (a new header) from before the read began to after it ended; frames appended meanwhile are not
+    part of its snapshot and do no harm. A read that overlapped such a change is done again; an
+    immutable read (at rest when it began: no -wal, or an empty one) likewise. After
+    ``_READ_TRIES`` reads that all overlapped a change, StorageError saying so (retry)."""
+    for _ in range(_READ_TRIES):
+        before = (_fingerprint(path), _wal_header(path))
+        conn = open_readonly(path, immutable=_at_rest(before[0]))
+        try:
+            result: T | None = read(conn)
+            failed: BaseException | None = None
+        except (StorageError, InvalidInputError) as e:
+            result, failed = None, e
+        finally:
+            conn.close()
+        after = (_fingerprint(path), _wal_header(path))
+        if before[0][0] == after[0][0] and before[1] == after[1] and \
+                (not _at_rest(before[0]) or before[0][1] == after[0][1]):
+            if failed is not None:
+                raise failed
+            return result  # type: ignore[return-value]
+    raise StorageError(f"cannot read {path}: the object changed under every one of {_READ_TRIES} reads "
+                       "(a server is writing it fast); try again")
 
 
 def _disk_stats(path: pathlib.Path) -> tuple[int, int]:
