@@ -63,10 +63,11 @@ async def test_reading_objects_leave_no_files(tmp_path):
         for i in range(5):
             assert await app.env.PROBE.get_by_name(f"r{i}").get_n() is None
         await app.env.PROBE.get_by_name("w").rmw()
-    files = sorted(p.name for p in (tmp_path / "d").rglob("*.sqlite*"))
-    # The writer's database alone: the node journal makes it durable, so no -wal is kept for the
-    # next open. Nothing of the readers, no -shm.
-    assert [f.rsplit(".", 1)[1] for f in files] == ["sqlite"], files
+    files = sorted((tmp_path / "d").rglob("*.sqlite*"))
+    # The writer's database and its -wal, kept empty for the next open (opening.py). Nothing of
+    # the readers, no -shm.
+    assert [f.name.rsplit(".", 1)[1] for f in files] == ["sqlite", "sqlite-wal"], files
+    assert files[1].stat().st_size == 0
 
 
 _LOW_FD_SCRIPT = """
