@@ -99,6 +99,25 @@ def test_the_open_file_limit_bounds_open_databases(tmp_path):
     assert "open-file limit (300) holds only 16 open databases" in proc.stderr
 
 
+async def test_an_open_journaled_object_holds_three_descriptors(tmp_path):
+    """Its database, -wal and history; no -shm (it takes no locks: storage/opening.py), and the
+    WAL reader reads through SQLite's own descriptor. The open-database bound counts three."""
+    async with LocalApp(PROJECTS / "gates", tmp_path / "d") as app:
+        stub = app.env.PROBE.get_by_name("fds")
+        await stub.rmw()
+        path = app.runtime.db_path(app.env.PROBE.unique_key, app.env.PROBE.idFromName("fds"))
+        held = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith(str(path.with_suffix(""))):
+                held.append(target.rsplit(".", 1)[1])
+        assert sorted(held) == ["history", "sqlite", "sqlite-wal"], held
+        assert app.runtime.fds_per_database == 3
+
+
 async def test_an_idle_open_object_gives_back_the_descriptors_duro_holds(tmp_path):
     import time as _time
     async with LocalApp(PROJECTS / "gates", tmp_path / "d") as app:

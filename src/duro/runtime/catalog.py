@@ -75,11 +75,13 @@ class ClassEntry:
     cls: Any = None
 
 
-# File descriptors one open object holds: its database, -wal and -shm (SQLite) and its history
-# file (the reader that follows the -wal for the history reads through SQLite's descriptor). After
-# FD_IDLE_SECONDS without an event an open object gives the history's back
-# (``DatabaseConnection.release_fds``); the bound below still counts four, for objects that are busy.
+# File descriptors one open object holds: its database and -wal (SQLite), its history file (the
+# reader that follows the -wal reads through SQLite's descriptor), and with the per-file barrier
+# (no node journal) its -shm: a journaled object takes no locks and has none (storage/opening.py).
+# After FD_IDLE_SECONDS without an event an open object gives the history's back
+# (``DatabaseConnection.release_fds``); the bound below still counts it, for objects that are busy.
 FDS_PER_OPEN_DATABASE = 4
+FDS_PER_JOURNALED_DATABASE = 3
 FD_IDLE_SECONDS = 5.0
 # Descriptors that busy objects may take past max_open_databases (idle ones are closed first);
 # past them a new object is refused as overloaded. The front leaves these free too.
@@ -106,13 +108,13 @@ def _raise_fd_limit() -> int:
     return soft if soft != resource.RLIM_INFINITY else 1 << 20
 
 
-def open_database_bound(configured: int, fd_limit: int) -> int:
+def open_database_bound(configured: int, fd_limit: int, per_database: int = FDS_PER_OPEN_DATABASE) -> int:
     """How many databases may be open at once: ``configured``, unless the open-file limit cannot
     hold that many (a quarter of it, at least 256, is left for sockets and everything else)."""
     if fd_limit <= 0:
         return configured
     room = fd_limit - max(256, fd_limit // 4)
-    return min(configured, max(16, room // FDS_PER_OPEN_DATABASE))
+    return min(configured, max(16, room // per_database))
 
 
 class Runtime:
@@ -133,7 +135,9 @@ class Runtime:
         self.limits = limits or RuntimeLimits()
         # limits.max_open_databases, lowered at start if the open-file limit cannot hold that many.
         self.max_open_databases = self.limits.max_open_databases
-        self.open_database_ceiling = self.max_open_databases + OVERFLOW_FDS // FDS_PER_OPEN_DATABASE
+        self.fds_per_database = FDS_PER_JOURNALED_DATABASE if durability == "fsync" and journal else \
+            FDS_PER_OPEN_DATABASE
+        self.open_database_ceiling = self.max_open_databases + OVERFLOW_FDS // self.fds_per_database
         self.clock = clock or SystemClock()
         # With fsync durability the node journal is the durability source of every object (one
         # fdatasync per batch for all of them) and the barrier of the files it does not journal
@@ -222,13 +226,13 @@ class Runtime:
         if self.started:
             return
         fd_limit = _raise_fd_limit()
-        bound = open_database_bound(self.limits.max_open_databases, fd_limit)
+        bound = open_database_bound(self.limits.max_open_databases, fd_limit, self.fds_per_database)
         if bound < self.limits.max_open_databases:
             log.warning("the open-file limit (%d) holds only %d open databases, not max_open_databases = %d: "
                         "fewer objects stay in memory; raise it (ulimit -n) to keep more", fd_limit, bound,
                         self.limits.max_open_databases)
         self.max_open_databases = bound
-        self.open_database_ceiling = bound + OVERFLOW_FDS // FDS_PER_OPEN_DATABASE
+        self.open_database_ceiling = bound + OVERFLOW_FDS // self.fds_per_database
         self._lock_data_dir()
         if self.journal is not None:
             report = self.journal.open()
@@ -352,7 +356,7 @@ class Runtime:
 
     def storage_descriptors(self) -> int:
         """The most descriptors the open databases can hold: what the front must leave free."""
-        return self.open_database_ceiling * FDS_PER_OPEN_DATABASE
+        return self.open_database_ceiling * self.fds_per_database
 
     def find(self, unique_key: str, hex_id: str) -> Activation | None:
         return self._activations.get((unique_key, hex_id))
