@@ -9,9 +9,7 @@ would refuse to deploy it); unknown top-level wrangler keys are ignored."""
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
-import keyword
 import math
 import os
 import pathlib
@@ -23,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from duro.config_admin import AdminConfig, ClusterConfig, parse_admin, parse_cluster, parse_file_mode
+from duro.config_assets import Assets, navigation_prefers_assets, parse_assets
+from duro.config_values import array, check_keys, ident, project_name, show, string, string_list, table
 from duro.errors import ConfigError
 from duro.exports_config import Exports, parse_exports
 
@@ -36,17 +36,6 @@ _TOOL_KEYS = ("main", "entrypoint", "name", "durability", "data_dir", "bindings"
               "history_retention", "crons", "assets", "admin", "file_mode", "cluster")
 _WRANGLER_DURO_KEYS = ("entrypoint", "durability", "data_dir", "limits", "history_retention", "admin", "file_mode",
                        "cluster")
-_ASSETS_KEYS = ("directory", "binding", "html_handling", "not_found_handling", "run_worker_first",
-                "experimental_serve_directly")
-HTML_HANDLING = ("auto-trailing-slash", "force-trailing-slash", "drop-trailing-slash", "none")
-NOT_FOUND_HANDLING = ("single-page-application", "404-page", "none")
-# Cloudflare's limits on run_worker_first rules (workers-shared configuration constants).
-_MAX_ROUTE_RULES = 100
-_MAX_ROUTE_RULE_LENGTH = 100
-# The compatibility flag under which a browser navigation (Sec-Fetch-Mode: navigate) gets the
-# not_found_handling page even when a Worker exists; on by default from this date.
-_NAVIGATION_FLAG = ("assets_navigation_prefers_asset_serving", "assets_navigation_has_no_effect", "2025-04-01")
-
 
 @dataclass(frozen=True)
 class Binding:
@@ -72,22 +61,6 @@ class MigrationStep:
     @property
     def moves_data(self) -> bool:
         return bool(self.renamed or self.deleted or self.transferred)
-
-
-@dataclass(frozen=True)
-class Assets:
-    """The ``assets`` block: a folder of static files served as Cloudflare's Workers Static Assets
-    serves them. ``run_worker_first`` is a bool or the tuple of route rules (``"/api/*"``,
-    ``"!/api/docs/*"``). ``navigation_prefers_assets``: a browser navigation that matches no file gets
-    the ``not_found_handling`` page rather than the Worker (Cloudflare's compatibility flag
-    ``assets_navigation_prefers_asset_serving``, on from compatibility date 2025-04-01)."""
-
-    directory: pathlib.Path
-    binding: str | None = None
-    html_handling: str = "auto-trailing-slash"
-    not_found_handling: str = "none"
-    run_worker_first: bool | tuple[str, ...] = False
-    navigation_prefers_assets: bool = True
 
 
 @dataclass(frozen=True)
@@ -208,11 +181,11 @@ def _with_crons(cfg: ProjectConfig, path: pathlib.Path, data: Any) -> ProjectCon
     if file == "pyproject.toml":
         raw, key = data["tool"]["duro"].get("crons", []), "tool.duro.crons"
     else:
-        raw, key = _table(data.get("triggers", {}), file, "triggers").get("crons", []), "triggers.crons"
-    crons = _str_list(raw, file, key)
+        raw, key = table(data.get("triggers", {}), file, "triggers").get("crons", []), "triggers.crons"
+    crons = string_list(raw, file, key)
     for i, text in enumerate(crons):
         if text in crons[:i]:
-            raise ConfigError(f"{_show(text)} is listed twice (also {key}[{crons.index(text)}])", file=file,
+            raise ConfigError(f"{show(text)} is listed twice (also {key}[{crons.index(text)}])", file=file,
                               key=f"{key}[{i}]")
     return dataclasses.replace(cfg, crons=tuple(crons))
 
@@ -298,23 +271,23 @@ def _strip_jsonc(text: str, file: str) -> str:
 def _from_wrangler(root: pathlib.Path, path: pathlib.Path, data: Any) -> ProjectConfig:
     file = path.name
     if not isinstance(data, dict):
-        raise ConfigError(f"the top level must be an object, not {_show(data)}", file=file)
-    name = _name(data.get("name", root.name), file, "name")
+        raise ConfigError(f"the top level must be an object, not {show(data)}", file=file)
+    name = project_name(data.get("name", root.name), file, "name")
     if "main" not in data:
         raise ConfigError('missing; set it to the Python entry file, e.g. "src/entry.py"', file=file, key="main")
     main = _main(root, data["main"], file, "main")
-    duro = _table(data.get("duro", {}), file, "duro")
-    _check_keys(duro, _WRANGLER_DURO_KEYS, file, "duro")
+    duro = table(data.get("duro", {}), file, "duro")
+    check_keys(duro, _WRANGLER_DURO_KEYS, file, "duro")
 
-    bindings = _wrangler_bindings(_table(data.get("durable_objects", {}), file, "durable_objects"), name, file)
+    bindings = _wrangler_bindings(table(data.get("durable_objects", {}), file, "durable_objects"), name, file)
     limits = Limits()
-    wl = _table(data.get("limits", {}), file, "limits")
+    wl = table(data.get("limits", {}), file, "limits")
     if "cpu_ms" in wl:
         limits = _limit_values({"cpu_ms": wl["cpu_ms"]}, limits, file, "limits")
     limits = _limits(duro.get("limits", {}), limits, file, "duro.limits")
     assets = None
     if "assets" in data:
-        assets = _assets(root, data["assets"], file, "assets", _navigation_prefers_assets(data, file))
+        assets = parse_assets(root, data["assets"], file, "assets", navigation_prefers_assets(data, file))
     migrations, exports = data.get("migrations", []), None
     if "exports" in data:  # the declarative form (exports_config.py) replaces migrations
         exports = parse_exports(data["exports"], file)
@@ -326,7 +299,7 @@ def _from_wrangler(root: pathlib.Path, path: pathlib.Path, data: Any) -> Project
                        "new_classes": sorted(exports.kv_classes)}]
     cfg = _build(root, path, name, main, duro, "duro", bindings, migrations, "migrations",
                  data.get("vars", {}), "vars", limits, assets)
-    flags = tuple(_str_list(data.get("compatibility_flags", []), file, "compatibility_flags"))
+    flags = tuple(string_list(data.get("compatibility_flags", []), file, "compatibility_flags"))
     cfg = dataclasses.replace(cfg, exports=exports, compatibility_flags=flags)
     unsupported = {n: what for n, what in _unsupported_bindings(data).items()
                    if n not in cfg.vars and all(b.name != n for b in cfg.bindings)}
@@ -378,19 +351,19 @@ def _wrangler_bindings(do: dict[str, Any], name: str, file: str) -> list[tuple[B
     """The bindings, each with the key of its class_name (for later messages)."""
     out: list[tuple[Binding, str]] = []
     seen: dict[str, str] = {}
-    for i, raw in enumerate(_list(do.get("bindings", []), file, "durable_objects.bindings")):
+    for i, raw in enumerate(array(do.get("bindings", []), file, "durable_objects.bindings")):
         key = f"durable_objects.bindings[{i}]"
-        raw = _table(raw, file, key)
+        raw = table(raw, file, key)
         script = raw.get("script_name")
-        if script is not None and _str(script, file, f"{key}.script_name") != name:
-            raise ConfigError(f"bindings to another project ({_show(script)}) are not supported yet; define the "
+        if script is not None and string(script, file, f"{key}.script_name") != name:
+            raise ConfigError(f"bindings to another project ({show(script)}) are not supported yet; define the "
                               f"class in this project and remove script_name", file=file, key=f"{key}.script_name")
         if "environment" in raw:
-            _str(raw["environment"], file, f"{key}.environment")
-        b = Binding(_ident(raw.get("name"), file, f"{key}.name"),
-                    _ident(raw.get("class_name"), file, f"{key}.class_name"))
+            string(raw["environment"], file, f"{key}.environment")
+        b = Binding(ident(raw.get("name"), file, f"{key}.name"),
+                    ident(raw.get("class_name"), file, f"{key}.class_name"))
         if b.name in seen:
-            raise ConfigError(f"duplicate binding name {_show(b.name)} (also {seen[b.name]}); each env name may "
+            raise ConfigError(f"duplicate binding name {show(b.name)} (also {seen[b.name]}); each env name may "
                               f"be bound once", file=file, key=f"{key}.name")
         seen[b.name] = key
         out.append((b, f"{key}.class_name"))
@@ -399,8 +372,8 @@ def _wrangler_bindings(do: dict[str, Any], name: str, file: str) -> list[tuple[B
 
 def _from_tool_duro(root: pathlib.Path, path: pathlib.Path, data: dict[str, Any]) -> ProjectConfig:
     file, prefix = path.name, "tool.duro"
-    tool = _table(data["tool"]["duro"], file, prefix)
-    _check_keys(tool, _TOOL_KEYS, file, prefix)
+    tool = table(data["tool"]["duro"], file, prefix)
+    check_keys(tool, _TOOL_KEYS, file, prefix)
     if "main" not in tool:
         guess = next((c for c in _ENTRY_CANDIDATES if (root / c).is_file()), "app.py")
         raise ConfigError(f'missing; set it to the entry file relative to the project root, e.g. main = "{guess}"',
@@ -409,16 +382,16 @@ def _from_tool_duro(root: pathlib.Path, path: pathlib.Path, data: dict[str, Any]
     project = data.get("project")
     default_name = project.get("name") if isinstance(project, dict) else None
     if "name" in tool:
-        name = _name(tool["name"], file, f"{prefix}.name")
+        name = project_name(tool["name"], file, f"{prefix}.name")
     else:
-        name = _name(default_name if isinstance(default_name, str) else root.name, file, "project.name")
+        name = project_name(default_name if isinstance(default_name, str) else root.name, file, "project.name")
     bindings = [
-        (Binding(_ident(k, file, f"{prefix}.bindings.{k}"), _ident(v, file, f"{prefix}.bindings.{k}")),
+        (Binding(ident(k, file, f"{prefix}.bindings.{k}"), ident(v, file, f"{prefix}.bindings.{k}")),
          f"{prefix}.bindings.{k}")
-        for k, v in _table(tool.get("bindings", {}), file, f"{prefix}.bindings").items()
+        for k, v in table(tool.get("bindings", {}), file, f"{prefix}.bindings").items()
     ]
     limits = _limits(tool.get("limits", {}), Limits(), file, f"{prefix}.limits")
-    assets = _assets(root, tool["assets"], file, f"{prefix}.assets", True) if "assets" in tool else None
+    assets = parse_assets(root, tool["assets"], file, f"{prefix}.assets", True) if "assets" in tool else None
     return _build(root, path, name, main, tool, prefix, bindings, tool.get("migrations", []),
                   f"{prefix}.migrations", tool.get("vars", {}), f"{prefix}.vars", limits, assets)
 
@@ -434,7 +407,7 @@ def _build(root: pathlib.Path, path: pathlib.Path, name: str, main: pathlib.Path
         if b.class_name in deleted:
             raise ConfigError(f"Cannot apply --delete-class migration to class {b.class_name} without also "
                               f"removing the binding that references it", file=file, key=bkey)
-    vars_ = _table(vars_, file, vkey)
+    vars_ = table(vars_, file, vkey)
     for b in bindings:
         if b.name in vars_:
             raise ConfigError(f"{b.name} is both a var and a Durable Object binding; rename one",
@@ -447,13 +420,13 @@ def _build(root: pathlib.Path, path: pathlib.Path, name: str, main: pathlib.Path
     sub = f"{prefix}." if prefix else ""
     data_dir = section.get("data_dir")
     if data_dir is not None:
-        data_dir = root / _str(data_dir, file, f"{sub}data_dir")
+        data_dir = root / string(data_dir, file, f"{sub}data_dir")
     return ProjectConfig(
         root=root,
         source=path,
         name=name,
         main=main,
-        entrypoint=_ident(section.get("entrypoint", "Default"), file, f"{sub}entrypoint"),
+        entrypoint=ident(section.get("entrypoint", "Default"), file, f"{sub}entrypoint"),
         bindings=tuple(bindings),
         # Unmigrated bound classes are SQLite-backed: lenient where Cloudflare requires a migration.
         sqlite_classes=frozenset(sqlite | {b.class_name for b in bindings if b.class_name not in kv}),
@@ -468,80 +441,6 @@ def _build(root: pathlib.Path, path: pathlib.Path, name: str, main: pathlib.Path
     )
 
 
-def _assets(root: pathlib.Path, raw: Any, file: str, key: str, navigation_prefers_assets: bool) -> Assets:
-    """The ``assets`` block, checked as wrangler checks it."""
-    raw = _table(raw, file, key)
-    _check_keys(raw, _ASSETS_KEYS, file, key)
-    if "directory" not in raw:
-        raise ConfigError('missing; set it to the folder of static files, e.g. "./public"', file=file,
-                          key=f"{key}.directory")
-    directory = (root / _str(raw["directory"], file, f"{key}.directory")).resolve()
-    if not directory.is_dir():
-        raise ConfigError(f"the folder {directory} does not exist (or is not a folder); the assets directory "
-                          f"must exist", file=file, key=f"{key}.directory")
-    binding = _ident(raw["binding"], file, f"{key}.binding") if "binding" in raw else None
-    html = _choice(raw.get("html_handling", "auto-trailing-slash"), HTML_HANDLING, file, f"{key}.html_handling")
-    not_found = _choice(raw.get("not_found_handling", "none"), NOT_FOUND_HANDLING, file,
-                        f"{key}.not_found_handling")
-    first: bool | tuple[str, ...] = False
-    if "run_worker_first" in raw:
-        first = _route_rules(raw["run_worker_first"], file, f"{key}.run_worker_first")
-    elif "experimental_serve_directly" in raw:  # the older spelling: serve_directly = not run_worker_first
-        v = raw["experimental_serve_directly"]
-        if not isinstance(v, bool):
-            raise ConfigError(f"must be true or false, not {_show(v)}", file=file,
-                              key=f"{key}.experimental_serve_directly")
-        first = not v
-    return Assets(directory=directory, binding=binding, html_handling=html, not_found_handling=not_found,
-                  run_worker_first=first, navigation_prefers_assets=navigation_prefers_assets)
-
-
-def _route_rules(v: Any, file: str, key: str) -> bool | tuple[str, ...]:
-    """``run_worker_first``: true/false, or route rules as Cloudflare validates them."""
-    if isinstance(v, bool):
-        return v
-    if not isinstance(v, list):
-        raise ConfigError(f'must be true, false or an array of route rules like ["/api/*"], not {_show(v)}',
-                          file=file, key=key)
-    rules = _str_list(v, file, key)
-    if not rules:
-        raise ConfigError("no rules; must provide at least 1 rule (or use true/false)", file=file, key=key)
-    if len(rules) > _MAX_ROUTE_RULES:
-        raise ConfigError(f"{len(rules)} rules exceed the maximum of {_MAX_ROUTE_RULES}", file=file, key=key)
-    problems = []
-    for r in rules:
-        if r.startswith("!") and not r.startswith("!/"):
-            problems.append(f"{r!r}: negative rules must start with '!/'")
-        elif not r.startswith(("/", "!/")):
-            problems.append(f"{r!r}: rules must start with '/' or '!/'")
-        if len(r) > _MAX_ROUTE_RULE_LENGTH:
-            problems.append(f"{r!r}: all rules must be less than {_MAX_ROUTE_RULE_LENGTH} characters in length")
-    for i, r in enumerate(rules):
-        if r in rules[:i]:
-            problems.append(f"{r!r}: rule is a duplicate; rules must be unique")
-        if r.endswith("*"):
-            problems += [f"{o!r}: rule {r!r} makes it redundant" for o in rules
-                         if o != r and o.startswith(r[:-1]) and o.startswith("!") == r.startswith("!")]
-    if problems:
-        raise ConfigError("invalid routes:\n" + "\n".join(problems), file=file, key=key)
-    if not any(r.startswith("/") for r in rules):
-        raise ConfigError("only negative rules were provided; must provide at least 1 non-negative rule",
-                          file=file, key=key)
-    return tuple(rules)
-
-
-def _navigation_prefers_assets(data: dict[str, Any], file: str) -> bool:
-    """Cloudflare's flag ``assets_navigation_prefers_asset_serving``: on from the compatibility date
-    2025-04-01, or when listed; off when its opposite is listed."""
-    enable, disable, since = _NAVIGATION_FLAG
-    flags = data.get("compatibility_flags", [])
-    flags = _str_list(flags, file, "compatibility_flags")
-    if disable in flags:
-        return False
-    date = data.get("compatibility_date", "2021-11-02")  # the asset server's default date
-    return enable in flags or (isinstance(date, str) and date >= since)
-
-
 def _migrations(raw: Any, file: str, key: str) -> tuple[set[str], set[str], set[str], tuple[MigrationStep, ...]]:
     """Apply the ordered migration list; return (sqlite classes, kv classes, deleted classes, the
     steps in order)."""
@@ -550,29 +449,29 @@ def _migrations(raw: Any, file: str, key: str) -> tuple[set[str], set[str], set[
     deleted: set[str] = set()
     tags: dict[str, int] = {}
     steps: list[MigrationStep] = []
-    for i, m in enumerate(_list(raw, file, key)):
+    for i, m in enumerate(array(raw, file, key)):
         mk = f"{key}[{i}]"
-        m = _table(m, file, mk)
+        m = table(m, file, mk)
         tag = None
         if "tag" in m:
-            tag = _str(m["tag"], file, f"{mk}.tag")
+            tag = string(m["tag"], file, f"{mk}.tag")
             if tag in tags:
-                raise ConfigError(f"duplicate tag {_show(tag)} (also {key}[{tags[tag]}]); every tag must be unique",
+                raise ConfigError(f"duplicate tag {show(tag)} (also {key}[{tags[tag]}]); every tag must be unique",
                                   file=file, key=f"{mk}.tag")
             tags[tag] = i
         renamed: list[tuple[str, str]] = []
         transferred: list[tuple[str, str, str]] = []
         for directive, target in (("new_sqlite_classes", sqlite), ("new_classes", kv)):
-            for cls in _str_list(m.get(directive, []), file, f"{mk}.{directive}"):
+            for cls in string_list(m.get(directive, []), file, f"{mk}.{directive}"):
                 if cls in sqlite or cls in kv:
                     raise ConfigError(f"class {cls} already exists (created by an earlier migration)",
                                       file=file, key=f"{mk}.{directive}")
                 target.add(cls)
                 deleted.discard(cls)
-        for j, r in enumerate(_list(m.get("renamed_classes", []), file, f"{mk}.renamed_classes")):
+        for j, r in enumerate(array(m.get("renamed_classes", []), file, f"{mk}.renamed_classes")):
             rk = f"{mk}.renamed_classes[{j}]"
-            r = _table(r, file, rk)
-            src, dst = (_str(r.get(k), file, f"{rk}.{k}") for k in ("from", "to"))
+            r = table(r, file, rk)
+            src, dst = (string(r.get(k), file, f"{rk}.{k}") for k in ("from", "to"))
             _check_move_target(src, dst, sqlite | kv, renamed, transferred, file, rk)
             renamed.append((src, dst))
             for classes in (sqlite, kv):
@@ -580,15 +479,15 @@ def _migrations(raw: Any, file: str, key: str) -> tuple[set[str], set[str], set[
                     classes.discard(src)
                     classes.add(dst)
             deleted.discard(dst)
-        gone = _str_list(m.get("deleted_classes", []), file, f"{mk}.deleted_classes")
+        gone = string_list(m.get("deleted_classes", []), file, f"{mk}.deleted_classes")
         for cls in gone:
             sqlite.discard(cls)
             kv.discard(cls)
             deleted.add(cls)
-        for j, t in enumerate(_list(m.get("transferred_classes", []), file, f"{mk}.transferred_classes")):
+        for j, t in enumerate(array(m.get("transferred_classes", []), file, f"{mk}.transferred_classes")):
             tk = f"{mk}.transferred_classes[{j}]"
-            t = _table(t, file, tk)
-            src, script, dst = (_str(t.get(k), file, f"{tk}.{k}") for k in ("from", "from_script", "to"))
+            t = table(t, file, tk)
+            src, script, dst = (string(t.get(k), file, f"{tk}.{k}") for k in ("from", "from_script", "to"))
             _check_move_target(None, dst, sqlite | kv, renamed, transferred, file, tk)
             transferred.append((src, script, dst))
             sqlite.add(dst)
@@ -612,96 +511,30 @@ def _check_move_target(src: str | None, dst: str, existing: set[str], renamed: l
         raise ConfigError(f"class {src} is renamed twice in the same migration", file=file, key=f"{key}.from")
 
 
-# --- value checks ----------------------------------------------------------------------------------
-
-
-def _show(v: Any) -> str:
-    if isinstance(v, (str, bool)) or v is None:
-        return json.dumps(v, ensure_ascii=False)
-    if isinstance(v, (dict, list)):
-        return "a table {...}" if isinstance(v, dict) else "an array [...]"
-    return repr(v)
-
-
-def _table(v: Any, file: str, key: str) -> dict[str, Any]:
-    if not isinstance(v, dict):
-        raise ConfigError(f"must be a table/object, not {_show(v)}", file=file, key=key)
-    return v
-
-
-def _list(v: Any, file: str, key: str) -> list[Any]:
-    if not isinstance(v, list):
-        raise ConfigError(f"must be an array, not {_show(v)}", file=file, key=key)
-    return v
-
-
-def _str(v: Any, file: str, key: str) -> str:
-    if v is None:
-        raise ConfigError("missing; must be a non-empty string", file=file, key=key)
-    if not isinstance(v, str) or not v:
-        raise ConfigError(f"must be a non-empty string, not {_show(v)}", file=file, key=key)
-    return v
-
-
-def _str_list(v: Any, file: str, key: str) -> list[str]:
-    return [_str(s, file, f"{key}[{i}]") for i, s in enumerate(_list(v, file, key))]
-
-
-def _ident(v: Any, file: str, key: str) -> str:
-    v = _str(v, file, key)
-    if not v.isidentifier() or keyword.iskeyword(v):
-        raise ConfigError(f"{_show(v)} is not a valid Python identifier "
-                          f"(letters, digits and _, not starting with a digit, not a keyword)", file=file, key=key)
-    return v
-
-
-def _name(v: Any, file: str, key: str) -> str:
-    v = _str(v, file, key)
-    if v in (".", "..") or any(c in v for c in '/\\\0') or v != v.strip():
-        raise ConfigError(f"{_show(v)} cannot be used as a project name (it names directories); "
-                          f"use letters, digits, - and _", file=file, key=key)
-    return v
-
-
 def _main(root: pathlib.Path, v: Any, file: str, key: str) -> pathlib.Path:
-    path = root / _str(v, file, key)
+    path = root / string(v, file, key)
     if path.suffix != ".py":
-        raise ConfigError(f"{_show(v)} is not a Python file; duro runs Python entry modules (*.py)", file=file, key=key)
+        raise ConfigError(f"{show(v)} is not a Python file; duro runs Python entry modules (*.py)", file=file, key=key)
     if not path.is_file():
         raise ConfigError(f"entry file {path} does not exist", file=file, key=key)
     return path
 
 
-def _choice(v: Any, allowed: tuple[str, ...], file: str, key: str) -> str:
-    if not isinstance(v, str) or v not in allowed:
-        raise ConfigError(f"must be one of {', '.join(json.dumps(a) for a in allowed)}; not {_show(v)}",
-                          file=file, key=key)
-    return v
-
-
 def _durability(v: Any, file: str | None, key: str) -> Literal["fsync", "os"]:
     if not isinstance(v, str) or v not in _DURABILITY:
-        raise ConfigError(f'must be "fsync" or "os", not {_show(v)}', file=file, key=key)
+        raise ConfigError(f'must be "fsync" or "os", not {show(v)}', file=file, key=key)
     return v  # type: ignore[return-value]
 
 
 def _retention(v: Any, file: str | None, key: str) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v) or math.isinf(v) or v < 0:
-        raise ConfigError(f"must be a number of days >= 0 (0 turns history off), not {_show(v)}", file=file, key=key)
+        raise ConfigError(f"must be a number of days >= 0 (0 turns history off), not {show(v)}", file=file, key=key)
     return float(v)
 
 
-def _check_keys(table: dict[str, Any], valid: tuple[str, ...], file: str, key: str) -> None:
-    for k in table:
-        if k not in valid:
-            close = difflib.get_close_matches(k, valid, n=1)
-            hint = f"did you mean {close[0]}? " if close else ""
-            raise ConfigError(f"unknown key; {hint}valid keys: {', '.join(valid)}", file=file, key=f"{key}.{k}")
-
-
 def _limits(raw: Any, base: Limits, file: str, key: str) -> Limits:
-    raw = _table(raw, file, key)
-    _check_keys(raw, tuple(_LIMIT_KINDS), file, key)
+    raw = table(raw, file, key)
+    check_keys(raw, tuple(_LIMIT_KINDS), file, key)
     return _limit_values(raw, base, file, key)
 
 
@@ -711,7 +544,7 @@ def _limit_values(raw: dict[str, Any], base: Limits, file: str | None, key: str)
         lk = f"{key}.{k}" if key else k
         if _LIMIT_KINDS[k] is float:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
-                raise ConfigError(f"must be a number of seconds, not {_show(v)}", file=file, key=lk)
+                raise ConfigError(f"must be a number of seconds, not {show(v)}", file=file, key=lk)
             if v < 0:
                 raise ConfigError(f"must be >= 0 seconds, not {v}", file=file, key=lk)
             if v == 0 and k in _ZERO_NOT_ALLOWED:
@@ -722,7 +555,7 @@ def _limit_values(raw: dict[str, Any], base: Limits, file: str | None, key: str)
             changes[k] = float(v)
         else:
             if isinstance(v, bool) or not isinstance(v, int):
-                raise ConfigError(f"must be a whole number, not {_show(v)}", file=file, key=lk)
+                raise ConfigError(f"must be a whole number, not {show(v)}", file=file, key=lk)
             if v < 1 and not (v == 0 and k in _ZERO_MEANS_DERIVED):
                 raise ConfigError(f"must be a positive whole number (>= 1), not {v}", file=file, key=lk)
             if k in _LIMIT_MAX and v > _LIMIT_MAX[k][0]:

@@ -5,7 +5,7 @@ import pathlib
 
 SRC = pathlib.Path(__file__).resolve().parents[2] / "src" / "duro"
 
-BASE = {"errors", "ids", "codec", "clock", "config", "exports_config", "config_admin"}
+BASE = {"errors", "ids", "codec", "clock", "config", "exports_config", "config_admin", "config_assets", "config_values"}
 ALLOWED = {
     "base": BASE,
     "core": BASE | {"core"},
