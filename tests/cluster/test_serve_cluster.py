@@ -319,6 +319,16 @@ def test_writes_outside_the_journal_are_refused_on_a_cluster_node(nodes):
     assert get(node, "adm")["stored"] == 1
 
 
+def test_restores_and_facets_are_refused_in_cluster_mode_saying_why(nodes):
+    (node,) = nodes(1)
+    assert add(node, "pitr")[0] == 200
+    for verb, text in (("restore", "onNextSessionRestoreBookmark() is not supported in cluster mode"),
+                       ("facet", "facets are not supported in cluster mode")):
+        r = httpx.get(f"{node.url}/{verb}/pitr", timeout=30)
+        assert r.status_code == 200 and text in (r.json()["refused"] or ""), r.text
+    assert add(node, "pitr")[1]["stored"] == 2  # the object is unchanged and keeps working
+
+
 def _metrics(node: ServerProcess) -> dict[str, float]:
     r = httpx.get(f"{node.admin_url}/__duro/admin/metrics", headers=node.admin_headers(), timeout=30)
     assert r.status_code == 200, r.text

@@ -75,6 +75,9 @@ class FacetSet:
         """A stub to facet ``name``; ``get_startup_options()`` (may be async) runs when the facet
         is not running and returns ``{"class": cls, "id"?: id}``."""
         self._check_name(name)
+        if not getattr(self._parent.runtime.journal, "takes_facets", True):
+            raise StorageError("facets are not supported in cluster mode yet: a facet's database is a file of its "
+                               "own, outside the replicated log, and would not move with the object")
         if self._parent.facet_depth + 1 >= MAX_DEPTH:
             raise RuntimeError(TEXT_DEPTH)
         if not callable(get_startup_options):

@@ -472,6 +472,13 @@ class ClusterJournal:
     """The runtime's journal and durability barrier in cluster mode: an owned object's commits go to
     its :class:`ClusterLink`; other files (the alarm index) to a local fsync barrier."""
 
+    # A restore (a bookmark, a snapshot, a facet's clone) rewrites the object's file outside the
+    # replicated log: the next owner would rebuild the object without it, and apply later commits
+    # to the wrong pages. Refused until the log carries restores (Activation.check_restorable).
+    takes_restores = False
+    # A facet's database is a file of its own, not in the log: refused likewise (FacetSet.get).
+    takes_facets = False
+
     def __init__(self, node: ClusterNode) -> None:
         self.node = node
         self.report = None

@@ -27,7 +27,7 @@ from ..core.lifecycle import ActivationState, DeactivationReason, check_transiti
 from ..core.limits import (
     BCW_TIMEOUT_S, TEXT_BCW_TIMEOUT, TEXT_OVERLOADED_AGE, TEXT_OVERLOADED_BYTES, TEXT_OVERLOADED_QUEUE,
 )
-from ..errors import DurableObjectAbort, ObjectResetError, OverloadedError, mark_remote
+from ..errors import DurableObjectAbort, ObjectResetError, OverloadedError, StorageError, mark_remote
 from ..ids import DurableObjectId
 from ..storage import ObjectDatabase
 from ..storage.durability import Barrier
@@ -354,6 +354,14 @@ class Activation:
             await portal.call(self._construct)
         finally:
             gate.unlock()
+
+    def check_restorable(self, what: str) -> None:
+        """Refuse to schedule a restore (``what``: the API call) where the journal cannot carry it:
+        in cluster mode the object's file is rebuilt from the replicated log by its next owner."""
+        if not getattr(self.runtime.journal, "takes_restores", True):
+            raise StorageError(f"{what} is not supported in cluster mode yet: a restore would change this "
+                               "node's copy of the object only, and the object's next owner would rebuild it "
+                               "without the restore; the object is unchanged")
 
     def _apply_pending_restore(self) -> None:
         """A restore scheduled by ``on_next_session_restore_bookmark`` happens before the constructor

@@ -42,6 +42,21 @@ class Counter(DurableObject):
         n = self.ctx.storage.sql.exec("SELECT count(*) AS n, total(length(v)) AS size FROM b").one()
         return {"rows": n["n"], "bytes": int(n["size"]), "node": NODE}
 
+    async def restore(self):
+        # Refused in cluster mode (the restore would not be in the replicated log); says so.
+        try:
+            await self.ctx.storage.onNextSessionRestoreBookmark(await self.ctx.storage.getCurrentBookmark())
+        except Exception as e:
+            return {"refused": str(e), "node": NODE}
+        return {"refused": None, "node": NODE}
+
+    async def facet(self):
+        try:
+            self.ctx.facets.get("f", lambda: {"class": Counter})
+        except Exception as e:
+            return {"refused": str(e), "node": NODE}
+        return {"refused": None, "node": NODE}
+
     async def get(self):
         self.ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS f (k TEXT PRIMARY KEY, node TEXT)")
         by = self.ctx.storage.sql.exec("SELECT node FROM f WHERE k = 'by'").to_array()
@@ -75,6 +90,8 @@ class Default(WorkerEntrypoint):
                 out = await stub.alarm_in(int(parts[5]))
             elif verb == "blob":
                 out = await stub.blob(int(parts[5]))
+            elif verb in ("restore", "facet"):
+                out = await getattr(stub, verb)()
             elif verb == "get":
                 out = await stub.get()
             elif verb == "fetch":
