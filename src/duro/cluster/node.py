@@ -268,7 +268,7 @@ class ClusterNode:
         path = self.runtime.db_path(own.namespace, own.hex_id)
         try:
             if olog._broken is None and not olog._queue and olog._flight is None and path.exists() \
-                    and not pathlib.Path(str(path) + "-wal").exists():
+                    and _wal_empty(path):
                 data = await asyncio.to_thread(path.read_bytes)
                 await olog.snapshot(data)  # the next owner rebuilds from here, not from the first record
         except Exception as e:  # noqa: BLE001 - a snapshot only shortens the next rebuild
@@ -379,6 +379,14 @@ class _ServingGate:
 
 def _materialize(olog: ObjectLog, data_dir: pathlib.Path, rel: str) -> None:
     olog.materialize(data_dir, rel)
+
+
+def _wal_empty(path: pathlib.Path) -> bool:
+    """The database file alone holds the object: its -wal is missing or empty (as a close leaves it)."""
+    try:
+        return os.stat(str(path) + "-wal").st_size == 0
+    except FileNotFoundError:
+        return True
 
 
 def _stored_alarm(path: pathlib.Path) -> int | None:
