@@ -30,17 +30,17 @@ pytestmark = pytest.mark.timeout(150)
 
 @pytest.fixture
 def nodes(tmp_path, nats3):
-    """nodes(n, *args) -> n duro nodes joined to the 3-server cluster (extra ``duro serve`` args);
-    each stopped by PID at the end."""
+    """nodes(n, *args, call_timeout=10) -> n duro nodes joined to the 3-server cluster (extra
+    ``duro serve`` args); each stopped by PID at the end (SIGCONT first, in case a test stopped one)."""
     started: list[ServerProcess] = []
     prefix = f"w{int(time.monotonic() * 1000) % 10**8}"
 
-    def start(n: int, *args: str) -> list[ServerProcess]:
+    def start(n: int, *args: str, call_timeout: float = 10.0) -> list[ServerProcess]:
         out = []
         for _ in range(n):
             name = f"{prefix}-{len(started)}"
             p = ServerProcess(PROJECT, tmp_path / f"data-{name}", log_path=tmp_path / f"{name}.log",
-                              env={"DURO_TEST_NODE": name},
+                              env={"DURO_TEST_NODE": name, "DURO_CLUSTER_CALL_TIMEOUT": str(call_timeout)},
                               args=["--cluster", ",".join(nats3.urls), "--node", name, "--no-admin", *args])
             p.name = name  # type: ignore[attr-defined]
             started.append(p)
@@ -259,6 +259,40 @@ def test_owner_stopped_gracefully_closes_bridged_client(nodes):
     try:
         assert who(bob)["node"] == b.name
     finally:
+        bob.close()
+
+
+def test_owner_stopped_and_resumed_sockets_move(nodes):
+    """SIGSTOP of the owner past its lease: the bridged client is closed 1012 (its node finds the
+    owner's registration gone) and reconnects to the new owner; after SIGCONT the old owner, self-
+    fenced, drops the room and closes its own local client 1012 too, which reconnects through it."""
+    a, b = nodes(2, call_timeout=3)
+    alice = join(a, "s1", "alice")
+    assert info(a, "s1")["node"] == a.name
+    bob = join(b, "s1", "bob")
+    bob.send("x")
+    assert recv(alice) == "bob:x:1"
+    os.kill(a.proc.pid, signal.SIGSTOP)
+    try:
+        code, _, waited = closed_with(bob, 20)
+        print(f"bridged client closed {waited:.2f} s after SIGSTOP of the owner, code {code}")
+        assert code == 1012
+        bob = wait_for(lambda: _try_join(b, "s1", "bob"), timeout=40, interval=0.2, what="bob's reconnect")
+        assert who(bob)["node"] == b.name
+    finally:
+        os.kill(a.proc.pid, signal.SIGCONT)
+    code, _, waited = closed_with(alice, 20)
+    print(f"local client of the resumed old owner closed {waited:.2f} s after SIGCONT, code {code}")
+    assert code == 1012
+    alice = wait_for(lambda: _try_join(a, "s1", "alice"), timeout=40, interval=0.2, what="alice's reconnect")
+    try:
+        alice.send("back")
+        assert recv(alice) == "alice:back:1"
+        assert recv(bob) == "alice:back:1"  # the room on b, its two clients on both nodes
+        assert {s["att"]["user"] for s in who(bob)["sockets"]} == {"alice", "bob"}
+        assert info(a, "s1")["msgs"] == 2
+    finally:
+        alice.close()
         bob.close()
 
 

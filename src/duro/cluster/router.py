@@ -47,6 +47,7 @@ import nats.errors
 
 from ..errors import DuroError
 from ..runtime.router import BYE, Handler, Link, OneWay, PeerGone, TakenHere, _Failed
+from ..runtime.sockets import CLOSED
 from .leases import OWNERS_BUCKET, TRANSIENT_ERRORS, ClusterUnavailableError, LeaseHeldError, SelfFencedError, \
     _leader_get, object_key
 from .node import ClusterNode
@@ -57,6 +58,7 @@ log = logging.getLogger("duro.cluster")
 
 REMOTE = "@"  # owner(hex_id) of an object this node does not own: "@<hex_id>"
 NODE_SUBJECT = "duro.n"  # duro.n.<node>: one-way messages to a node (bridged WebSocket frames)
+_TEXT_MOVED = "The Durable Object moved to another node; reconnect."
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ class NodeLink(Link):
 
     def __init__(self, router: "ClusterRouter", node: str, incarnation: str, local: str) -> None:
         super().__init__()
+        self.moved = False  # closed because this node's run ended: its objects are elsewhere now
         self.router = router
         self.node = node
         self.incarnation = incarnation
@@ -145,6 +148,7 @@ class ClusterRouter:
         self._sub: Any = None
         self._checker: asyncio.Task[None] | None = None
         node.on_request = self._on_request
+        node.on_drop = self._dropped
 
     # ------------------------------------------------------------------ ownership
     def owner(self, hex_id: str) -> str:
@@ -168,7 +172,7 @@ class ClusterRouter:
     async def start(self) -> None:
         # The node connected and registered before the server started: listen for other nodes'
         # one-way messages, and watch the runs the links lead to.
-        self._local = self._incarnation()
+        self._current()
         self._sub = await self.node.nc.subscribe(f"{NODE_SUBJECT}.{self.node.node}", cb=self._on_message)
         self._checker = asyncio.get_running_loop().create_task(self._check_links(), name="duro-cluster-links")
 
@@ -191,36 +195,57 @@ class ClusterRouter:
     def link_to(self, index: Any) -> Any:
         return _NoLink()
 
+    def _dropped(self, namespace: str, hex_id: str) -> None:
+        """An object moved away from this node while it lives (fenced, self-fenced, a failed
+        append): its hibernatable sockets, local or bridged, close 1012 so that their clients
+        reconnect and reach its new owner (its standard sockets closed with its instance)."""
+        ent = self.node.runtime.hibernation.get(namespace, hex_id)
+        for channel in ent.sockets() if ent is not None else ():
+            if channel.ready_state != CLOSED and not channel.close_sent:
+                channel.close(1012, _TEXT_MOVED, None)
+
     # ------------------------------------------------------------------ links to other nodes
-    def _incarnation(self) -> str:
+    def _current(self) -> str:
+        """This node's run now. Once it registered again (it had self-fenced: its objects went to
+        other nodes, which close their links to its earlier run) every link of the earlier run
+        closes here too: connections bridged to other nodes close 1012, and sockets of objects this
+        node dropped are let go."""
         reg = self.node.registry
-        return reg.incarnation if reg is not None else ""
+        local = reg.incarnation if reg is not None else ""
+        if local != self._local:
+            self._local = local
+            for link in list(self._links.values()):
+                link.moved = True
+                self._close_link(link, gone=False)  # that other run lives on: a new link may lead to it
+        return local
 
     def bridge_token(self, bridge: int) -> str:
-        return f"{self.node.node} {self._local} {bridge}"
+        return f"{self.node.node} {self._current()} {bridge}"
 
     def bridge_link(self, owner: Any, token: str) -> tuple[Link, int]:
         node, incarnation, bridge = token.split(" ")
         link = self._link(node, incarnation)
         if link is None:  # the owner's run is gone already: a closed link (the socket closes 1012)
-            link = NodeLink(self, node, incarnation, self._local)
+            link = NodeLink(self, node, incarnation, self._current())
             link._closed()
         return link, int(bridge)
 
     def _link(self, node: str, incarnation: str) -> NodeLink | None:
+        local = self._current()
         key = (node, incarnation)
         link = self._links.get(key)
         if link is None and key not in self._gone:
-            link = self._links[key] = NodeLink(self, node, incarnation, self._local)
+            link = self._links[key] = NodeLink(self, node, incarnation, local)
         return link
 
-    def _close_link(self, link: NodeLink) -> None:
+    def _close_link(self, link: NodeLink, gone: bool = True) -> None:
         key = (link.node, link.incarnation)
         if self._links.get(key) is link:
             del self._links[key]
-        self._gone[key] = None
-        while len(self._gone) > 10_000:
-            self._gone.popitem(last=False)
+        if gone:
+            self._gone[key] = None
+            while len(self._gone) > 10_000:
+                self._gone.popitem(last=False)
         link._closed()
 
     async def _on_message(self, msg: Any) -> None:
@@ -230,7 +255,7 @@ class ClusterRouter:
         except (ValueError, TypeError, msgpack.UnpackException):
             log.error("a malformed message on %s was dropped", msg.subject)
             return
-        if to != self._local:
+        if to != self._current():
             return  # for an earlier run of this node
         link = self._link(node, incarnation)
         if link is None:
@@ -253,13 +278,7 @@ class ClusterRouter:
         went to other nodes)."""
         while True:
             await asyncio.sleep(self.link_check)
-            local = self._incarnation()
-            if local != self._local:
-                self._local = local
-                for link in list(self._links.values()):
-                    self._close_link(link)
-                self._gone.clear()
-                continue
+            self._current()
             reg = self.node.registry
             if reg is None:
                 continue
@@ -285,7 +304,7 @@ class ClusterRouter:
         key = object_key(hex_id)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.call_timeout
-        data = msgpack.packb([op, namespace, hex_id, name, label, payload, self.node.node, self._local],
+        data = msgpack.packb([op, namespace, hex_id, name, label, payload, self.node.node, self._current()],
                              use_bin_type=True)
         delay = 0.01
         try:
@@ -377,6 +396,12 @@ class ClusterRouter:
             return  # not ours (any more): stay silent, the caller finds the owner
         # The caller's run: a WebSocket this call accepts is bridged to it over this link.
         link = self._link(caller[0], caller[1]) if len(caller) == 2 else None
+        if link is None and len(caller) == 2:  # a run found gone (it re-registered since): refused
+            gone = PeerGone(f"Network connection lost. Node {caller[0]} called from a run that is no longer "
+                            "registered; retry")
+            with contextlib.suppress(Exception):
+                await msg.respond(msgpack.packb([False, self.describe(gone)], use_bin_type=True))
+            return
         # Started in order: each call enters its object's queue before the next message is taken.
         task = asyncio.ensure_future(self._serve(msg, op, namespace, hex_id, name, label, payload, link))
         self._serving.add(task)

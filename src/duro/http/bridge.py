@@ -190,13 +190,14 @@ class Bridges:
         for key in [k for k in self._early if k[0] == lid]:
             del self._early[key]
         owned = [self.owned.pop(k) for k in [k for k in self.owned if k[0] == lid]]
+        moved = getattr(link, "moved", False)  # a cluster node's run ended: the objects are elsewhere now
         for channel in owned:
-            self.runtime.tasks.spawn(self._vanished(channel), "duro-websocket-bridge")
+            self.runtime.tasks.spawn(self._vanished(channel, moved), "duro-websocket-bridge")
 
-    async def _vanished(self, channel: SocketChannel) -> None:
+    async def _vanished(self, channel: SocketChannel, moved: bool = False) -> None:
         """The worker holding the connection died: to the object, the client vanished."""
         try:
-            if not channel.close_sent:
+            if not channel.close_sent and not moved:
                 unlist(self.runtime, channel)
                 await deliver(self.runtime, channel, "websocket_close", 1006, TEXT_ABRUPT_CLOSE, False)
         finally:
