@@ -218,9 +218,9 @@ def test_owner_killed_client_reconnects_to_new_owner(nodes):
     assert recv(bob) == "bob:before:1"
     os.kill(a.proc.pid, signal.SIGKILL)
     killed = time.monotonic()
-    code, _, waited = closed_with(bob, 20)
+    code, reason, waited = closed_with(bob, 20)
     print(f"bridged client closed {waited:.2f} s after SIGKILL of the owner, code {code}")
-    assert code == 1012
+    assert code == 1012 and "reconnect" in reason
     assert waited < 15
     alice.close()
     # A reconnect reaches the new owner (node b claims the room once a's lease is gone).

@@ -4,8 +4,9 @@
 (whoever owns it); ``call()`` sends the call as a NATS request on the object's subject
 ``duro.o.<key>``, where only its owner listens, and returns the answer's bytes; ``handle()``
 installs what runs a call of a kind here (``api/forwarding.py`` installs fetch and rpc, unchanged).
-A request and its answer are msgpack arrays: ``[op, namespace, hex_id, name, label, payload]`` and
-``[ok, payload]`` (``ok`` false: ``payload`` describes the exception).
+A request and its answer are msgpack arrays: ``[op, namespace, hex_id, name, label, payload,
+caller_node, caller_incarnation]`` and ``[ok, payload]`` (``ok`` false: ``payload`` describes the
+exception).
 
 "No responders" means nobody owns the object: this node claims it (``ClusterNode.acquire``) and
 runs the call itself. A claim that loses (a live node holds the lease but is not listening yet,
@@ -26,7 +27,10 @@ here close 1012, sockets owned here for the other node get ``websocket_close`` 1
 node says goodbye at a graceful stop, or when a check (every ``DURO_CLUSTER_LINK_CHECK`` s, 1 by
 default) finds that run no longer registered: a node that died is found within its lease TTL plus
 one check, and only then can its objects move. A message for an earlier run of this node, or from
-a run whose link closed, is dropped.
+a run whose link closed, is dropped. When this node registers again under a new run (it had
+self-fenced) its links of the earlier run close at once; an object dropped while this node lives
+closes its hibernatable sockets, local or bridged, with 1012: their clients reconnect and reach its
+new owner.
 
 Never: run a call for an object this node does not own, or answer one while this node may not write.
 """
@@ -87,6 +91,7 @@ class NodeLink(Link):
     messages published on that node's subject by one sender, in order."""
 
     crosses_nodes = True
+    lost_text = "The cluster node that holds this Durable Object stopped or gave it up; reconnect."
 
     def __init__(self, router: "ClusterRouter", node: str, incarnation: str, local: str) -> None:
         super().__init__()
@@ -383,7 +388,7 @@ class ClusterRouter:
         handler = self._handlers.get(op)
         if handler is None:
             raise RuntimeError(f"this node cannot run calls of kind {op!r}")
-        return await handler(namespace, hex_id, name, label, payload, link or _NoLink())
+        return await handler(namespace, hex_id, name, label, payload, link or _NoLink())  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ calls in
     async def _on_request(self, msg: Any) -> None:

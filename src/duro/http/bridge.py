@@ -183,10 +183,11 @@ class Bridges:
     def _lost(self, link: "Link") -> None:
         self._links.pop(id(link), None)
         lid = id(link)
+        text = getattr(link, "lost_text", _TEXT_RESTART)
         for key in [k for k in self.proxies if k[0] == lid]:
             channel = self.proxies.pop(key)
             if channel.ready_state != CLOSED:
-                channel.close(1012, _TEXT_RESTART, None)
+                channel.close(1012, text, None)
         for key in [k for k in self._early if k[0] == lid]:
             del self._early[key]
         owned = [self.owned.pop(k) for k in [k for k in self.owned if k[0] == lid]]
