@@ -57,7 +57,8 @@ def nodes(tmp_path, nats3):
 def join(node: ServerProcess, room: str, user: str) -> ClientConnection:
     url = node.url.replace("http://", "ws://") + f"/room/{room}"
     # Entered by hand: the tests close their clients themselves (``close()``), some more than once.
-    return connect(url, additional_headers={"x-user": user}, open_timeout=30, close_timeout=5).__enter__()
+    return connect(url, additional_headers={"x-user": user}, open_timeout=30, close_timeout=5,
+                   max_size=64 << 20).__enter__()
 
 
 def info(node: ServerProcess, room: str) -> dict:
@@ -114,11 +115,18 @@ def test_client_on_another_node_talks_to_the_owner(nodes):
         # get_websockets, tags and attachments see the bridged socket as a local one.
         seen = who(bob)
         assert seen["node"] == a.name
-        socks = {tuple(s["tags"]): s["att"] for s in seen["sockets"]}
+        socks = {tuple(s["tags"]): s["att"] for s in seen["sockets"]}  # "ping" woke nothing: not counted
         assert socks == {("user:alice", "room"): {"user": "alice", "count": 1},
                          ("user:bob", "room"): {"user": "bob", "count": n + 1}}
         alice.send("to:bob:secret")  # a tag picks the bridged socket
         assert recv(bob) == "from alice:secret"
+
+        # A message larger than one NATS message (1 MiB) crosses in parts, both ways.
+        big = "echo:" + "".join(chr(97 + i % 26) for i in range(3 << 20))
+        bob.send(big)
+        assert recv(bob, 30) == big
+        bob.send("ping")
+        assert recv(bob) == "pong"
 
         # The client leaves: the owner runs websocket_close with the client's code.
         carol = join(b, "r1", "carol")

@@ -18,7 +18,8 @@ WebSockets across nodes (``http/bridge.py`` does the bridging; this module gives
 is this node's path to one run (``incarnation``) of another node: ``post`` publishes a one-way
 message on that node's subject ``duro.n.<node>`` as ``[to_incarnation, from_node,
 from_incarnation, op, payload]``, in order (one sender per link, and NATS keeps the order of one
-connection's messages on one subject). Every node listens on its own subject and hands a message to
+connection's messages on one subject; a message larger than a NATS message goes as parts). Every
+node listens on its own subject and hands a message to
 the one-way handler of ``op`` with the link of its sender. A request carries its caller's node and
 incarnation, so the owner that accepts a WebSocket bridges it over the link to the caller; the 101
 names the bridge as ``<node> <incarnation> <bridge>`` (``bridge_token``), so the caller knows the
@@ -63,6 +64,8 @@ log = logging.getLogger("duro.cluster")
 REMOTE = "@"  # owner(hex_id) of an object this node does not own: "@<hex_id>"
 NODE_SUBJECT = "duro.n"  # duro.n.<node>: one-way messages to a node (bridged WebSocket frames)
 _TEXT_MOVED = "The Durable Object moved to another node; reconnect."
+PART = "__part__"  # one-way: a part of the next message's payload (a message larger than NATS carries)
+_ENVELOPE = 512  # room kept in a NATS message for the envelope around a part
 
 
 @dataclass(frozen=True)
@@ -102,13 +105,20 @@ class NodeLink(Link):
         self.local = local  # this node's incarnation when the link was made
         self._queue: collections.deque[bytes] = collections.deque()
         self.sending: asyncio.Task[None] | None = None
+        self.parts: list[bytes] = []  # the parts received so far of a large message from that run
 
     def post(self, op: str, payload: bytes) -> bool:
         nc = self.router.node.nc
         if self.closed or nc is None or nc.is_closed:
             return False
-        self._queue.append(msgpack.packb([self.incarnation, self.router.node.node, self.local, op, payload],
-                                         use_bin_type=True))
+        # A message larger than one NATS message (a WebSocket message may be up to 32 MiB) goes as
+        # consecutive parts; one sender and one subject keep them together and in order.
+        room = max(1024, (getattr(nc, "max_payload", 0) or 1 << 20) - _ENVELOPE)
+        head = [self.incarnation, self.router.node.node, self.local]
+        while len(payload) > room:
+            self._queue.append(msgpack.packb([*head, PART, payload[:room]], use_bin_type=True))
+            payload = payload[room:]
+        self._queue.append(msgpack.packb([*head, op, payload], use_bin_type=True))
         if self.sending is None:
             self.sending = asyncio.get_running_loop().create_task(self._send(), name="duro-cluster-link")
         return True
@@ -265,6 +275,11 @@ class ClusterRouter:
         link = self._link(node, incarnation)
         if link is None:
             return  # its link closed (that run is gone): nothing of it is kept
+        if op == PART:
+            link.parts.append(payload)
+            return
+        if link.parts:
+            payload, link.parts = b"".join([*link.parts, payload]), []
         if op == BYE:
             self._close_link(link)
             return

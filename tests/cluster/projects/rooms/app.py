@@ -3,7 +3,7 @@ attachments, a broadcast, an auto-response ("ping" -> "pong"). Every answer name
 the object; the room stores each wake-up (constructor call) and each close event it was given.
 
 Messages: "who" answers the room's sockets (tags, attachments) as get_websockets() sees them;
-"to:USER:TEXT" goes to the sockets tagged "user:USER"; "close" makes the object close the socket
+"to:USER:TEXT" goes to the sockets tagged "user:USER"; "echo:..." comes back unstored; "close" makes the object close the socket
 (4000); anything else is stored and broadcast as "USER:TEXT:N" (N: this socket's message count,
 kept in its attachment) to every socket of the room."""
 
@@ -47,6 +47,8 @@ class Room(DurableObject):
             _, user, text = message.split(":", 2)
             for s in self.ctx.get_websockets(f"user:{user}"):
                 s.send(f"from {att['user']}:{text}")
+        elif message.startswith("echo:"):
+            ws.send(message)  # not stored: a large message crosses the bridge both ways
         elif message == "close":
             ws.close(4000, "bye from the room")
         else:
