@@ -321,3 +321,25 @@ def test_accepting_node_killed_owner_gets_close_1006(nodes):
         assert len(who(alice)["sockets"]) == 1
     finally:
         alice.close()
+
+
+def test_accepting_node_stopped_gracefully_owner_gets_close(nodes):
+    """SIGTERM of the node holding the connection: it closes its client 1012 as any stopping server
+    does; the object lives on elsewhere, so its owner delivers websocket_close (1006, the client
+    vanished) rather than treating it as its own shutdown."""
+    a, b = nodes(2)
+    alice = join(a, "t1", "alice")
+    assert info(a, "t1")["node"] == a.name
+    bob = join(b, "t1", "bob")
+    try:
+        bob.send("x")
+        assert recv(alice) == "bob:x:1"
+        b.proc.send_signal(signal.SIGTERM)
+        code, _, _ = closed_with(bob, 15)
+        assert code == 1012
+        wait_for(lambda: ["bob", 1006] in info(a, "t1")["closes"], timeout=20, interval=0.1,
+                 what="websocket_close 1006 for the client of the stopped node")
+        assert len(who(alice)["sockets"]) == 1
+    finally:
+        alice.close()
+        bob.close()
