@@ -54,10 +54,11 @@ def nodes(tmp_path, nats3):
         p.stop(timeout=20)
 
 
-def join(node: ServerProcess, room: str, user: str) -> ClientConnection:
+def join(node: ServerProcess, room: str, user: str, standard: bool = False) -> ClientConnection:
     url = node.url.replace("http://", "ws://") + f"/room/{room}"
+    headers = {"x-user": user, **({"x-standard": "1"} if standard else {})}
     # Entered by hand: the tests close their clients themselves (``close()``), some more than once.
-    return connect(url, additional_headers={"x-user": user}, open_timeout=30, close_timeout=5,
+    return connect(url, additional_headers=headers, open_timeout=30, close_timeout=5,
                    max_size=64 << 20).__enter__()
 
 
@@ -145,6 +146,25 @@ def test_client_on_another_node_talks_to_the_owner(nodes):
     finally:
         alice.close()
         bob.close()
+
+
+def test_standard_socket_on_another_node(nodes):
+    """A standard (not hibernatable) socket is bridged too: its listeners run on the owner."""
+    a, b = nodes(2)
+    alice = join(a, "std1", "alice")  # node a takes the room
+    assert info(a, "std1")["node"] == a.name
+    dan = join(b, "std1", "dan", standard=True)
+    try:
+        for i in range(20):
+            dan.send(f"s{i}")
+        assert [recv(dan) for _ in range(20)] == [f"std:s{i}#{i + 1}" for i in range(20)]
+        dan.close(code=1000, reason="done")
+        wait_for(lambda: ["dan", 1000] in info(b, "std1")["closes"], timeout=20, interval=0.1,
+                 what="the standard socket's close listener on the owner")
+        assert info(a, "std1")["msgs"] == 20
+    finally:
+        alice.close()
+        dan.close()
 
 
 def test_round_trip_latency_same_node_and_across(nodes):

@@ -5,7 +5,8 @@ the object; the room stores each wake-up (constructor call) and each close event
 Messages: "who" answers the room's sockets (tags, attachments) as get_websockets() sees them;
 "to:USER:TEXT" goes to the sockets tagged "user:USER"; "echo:..." comes back unstored; "close" makes the object close the socket
 (4000); anything else is stored and broadcast as "USER:TEXT:N" (N: this socket's message count,
-kept in its attachment) to every socket of the room."""
+kept in its attachment) to every socket of the room. With the header "x-standard" the socket is a
+standard one instead: its listener stores and echoes each message as "std:TEXT#N"."""
 
 import json
 import os
@@ -31,9 +32,28 @@ class Room(DurableObject):
             return Response("Expected Upgrade: websocket", status=426)
         user = request.headers.get("x-user") or "anon"
         client, server = WebSocketPair()
+        if request.headers.get("x-standard"):
+            return self._standard(user, client, server)
         self.ctx.accept_websocket(server, [f"user:{user}", "room"])
         server.serialize_attachment({"user": user, "count": 0})
         return Response(None, status=101, web_socket=client, headers={"x-node": NODE})
+
+    def _standard(self, user, client, server):
+        """A standard (not hibernatable) socket: its listeners echo each message, stored first."""
+        server.accept()
+        seen = [0]
+
+        def on_message(event):
+            seen[0] += 1
+            self.ctx.storage.sql.exec("INSERT INTO msgs (user, text) VALUES (?, ?)", user, event.data)
+            server.send(f"std:{event.data}#{seen[0]}")
+
+        def on_close(event):
+            self.ctx.storage.sql.exec("INSERT INTO closes (user, code, node) VALUES (?, ?, ?)", user, event.code, NODE)
+
+        server.add_event_listener("message", on_message)
+        server.add_event_listener("close", on_close)
+        return Response(None, status=101, web_socket=client)
 
     async def websocket_message(self, ws, message):
         att = ws.deserialize_attachment()
