@@ -58,8 +58,10 @@ def join(node: ServerProcess, room: str, user: str, standard: bool = False) -> C
     url = node.url.replace("http://", "ws://") + f"/room/{room}"
     headers = {"x-user": user, **({"x-standard": "1"} if standard else {})}
     # Entered by hand: the tests close their clients themselves (``close()``), some more than once.
-    return connect(url, additional_headers=headers, open_timeout=30, close_timeout=5,
-                   max_size=64 << 20).__enter__()
+    ws = connect(url, additional_headers=headers, open_timeout=30, close_timeout=5, max_size=64 << 20).__enter__()
+    if not standard:  # sent by the object before its 101: across nodes it may arrive before the 101 does
+        assert recv(ws) == f"welcome {user}"
+    return ws
 
 
 def info(node: ServerProcess, room: str) -> dict:

@@ -2,9 +2,10 @@
 attachments, a broadcast, an auto-response ("ping" -> "pong"). Every answer names the node that ran
 the object; the room stores each wake-up (constructor call) and each close event it was given.
 
-Messages: "who" answers the room's sockets (tags, attachments) as get_websockets() sees them;
-"to:USER:TEXT" goes to the sockets tagged "user:USER"; "echo:..." comes back unstored; "close" makes the object close the socket
-(4000); anything else is stored and broadcast as "USER:TEXT:N" (N: this socket's message count,
+Each hibernatable socket is greeted with "welcome USER", sent before the 101 leaves. Messages:
+"who" answers the room's sockets (tags, attachments) as get_websockets() sees them; "to:USER:TEXT"
+goes to the sockets tagged "user:USER"; "echo:..." comes back unstored; "close" makes the object
+close the socket (4000); anything else is stored and broadcast as "USER:TEXT:N" (N: this socket's message count,
 kept in its attachment) to every socket of the room. With the header "x-standard" the socket is a
 standard one instead: its listener stores and echoes each message as "std:TEXT#N"."""
 
@@ -36,6 +37,7 @@ class Room(DurableObject):
             return self._standard(user, client, server)
         self.ctx.accept_websocket(server, [f"user:{user}", "room"])
         server.serialize_attachment({"user": user, "count": 0})
+        server.send(f"welcome {user}")  # sent before the 101: it must reach the client first, after it
         return Response(None, status=101, web_socket=client, headers={"x-node": NODE})
 
     def _standard(self, user, client, server):
