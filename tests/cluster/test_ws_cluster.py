@@ -14,6 +14,7 @@ import json
 import os
 import pathlib
 import signal
+import threading
 import time
 
 import httpx
@@ -148,6 +149,32 @@ def test_client_on_another_node_talks_to_the_owner(nodes):
     finally:
         alice.close()
         bob.close()
+
+
+def test_broadcast_order_is_the_same_on_three_nodes(nodes):
+    """Clients on the owner and on two other nodes send at once: every client receives every
+    broadcast, each sender's in its order, and all of them in the one order the room sent them."""
+    a, b, c = nodes(3)
+    first = join(a, "b3", "ann")
+    assert info(a, "b3")["node"] == a.name
+    clients = [first, join(b, "b3", "ben"), join(c, "b3", "cid")]
+    users = ["ann", "ben", "cid"]
+    n = 20
+    try:
+        threads = [threading.Thread(target=lambda ws=ws, u=u: [ws.send(f"{u}{i}") for i in range(n)])
+                   for ws, u in zip(clients, users)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        seen = [[recv(ws) for _ in range(3 * n)] for ws in clients]
+        assert seen[0] == seen[1] == seen[2]  # one order, whichever node holds the connection
+        for u in users:
+            mine = [m.split(":")[1] for m in seen[0] if m.startswith(f"{u}:")]
+            assert mine == [f"{u}{i}" for i in range(n)]
+    finally:
+        for ws in clients:
+            ws.close()
 
 
 def test_standard_socket_on_another_node(nodes):
