@@ -10,6 +10,7 @@ bounded; every process is stopped by PID."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pathlib
@@ -22,6 +23,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from duro.cluster.journal import STREAM
+from duro.cluster.testing import NatsServers
 from duro.testing import ServerProcess, wait_for
 
 PROJECT = pathlib.Path(__file__).resolve().parent / "projects" / "rooms"
@@ -31,18 +34,20 @@ pytestmark = pytest.mark.timeout(150)
 
 @pytest.fixture
 def nodes(tmp_path, nats3):
-    """nodes(n, *args, call_timeout=10) -> n duro nodes joined to the 3-server cluster (extra
-    ``duro serve`` args); each stopped by PID at the end (SIGCONT first, in case a test stopped one)."""
+    """nodes(n, *args, call_timeout=10, servers=None) -> n duro nodes joined to the 3-server cluster
+    (or ``servers``; extra ``duro serve`` args); each stopped by PID at the end (SIGCONT first, in
+    case a test stopped one)."""
     started: list[ServerProcess] = []
     prefix = f"w{int(time.monotonic() * 1000) % 10**8}"
 
-    def start(n: int, *args: str, call_timeout: float = 10.0) -> list[ServerProcess]:
+    def start(n: int, *args: str, call_timeout: float = 10.0, servers=None) -> list[ServerProcess]:
         out = []
         for _ in range(n):
             name = f"{prefix}-{len(started)}"
             p = ServerProcess(PROJECT, tmp_path / f"data-{name}", log_path=tmp_path / f"{name}.log",
                               env={"DURO_TEST_NODE": name, "DURO_CLUSTER_CALL_TIMEOUT": str(call_timeout)},
-                              args=["--cluster", ",".join(nats3.urls), "--node", name, "--no-admin", *args])
+                              args=["--cluster", ",".join((servers or nats3).urls), "--node", name, "--no-admin",
+                                    *args])
             p.name = name  # type: ignore[attr-defined]
             started.append(p)
             out.append(p.start())
@@ -392,3 +397,47 @@ def test_accepting_node_stopped_gracefully_owner_gets_close(nodes):
     finally:
         alice.close()
         bob.close()
+
+
+def _seal_journal(servers: NatsServers) -> None:
+    """Seal the journal stream: from now on the servers refuse every append."""
+    import nats
+
+    async def seal() -> None:
+        nc = await nats.connect(servers.urls)
+        try:
+            js = nc.jetstream(timeout=10)
+            config = (await js.stream_info(STREAM)).config
+            config.sealed = True
+            await js.update_stream(config)
+        finally:
+            await nc.close()
+
+    asyncio.run(seal())
+
+
+def test_a_message_after_a_refused_commit_never_leaves(nodes):
+    """The output gate across nodes: the room stores each message before it broadcasts it. Once the
+    servers refuse appends (the journal stream sealed, on a server of this test's own), a message's
+    commit is never acknowledged: its broadcast must reach no client, on the owner or bridged; the
+    owner drops the room and closes both sockets 1012 instead."""
+    with NatsServers(1) as own:
+        a, b = nodes(2, servers=own)
+        alice = join(a, "o1", "alice")
+        assert info(a, "o1")["node"] == a.name
+        bob = join(b, "o1", "bob")
+        try:
+            bob.send("kept")
+            assert recv(bob) == "bob:kept:1" and recv(alice) == "bob:kept:1"
+            _seal_journal(own)
+            bob.send("refused")  # its commit is refused: "bob:refused:2" must never be sent
+            for ws in (bob, alice):
+                try:
+                    got = recv(ws, 20)
+                except ConnectionClosed as e:
+                    assert e.rcvd is not None and e.rcvd.code == 1012, e
+                else:
+                    raise AssertionError(f"a message left although the commit before it was refused: {got!r}")
+        finally:
+            alice.close()
+            bob.close()
