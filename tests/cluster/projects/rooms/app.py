@@ -26,6 +26,7 @@ class Room(DurableObject):
         sql.exec("CREATE TABLE IF NOT EXISTS closes (n INTEGER PRIMARY KEY AUTOINCREMENT, user TEXT, code INTEGER,"
                  " node TEXT)")
         sql.exec("INSERT INTO boots (node) VALUES (?)", NODE)
+        self.boot = sql.exec("SELECT count(*) AS c FROM boots").one()["c"]  # which instance this is
         ctx.set_websocket_auto_response(WebSocketRequestResponsePair("ping", "pong"))
 
     async def fetch(self, request):
@@ -64,7 +65,7 @@ class Room(DurableObject):
         if message == "who":
             socks = [{"tags": self.ctx.get_tags(s), "att": s.deserialize_attachment()}
                      for s in self.ctx.get_websockets()]
-            ws.send(json.dumps({"node": NODE, "sockets": socks}))
+            ws.send(json.dumps({"node": NODE, "boot": self.boot, "sockets": socks}))
         elif message.startswith("to:"):
             _, user, text = message.split(":", 2)
             for s in self.ctx.get_websockets(f"user:{user}"):
