@@ -47,15 +47,14 @@ def install_forwarding(runtime: "Runtime") -> None:
             return codec.encode(resp, rpc=True)  # the caller says what is wrong with it
         channel = server_channel(getattr(resp, "web_socket", None)) if resp.status == 101 else None
         if channel is not None and router.bridge_accept is not None:
-            # The socket stays here with its object; the caller's worker holds the connection and
-            # the two are bridged over this link (``http/bridge.py``).
+            # The socket stays here with its object; the caller's worker (or cluster node) holds the
+            # connection and the two are bridged over this link (``http/bridge.py``).
             bridge = router.bridge_accept(channel, link)
             answer = Response(None, status=101, headers=resp.headers.items())
-            answer.headers.set(BRIDGE_HEADER, str(bridge))
+            answer.headers.set(BRIDGE_HEADER, router.bridge_token(bridge))
             return codec.encode(answer, rpc=True)
-        if channel is not None:
-            raise RuntimeError("a WebSocket to an object owned by another cluster node is not supported yet: "
-                               "the object accepted it on its node, which cannot bridge it to this one")
+        if channel is not None:  # pragma: no cover - the front installs the bridges
+            raise RuntimeError("a WebSocket accepted for a caller on another process needs the HTTP front")
         return codec.encode(resp, rpc=True)
 
     async def rpc(namespace: str, hex_id: str, name: str | None, label: str, payload: bytes,

@@ -211,11 +211,11 @@ class DurableObjectStub:
         if not isinstance(resp, Response) or resp.status != 101 or BRIDGE_HEADER not in resp.headers:
             return resp
         router = self._ns._runtime.router
-        bridge = int(resp.headers.get(BRIDGE_HEADER) or 0)
+        token = resp.headers.get(BRIDGE_HEADER) or ""
         resp.headers.delete(BRIDGE_HEADER)
         if router is None or router.bridge_proxy is None:  # pragma: no cover - the front installs it
             raise RuntimeError("a WebSocket from another worker process needs the HTTP front")
-        channel = router.bridge_proxy(router.link_to(router.owner(str(self.id))), bridge)
+        channel = router.bridge_proxy(*router.bridge_link(router.owner(str(self.id)), token))
         from .websocket import WebSocket
         resp.web_socket = WebSocket(None, peer=WebSocket(channel))
         return resp

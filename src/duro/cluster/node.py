@@ -102,6 +102,7 @@ class ClusterNode:
         self.journal: JetStreamJournal | None = None
         self.owned: dict[str, Owned] = {}
         self.on_request: Any = None  # set by the router: the callback of an object's subscription
+        self.on_drop: Any = None  # set by the router: (namespace, hex_id) of an object dropped here
         self._locks: dict[str, asyncio.Lock] = {}
         self._watch: asyncio.Task[None] | None = None
         self._adopt: asyncio.Task[None] | None = None
@@ -339,6 +340,8 @@ class ClusterNode:
         if act is not None:
             act.reset(error, DeactivationReason.COMMIT_FAILED)
             self.runtime.forget(act)
+        if self.on_drop is not None:
+            self.on_drop(own.namespace, own.hex_id)
         if own.sub is not None:
             with contextlib.suppress(Exception):
                 await own.sub.unsubscribe()

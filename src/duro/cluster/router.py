@@ -4,8 +4,9 @@
 (whoever owns it); ``call()`` sends the call as a NATS request on the object's subject
 ``duro.o.<key>``, where only its owner listens, and returns the answer's bytes; ``handle()``
 installs what runs a call of a kind here (``api/forwarding.py`` installs fetch and rpc, unchanged).
-A request and its answer are msgpack arrays: ``[op, namespace, hex_id, name, label, payload]`` and
-``[ok, payload]`` (``ok`` false: ``payload`` describes the exception).
+A request and its answer are msgpack arrays: ``[op, namespace, hex_id, name, label, payload,
+caller_node, caller_incarnation]`` and ``[ok, payload]`` (``ok`` false: ``payload`` describes the
+exception).
 
 "No responders" means nobody owns the object: this node claims it (``ClusterNode.acquire``) and
 runs the call itself. A claim that loses (a live node holds the lease but is not listening yet,
@@ -13,12 +14,33 @@ say while it rebuilds) is retried until the call's deadline. A request that time
 owner: if its registration is gone (a hung or dead node whose connection NATS has not dropped yet)
 this node claims the object, else the caller gets a retryable error.
 
+WebSockets across nodes (``http/bridge.py`` does the bridging; this module gives it links). A link
+is this node's path to one run (``incarnation``) of another node: ``post`` publishes a one-way
+message on that node's subject ``duro.n.<node>`` as ``[to_incarnation, from_node,
+from_incarnation, op, payload]``, in order (one sender per link, and NATS keeps the order of one
+connection's messages on one subject; a message larger than a NATS message goes as parts). Every
+node listens on its own subject and hands a message to
+the one-way handler of ``op`` with the link of its sender. A request carries its caller's node and
+incarnation, so the owner that accepts a WebSocket bridges it over the link to the caller; the 101
+names the bridge as ``<node> <incarnation> <bridge>`` (``bridge_token``), so the caller knows the
+link the frames come back on. A link closes (its ``on_close`` callbacks run: bridged connections
+here close 1012, sockets owned here for the other node get ``websocket_close`` 1006) when the other
+node says goodbye at a graceful stop, or when a check (every ``DURO_CLUSTER_LINK_CHECK`` s, 1 by
+default) finds that run no longer registered: a node that died is found within its lease TTL plus
+one check, and only then can its objects move. A message for an earlier run of this node, or from
+a run whose link closed, is dropped. When this node registers again under a new run (it had
+self-fenced) its links of the earlier run close at once; an object dropped while this node lives
+closes its hibernatable sockets, local or bridged, with 1012: their clients reconnect and reach its
+new owner.
+
 Never: run a call for an object this node does not own, or answer one while this node may not write.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import json
 import logging
 import os
@@ -29,7 +51,8 @@ import msgpack
 import nats.errors
 
 from ..errors import DuroError
-from ..runtime.router import Handler, OneWay, PeerGone, TakenHere, _Failed
+from ..runtime.router import BYE, Handler, Link, OneWay, PeerGone, TakenHere, _Failed
+from ..runtime.sockets import CLOSED
 from .leases import OWNERS_BUCKET, TRANSIENT_ERRORS, ClusterUnavailableError, LeaseHeldError, SelfFencedError, \
     _leader_get, object_key
 from .node import ClusterNode
@@ -39,6 +62,10 @@ __all__ = ["ClusterRouter", "ClusterSlot", "REMOTE"]
 log = logging.getLogger("duro.cluster")
 
 REMOTE = "@"  # owner(hex_id) of an object this node does not own: "@<hex_id>"
+NODE_SUBJECT = "duro.n"  # duro.n.<node>: one-way messages to a node (bridged WebSocket frames)
+_TEXT_MOVED = "The Durable Object moved to another node; reconnect."
+PART = "__part__"  # one-way: a part of the next message's payload (a message larger than NATS carries)
+_ENVELOPE = 512  # room kept in a NATS message for the envelope around a part
 
 
 @dataclass(frozen=True)
@@ -51,8 +78,7 @@ class ClusterSlot:
 
 
 class _NoLink:
-    """A NATS request has no connection to post one-way messages back on (WebSockets are not
-    bridged between nodes yet)."""
+    """A call run here for this node itself has no other node to post one-way messages to."""
 
     closed = False
 
@@ -63,10 +89,58 @@ class _NoLink:
         pass
 
 
+class NodeLink(Link):
+    """This node's path to one run of another node (module doc): the worker link's interface, with
+    messages published on that node's subject by one sender, in order."""
+
+    crosses_nodes = True
+    lost_text = "The cluster node that holds this Durable Object stopped or gave it up; reconnect."
+
+    def __init__(self, router: "ClusterRouter", node: str, incarnation: str, local: str) -> None:
+        super().__init__()
+        self.moved = False  # closed because this node's run ended: its objects are elsewhere now
+        self.router = router
+        self.node = node
+        self.incarnation = incarnation
+        self.local = local  # this node's incarnation when the link was made
+        self._queue: collections.deque[bytes] = collections.deque()
+        self.sending: asyncio.Task[None] | None = None
+        self.parts: list[bytes] = []  # the parts received so far of a large message from that run
+
+    def post(self, op: str, payload: bytes) -> bool:
+        nc = self.router.node.nc
+        if self.closed or nc is None or nc.is_closed:
+            return False
+        # A message larger than one NATS message (a WebSocket message may be up to 32 MiB) goes as
+        # consecutive parts; one sender and one subject keep them together and in order.
+        room = max(1024, (getattr(nc, "max_payload", 0) or 1 << 20) - _ENVELOPE)
+        head = [self.incarnation, self.router.node.node, self.local]
+        while len(payload) > room:
+            self._queue.append(msgpack.packb([*head, PART, payload[:room]], use_bin_type=True))
+            payload = payload[room:]
+        self._queue.append(msgpack.packb([*head, op, payload], use_bin_type=True))
+        if self.sending is None:
+            self.sending = asyncio.get_running_loop().create_task(self._send(), name="duro-cluster-link")
+        return True
+
+    async def _send(self) -> None:
+        subject = f"{NODE_SUBJECT}.{self.node}"
+        nc = self.router.node.nc
+        try:
+            while self._queue:
+                data = self._queue.popleft()
+                try:
+                    await nc.publish(subject, data)
+                except Exception as e:  # noqa: BLE001 - too large, or the connection closed: this one is lost
+                    log.warning("a message to node %s was not sent: %s", self.node, e)
+        finally:
+            self.sending = None
+
+
 class ClusterRouter:
     """The calls between this node and the others (module doc)."""
 
-    # Between machines: WebSockets are not bridged, and /metrics and tails stay per node (not yet).
+    # Between machines: /metrics and tails stay per node (not yet); WebSockets are bridged (module doc).
     crosses_nodes = True
 
     def __init__(self, node: ClusterNode, *, call_timeout: float | None = None) -> None:
@@ -81,7 +155,15 @@ class ClusterRouter:
         self.forwarded = 0  # calls sent to another node
         self.served = 0  # calls run here for another node
         self.claims = 0  # objects this router claimed after "no responders"
+        self._one_way: dict[str, OneWay] = {}
+        self._links: dict[tuple[str, str], NodeLink] = {}  # (node, incarnation) -> the link to that run
+        self._gone: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()  # closed links
+        self._local = ""  # this node's incarnation the links were made under
+        self.link_check = float(os.environ.get("DURO_CLUSTER_LINK_CHECK", "1"))
+        self._sub: Any = None
+        self._checker: asyncio.Task[None] | None = None
         node.on_request = self._on_request
+        node.on_drop = self._dropped
 
     # ------------------------------------------------------------------ ownership
     def owner(self, hex_id: str) -> str:
@@ -100,18 +182,137 @@ class ClusterRouter:
         self._handlers[op] = fn
 
     def handle_one_way(self, op: str, fn: OneWay) -> None:
-        pass  # one-way messages (bridged WebSockets, tails) do not cross nodes yet
+        self._one_way[op] = fn
 
     async def start(self) -> None:
-        pass  # the node connected and registered before the server started
+        # The node connected and registered before the server started: listen for other nodes'
+        # one-way messages, and watch the runs the links lead to.
+        self._current()
+        self._sub = await self.node.nc.subscribe(f"{NODE_SUBJECT}.{self.node.node}", cb=self._on_message)
+        self._checker = asyncio.get_running_loop().create_task(self._check_links(), name="duro-cluster-links")
 
     async def close(self) -> None:
         for t in list(self._serving):
             t.cancel()
+        if self._checker is not None:
+            self._checker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checker
+        # Goodbye to every node a link leads to: their connections bridged to sockets here close
+        # with 1012 (the objects move), their sockets bridged from connections here end (1006).
+        for link in list(self._links.values()):
+            link.post(BYE, b"")
+        sending = [link.sending for link in self._links.values() if link.sending is not None]
+        if sending:
+            await asyncio.wait(sending, timeout=2.0)
         await self.node.close()
 
     def link_to(self, index: Any) -> Any:
         return _NoLink()
+
+    def _dropped(self, namespace: str, hex_id: str) -> None:
+        """An object moved away from this node while it lives (fenced, self-fenced, a failed
+        append): its hibernatable sockets, local or bridged, close 1012 so that their clients
+        reconnect and reach its new owner (its standard sockets closed with its instance)."""
+        ent = self.node.runtime.hibernation.get(namespace, hex_id)
+        for channel in ent.sockets() if ent is not None else ():
+            if channel.ready_state != CLOSED and not channel.close_sent:
+                channel.close(1012, _TEXT_MOVED, None)
+
+    # ------------------------------------------------------------------ links to other nodes
+    def _current(self) -> str:
+        """This node's run now. Once it registered again (it had self-fenced: its objects went to
+        other nodes, which close their links to its earlier run) every link of the earlier run
+        closes here too: connections bridged to other nodes close 1012, and sockets of objects this
+        node dropped are let go."""
+        reg = self.node.registry
+        local = reg.incarnation if reg is not None else ""
+        if local != self._local:
+            self._local = local
+            for link in list(self._links.values()):
+                link.moved = True
+                self._close_link(link, gone=False)  # that other run lives on: a new link may lead to it
+        return local
+
+    def bridge_token(self, bridge: int) -> str:
+        return f"{self.node.node} {self._current()} {bridge}"
+
+    def bridge_link(self, owner: Any, token: str) -> tuple[Link, int]:
+        node, incarnation, bridge = token.split(" ")
+        link = self._link(node, incarnation)
+        if link is None:  # the owner's run is gone already: a closed link (the socket closes 1012)
+            link = NodeLink(self, node, incarnation, self._current())
+            link._closed()
+        return link, int(bridge)
+
+    def _link(self, node: str, incarnation: str) -> NodeLink | None:
+        local = self._current()
+        key = (node, incarnation)
+        link = self._links.get(key)
+        if link is None and key not in self._gone:
+            link = self._links[key] = NodeLink(self, node, incarnation, local)
+        return link
+
+    def _close_link(self, link: NodeLink, gone: bool = True) -> None:
+        key = (link.node, link.incarnation)
+        if self._links.get(key) is link:
+            del self._links[key]
+        if gone:
+            self._gone[key] = None
+            while len(self._gone) > 10_000:
+                self._gone.popitem(last=False)
+        link._closed()
+
+    async def _on_message(self, msg: Any) -> None:
+        # Nothing awaited here: the subscription hands over its messages one by one, in order.
+        try:
+            to, node, incarnation, op, payload = msgpack.unpackb(msg.data, raw=False)
+        except (ValueError, TypeError, msgpack.UnpackException):
+            log.error("a malformed message on %s was dropped", msg.subject)
+            return
+        if to != self._current():
+            return  # for an earlier run of this node
+        link = self._link(node, incarnation)
+        if link is None:
+            return  # its link closed (that run is gone): nothing of it is kept
+        if op == PART:
+            link.parts.append(payload)
+            return
+        if link.parts:
+            payload, link.parts = b"".join([*link.parts, payload]), []
+        if op == BYE:
+            self._close_link(link)
+            return
+        one_way = self._one_way.get(op)
+        if one_way is None:
+            log.error("a message of unknown kind %r from node %s was dropped", op, node)
+            return
+        try:
+            one_way("", "", None, "", payload, link)
+        except Exception:
+            log.exception("a %s message from node %s failed", op, node)
+
+    async def _check_links(self) -> None:
+        """Close the links to runs of other nodes that are no longer registered (module doc), and
+        every link once this node registers again under a new run (it had self-fenced: its objects
+        went to other nodes)."""
+        while True:
+            await asyncio.sleep(self.link_check)
+            self._current()
+            reg = self.node.registry
+            if reg is None:
+                continue
+            for link in [link for link in self._links.values() if link._on_close]:  # those a bridge uses
+                try:
+                    live = await reg.is_live(link.node, link.incarnation)
+                except TRANSIENT_ERRORS:
+                    continue  # NATS is busy: the next check decides
+                except Exception as e:  # noqa: BLE001 - never let the watch die
+                    log.warning("checking node %s failed: %s", link.node, e)
+                    continue
+                if not live:
+                    log.info("node %s (run %s) is gone: its bridged WebSockets end", link.node, link.incarnation[:8])
+                    self._close_link(link)
 
     # ------------------------------------------------------------------ calls out
     async def call(self, owner: Any, op: str, namespace: str, hex_id: str, name: str | None, label: str,
@@ -123,7 +324,8 @@ class ClusterRouter:
         key = object_key(hex_id)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.call_timeout
-        data = msgpack.packb([op, namespace, hex_id, name, label, payload], use_bin_type=True)
+        data = msgpack.packb([op, namespace, hex_id, name, label, payload, self.node.node, self._current()],
+                             use_bin_type=True)
         delay = 0.01
         try:
             while True:
@@ -197,32 +399,40 @@ class ClusterRouter:
             return True
 
     async def _run_here(self, op: str, namespace: str, hex_id: str, name: str | None, label: str,
-                        payload: bytes) -> bytes:
+                        payload: bytes, link: Any = None) -> bytes:
         handler = self._handlers.get(op)
         if handler is None:
             raise RuntimeError(f"this node cannot run calls of kind {op!r}")
-        return await handler(namespace, hex_id, name, label, payload, _NoLink())  # type: ignore[arg-type]
+        return await handler(namespace, hex_id, name, label, payload, link or _NoLink())  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ calls in
     async def _on_request(self, msg: Any) -> None:
         try:
-            op, namespace, hex_id, name, label, payload = msgpack.unpackb(msg.data, raw=False)
+            op, namespace, hex_id, name, label, payload, *caller = msgpack.unpackb(msg.data, raw=False)
         except (ValueError, TypeError, msgpack.UnpackException):
             log.error("a malformed request on %s was dropped", msg.subject)
             return
         if not self.node.owns(object_key(hex_id)):
             return  # not ours (any more): stay silent, the caller finds the owner
+        # The caller's run: a WebSocket this call accepts is bridged to it over this link.
+        link = self._link(caller[0], caller[1]) if len(caller) == 2 else None
+        if link is None and len(caller) == 2:  # a run found gone (it re-registered since): refused
+            gone = PeerGone(f"Network connection lost. Node {caller[0]} called from a run that is no longer "
+                            "registered; retry")
+            with contextlib.suppress(Exception):
+                await msg.respond(msgpack.packb([False, self.describe(gone)], use_bin_type=True))
+            return
         # Started in order: each call enters its object's queue before the next message is taken.
-        task = asyncio.ensure_future(self._serve(msg, op, namespace, hex_id, name, label, payload))
+        task = asyncio.ensure_future(self._serve(msg, op, namespace, hex_id, name, label, payload, link))
         self._serving.add(task)
         task.add_done_callback(self._serving.discard)
         await asyncio.sleep(0)
 
     async def _serve(self, msg: Any, op: str, namespace: str, hex_id: str, name: str | None, label: str,
-                     payload: bytes) -> None:
+                     payload: bytes, link: NodeLink | None = None) -> None:
         self.served += 1
         try:
-            answer = [True, await self._run_here(op, namespace, hex_id, name, label, payload)]
+            answer = [True, await self._run_here(op, namespace, hex_id, name, label, payload, link)]
         except asyncio.CancelledError:
             raise
         except BaseException as e:

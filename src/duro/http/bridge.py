@@ -1,5 +1,5 @@
-"""WebSockets across worker processes: the connection stays with the worker that accepted it, the
-socket with the object's worker, and the two are bridged (DESIGN.md §4).
+"""WebSockets across worker processes (and cluster nodes): the connection stays with the worker that
+accepted it, the socket with the object's worker, and the two are bridged (DESIGN.md §4).
 
 When the entrypoint on worker A upgrades a request for an object owned by worker O, the object's
 ``fetch`` runs on O and accepts the server end there, hibernatable or standard: the socket is in O's
@@ -14,6 +14,11 @@ Ends: the client leaves (A posts its disconnect; O delivers the close event as f
 socket); the object closes (the close frame goes to A, which closes the connection); worker O dies
 (A closes its connections with 1012, "service restart": the object and its sockets are gone);
 worker A dies (O delivers ``websocket_close`` 1006 to the object, as for a client that vanished).
+
+Between cluster nodes the same machinery runs over a link of ``cluster/router.py`` (frames as NATS
+messages to the other node; the link closes when that node's run is no longer registered, or it
+said goodbye at a graceful stop). There the accepting node's shutdown (its connections close 1012)
+does not take the object with it: the owner delivers ``websocket_close`` 1006, as when it died.
 """
 
 from __future__ import annotations
@@ -92,7 +97,10 @@ class Bridges:
         kind = msg[1]
         if kind == "disconnect":
             self.owned.pop((id(link), msg[0]), None)
-            self.runtime.tasks.spawn(self._disconnect(channel, msg[2]), "duro-websocket-bridge")
+            message = msg[2]
+            if getattr(link, "crosses_nodes", False) and message.get("code") == 1012 and "reason" not in message:
+                message = {}  # another node stopping, not this one: to the object the client vanished (1006)
+            self.runtime.tasks.spawn(self._disconnect(channel, message), "duro-websocket-bridge")
         elif kind == "text":
             text = msg[2]
             if channel.mode == HIBERNATABLE and try_auto_response(self.runtime, channel, text):
@@ -175,20 +183,22 @@ class Bridges:
     def _lost(self, link: "Link") -> None:
         self._links.pop(id(link), None)
         lid = id(link)
+        text = getattr(link, "lost_text", _TEXT_RESTART)
         for key in [k for k in self.proxies if k[0] == lid]:
             channel = self.proxies.pop(key)
             if channel.ready_state != CLOSED:
-                channel.close(1012, _TEXT_RESTART, None)
+                channel.close(1012, text, None)
         for key in [k for k in self._early if k[0] == lid]:
             del self._early[key]
         owned = [self.owned.pop(k) for k in [k for k in self.owned if k[0] == lid]]
+        moved = getattr(link, "moved", False)  # a cluster node's run ended: the objects are elsewhere now
         for channel in owned:
-            self.runtime.tasks.spawn(self._vanished(channel), "duro-websocket-bridge")
+            self.runtime.tasks.spawn(self._vanished(channel, moved), "duro-websocket-bridge")
 
-    async def _vanished(self, channel: SocketChannel) -> None:
+    async def _vanished(self, channel: SocketChannel, moved: bool = False) -> None:
         """The worker holding the connection died: to the object, the client vanished."""
         try:
-            if not channel.close_sent:
+            if not channel.close_sent and not moved:
                 unlist(self.runtime, channel)
                 await deliver(self.runtime, channel, "websocket_close", 1006, TEXT_ABRUPT_CLOSE, False)
         finally:
@@ -198,8 +208,8 @@ class Bridges:
 
 def install_bridges(runtime: "Runtime") -> Bridges | None:
     router = runtime.router
-    if router is None or getattr(router, "crosses_nodes", False):
-        return None  # none, or a cluster's: WebSockets are not bridged between nodes yet
+    if router is None:
+        return None  # one process: nothing to bridge
     bridges = Bridges(runtime)
     router.bridge_accept = bridges.accept
     router.bridge_proxy = bridges.proxy

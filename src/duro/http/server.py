@@ -72,7 +72,7 @@ class AsgiFront:
                  websocket_handler: Callable[..., Awaitable[None]] | None = None,
                  limits: FrontLimits | None = None, admin: AdminConfig | None = None) -> None:
         self.app = app
-        install_bridges(app.runtime)  # WebSockets across worker processes, if there are several
+        install_bridges(app.runtime)  # WebSockets across worker processes or cluster nodes, if any
         self.fanout = install_fanout(app.runtime)  # /metrics and duro tail across them
         limits = limits or FrontLimits()
         self.max_body = limits.max_request_body if max_body is None else max_body

@@ -360,6 +360,16 @@ class Router:
         """The current link of this worker's connection to worker ``index`` (after a call)."""
         return self._peer(index).link
 
+    # A WebSocket bridge is named in the 101 the owner answers (``BRIDGE_HEADER``): the owner makes
+    # the name of bridge ``bridge`` on its side; the caller finds the link and the bridge from it.
+    # Between workers the name is the number (the link is the one the call went over); a cluster
+    # node's name also says which run of which node holds the socket (``cluster/router.py``).
+    def bridge_token(self, bridge: int) -> str:
+        return str(bridge)
+
+    def bridge_link(self, owner: Any, token: str) -> tuple[Link, int]:
+        return self.link_to(owner), int(token or 0)
+
     # ------------------------------------------------------------------ calls in
     def _one_way_in(self, frame: list[Any], link: Link) -> None:
         _, op, namespace, hex_id, name, label, payload = frame
