@@ -139,3 +139,47 @@ async def test_it_is_a_journal_link_and_recovers_after_a_failed_append(nats1, co
     assert [r.capture().seq for r in got.records] == [1, 2, 3]
     assert got.epochs == [olog.lease.epoch, olog.lease.epoch]  # taken twice by one lease
     await a.close()
+
+
+async def test_a_dropped_objects_unacknowledged_appends_fail_at_once(nats1, tmp_path) -> None:
+    """A node that self-fences drops its objects; their writes waiting for an acknowledgement from
+    servers that no longer answer (a partition) fail then, retryably, not when their sends give up
+    (``retry_for``, 20 s here): its clients get their answer within its lease. Without
+    ``ObjectLog.abandon`` in ``ClusterNode.drop`` the append stays pending (checked)."""
+    import types
+
+    import nats
+
+    from duro.cluster.node import ClusterLink, ClusterNode, Owned
+
+    from .netproxy import LinkProxy
+
+    proxy = LinkProxy([nats1.servers[0].port]).start()
+    nc = None
+    try:
+        nc = await nats.connect(proxy.urls, ping_interval=1, max_outstanding_pings=2, max_reconnect_attempts=-1,
+                                reconnect_time_wait=0.2)
+        js = nc.jetstream(timeout=5)
+        reg = NodeRegistry(js, "jd-a", LeaseOptions(replicas=1, ttl=30, renew_every=1, margin=1))
+        await reg.register()
+        journal = await JetStreamJournal(js, replicas=1, timeout=2.0, retry_for=20.0).open()
+        olog = await asyncio.wait_for(journal.take(await (await Leases(reg).open()).claim("jd-obj"), reg), TIMEOUT)
+        await asyncio.wait_for(olog.append(commit(1)), TIMEOUT)
+        proxy.blackhole()
+        waiting = [olog.append(commit(2)), olog.append(commit(3))]  # one in flight, one queued behind it
+        await asyncio.sleep(0.3)
+        assert not any(f.done() for f in waiting)
+        node = ClusterNode(types.SimpleNamespace(find=lambda ns, hex_id: None), proxy.urls, "jd-a")
+        node.owned["jd-obj"] = Owned("ns", "jd", olog, ClusterLink(node, "jd-obj", olog))
+        await node.drop("jd-obj", SelfFencedError("jd-a could not renew its registration in time"))
+        for f in waiting:
+            with pytest.raises(SelfFencedError) as e:
+                await asyncio.wait_for(f, 1.0)
+            assert e.value.retryable
+        with pytest.raises(SelfFencedError):  # nothing more goes through this handle
+            await asyncio.wait_for(olog.append(commit(4)), 1.0)
+    finally:
+        proxy.heal()
+        if nc is not None:
+            await nc.close()
+        proxy.stop()

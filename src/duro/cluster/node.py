@@ -334,6 +334,9 @@ class ClusterNode:
             return
         self.dropped += 1
         own.link.dropped = error
+        # Its writes waiting for an acknowledgement fail now (retryably), not when their sends give
+        # up: a self-fenced node answers its clients within its lease, not a journal timeout later.
+        own.olog.abandon(error)
         log.warning("node %s dropped object %s: %s", self.node, own.hex_id, error)
         act = self.runtime.find(own.namespace, own.hex_id)
         if act is not None:

@@ -1,0 +1,113 @@
+"""A network partition on 127.0.0.1 without root: TCP proxies between one process and its servers
+that can blackhole the link.
+
+``LinkProxy([port, ...])`` listens on a free port in front of each upstream port, in an event loop of
+its own (a thread). While forwarding, bytes go both ways untouched. ``blackhole()`` stops forwarding
+in both directions **without closing anything**: what the sockets hold stays there, connections stay
+open, and a new connection is accepted but never reaches its server, as when a cable is cut
+between two machines (nothing tells either side; only their own timeouts do). ``heal()`` forwards
+again, including what was held, and a side that closed meanwhile is then closed on the other.
+``stop()`` closes everything.
+
+Never: close a connection because of a blackhole, or wait without a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from typing import Any
+
+
+class LinkProxy:
+    def __init__(self, upstreams: list[int]) -> None:
+        self.upstreams = upstreams
+        self.ports: list[int] = []
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="link-proxy", daemon=True)
+        self._open: asyncio.Event | None = None
+        self._servers: list[asyncio.AbstractServer] = []
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.connections = 0
+
+    def _run(self, coro: Any, timeout: float = 10.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def start(self) -> "LinkProxy":
+        self._thread.start()
+
+        async def listen() -> None:
+            self._open = asyncio.Event()
+            self._open.set()
+            for up in self.upstreams:
+                srv = await asyncio.start_server(lambda r, w, up=up: self._client(r, w, up), "127.0.0.1", 0,
+                                                 family=socket.AF_INET)
+                self._servers.append(srv)
+                self.ports.append(srv.sockets[0].getsockname()[1])
+
+        self._run(listen())
+        return self
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"nats://127.0.0.1:{p}" for p in self.ports]
+
+    def blackhole(self) -> None:
+        """Stop forwarding, both ways, closing nothing."""
+        self._loop.call_soon_threadsafe(self._open.clear)  # type: ignore[union-attr]
+
+    def heal(self) -> None:
+        self._loop.call_soon_threadsafe(self._open.set)  # type: ignore[union-attr]
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up: int) -> None:
+        self.connections += 1
+        self._writers.add(writer)
+        assert self._open is not None
+        try:
+            await self._open.wait()  # a connection made during a blackhole reaches nothing until healed
+            try:
+                ureader, uwriter = await asyncio.open_connection("127.0.0.1", up)
+            except OSError:
+                writer.close()
+                return
+            self._writers.add(uwriter)
+            await asyncio.gather(self._pump(reader, uwriter), self._pump(ureader, writer))
+        finally:
+            self._writers.discard(writer)
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        assert self._open is not None
+        try:
+            while True:
+                await self._open.wait()
+                data = await reader.read(65536)
+                if not data:
+                    break
+                await self._open.wait()  # read just as the blackhole began: held, not delivered
+                writer.write(data)
+                await writer.drain()
+        except (OSError, asyncio.CancelledError):
+            pass
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+    def stop(self) -> None:
+        async def close() -> None:
+            for srv in self._servers:
+                srv.close()
+            for w in list(self._writers):
+                w.close()
+            for t in asyncio.all_tasks():
+                if t is not asyncio.current_task():
+                    t.cancel()
+
+        if self._thread.is_alive():
+            try:
+                self._run(close())
+            finally:
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                self._thread.join(10)
+        if not self._thread.is_alive() and not self._loop.is_closed():
+            self._loop.close()
