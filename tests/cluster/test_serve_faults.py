@@ -13,7 +13,10 @@
   write is acknowledged by it from then on), the other nodes take its objects and serve them; after
   healing it registers again and serves; nothing acknowledged was lost.
 
-``DURO_CLUSTER_E2E_SECONDS`` sets the writing time around each fault (default 2)."""
+``DURO_CLUSTER_E2E_SECONDS`` sets the writing time around each fault (default 2),
+``DURO_CLUSTER_FAULT_ROUNDS`` how many kills (each followed by a restart) or partitions (each
+followed by healing) one test makes in a row (default 1; a longer run: 10, with a larger
+``--timeout``)."""
 
 from __future__ import annotations
 
@@ -37,7 +40,8 @@ from .netproxy import LinkProxy
 from .test_serve_cluster import PROJECT, check_acks, get
 
 LOAD_S = float(os.environ.get("DURO_CLUSTER_E2E_SECONDS", "2"))
-TTL = 3.0  # a node's lease ttl (LeaseOptions' default, what duro serve uses)
+ROUNDS = int(os.environ.get("DURO_CLUSTER_FAULT_ROUNDS", "1"))  # kills (each test), partitions
+FENCE = 2.5  # a node stops writing this long after its last renewal (LeaseOptions' ttl 3 s - margin 0.5 s)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -187,27 +191,30 @@ def test_sigkill_of_a_nats_server_under_serve_load_loses_nothing_and_writes_resu
     for i, n in enumerate(names):
         _owned_by(cluster[i % 3], [n])
     load = Load(8, [(cluster[i % 3], names[i % 6]) for i in range(18)]).start()
+    rounds: list[tuple[str, list[str], float, int, float]] = []  # victim, its roles, gap, sequence, catch-up
     try:
         wait_for(lambda: load.oks_after(0) >= 50, timeout=60, what="the first 50 adds")
-        time.sleep(LOAD_S)
-        leaders = wait_for(lambda: (ls := _leaders(own3)).get(lead) and ls, timeout=30, what=f"{lead}'s leader")
-        victim = next(s for s in own3.servers if s.name == leaders[lead])
-        roles = sorted(k for k, v in leaders.items() if v == victim.name)
-        killed = time.monotonic()
-        own3.kill(victim)
-        wait_for(lambda: load.oks_after(killed) >= 50, timeout=90, interval=0.05,
-                 what="50 adds acknowledged after the kill")
-        gap = _gap(load, killed)  # the longest silence the kill opened
-        # The killed server, restarted on its store, catches up with the leader's copy.
-        relaunched = time.monotonic()
-        own3.launch(victim)
-        own3.wait_ready(60)
-        target = _journal(own3, next(s for s in own3.servers if s is not victim))["state"]["last_seq"]
-        wait_for(lambda: _journal(own3, victim)["state"]["last_seq"] >= target, timeout=60, interval=0.1,
-                 what=f"the restarted {victim.name} holds the journal up to sequence {target}")
-        caught_up = time.monotonic() - relaunched
-        # With a server other than the journal's leader and the restarted one killed, a quorum of the
-        # journal is its leader and the restarted server: writes acknowledged now went through it.
+        for _ in range(ROUNDS):
+            time.sleep(LOAD_S)
+            leaders = wait_for(lambda: (ls := _leaders(own3)).get(lead) and ls, timeout=30,
+                               what=f"{lead}'s leader")
+            victim = next(s for s in own3.servers if s.name == leaders[lead])
+            killed = time.monotonic()
+            own3.kill(victim)
+            wait_for(lambda: load.oks_after(killed) >= 50, timeout=90, interval=0.05,
+                     what="50 adds acknowledged after the kill")
+            gap = _gap(load, killed)  # the longest silence the kill opened
+            # The killed server, restarted on its store, catches up with the others' copies.
+            relaunched = time.monotonic()
+            own3.launch(victim)
+            own3.wait_ready(60)
+            target = max(_journal(own3, s)["state"]["last_seq"] for s in own3.servers if s is not victim)
+            wait_for(lambda: _journal(own3, victim)["state"]["last_seq"] >= target, timeout=60, interval=0.1,
+                     what=f"the restarted {victim.name} holds the journal up to sequence {target}")
+            rounds.append((victim.name, sorted(k for k, v in leaders.items() if v == victim.name), gap, target,
+                           time.monotonic() - relaunched))
+        # With a server other than the journal's leader and the last restarted one killed, a quorum of
+        # the journal is its leader and the restarted server: writes acknowledged now went through it.
         time.sleep(LOAD_S / 2)
         leaders2 = wait_for(lambda: (ls := _leaders(own3)).get(STREAM) and ls, timeout=30, what="the leader")
         second = next(s for s in own3.servers if s is not victim and s.name != leaders2[STREAM])
@@ -227,11 +234,12 @@ def test_sigkill_of_a_nats_server_under_serve_load_loses_nothing_and_writes_resu
     bad = [e for e in errors if not _retryable(e)]
     assert not bad, f"a client got an error it could not retry: {bad[:5]}"
     total = sum(len(v) for v in acked.values())
-    print(f"\nSIGKILL of nats-server {victim.name} (leader of {', '.join(roles)}) under 8 writers on 3 nodes: "
-          f"writes stalled {gap:.2f} s at most, then resumed; "
-          f"{total} acknowledged adds, 0 lost; {len(errors)} retryable errors "
-          f"({sorted({e[3].get('error', '')[:60] for e in errors})[:4]}); restarted, it held the journal up to "
-          f"the leader's sequence {target} after {caught_up:.2f} s; with {second.name} then killed, writes "
+    for name, roles, gap, target, caught_up in rounds:
+        print(f"\nSIGKILL of nats-server {name} (leader of {', '.join(roles)}) under 8 writers on 3 nodes: writes "
+              f"stalled {gap:.2f} s at most, then resumed; restarted, it held the journal up to sequence {target} "
+              f"after {caught_up:.2f} s")
+    print(f"{total} acknowledged adds, 0 lost; {len(errors)} retryable errors "
+          f"({sorted({e[3].get('error', '')[:60] for e in errors})[:4]}); with {second.name} then killed, writes "
           f"went on through the restarted server (stalled {second_gap:.2f} s at most)")
 
 
@@ -240,75 +248,87 @@ def test_a_partitioned_node_fences_itself_its_objects_move_and_it_rejoins_after_
     try:
         (cut,) = nodes(1, urls=proxy.urls)
         a, b = nodes(2)
-        mine, theirs = [f"p{i}" for i in range(3)], ["q0", "q1"]
-        _owned_by(cut, mine)
+        cut_name = cut.env["DURO_TEST_NODE"]
+        theirs = ["q0", "q1"]
         _owned_by(a, theirs[:1])
         _owned_by(b, theirs[1:])
-        # 6 clients through the majority (to every object); through the node to be cut off, 3 to its
-        # own objects and 1 to an object of another node.
-        majority = [(n, x) for x in mine + theirs for n in (a, b)]
-        load_major = Load(6, majority).start()
-        load_own = Load(3, [(cut, x) for x in mine]).start()
-        load_fwd = Load(1, [(cut, theirs[0])]).start()
-        try:
-            wait_for(lambda: load_major.oks_after(0) >= 30 and load_own.oks_after(0) >= 10 and load_fwd.oks_after(0),
-                     timeout=60,
-                     what="adds through every node")
-            time.sleep(LOAD_S)
-            cut_at = time.monotonic()
-            proxy.blackhole()
-            cut_name = cut.env["DURO_TEST_NODE"]
-
-            def moved() -> bool:  # every object of the cut node served by another node since the cut
-                with load_major.lock:
-                    got = {a[3]["name"] for a in load_major.answers
-                           if a[2] == 200 and a[0] > cut_at and a[3]["node"] != cut_name}
-                return set(mine) <= got
-
-            wait_for(moved, timeout=90, interval=0.05, what="the cut node's objects served by the majority")
-            moved_s = time.monotonic() - cut_at
-            wait_for(lambda: all(any(e[0] > cut_at for e in load.errors()) for load in (load_own, load_fwd)),
-                     timeout=30, interval=0.05, what="an error to each client of the cut node")
-            time.sleep(LOAD_S / 2)
-            log = (tmp_path / f"{cut_name}.log").read_text()
-            assert "self-fenced" in log or "could not renew" in log, log[-3000:]
-            healed_at = time.monotonic()
-            proxy.heal()
-            wait_for(lambda: load_own.oks_after(healed_at) >= 5 and load_fwd.oks_after(healed_at), timeout=90,
-                     interval=0.05, what="the healed node serving again")
-            back_s = min(x[0] for x in load_own.answers if x[2] == 200 and x[0] > healed_at) - healed_at
-            time.sleep(LOAD_S / 2)
-        finally:
-            for load in (load_own, load_fwd, load_major):
-                load.stop()
-        final = {n: get(a, n)["stored"] for n in mine + theirs}
+        loads: list[Load] = []
+        names = list(theirs)
+        for r in range(ROUNDS):
+            mine = [f"p{r}-{i}" for i in range(3)]  # new objects each round: the cut node owns them
+            _owned_by(cut, mine)
+            names += mine
+            stats = _partition_round(proxy, cut, (a, b), mine, theirs, tmp_path / f"{cut_name}.log", r, loads)
+            print(f"\npartition {r + 1} of node {cut_name} (its links blackholed both ways): its objects served by "
+                  f"the majority {stats['moved']:.2f} s after the cut; its clients' first errors "
+                  f"{stats['first'][0]:.2f}-{stats['first'][1]:.2f} s after the cut, no acknowledgement from it "
+                  f"between {FENCE} s after the cut and the heal; healed, it served again after {stats['back']:.2f} s")
+        final = {n: get(a, n)["stored"] for n in names}
         acked: dict[str, list[int]] = defaultdict(list)
-        for load in (load_major, load_own, load_fwd):
+        for load in loads:
             for n, values in load.acked().items():
                 acked[n] += values
         check_acks(acked, final)  # nothing acknowledged lost, no value acknowledged twice
-        for name in mine:
+        for name in names:
             assert final[name] == max(acked[name]), (name, final[name])  # nothing unacknowledged counted either
-        # The cut node acknowledged nothing from the moment its lease could have expired until healed.
-        minority = load_own.answers + load_fwd.answers
-        late = [x for x in minority if x[2] == 200 and cut_at + TTL < x[0] < healed_at]
-        assert not late, f"the cut node acknowledged writes after its lease: {late[:3]}"
-        # Its own objects' writes in its hands at the cut were answered once it self-fenced (before its
-        # lease ran out, ttl - margin after its last renewal; 1 s of slack for a loaded machine), not
-        # when their journal sends gave up.
-        first = [min((x[0] for x in load_own.errors() if x[5] == k and x[0] > cut_at), default=healed_at)
-                 for k in range(load_own.clients)]
-        assert max(first) - cut_at < TTL + 1.0, f"the cut node's clients waited {max(first) - cut_at:.2f} s"
-        errors = load_own.errors() + load_fwd.errors() + load_major.errors()
+        errors = [e for load in loads for e in load.errors()]
         bad = [e for e in errors if not _retryable(e)]
         assert not bad, f"a client got an error it could not retry: {bad[:5]}"
-        log = (tmp_path / f"{cut_name}.log").read_text()
-        assert "registered again" in log, log[-3000:]
-        print(f"\npartition of node {cut_name} (link blackholed both ways): its objects served by the majority "
-              f"{moved_s:.2f} s after the cut; its clients got {len(load_own.errors()) + len(load_fwd.errors())} retryable errors (each "
-              f"client's first error {min(first) - cut_at:.2f}-{max(first) - cut_at:.2f} s after the cut), no "
-              f"acknowledgement from it between {TTL:.0f} s after the cut and the heal; healed, it served again "
-              f"after {back_s:.2f} s; {sum(len(v) for v in acked.values())} acknowledged adds, 0 lost; "
-              f"{len(load_major.errors())} retryable errors through the majority")
+        print(f"{sum(len(v) for v in acked.values())} acknowledged adds, 0 lost; {len(errors)} client errors, all "
+              f"retryable ({sorted({e[3].get('error', '')[:40] for e in errors})[:4]})")
     finally:
         proxy.stop()
+
+
+def _partition_round(proxy: LinkProxy, cut: ServerProcess, majority_nodes: tuple[ServerProcess, ...],
+                     mine: list[str], theirs: list[str], log_path: pathlib.Path, r: int,
+                     loads: list[Load]) -> dict:
+    """One partition of ``cut`` (which owns ``mine``) under load, then healing; the loads it ran
+    are added to ``loads`` (checked by the caller)."""
+    cut_name = cut.env["DURO_TEST_NODE"]
+    # 6 clients through the majority (to every object); through the node to be cut off, 3 to its own
+    # objects and 1 to an object of another node.
+    load_major = Load(6, [(n, x) for x in mine + theirs for n in majority_nodes]).start()
+    load_own = Load(3, [(cut, x) for x in mine]).start()
+    load_fwd = Load(1, [(cut, theirs[0])]).start()
+    loads += [load_major, load_own, load_fwd]
+    try:
+        wait_for(lambda: load_major.oks_after(0) >= 30 and load_own.oks_after(0) >= 10 and load_fwd.oks_after(0),
+                 timeout=60, what="adds through every node")
+        time.sleep(LOAD_S)
+        cut_at = time.monotonic()
+        proxy.blackhole()
+
+        def moved() -> bool:  # every object of the cut node served by another node since the cut
+            with load_major.lock:
+                got = {x[3]["name"] for x in load_major.answers
+                       if x[2] == 200 and x[0] > cut_at and x[3]["node"] != cut_name}
+            return set(mine) <= got
+
+        wait_for(moved, timeout=90, interval=0.05, what="the cut node's objects served by the majority")
+        moved_s = time.monotonic() - cut_at
+        wait_for(lambda: all(any(e[0] > cut_at for e in load.errors()) for load in (load_own, load_fwd)),
+                 timeout=30, interval=0.05, what="an error to each client of the cut node")
+        time.sleep(LOAD_S / 2)
+        healed_at = time.monotonic()
+        proxy.heal()
+        wait_for(lambda: load_own.oks_after(healed_at) >= 5 and load_fwd.oks_after(healed_at), timeout=90,
+                 interval=0.05, what="the healed node serving again")
+        back_s = min(x[0] for x in load_own.answers if x[2] == 200 and x[0] > healed_at) - healed_at
+        time.sleep(LOAD_S / 2)
+    finally:
+        for load in (load_own, load_fwd, load_major):
+            load.stop()
+    # The cut node acknowledged nothing from the moment it had to stop writing (ttl - margin after its
+    # last renewal, which was before the cut) until healed.
+    late = [x for x in load_own.answers + load_fwd.answers if x[2] == 200 and cut_at + FENCE < x[0] < healed_at]
+    assert not late, f"the cut node acknowledged writes after it had to stop: {late[:3]}"
+    # Its own objects' writes in its hands at the cut were answered once it self-fenced (at most
+    # ttl - margin after the cut; 2 s of slack for a loaded machine), not when their journal sends
+    # gave up (5 s after the cut before ObjectLog.abandon).
+    first = [min((x[0] for x in load_own.errors() if x[5] == k and x[0] > cut_at), default=healed_at) - cut_at
+             for k in range(load_own.clients)]
+    assert max(first) < FENCE + 2.0, f"the cut node's clients waited {max(first):.2f} s for an answer"
+    text = log_path.read_text()
+    assert text.count("registered again") == r + 1, text[-3000:]  # it self-fenced, then came back
+    return {"moved": moved_s, "first": (min(first), max(first)), "back": back_s}
