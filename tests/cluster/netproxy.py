@@ -99,9 +99,10 @@ class LinkProxy:
                 srv.close()
             for w in list(self._writers):
                 w.close()
-            for t in asyncio.all_tasks():
-                if t is not asyncio.current_task():
-                    t.cancel()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 5)
 
         if self._thread.is_alive():
             try:
