@@ -183,3 +183,57 @@ async def test_a_dropped_objects_unacknowledged_appends_fail_at_once(nats1, tmp_
         if nc is not None:
             await nc.close()
         proxy.stop()
+
+
+async def test_a_node_whose_registration_comes_back_releases_the_objects_it_dropped(nats1, connect, tmp_path) -> None:
+    """A node's renewals stall past ``ttl - margin`` (its link to the servers hung), so it drops its
+    objects, self-fenced; then they succeed again before the registration expired: the same run is
+    registered and live again. The leases of the objects it dropped must not stay held by a live
+    node that serves none of them (no other node could take them while it lives): it releases them
+    once it can write, and another node claims them at once. Without that the claim below is
+    refused as long as the node lives (checked)."""
+    import time
+    import types
+
+    from duro.cluster.leases import LeaseHeldError
+    from duro.cluster.node import ClusterLink, ClusterNode, Owned
+
+    _, reg, leases, journal = await setup(connect, nats1, "jr-a", ttl=30, renew_every=1, margin=1)
+    _, _, other, _ = await setup(connect, nats1, "jr-b", ttl=30, renew_every=1, margin=1)
+    olog = await asyncio.wait_for(journal.take(await leases.claim("jr-obj"), reg), TIMEOUT)
+    await asyncio.wait_for(olog.append(commit(1)), TIMEOUT)
+    runtime = types.SimpleNamespace(find=lambda ns, hex_id: None,
+                                    db_path=lambda ns, hex_id: tmp_path / f"{hex_id}.sqlite")
+    node = ClusterNode(runtime, nats1.urls, "jr-a")
+    node.registry, node.leases, node.journal = reg, leases, journal
+    node.owned["jr-obj"] = Owned("ns", "jr", olog, ClusterLink(node, "jr-obj", olog))
+    watch = asyncio.ensure_future(node._watch_registration())
+    try:
+        assert reg._task is not None
+        reg._task.cancel()  # renewals stall ...
+        with pytest.raises(asyncio.CancelledError):
+            await reg._task
+        reg._valid_until = time.monotonic()  # ... past ttl - margin: the node may not write
+        deadline = time.monotonic() + 10
+        while node.owned:
+            assert time.monotonic() < deadline, "the node did not drop its object"
+            await asyncio.sleep(0.02)
+        with pytest.raises(LeaseHeldError):
+            await other.claim("jr-obj")  # the node is still registered (ttl 30 s): its lease holds
+        reg._task = asyncio.get_running_loop().create_task(reg._renew_forever())  # ... and resume
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                lease = await other.claim("jr-obj")
+                break
+            except LeaseHeldError:
+                assert time.monotonic() < deadline, "the lease of the dropped object stayed held by a live node"
+                await asyncio.sleep(0.1)
+        assert reg.writable() and reg._lost is None  # the same run, registered again all along
+        taken = await asyncio.wait_for(journal.take(lease, other.registry), TIMEOUT)
+        assert [r.capture().seq for r in taken.rebuilt.records] == [1]
+    finally:
+        watch.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await watch
+        await reg.close()
