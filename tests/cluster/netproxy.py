@@ -3,7 +3,8 @@ that can blackhole the link.
 
 ``LinkProxy([port, ...])`` listens on a free port in front of each upstream port, in an event loop of
 its own (a thread). While forwarding, bytes go both ways untouched. ``blackhole()`` stops forwarding
-in both directions **without closing anything**: what the sockets hold stays there, connections stay
+(on every link, or on the links to the upstreams at the given indices) in both directions
+**without closing anything**: what the sockets hold stays there, connections stay
 open, and a new connection is accepted but never reaches its server, as when a cable is cut
 between two machines (nothing tells either side; only their own timeouts do). ``heal()`` forwards
 again, including what was held, and a side that closed meanwhile is then closed on the other.
@@ -26,7 +27,7 @@ class LinkProxy:
         self.ports: list[int] = []
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="link-proxy", daemon=True)
-        self._open: asyncio.Event | None = None
+        self._open: list[asyncio.Event] = []
         self._servers: list[asyncio.AbstractServer] = []
         self._writers: set[asyncio.StreamWriter] = set()
         self.connections = 0
@@ -38,10 +39,10 @@ class LinkProxy:
         self._thread.start()
 
         async def listen() -> None:
-            self._open = asyncio.Event()
-            self._open.set()
-            for up in self.upstreams:
-                srv = await asyncio.start_server(lambda r, w, up=up: self._client(r, w, up), "127.0.0.1", 0,
+            for i in range(len(self.upstreams)):
+                self._open.append(asyncio.Event())
+                self._open[i].set()
+                srv = await asyncio.start_server(lambda r, w, i=i: self._client(r, w, i), "127.0.0.1", 0,
                                                  family=socket.AF_INET)
                 self._servers.append(srv)
                 self.ports.append(srv.sockets[0].getsockname()[1])
@@ -53,38 +54,41 @@ class LinkProxy:
     def urls(self) -> list[str]:
         return [f"nats://127.0.0.1:{p}" for p in self.ports]
 
-    def blackhole(self) -> None:
-        """Stop forwarding, both ways, closing nothing."""
-        self._loop.call_soon_threadsafe(self._open.clear)  # type: ignore[union-attr]
+    def blackhole(self, which: list[int] | None = None) -> None:
+        """Stop forwarding, both ways, closing nothing: on the links to the upstreams at indices
+        ``which`` (all by default)."""
+        for i in range(len(self.upstreams)) if which is None else which:
+            self._loop.call_soon_threadsafe(self._open[i].clear)
 
     def heal(self) -> None:
-        self._loop.call_soon_threadsafe(self._open.set)  # type: ignore[union-attr]
+        for event in self._open:
+            self._loop.call_soon_threadsafe(event.set)
 
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up: int) -> None:
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, i: int) -> None:
         self.connections += 1
         self._writers.add(writer)
-        assert self._open is not None
+        is_open = self._open[i]
         try:
-            await self._open.wait()  # a connection made during a blackhole reaches nothing until healed
+            await is_open.wait()  # a connection made during a blackhole reaches nothing until healed
             try:
-                ureader, uwriter = await asyncio.open_connection("127.0.0.1", up)
+                ureader, uwriter = await asyncio.open_connection("127.0.0.1", self.upstreams[i])
             except OSError:
                 writer.close()
                 return
             self._writers.add(uwriter)
-            await asyncio.gather(self._pump(reader, uwriter), self._pump(ureader, writer))
+            await asyncio.gather(self._pump(reader, uwriter, is_open), self._pump(ureader, writer, is_open))
         finally:
             self._writers.discard(writer)
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        assert self._open is not None
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    is_open: asyncio.Event) -> None:
         try:
             while True:
-                await self._open.wait()
+                await is_open.wait()
                 data = await reader.read(65536)
                 if not data:
                     break
-                await self._open.wait()  # read just as the blackhole began: held, not delivered
+                await is_open.wait()  # read just as the blackhole began: held, not delivered
                 writer.write(data)
                 await writer.drain()
         except (OSError, asyncio.CancelledError):
