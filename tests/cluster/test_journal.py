@@ -198,15 +198,15 @@ async def test_a_node_whose_registration_comes_back_releases_the_objects_it_drop
     from duro.cluster.leases import LeaseHeldError
     from duro.cluster.node import ClusterLink, ClusterNode, Owned
 
-    _, reg, leases, journal = await setup(connect, nats1, "jr-a", ttl=30, renew_every=1, margin=1)
-    _, _, other, _ = await setup(connect, nats1, "jr-b", ttl=30, renew_every=1, margin=1)
-    olog = await asyncio.wait_for(journal.take(await leases.claim("jr-obj"), reg), TIMEOUT)
+    _, reg, leases, journal = await setup(connect, nats1, "jz-a", ttl=30, renew_every=1, margin=1)
+    _, _, other, _ = await setup(connect, nats1, "jz-b", ttl=30, renew_every=1, margin=1)
+    olog = await asyncio.wait_for(journal.take(await leases.claim("jz-obj"), reg), TIMEOUT)
     await asyncio.wait_for(olog.append(commit(1)), TIMEOUT)
     runtime = types.SimpleNamespace(find=lambda ns, hex_id: None,
                                     db_path=lambda ns, hex_id: tmp_path / f"{hex_id}.sqlite")
-    node = ClusterNode(runtime, nats1.urls, "jr-a")
+    node = ClusterNode(runtime, nats1.urls, "jz-a")
     node.registry, node.leases, node.journal = reg, leases, journal
-    node.owned["jr-obj"] = Owned("ns", "jr", olog, ClusterLink(node, "jr-obj", olog))
+    node.owned["jz-obj"] = Owned("ns", "jz", olog, ClusterLink(node, "jz-obj", olog))
     watch = asyncio.ensure_future(node._watch_registration())
     try:
         assert reg._task is not None
@@ -219,12 +219,12 @@ async def test_a_node_whose_registration_comes_back_releases_the_objects_it_drop
             assert time.monotonic() < deadline, "the node did not drop its object"
             await asyncio.sleep(0.02)
         with pytest.raises(LeaseHeldError):
-            await other.claim("jr-obj")  # the node is still registered (ttl 30 s): its lease holds
+            await other.claim("jz-obj")  # the node is still registered (ttl 30 s): its lease holds
         reg._task = asyncio.get_running_loop().create_task(reg._renew_forever())  # ... and resume
         deadline = time.monotonic() + 10
         while True:
             try:
-                lease = await other.claim("jr-obj")
+                lease = await other.claim("jz-obj")
                 break
             except LeaseHeldError:
                 assert time.monotonic() < deadline, "the lease of the dropped object stayed held by a live node"
