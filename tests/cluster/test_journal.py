@@ -173,3 +173,101 @@ async def test_it_is_a_journal_link_and_recovers_after_a_failed_append(nats1, co
     assert [r.capture().seq for r in got.records] == [1, 2, 3]
     assert got.epochs == [olog.lease.epoch, olog.lease.epoch]  # taken twice by one lease
     await a.close()
+
+
+async def test_a_dropped_objects_unacknowledged_appends_fail_at_once(nats1, tmp_path) -> None:
+    """A node that self-fences drops its objects; their writes waiting for an acknowledgement from
+    servers that no longer answer (a partition) fail then, retryably, not when their sends give up
+    (``retry_for``, 20 s here): its clients get their answer within its lease. Without
+    ``ObjectLog.abandon`` in ``ClusterNode.drop`` the append stays pending (checked)."""
+    import types
+
+    import nats
+
+    from duro.cluster.node import ClusterLink, ClusterNode, Owned
+
+    from .netproxy import LinkProxy
+
+    proxy = LinkProxy([nats1.servers[0].port]).start()
+    nc = None
+    try:
+        nc = await nats.connect(proxy.urls, ping_interval=1, max_outstanding_pings=2, max_reconnect_attempts=-1,
+                                reconnect_time_wait=0.2)
+        js = nc.jetstream(timeout=5)
+        reg = NodeRegistry(js, "jd-a", LeaseOptions(replicas=1, ttl=30, renew_every=1, margin=1))
+        await reg.register()
+        journal = await JetStreamJournal(js, replicas=1, timeout=2.0, retry_for=20.0).open()
+        olog = await asyncio.wait_for(journal.take(await (await Leases(reg).open()).claim("jd-obj"), reg), TIMEOUT)
+        await asyncio.wait_for(olog.append(commit(1)), TIMEOUT)
+        proxy.blackhole()
+        waiting = [olog.append(commit(2)), olog.append(commit(3))]  # one in flight, one queued behind it
+        await asyncio.sleep(0.3)
+        assert not any(f.done() for f in waiting)
+        node = ClusterNode(types.SimpleNamespace(find=lambda ns, hex_id: None), proxy.urls, "jd-a")
+        node.owned["jd-obj"] = Owned("ns", "jd", olog, ClusterLink(node, "jd-obj", olog))
+        await node.drop("jd-obj", SelfFencedError("jd-a could not renew its registration in time"))
+        for f in waiting:
+            with pytest.raises(SelfFencedError) as e:
+                await asyncio.wait_for(f, 1.0)
+            assert e.value.retryable
+        with pytest.raises(SelfFencedError):  # nothing more goes through this handle
+            await asyncio.wait_for(olog.append(commit(4)), 1.0)
+    finally:
+        proxy.heal()
+        if nc is not None:
+            await nc.close()
+        proxy.stop()
+
+
+async def test_a_node_whose_registration_comes_back_releases_the_objects_it_dropped(nats1, connect, tmp_path) -> None:
+    """A node's renewals stall past ``ttl - margin`` (its link to the servers hung), so it drops its
+    objects, self-fenced; then they succeed again before the registration expired: the same run is
+    registered and live again. The leases of the objects it dropped must not stay held by a live
+    node that serves none of them (no other node could take them while it lives): it releases them
+    once it can write, and another node claims them at once. Without that the claim below is
+    refused as long as the node lives (checked)."""
+    import time
+    import types
+
+    from duro.cluster.leases import LeaseHeldError
+    from duro.cluster.node import ClusterLink, ClusterNode, Owned
+
+    _, reg, leases, journal = await setup(connect, nats1, "jz-a", ttl=30, renew_every=1, margin=1)
+    _, _, other, _ = await setup(connect, nats1, "jz-b", ttl=30, renew_every=1, margin=1)
+    olog = await asyncio.wait_for(journal.take(await leases.claim("jz-obj"), reg), TIMEOUT)
+    await asyncio.wait_for(olog.append(commit(1)), TIMEOUT)
+    runtime = types.SimpleNamespace(find=lambda ns, hex_id: None,
+                                    db_path=lambda ns, hex_id: tmp_path / f"{hex_id}.sqlite")
+    node = ClusterNode(runtime, nats1.urls, "jz-a")
+    node.registry, node.leases, node.journal = reg, leases, journal
+    node.owned["jz-obj"] = Owned("ns", "jz", olog, ClusterLink(node, "jz-obj", olog))
+    watch = asyncio.ensure_future(node._watch_registration())
+    try:
+        assert reg._task is not None
+        reg._task.cancel()  # renewals stall ...
+        with pytest.raises(asyncio.CancelledError):
+            await reg._task
+        reg._valid_until = time.monotonic()  # ... past ttl - margin: the node may not write
+        deadline = time.monotonic() + 10
+        while node.owned:
+            assert time.monotonic() < deadline, "the node did not drop its object"
+            await asyncio.sleep(0.02)
+        with pytest.raises(LeaseHeldError):
+            await other.claim("jz-obj")  # the node is still registered (ttl 30 s): its lease holds
+        reg._task = asyncio.get_running_loop().create_task(reg._renew_forever())  # ... and resume
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                lease = await other.claim("jz-obj")
+                break
+            except LeaseHeldError:
+                assert time.monotonic() < deadline, "the lease of the dropped object stayed held by a live node"
+                await asyncio.sleep(0.1)
+        assert reg.writable() and reg._lost is None  # the same run, registered again all along
+        taken = await asyncio.wait_for(journal.take(lease, other.registry), TIMEOUT)
+        assert [r.capture().seq for r in taken.rebuilt.records] == [1]
+    finally:
+        watch.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await watch
+        await reg.close()

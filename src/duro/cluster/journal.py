@@ -321,6 +321,7 @@ class ObjectLog:
         self._last = last  # stream sequence of the last message we know (ours or read)
         self._head = head  # chain hash at _last
         self._queue: list[tuple[bytes, asyncio.Future[None]]] = []
+        self._sending: list[tuple[bytes, asyncio.Future[None]]] = []  # the batch the flight is sending
         self._flight: asyncio.Task[None] | None = None
         # Sticky: after a failed append the outcome may be unknown (it may land later, under the
         # same Msg-Id a next append would carry), so nothing more is appended through this handle;
@@ -416,6 +417,7 @@ class ObjectLog:
         try:
             while self._queue and self._broken is None:
                 batch, self._queue = self._queue, []
+                self._sending = batch
                 try:
                     await self._send([rec for rec, _ in batch])
                 except BaseException as e:
@@ -437,7 +439,23 @@ class ObjectLog:
                         fut.set_exception(self._broken)
                 self._queue = []
         finally:
+            self._sending = []
             self._flight = None
+
+    def abandon(self, error: BaseException) -> None:
+        """This owner stops here (it self-fenced, or the object moved): every append not yet
+        acknowledged fails with ``error`` now, not when its send gives up (a send to servers that
+        no longer answer is retried for ``retry_for``). Their outcome is unknown, as after a
+        timeout: a send under way may still land, which a retryable ``error`` tells the caller.
+        Nothing more is appended through this handle."""
+        if self._broken is None:
+            self._broken = error
+        for _, fut in self._sending + self._queue:
+            if not fut.done():
+                fut.set_exception(error)
+        self._queue = []
+        with self._durable:
+            self._durable.notify_all()
 
     def headers(self) -> dict[str, str]:
         """The headers the next append carries (a retry of it carries the same)."""

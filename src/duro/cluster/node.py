@@ -104,6 +104,10 @@ class ClusterNode:
         self.on_request: Any = None  # set by the router: the callback of an object's subscription
         self.on_drop: Any = None  # set by the router: (namespace, hex_id) of an object dropped here
         self._locks: dict[str, asyncio.Lock] = {}
+        # Leases of objects dropped while self-fenced (not released then: this node could not
+        # write). If the registration comes back under the same incarnation they would stay held
+        # by a live node that serves none of them: released as soon as it can write again.
+        self._fenced_leases: dict[str, Owned] = {}  # key -> the object as it was dropped
         self._watch: asyncio.Task[None] | None = None
         self._adopt: asyncio.Task[None] | None = None
         self.adopted = 0
@@ -169,7 +173,11 @@ class ClusterNode:
         while True:
             await asyncio.sleep(0.1)
             reg = self.registry
-            if reg is None or reg.writable() or self.closing:
+            if reg is None or self.closing:
+                continue
+            if reg.writable():
+                if self._fenced_leases:
+                    await self._release_fenced()
                 continue
             await asyncio.sleep(0.05)  # a renewal that is merely late gets a moment
             if reg.writable() or self.closing:
@@ -191,6 +199,33 @@ class ClusterNode:
                 except Exception as e:  # noqa: BLE001 - NATS unreachable: keep trying, bounded per try
                     log.warning("node %s cannot register again yet: %s", self.node, e)
                     await asyncio.sleep(1.0)
+
+    async def _release_fenced(self) -> None:
+        """Release the leases of the objects dropped while self-fenced (``_fenced_leases``), unless
+        the object was taken here again meanwhile; one NATS failure leaves the rest for the next round."""
+        released = 0
+        for key, own in list(self._fenced_leases.items()):
+            async with self._locks.setdefault(key, asyncio.Lock()):
+                if self._fenced_leases.get(key) is not own:
+                    continue  # taken here again meanwhile (it is in use): keep it
+                if own.olog._flight is not None:
+                    continue  # an append still on its way: not before it settled
+                try:
+                    path = self.runtime.db_path(own.namespace, own.hex_id)
+                    when = await asyncio.to_thread(_stored_alarm, path) if path.exists() else None
+                    assert self.leases is not None
+                    if when is not None:  # a survivor adopts it at once, to fire its alarm
+                        await self.leases.hand_over(own.olog.lease, {"ns": own.namespace, "id": own.hex_id})
+                    else:
+                        await self.leases.release(own.olog.lease)
+                except Exception as e:  # noqa: BLE001 - NATS busy: the next round tries again
+                    log.warning("node %s: the lease of object %s is not released yet: %s", self.node, key, e)
+                    return
+                self._fenced_leases.pop(key, None)
+                released += 1
+        if released:
+            log.warning("node %s can write again: released the leases of the %d objects it dropped while "
+                        "self-fenced (other nodes take them at once)", self.node, released)
 
     async def _adopt_forever(self) -> None:
         """Adopt the objects of dead nodes (and those handed over with an alarm to fire) that
@@ -304,6 +339,7 @@ class ClusterNode:
                 raise MovedError(f"node {self.node} is stopping; retry: another node serves the object")
             assert self.leases is not None and self.journal is not None
             lease = await self.leases.claim(key, {"ns": namespace, "id": hex_id})
+            self._fenced_leases.pop(key, None)  # its lease is in use again
             olog = await self.journal.take(lease, self.registry)
             path = self.runtime.db_path(namespace, hex_id)
             rel = str(path.relative_to(self.runtime.data_dir))
@@ -335,6 +371,9 @@ class ClusterNode:
             return
         self.dropped += 1
         own.link.dropped = error
+        # Its writes waiting for an acknowledgement fail now (retryably), not when their sends give
+        # up: a self-fenced node answers its clients within its lease, not a journal timeout later.
+        own.olog.abandon(error)
         log.warning("node %s dropped object %s: %s", self.node, own.hex_id, error)
         act = self.runtime.find(own.namespace, own.hex_id)
         if act is not None:
@@ -345,7 +384,9 @@ class ClusterNode:
         if own.sub is not None:
             with contextlib.suppress(Exception):
                 await own.sub.unsubscribe()
-        if not isinstance(error, (FencedError, SelfFencedError)) and self.registry is not None \
+        if isinstance(error, SelfFencedError):
+            self._fenced_leases[key] = own  # its lease is released if this node can write again
+        elif not isinstance(error, FencedError) and self.registry is not None \
                 and self.registry.writable():
             with contextlib.suppress(Exception):
                 await self.leases.release(own.olog.lease)  # type: ignore[union-attr]

@@ -122,7 +122,10 @@ class NatsServers:
                  "jetstream {", f"  store_dir: {json.dumps(str(store))}", "  sync_interval: always", "}"]
         if self.size > 1:
             routes = ", ".join(f"nats-route://127.0.0.1:{o.route}" for o in self.servers if o is not s)
-            lines += ["cluster {", "  name: duro", f"  listen: 127.0.0.1:{s.route}", f"  routes: [{routes}]", "}"]
+            # no_advertise: a client uses the addresses it was given and no others (a test that puts
+            # a proxy between a node and its servers keeps every connection of that node on it).
+            lines += ["cluster {", "  name: duro", f"  listen: 127.0.0.1:{s.route}", f"  routes: [{routes}]",
+                      "  no_advertise: true", "}"]
         return "\n".join(lines) + "\n"
 
     def launch(self, s: _Server, binary: pathlib.Path | None = None) -> None:
@@ -152,6 +155,12 @@ class NatsServers:
                     raise TimeoutError(f"nats-server {s.name} not ready after {timeout or self.ready_timeout} s: "
                                        f"{s.log.read_text()[-2000:]}")
                 time.sleep(0.05)
+
+    def monitor(self, s: _Server, path: str = "jsz?streams=true", timeout: float = 2.0) -> dict:
+        """Server ``s``'s monitoring answer at ``path`` (``varz``, ``jsz?streams=true`` ...), as a dict;
+        OSError if it does not answer."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{s.http}/{path}", timeout=timeout) as r:
+            return json.load(r)  # type: ignore[no-any-return]
 
     def signal(self, s: _Server, sig: int) -> None:
         if s.proc is not None and s.proc.poll() is None:

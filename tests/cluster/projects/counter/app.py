@@ -83,7 +83,7 @@ class Default(WorkerEntrypoint):
         stub = self.env.COUNTER.get(self.env.COUNTER.id_from_name(name))
         try:
             if verb == "add":
-                out = await stub.add()
+                out = {**await stub.add(), "name": name}
             elif verb == "slow_add":
                 out = await stub.slow_add(int(parts[5]))
             elif verb == "alarm_in":
