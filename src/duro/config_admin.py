@@ -12,7 +12,7 @@ from typing import Any
 
 from duro.errors import ConfigError
 
-__all__ = ["AdminConfig", "ClusterConfig", "FILE_MODES", "parse_admin", "parse_cluster", "parse_cluster_urls",
+__all__ = ["AdminConfig", "ClusterConfig", "FILE_MODES", "parse_admin", "parse_cluster", "parse_cluster_urls", "parse_lease_ttl",
            "parse_file_mode"]
 
 ADMIN_KEYS = ("enabled", "host", "port", "import_dir")
@@ -79,7 +79,11 @@ def parse_file_mode(v: Any, file: str | None, key: str) -> int:
                       file=file, key=key)
 
 
-CLUSTER_KEYS = ("servers", "node")
+CLUSTER_KEYS = ("servers", "node", "lease_ttl")
+# Seconds a node's registration outlives its last renewal: a dead node's objects move after about
+# this long, and a NATS leader election longer than it makes every node stop writing meanwhile.
+LEASE_TTL_DEFAULT = 3
+LEASE_TTL_MAX = 300
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,7 @@ class ClusterConfig:
 
     servers: tuple[str, ...] = ()
     node: str | None = None
+    lease_ttl: int = LEASE_TTL_DEFAULT  # whole seconds (parse_lease_ttl)
 
 
 def parse_cluster_urls(raw: Any, file: str | None, key: str) -> tuple[str, ...]:
@@ -113,8 +118,18 @@ def parse_cluster_node(v: Any, file: str | None, key: str) -> str:
     return v
 
 
+def parse_lease_ttl(v: Any, file: str | None, key: str) -> int:
+    """Whole seconds, 1 to ``LEASE_TTL_MAX``."""
+    if isinstance(v, str) and v.strip().isdigit():
+        v = int(v.strip())
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= LEASE_TTL_MAX:
+        raise ConfigError(f"the lease TTL is whole seconds from 1 to {LEASE_TTL_MAX} (default {LEASE_TTL_DEFAULT}), "
+                          f"not {_show(v)}", file=file, key=key)
+    return v
+
+
 def parse_cluster(raw: Any, file: str | None, key: str) -> ClusterConfig:
-    """The ``cluster`` table: ``servers`` and ``node``."""
+    """The ``cluster`` table: ``servers``, ``node`` and ``lease_ttl``."""
     if not isinstance(raw, dict):
         raise ConfigError(f"must be a table, not {_show(raw)}", file=file, key=key)
     for k in raw:
@@ -122,4 +137,5 @@ def parse_cluster(raw: Any, file: str | None, key: str) -> ClusterConfig:
             raise ConfigError(f"unknown key; valid keys: {', '.join(CLUSTER_KEYS)}", file=file, key=f"{key}.{k}")
     servers = parse_cluster_urls(raw["servers"], file, f"{key}.servers") if "servers" in raw else ()
     node = parse_cluster_node(raw["node"], file, f"{key}.node") if "node" in raw else None
-    return ClusterConfig(servers, node)
+    ttl = parse_lease_ttl(raw["lease_ttl"], file, f"{key}.lease_ttl") if "lease_ttl" in raw else LEASE_TTL_DEFAULT
+    return ClusterConfig(servers, node, ttl)

@@ -319,6 +319,18 @@ def test_writes_outside_the_journal_are_refused_on_a_cluster_node(nodes):
     assert get(node, "adm")["stored"] == 1
 
 
+def test_the_lease_ttl_is_the_operator_s_choice(tmp_path, nats3):
+    p = ServerProcess(PROJECT, tmp_path / "data-ttl", log_path=tmp_path / "ttl.log",
+                      env={"DURO_TEST_NODE": "ttl-node"},
+                      args=["--cluster", ",".join(nats3.urls), "--node", "ttl-node", "--lease-ttl", "7", "--no-admin"])
+    try:
+        p.start()
+        assert add(p, "ttl")[0] == 200
+        assert "lease ttl 7 s" in p.log(), p.log()
+    finally:
+        p.stop(timeout=20)
+
+
 def test_restores_and_facets_are_refused_in_cluster_mode_saying_why(nodes):
     (node,) = nodes(1)
     assert add(node, "pitr")[0] == 200

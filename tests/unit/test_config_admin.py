@@ -89,8 +89,9 @@ def test_the_cluster_table_is_read_and_absent_means_embedded(tmp_path):
         [tool.duro.cluster]
         servers = ["nats://10.0.0.1:4222", "nats://10.0.0.2:4222"]
         node = "node-1"
+        lease_ttl = 12
         """))
-    assert cfg.cluster == ClusterConfig(("nats://10.0.0.1:4222", "nats://10.0.0.2:4222"), "node-1")
+    assert cfg.cluster == ClusterConfig(("nats://10.0.0.1:4222", "nats://10.0.0.2:4222"), "node-1", 12)
 
 
 @pytest.mark.parametrize("extra, words", [
@@ -98,7 +99,9 @@ def test_the_cluster_table_is_read_and_absent_means_embedded(tmp_path):
     ('[tool.duro.cluster]\nservers = ["nats://h"]', ["tool.duro.cluster.servers", "nats://HOST:PORT"]),
     ('[tool.duro.cluster]\nservers = []', ["tool.duro.cluster.servers", "must list"]),
     ('[tool.duro.cluster]\nnode = "a b"', ["tool.duro.cluster.node", "'a b'", "letters, digits"]),
-    ('[tool.duro.cluster]\nleader = "x"', ["tool.duro.cluster.leader", "unknown key", "servers, node"]),
+    ('[tool.duro.cluster]\nleader = "x"', ["tool.duro.cluster.leader", "unknown key", "servers, node, lease_ttl"]),
+    ('[tool.duro.cluster]\nlease_ttl = 2.5', ["tool.duro.cluster.lease_ttl", "whole seconds from 1 to 300", "2.5"]),
+    ('[tool.duro.cluster]\nlease_ttl = 0', ["tool.duro.cluster.lease_ttl", "whole seconds"]),
 ])
 def test_cluster_mistakes_name_the_key_and_what_is_allowed(tmp_path, extra, words):
     text = error(project(tmp_path, extra))
@@ -116,6 +119,10 @@ def test_the_cluster_flags_override_the_table_and_are_checked(tmp_path):
         """))
     got = cluster_settings(argparse.Namespace(cluster=None, node="n2"), cfg)
     assert got is not None and got.servers == ("nats://a:1", "nats://b:2") and got.node == "n2"
+    assert got.lease_ttl == 3  # the default
+    assert cluster_settings(argparse.Namespace(cluster=None, node="n2", lease_ttl="9"), cfg).lease_ttl == 9
+    with pytest.raises(ConfigError, match="--lease-ttl.*whole seconds"):
+        cluster_settings(argparse.Namespace(cluster=None, node="n2", lease_ttl="0.5"), cfg)
     plain = load_project(project(tmp_path / "p" if (tmp_path / "p").mkdir() is None else tmp_path, ""))
     assert cluster_settings(argparse.Namespace(cluster=None, node=None), plain) is None
     with pytest.raises(ConfigError, match="--node NAME"):

@@ -11,7 +11,7 @@ import argparse
 import logging
 from typing import Any
 
-from ..config_admin import ClusterConfig, parse_cluster_node, parse_cluster_urls
+from ..config_admin import ClusterConfig, parse_cluster_node, parse_cluster_urls, parse_lease_ttl
 from ..errors import ConfigError, DuroError
 
 __all__ = ["cluster_settings", "join_cluster"]
@@ -32,7 +32,8 @@ def cluster_settings(args: argparse.Namespace, cfg: Any) -> ClusterConfig | None
     if not node:
         raise ConfigError("cluster mode needs this node's name: --node NAME (or [tool.duro.cluster] node), "
                           "unique in the cluster")
-    return ClusterConfig(servers, node)
+    ttl = parse_lease_ttl(args.lease_ttl, None, "--lease-ttl") if getattr(args, "lease_ttl", None) else base.lease_ttl
+    return ClusterConfig(servers, node, ttl)
 
 
 async def join_cluster(app: Any, settings: ClusterConfig) -> Any:
@@ -49,7 +50,11 @@ async def join_cluster(app: Any, settings: ClusterConfig) -> Any:
     if runtime.durability != "fsync":
         raise ConfigError("cluster mode acknowledges a write once NATS has it replicated and fsync'd: "
                           "durability must be fsync, not os")
-    node = ClusterNode(runtime, list(settings.servers), settings.node or "")
+    from ..cluster.leases import LeaseOptions
+    ttl = settings.lease_ttl
+    # Renew three times per TTL; stop writing a sixth of it (at least 0.5 s) before it could expire.
+    options = LeaseOptions(ttl=float(ttl), renew_every=ttl / 3, margin=max(0.5, ttl / 6))
+    node = ClusterNode(runtime, list(settings.servers), settings.node or "", options=options)
     try:
         await node.start()
     except ConfigError:

@@ -84,6 +84,10 @@ def add_serve_args(p: argparse.ArgumentParser, *, dev: bool) -> None:
                             "JetStream and sync_interval: always)")
         c.add_argument("--node", metavar="NAME", default=None,
                        help="this node's name, unique in the cluster (letters, digits, '-', '_')")
+        c.add_argument("--lease-ttl", metavar="SECONDS", default=None,
+                       help="seconds a node's registration outlives its last renewal (default 3): a dead "
+                            "node's objects move after about this long; choose it above the NATS servers' "
+                            "leader-election time (4-10 s measured) if nodes must keep writing through one")
 
 
 def _setup_logging(level: str) -> None:
