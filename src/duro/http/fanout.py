@@ -71,16 +71,22 @@ class WorkerFanout:
         slot = self.router.slot
         return [i for i in range(slot.count) if i != slot.index]
 
-    # ------------------------------------------------------------------ metrics
-    async def metrics(self, local: str) -> str:
-        async def ask(i: int) -> tuple[int, str | None]:
+    async def _ask_every_worker(self, op: str) -> list[tuple[int, bytes | None]]:
+        """(worker, its answer to ``op``) of every other worker; None for one that did not answer
+        within ``METRICS_TIMEOUT_S`` (logged)."""
+        async def ask(i: int) -> tuple[int, bytes | None]:
             try:
                 async with asyncio.timeout(METRICS_TIMEOUT_S):
-                    return i, (await self.router.call(i, "metrics", "", "", None, "", b"")).decode()
+                    return i, await self.router.call(i, op, "", "", None, "", b"")
             except Exception as e:
-                log.warning("worker %d did not give its metrics: %s", i, e)
+                log.warning("worker %d did not answer %s: %s", i, op, e)
                 return i, None
-        texts = [(self.router.slot.index, local)] + list(await asyncio.gather(*(ask(i) for i in self._peers())))
+        return list(await asyncio.gather(*(ask(i) for i in self._peers())))
+
+    # ------------------------------------------------------------------ metrics
+    async def metrics(self, local: str) -> str:
+        texts = [(self.router.slot.index, local)] + [
+            (i, None if got is None else got.decode()) for i, got in await self._ask_every_worker("metrics")]
         return label_metrics(texts)
 
     async def _metrics_call(self, namespace: str, hex_id: str, name: str | None, label: str, payload: bytes,
@@ -91,14 +97,8 @@ class WorkerFanout:
     # ------------------------------------------------------------------ sockets
     async def sockets(self, local: dict[str, Any]) -> dict[str, Any]:
         """``local`` (this worker's ``admin_views.sockets``) merged with every other worker's."""
-        async def ask(i: int) -> tuple[int, dict[str, Any] | None]:
-            try:
-                async with asyncio.timeout(METRICS_TIMEOUT_S):
-                    return i, json.loads(await self.router.call(i, "sockets", "", "", None, "", b""))
-            except Exception as e:
-                log.warning("worker %d did not list its sockets: %s", i, e)
-                return i, None
-        answers = [(self.router.slot.index, local)] + list(await asyncio.gather(*(ask(i) for i in self._peers())))
+        answers = [(self.router.slot.index, local)] + [
+            (i, None if got is None else json.loads(got)) for i, got in await self._ask_every_worker("sockets")]
         conns = {"http": 0, "websocket": 0}
         objects: list[dict[str, Any]] = []
         for worker, got in answers:
