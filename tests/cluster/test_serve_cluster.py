@@ -26,6 +26,8 @@ import pytest
 
 from duro.testing import ServerProcess, wait_for
 
+from .nodes import Nodes
+
 PROJECT = pathlib.Path(__file__).resolve().parent / "projects" / "counter"
 LOAD_S = float(os.environ.get("DURO_CLUSTER_E2E_SECONDS", "2"))
 
@@ -36,26 +38,14 @@ pytestmark = pytest.mark.timeout(150)
 def nodes(tmp_path, nats3):
     """nodes(n, **env) -> n duro nodes (a0, a1, ...) joined to the 3-server cluster; each stopped by
     PID at the end (SIGCONT first, in case a test stopped one)."""
-    started: list[ServerProcess] = []
-    prefix = f"t{int(time.monotonic() * 1000) % 10**8}"  # node names unique across the module's tests
+    nodes = Nodes(PROJECT, tmp_path, f"t{int(time.monotonic() * 1000) % 10**8}-")  # unique across the module's tests
 
     def start(n: int, call_timeout: float = 10.0, admin: bool = False) -> list[ServerProcess]:
-        out = []
-        for _ in range(n):
-            name = f"{prefix}-{len(started)}"
-            env = {"DURO_TEST_NODE": name, "DURO_CLUSTER_CALL_TIMEOUT": str(call_timeout)}
-            p = ServerProcess(PROJECT, tmp_path / f"data-{name}", log_path=tmp_path / f"{name}.log", env=env,
-                              args=["--cluster", ",".join(nats3.urls), "--node", name,
-                                    *([] if admin else ["--no-admin"])])
-            started.append(p)
-            out.append(p.start())
-        return out
+        return [nodes.start(nats3.urls, call_timeout=call_timeout, args=[] if admin else ["--no-admin"])
+                for _ in range(n)]
 
     yield start
-    for p in started:
-        if p.proc is not None and p.proc.poll() is None:
-            os.kill(p.proc.pid, signal.SIGCONT)
-        p.stop(timeout=20)
+    nodes.stop_all()
 
 
 def add(node: ServerProcess, name: str, timeout: float = 30) -> tuple[int, dict]:

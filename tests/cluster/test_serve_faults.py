@@ -23,7 +23,6 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import pathlib
-import signal
 import threading
 import time
 from collections import defaultdict
@@ -37,6 +36,7 @@ from duro.cluster.testing import NatsServers
 from duro.testing import ServerProcess, wait_for
 
 from .netproxy import LinkProxy
+from .nodes import Nodes
 from .test_serve_cluster import PROJECT, check_acks, get
 
 LOAD_S = float(os.environ.get("DURO_CLUSTER_E2E_SECONDS", "2"))
@@ -56,24 +56,13 @@ def own3() -> Iterator[NatsServers]:
 def nodes(tmp_path, own3):
     """nodes(n, urls=None) -> n duro nodes joined to ``own3`` (through ``urls`` when given); stopped by
     PID at the end."""
-    started: list[ServerProcess] = []
+    nodes = Nodes(PROJECT, tmp_path, "f")
 
     def start(n: int, urls: list[str] | None = None, call_timeout: float = 3.0) -> list[ServerProcess]:
-        out = []
-        for _ in range(n):
-            name = f"f{len(started)}"
-            env = {"DURO_TEST_NODE": name, "DURO_CLUSTER_CALL_TIMEOUT": str(call_timeout)}
-            p = ServerProcess(PROJECT, tmp_path / f"data-{name}", log_path=tmp_path / f"{name}.log", env=env,
-                              args=["--cluster", ",".join(urls or own3.urls), "--node", name, "--no-admin"])
-            started.append(p)
-            out.append(p.start())
-        return out
+        return [nodes.start(urls or own3.urls, call_timeout=call_timeout, args=["--no-admin"]) for _ in range(n)]
 
     yield start
-    for p in started:
-        if p.proc is not None and p.proc.poll() is None:
-            os.kill(p.proc.pid, signal.SIGCONT)
-        p.stop(timeout=20)
+    nodes.stop_all()
 
 
 class Load:

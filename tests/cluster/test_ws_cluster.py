@@ -27,6 +27,8 @@ from duro.cluster.journal import STREAM
 from duro.cluster.testing import NatsServers
 from duro.testing import ServerProcess, wait_for
 
+from .nodes import Nodes
+
 PROJECT = pathlib.Path(__file__).resolve().parent / "projects" / "rooms"
 
 pytestmark = pytest.mark.timeout(150)
@@ -37,27 +39,14 @@ def nodes(tmp_path, nats3):
     """nodes(n, *args, call_timeout=10, servers=None) -> n duro nodes joined to the 3-server cluster
     (or ``servers``; extra ``duro serve`` args); each stopped by PID at the end (SIGCONT first, in
     case a test stopped one)."""
-    started: list[ServerProcess] = []
-    prefix = f"w{int(time.monotonic() * 1000) % 10**8}"
+    nodes = Nodes(PROJECT, tmp_path, f"w{int(time.monotonic() * 1000) % 10**8}-")
 
     def start(n: int, *args: str, call_timeout: float = 10.0, servers=None) -> list[ServerProcess]:
-        out = []
-        for _ in range(n):
-            name = f"{prefix}-{len(started)}"
-            p = ServerProcess(PROJECT, tmp_path / f"data-{name}", log_path=tmp_path / f"{name}.log",
-                              env={"DURO_TEST_NODE": name, "DURO_CLUSTER_CALL_TIMEOUT": str(call_timeout)},
-                              args=["--cluster", ",".join((servers or nats3).urls), "--node", name, "--no-admin",
-                                    *args])
-            p.name = name  # type: ignore[attr-defined]
-            started.append(p)
-            out.append(p.start())
-        return out
+        return [nodes.start((servers or nats3).urls, call_timeout=call_timeout, args=["--no-admin", *args])
+                for _ in range(n)]
 
     yield start
-    for p in started:
-        if p.proc is not None and p.proc.poll() is None:
-            os.kill(p.proc.pid, signal.SIGCONT)
-        p.stop(timeout=20)
+    nodes.stop_all()
 
 
 def join(node: ServerProcess, room: str, user: str, standard: bool = False) -> ClientConnection:
