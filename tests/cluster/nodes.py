@@ -20,10 +20,11 @@ class Nodes:
         self.prefix = prefix
         self.started: list[ServerProcess] = []
 
-    def start(self, urls: Sequence[str], *, call_timeout: float, args: Sequence[str] = ()) -> ServerProcess:
+    def start(self, urls: Sequence[str], *, call_timeout: float, args: Sequence[str] = (),
+              env: dict[str, str] | None = None) -> ServerProcess:
         name = f"{self.prefix}{len(self.started)}"
         p = ServerProcess(self.project, self.tmp_path / f"data-{name}", log_path=self.tmp_path / f"{name}.log",
-                          env={"DURO_TEST_NODE": name, "DURO_CLUSTER_CALL_TIMEOUT": str(call_timeout)},
+                          env={"DURO_TEST_NODE": name, "DURO_CLUSTER_CALL_TIMEOUT": str(call_timeout), **(env or {})},
                           args=["--cluster", ",".join(urls), "--node", name, *args])
         p.name = name  # type: ignore[attr-defined]
         self.started.append(p)

@@ -297,18 +297,6 @@ def test_the_alarm_of_a_dead_node_fires_on_a_survivor(nodes, tmp_path):
           f"after the kill with no request to it, alarm seen fired at {fired_s:.1f} s (it was due at 3 s)")
 
 
-def test_writes_outside_the_journal_are_refused_on_a_cluster_node(nodes):
-    (node,) = nodes(1, admin=True)
-    assert add(node, "adm")[0] == 200
-    for op in ("restore", "sql", "import", "branch"):
-        r = httpx.post(f"{node.admin_url}/__duro/admin/{op}", headers=node.admin_headers(), timeout=30,
-                       json={"namespace": "counter-Counter", "name": "adm", "sql": "DELETE FROM t"})
-        assert r.status_code == 501 and "not supported in cluster mode" in r.json()["error"], (op, r.text)
-    r = httpx.post(f"{node.admin_url}/__duro/admin/namespaces", headers=node.admin_headers(), json={}, timeout=30)
-    assert r.status_code == 200, r.text  # reading works
-    assert get(node, "adm")["stored"] == 1
-
-
 def test_the_lease_ttl_is_the_operator_s_choice(tmp_path, nats3):
     p = ServerProcess(PROJECT, tmp_path / "data-ttl", log_path=tmp_path / "ttl.log",
                       env={"DURO_TEST_NODE": "ttl-node"},
@@ -321,14 +309,12 @@ def test_the_lease_ttl_is_the_operator_s_choice(tmp_path, nats3):
         p.stop(timeout=20)
 
 
-def test_restores_and_facets_are_refused_in_cluster_mode_saying_why(nodes):
+def test_facets_are_refused_in_cluster_mode_saying_why(nodes):
     (node,) = nodes(1)
-    assert add(node, "pitr")[0] == 200
-    for verb, text in (("restore", "onNextSessionRestoreBookmark() is not supported in cluster mode"),
-                       ("facet", "facets are not supported in cluster mode")):
-        r = httpx.get(f"{node.url}/{verb}/pitr", timeout=30)
-        assert r.status_code == 200 and text in (r.json()["refused"] or ""), r.text
-    assert add(node, "pitr")[1]["stored"] == 2  # the object is unchanged and keeps working
+    assert add(node, "fac")[0] == 200
+    r = httpx.get(f"{node.url}/facet/fac", timeout=30)
+    assert r.status_code == 200 and "facets are not supported in cluster mode" in (r.json()["refused"] or ""), r.text
+    assert add(node, "fac")[1]["stored"] == 2  # the object is unchanged and keeps working
 
 
 def _metrics(node: ServerProcess) -> dict[str, float]:

@@ -105,7 +105,6 @@ def schedule_snapshot_restore(act: "Activation", snap: Any) -> None:
     if not isinstance(snap, DurableObjectSnapshot):
         raise TypeError(f"onNextSessionRestore() takes a DurableObjectSnapshot (from ctx.storage.snapshot()), "
                         f"not {type(snap).__name__}")
-    act.check_restorable("onNextSessionRestore()")
     path = snapshot_file(act, snap)
     if not path.is_file():
         raise InvalidInputError("This DurableObjectSnapshot has expired or does not exist on this node; take a "

@@ -463,7 +463,6 @@ class DurableObjectStorage:
         return self._start("onNextSessionRestoreBookmark", self._on_next_session_restore_bookmark, bookmark)
 
     async def _on_next_session_restore_bookmark(self, bookmark: str) -> str:
-        self._act.check_restorable("onNextSessionRestoreBookmark()")
         await self._commit_for_bookmark()
         history = self._db.attached_history()
         history.resolve(bookmark)

@@ -59,6 +59,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, ObjectStoreCon
 
 from ..errors import CorruptDatabaseError, StorageError
 from ..runtime.metrics import Histogram
+from ..storage.paths import history_path, marker_path
 from ..storage.journalfile import COMMIT, EPOCH, Capture, JournalRecord, decode_records, encode_commit, \
     encode_record, redo
 from .leases import NO_PEERS_YET, TRANSIENT_ERRORS, Lease, NodeRegistry
@@ -73,7 +74,8 @@ SNAP_BUCKET = "duro_snap"
 RETENTION_S = 31 * 86400
 _WRONG_LAST = (10071, 10164)
 _ZERO = bytes(32)
-_SNAP_HEAD = 8 + 32  # a snapshot: last sequence it covers (u64 big-endian), chain hash there, then the file
+_SNAP_HEAD = 8 + 32  # a snapshot: last sequence it covers (u64 big-endian), chain hash there, then the files
+_SNAP_FILES = b"DSN2"  # then: database length (u64 big-endian), the database, the history (module doc)
 PART_HEADER = "Duro-Part"  # "more" on every part of a large append but its last, "last" on it (module doc)
 _HEADROOM = 4096  # of max_payload, for the headers and the chain hash (the server counts both)
 
@@ -101,6 +103,7 @@ class Rebuilt:
     """What a take-over read: the snapshot (file bytes, or None) and the COMMIT records after it."""
 
     snapshot: bytes | None = None
+    history: bytes | None = None  # the object's history file as the snapshot holds it (None: none)
     snapshot_seq: int = 0
     records: list[JournalRecord] = field(default_factory=list)
     positions: list[int] = field(default_factory=list)  # the stream sequence of each record's message
@@ -218,15 +221,24 @@ class JetStreamJournal:
                     await sub.unsubscribe()
         return out, head if head is not None else (chain or _ZERO)
 
-    async def _snapshot(self, key: str) -> tuple[int, bytes, bytes | None]:
+    async def _snapshot(self, key: str) -> tuple[int, bytes, bytes | None, bytes | None]:
+        """(sequence it covers, chain hash there, database file, history file) of the object's
+        latest snapshot; (0, zero hash, None, None) for none."""
         try:
             got = await self._snaps.get(key)
         except nats.js.errors.ObjectNotFoundError:
-            return 0, _ZERO, None
+            return 0, _ZERO, None, None
         data = got.data
         if len(data) < _SNAP_HEAD:
             raise ChainBrokenError(f"object {key}: its snapshot is {len(data)} bytes, too short")
-        return int.from_bytes(data[:8], "big"), data[8:_SNAP_HEAD], data[_SNAP_HEAD:]
+        seq, chain, files = int.from_bytes(data[:8], "big"), data[8:_SNAP_HEAD], data[_SNAP_HEAD:]
+        if not files.startswith(_SNAP_FILES):
+            return seq, chain, files, None  # a database file alone
+        at = len(_SNAP_FILES) + 8
+        size = int.from_bytes(files[len(_SNAP_FILES):at], "big")
+        if len(files) < at + size:
+            raise ChainBrokenError(f"object {key}: its snapshot is cut short ({len(files)} bytes)")
+        return seq, chain, files[at:at + size], files[at + size:] or None
 
     async def rebuild(self, key: str) -> tuple[Rebuilt, int, bytes]:
         """The object's state as the stream holds it (snapshot + records, chain verified), the last
@@ -243,9 +255,9 @@ class JetStreamJournal:
                 await asyncio.sleep(0.1)
 
     async def _rebuild_once(self, key: str) -> tuple[Rebuilt, int, bytes]:
-        snap_seq, snap_hash, snap = await self._snapshot(key)
+        snap_seq, snap_hash, snap, history = await self._snapshot(key)
         msgs, head = await self.read(key, snap_seq, chain=snap_hash if snap_seq else _ZERO)
-        got = Rebuilt(snapshot=snap, snapshot_seq=snap_seq, messages=len(msgs))
+        got = Rebuilt(snapshot=snap, history=history, snapshot_seq=snap_seq, messages=len(msgs))
         parts: list[bytes] = []  # the parts read so far of a large append (module doc)
         for seq, payload, part in msgs:
             if part == "more":
@@ -300,8 +312,11 @@ class JetStreamJournal:
                     raise
                 await asyncio.sleep(0.01)
 
-    async def put_snapshot(self, key: str, seq: int, chain: bytes, data: bytes) -> None:
-        await self._snaps.put(key, seq.to_bytes(8, "big") + chain + data)
+    async def put_snapshot(self, key: str, seq: int, chain: bytes, data: bytes, history: bytes | None = None) -> None:
+        """Store the object's files (its database, and its history when it keeps one) as its
+        snapshot at stream sequence ``seq`` (chain hash ``chain`` there)."""
+        files = data if history is None else b"".join((_SNAP_FILES, len(data).to_bytes(8, "big"), data, history))
+        await self._snaps.put(key, seq.to_bytes(8, "big") + chain + files)
 
 
 class ObjectLog:
@@ -334,6 +349,10 @@ class ObjectLog:
         self._file: tuple[pathlib.Path, str] | None = None
         self.file_through = 0  # the object's file holds every record up to here (written or synced)
         self.messages = 0
+        self.snapshots = 0  # snapshots this handle stored
+        # Messages since the snapshot a take-over would start from (what it would have to replay).
+        self.messages_since_snapshot = rebuilt.messages
+        self.snapshot_at = time.monotonic()  # (of the snapshot a take-over would start from: "now" will do)
 
     # ---- the JournalLink side
     def append(self, capture: Capture) -> asyncio.Future[None]:
@@ -397,6 +416,7 @@ class ObjectLog:
             raise self._broken
         got, last, head = await self.journal.rebuild(self.key)
         self.rebuilt, self._last, self._head = got, last, head
+        self.messages_since_snapshot = got.messages
         self._handle = uuid.uuid4().hex[:12]
         self._broken = None
         try:
@@ -513,6 +533,7 @@ class ObjectLog:
         self.journal.appends += 1
         self.journal.append_seconds.observe(time.monotonic() - started)
         self.messages += 1
+        self.messages_since_snapshot += 1
         if part == "more":
             return seq
         with self._durable:
@@ -521,21 +542,39 @@ class ObjectLog:
         return seq
 
     # ---- snapshots and materialising
-    async def snapshot(self, data: bytes) -> int:
-        """Store ``data`` (the object's database file, holding every commit acknowledged so far) as
-        the object's snapshot at the current position; a take-over starts from it."""
+    async def snapshot(self, data: bytes, history: bytes | None = None) -> int:
+        """Store ``data`` (the object's database file, holding every commit acknowledged so far)
+        and ``history`` (its history file, in step with it) as the object's snapshot at the
+        current position; a take-over starts from it."""
         if self._flight is not None or self._queue:
             raise StorageError(f"object {self.key}: a snapshot needs its appends settled first")
-        await self.journal.put_snapshot(self.key, self._acked, self._head, data)
+        await self.journal.put_snapshot(self.key, self._acked, self._head, data, history)
+        self.snapshot_taken(self.messages)
         return self._acked
 
+    def snapshot_taken(self, messages: int) -> None:
+        """A snapshot was stored as of when this handle had appended ``messages`` messages."""
+        self.snapshots += 1
+        self.messages_since_snapshot = self.messages - messages
+        self.snapshot_at = time.monotonic()
+
     def materialize(self, data_dir: str | os.PathLike[str], relpath: str) -> pathlib.Path:
-        """Write the rebuilt state (snapshot, then every COMMIT record after it) to ``data_dir/relpath``."""
+        """Write the rebuilt state to ``data_dir/relpath``: the snapshot's database, then every
+        COMMIT record after it; and the object's history: the snapshot's, then a record for each
+        commit after it (records carry the commit numbers their first owner gave them, so a
+        bookmark means the same state on every node). Whatever this node kept of the object from
+        an earlier ownership (its history, a restore it had scheduled) is replaced."""
         db = pathlib.Path(data_dir) / relpath
         db.parent.mkdir(parents=True, exist_ok=True)
+        hist = history_path(db)
+        marker_path(db).unlink(missing_ok=True)
         if self.rebuilt.snapshot is not None:
             db.write_bytes(self.rebuilt.snapshot)
         else:
             db.unlink(missing_ok=True)
-        redo(pathlib.Path(data_dir), relpath, self.rebuilt.records, history=False)
+        if self.rebuilt.history is not None:
+            hist.write_bytes(self.rebuilt.history)
+        else:
+            hist.unlink(missing_ok=True)
+        redo(pathlib.Path(data_dir), relpath, self.rebuilt.records, history=True)
         return db

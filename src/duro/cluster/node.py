@@ -50,7 +50,9 @@ from ..runtime.barrier import DurabilityBarrier
 from ..runtime.events import batch_histograms
 from ..storage import maintenance
 from ..storage.durability import BarrierStatistics
+from ..storage.paths import history_path
 from .journal import FencedError, JetStreamJournal, ObjectLog
+from .snapshots import snapshot_forever
 from .leases import LeaseOptions, Leases, NodeNameTakenError, NodeRegistry, SelfFencedError, \
     object_key
 
@@ -110,6 +112,7 @@ class ClusterNode:
         self._fenced_leases: dict[str, Owned] = {}  # key -> the object as it was dropped
         self._watch: asyncio.Task[None] | None = None
         self._adopt: asyncio.Task[None] | None = None
+        self._snap: asyncio.Task[None] | None = None
         self.adopted = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self.closing = False
@@ -158,6 +161,7 @@ class ClusterNode:
         loop = asyncio.get_running_loop()
         self._watch = loop.create_task(self._watch_registration(), name="duro-cluster-watch")
         self._adopt = loop.create_task(self._adopt_forever(), name="duro-cluster-adopt")
+        self._snap = loop.create_task(snapshot_forever(self), name="duro-cluster-snapshots")
         log.info("node %s joined the cluster at %s (replicas %d, lease ttl %.0f s)", self.node,
                  ", ".join(self.urls), replicas, self.options.ttl)
 
@@ -273,7 +277,7 @@ class ClusterNode:
         """A graceful stop: snapshot and release every owned object (their next requests are taken
         by other nodes at once), deregister, close the connection."""
         self.closing = True
-        for task in (self._watch, self._adopt):
+        for task in (self._watch, self._adopt, self._snap):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -305,8 +309,8 @@ class ClusterNode:
         try:
             if olog._broken is None and not olog._queue and olog._flight is None and path.exists() \
                     and _wal_empty(path):
-                data = await asyncio.to_thread(path.read_bytes)
-                await olog.snapshot(data)  # the next owner rebuilds from here, not from the first record
+                data, history = await asyncio.to_thread(_closed_files, path)
+                await olog.snapshot(data, history)  # the next owner rebuilds from here, not from the first record
         except Exception as e:  # noqa: BLE001 - a snapshot only shortens the next rebuild
             log.warning("object %s: no snapshot at hand-over (%s); the next owner replays its log", own.hex_id, e)
         try:
@@ -425,6 +429,15 @@ def _materialize(olog: ObjectLog, data_dir: pathlib.Path, rel: str) -> None:
     olog.materialize(data_dir, rel)
 
 
+def _closed_files(path: pathlib.Path) -> tuple[bytes, bytes | None]:
+    """A closed object's database file and its history file (None: it keeps none)."""
+    data = path.read_bytes()
+    try:
+        return data, history_path(path).read_bytes()
+    except FileNotFoundError:
+        return data, None
+
+
 def _wal_empty(path: pathlib.Path) -> bool:
     """The database file alone holds the object: its -wal is missing or empty (as a close leaves it)."""
     try:
@@ -524,11 +537,10 @@ class ClusterJournal:
     """The runtime's journal and durability barrier in cluster mode: an owned object's commits go to
     its :class:`ClusterLink`; other files (the alarm index) to a local fsync barrier."""
 
-    # A restore (a bookmark, a snapshot, a facet's clone) rewrites the object's file outside the
-    # replicated log: the next owner would rebuild the object without it, and apply later commits
-    # to the wrong pages. Refused until the log carries restores (Activation.check_restorable).
-    takes_restores = False
-    # A facet's database is a file of its own, not in the log: refused likewise (FacetSet.get).
+    # A restore rewrites the object's file outside its connection: the log carries it as the
+    # object's next commit, or the next owner would rebuild the object without it (runtime/restores.py).
+    logs_restores = True
+    # A facet's database is a file of its own, not in the object's log: refused (FacetSet.get).
     takes_facets = False
 
     def __init__(self, node: ClusterNode) -> None:

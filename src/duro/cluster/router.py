@@ -55,6 +55,7 @@ from ..runtime.router import BYE, Handler, Link, OneWay, PeerGone, TakenHere, _F
 from ..runtime.sockets import CLOSED
 from .leases import OWNERS_BUCKET, TRANSIENT_ERRORS, ClusterUnavailableError, LeaseHeldError, SelfFencedError, \
     _leader_get, object_key
+from .changes import log_outside_change, own_for_change
 from .node import ClusterNode
 
 __all__ = ["ClusterRouter", "ClusterSlot", "REMOTE"]
@@ -171,6 +172,19 @@ class ClusterRouter:
 
     def is_local(self, hex_id: str) -> bool:
         return self.node.owns(object_key(hex_id))
+
+    async def take_for_change(self, namespace: str, hex_id: str) -> str | None:
+        """Before an admin change of an object (cluster/changes.py): make this node its owner.
+        None once it is; the name of the live node that owns it instead (the change runs there)."""
+        try:
+            await own_for_change(self.node, namespace, hex_id)
+        except LeaseHeldError as e:
+            return e.owner
+        return None
+
+    async def log_change(self, namespace: str, hex_id: str) -> None:
+        """After an admin change of an owned object: append it to the object's log (cluster/changes.py)."""
+        await log_outside_change(self.node, namespace, hex_id)
 
     def metrics(self) -> list[Any]:
         """This node's ``duro_cluster_*`` metrics, for ``/metrics`` (``cluster/metrics.py``)."""

@@ -48,9 +48,9 @@ _READS = frozenset({"ping", "namespaces", "objects", "object", "query", "sockets
 _OFF_LOOP = frozenset({"namespaces", "objects", "object", "query"})
 
 
-# Operations that write an object's file outside its journal: refused on a cluster node (the
-# replicated stream is the object's truth there; restore and branch across nodes are not built yet).
-_CLUSTER_REFUSED = frozenset({"sql", "import", "restore", "branch", "reset_for_branch"})
+# Operations that write an object's file outside its journal: on a cluster node they run on the
+# object's owner and are appended to its replicated log before they are answered (cluster/changes.py).
+_CLUSTER_WRITES = frozenset({"sql", "import", "restore", "branch"})
 
 
 class _Refused(Exception):
@@ -129,10 +129,8 @@ class AdminEndpoint:
         handler = getattr(self, f"_op_{op.replace('-', '_')}", None) if op.isidentifier() else None
         if handler is None or scope.get("method") != "POST":
             return Response.json({"error": f"unknown admin operation {scope.get('method')} {op!r}"}, status=404)
-        if op in _CLUSTER_REFUSED and getattr(getattr(self.app.runtime, "router", None), "crosses_nodes", False):
-            return Response.json({"error": f"{op} is not supported in cluster mode yet: it changes an object's file "
-                                           "outside the replicated journal, so the object's next owner would not "
-                                           "see the change"}, status=501)
+        if op in _CLUSTER_WRITES and self._cluster() is not None:
+            return await self._cluster_write(op, handler, body)
         owner = self._owner(op, body)
         if owner is not None:
             return await self._on_worker(owner, op, body)
@@ -193,12 +191,56 @@ class AdminEndpoint:
 
     async def _from_worker(self, namespace: str, hex_id: str, name: str | None, op: str, body: bytes,
                            link: Any) -> bytes:
-        if op == "branch":
-            await self._reset_source(body)
         handler = getattr(self, f"_op_{op.replace('-', '_')}", None) if op.isidentifier() else None
-        resp = await self._run(op, handler, body) if handler is not None else \
-            Response.json({"error": f"unknown admin operation {op!r}"}, status=404)
+        if handler is None:
+            resp = Response.json({"error": f"unknown admin operation {op!r}"}, status=404)
+        elif op in _CLUSTER_WRITES and self._cluster() is not None:
+            resp = await self._cluster_write(op, handler, body, forwarded=True)
+        else:
+            if op == "branch":
+                await self._reset_source(body)
+            resp = await self._run(op, handler, body)
         return json.dumps({"status": resp.status, "body": json.loads(resp.body)}).encode()
+
+    # ---- cluster nodes --------------------------------------------------------------------------
+
+    def _cluster(self) -> Any:
+        """This server's router between cluster nodes, or None outside cluster mode."""
+        router = getattr(self.app.runtime, "router", None)
+        return router if getattr(router, "crosses_nodes", False) else None
+
+    async def _cluster_write(self, op: str, handler: Any, body: bytes, *, forwarded: bool = False) -> Response:
+        """A write in cluster mode (cluster/changes.py): on the object's owner (a branch: the
+        source's, which takes the new object too), appended to its log before the answer."""
+        router = self.app.runtime.router
+        try:
+            args = json.loads(body or b"{}")
+            uk, hex_id, _ = self._target(args)
+            changed = self._target(args, "to_id")[1] if op == "branch" else hex_id
+        except _Refused as e:
+            return Response.json({"error": str(e)}, status=e.status)
+        except (DuroError, ValueError, KeyError, TypeError, AttributeError):
+            return await self._run(op, handler, body)  # it says what is wrong with the request
+        try:
+            for target in dict.fromkeys((hex_id, changed)):
+                held_by = await router.take_for_change(uk, target)
+                if held_by is None:
+                    continue
+                if forwarded or target != hex_id:
+                    return Response.json({"error": f"object {target} is in use on node {held_by}: {op} needs "
+                                                   "an object no other node serves; retry later"}, status=409)
+                answer = json.loads(await router.call(router.owner(hex_id), "admin", uk, hex_id, None, op, body))
+                return Response.json(answer["body"], status=answer["status"])
+        except DuroError as e:
+            return Response.json({"error": f"{op} could not take object {hex_id} on this node: {e}; retry"},
+                                 status=503)
+        resp = await self._run(op, handler, body)
+        if resp.status == 200:
+            try:
+                await router.log_change(uk, changed)
+            except DuroError as e:
+                return Response.json({"error": str(e), "type": type(e).__name__}, status=503)
+        return resp
 
     async def _reset_source(self, body: bytes) -> None:
         """Before a branch: the source object's own worker resets it (its file synced and closed)."""

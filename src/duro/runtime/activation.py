@@ -27,13 +27,13 @@ from ..core.lifecycle import ActivationState, DeactivationReason, check_transiti
 from ..core.limits import (
     BCW_TIMEOUT_S, TEXT_BCW_TIMEOUT, TEXT_OVERLOADED_AGE, TEXT_OVERLOADED_BYTES, TEXT_OVERLOADED_QUEUE,
 )
-from ..errors import DurableObjectAbort, ObjectResetError, OverloadedError, StorageError, mark_remote
+from ..errors import DurableObjectAbort, ObjectResetError, OverloadedError, mark_remote
 from ..ids import DurableObjectId
 from ..storage import ObjectDatabase
 from ..storage.durability import Barrier
-from ..storage.history import SNAPSHOT_MARK
-from ..storage.journal import HistoryOptions, marker_path
+from ..storage.journal import HistoryOptions
 from . import cpulimit, portal
+from .restores import apply_pending_restore
 from .gates import InputGate, OutputGate
 from .tasks import drain_tasks, log_failure
 
@@ -335,7 +335,7 @@ class Activation:
         self._set_state(ActivationState.CONSTRUCTING)
         self.constructions += 1
         try:
-            self._apply_pending_restore()
+            apply_pending_restore(self)
             self.instance = self.factory(self)
         except DurableObjectAbort as e:
             self.reset(ObjectResetError(e.reason), DeactivationReason.ABORT)
@@ -354,29 +354,6 @@ class Activation:
             await portal.call(self._construct)
         finally:
             gate.unlock()
-
-    def check_restorable(self, what: str) -> None:
-        """Refuse to schedule a restore (``what``: the API call) where the journal cannot carry it:
-        in cluster mode the object's file is rebuilt from the replicated log by its next owner."""
-        if not getattr(self.runtime.journal, "takes_restores", True):
-            raise StorageError(f"{what} is not supported in cluster mode yet: a restore would change this "
-                               "node's copy of the object only, and the object's next owner would rebuild it "
-                               "without the restore; the object is unchanged")
-
-    def _apply_pending_restore(self) -> None:
-        """A restore scheduled by ``on_next_session_restore_bookmark`` happens before the constructor
-        runs. The restored alarm is set again through the scheduler, so its index knows it."""
-        db = self.db
-        marker = marker_path(db.path)
-        if db.history is None or not marker.exists():
-            return
-        from_snapshot = marker.read_text().startswith(SNAPSHOT_MARK)
-        db.attached_history()  # opening the database carries out the restore
-        when = db.get_alarm()
-        if when is not None:
-            self.runtime.alarms.set_alarm(self, when)
-        elif from_snapshot:  # a snapshot brings no alarm, and the object's own is dropped with its data
-            self.runtime.alarms.delete_alarm(self)
 
     # ------------------------------------------------------------------ output gate
     def durable_future(self) -> "asyncio.Future[Any] | None":

@@ -85,6 +85,7 @@ class DatabaseConnection(Savepoints):
         self.journal = journal
         self._tail = WalTail(self.wal_path) if (history is not None or journal is not None) else None
         self.captured: Capture | None = None
+        self.restored: str | None = None  # the bookmark of a scheduled restore the last open carried out
         if journal is not None and history is not None:
             history.deferred_sync = True  # the journal syncs it, with the database file, later
         # Periodic checkpoints (every ~CHECKPOINT_PAGES WAL pages) fsync the WAL and the database:
@@ -187,7 +188,7 @@ class DatabaseConnection(Savepoints):
                 # The restore rewrites the file: the journal must first know, durably, that none of
                 # its older records is to be redone over it.
                 journal.synced(journal.position(), durable=True)
-            apply_pending_restore(self.path, history.options)
+            self.restored = apply_pending_restore(self.path, history.options)
         existed = self.path.exists()
         self._mark_changed = history is None and existed and history_path(self.path).exists()
         if not existed:

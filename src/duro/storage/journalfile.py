@@ -39,11 +39,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from duro.errors import StorageError
-from duro.storage.historyfile import BASE, HEAL, PAGE_SIZE, HistoryFile, page_hole
+from duro.storage.historyfile import BASE, HEAL, PAGE_SIZE, HistoryFile, Record, page_hole
 from duro.storage.paths import file_mode, fsync_dir, history_path, make_dirs_durably
 
 __all__ = ["COMMIT", "SYNCED", "CLEAN", "EPOCH", "Capture", "JournalRecord", "Scan", "encode_commit",
-           "encode_marker", "encode_record", "decode_records", "scan_segments", "segment_name", "segment_paths", "redo", "SEGMENT_SUFFIX"]
+           "encode_marker", "encode_record", "decode_records", "scan_segments", "segment_name", "segment_paths", "redo",
+           "record_capture", "SEGMENT_SUFFIX"]
 
 _log = logging.getLogger("duro.journal")
 
@@ -327,8 +328,11 @@ def _redo_history(db: pathlib.Path, captures: list[Capture]) -> None:
             if last is None and missing[0].seq == 1:
                 hf.append(0, missing[0].ms, 0, {}, flags=BASE)
             elif missing[0].seq != expected + 1:
+                # The state as redone is the state at the last record: the base takes its number,
+                # so the next commit's number is the one its journal record will carry (in cluster
+                # mode every owner numbers an object's commits alike: bookmarks are the cluster's).
                 missing = []
-                hf.append_file_snapshot(expected + 1, captures[-1].ms, db, flags=HEAL)
+                hf.append_file_snapshot(captures[-1].seq, captures[-1].ms, db, flags=HEAL)
             for c in missing:
                 hf.append(c.seq, c.ms, c.db_pages, c.pages, tag=c.tag, ident=c.ident)
             hf.fsync()
@@ -339,6 +343,14 @@ def _redo_history(db: pathlib.Path, captures: list[Capture]) -> None:
             fsync_dir(hpath.parent)
         except OSError as e:
             raise StorageError(f"cannot sync the folder of {str(hpath)!r}: {e.strerror or e}") from e
+
+
+def record_capture(hf: HistoryFile, rec: Record) -> Capture:
+    """History record ``rec`` as a journal commit: every page it holds (a base: the whole file)
+    and the size after it. For a change made outside the object's connection (a restore, an
+    import, an admin write) that a journal must carry as the object's next commit."""
+    return Capture(rec.seq, rec.ms, rec.tag, rec.db_pages, dict(hf.iter_pages(rec)) if rec.db_pages else {},
+                   rec.ident or bytes(16))
 
 
 def stray_side_files(data_dir: pathlib.Path) -> Iterator[pathlib.Path]:

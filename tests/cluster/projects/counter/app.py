@@ -42,13 +42,31 @@ class Counter(DurableObject):
         n = self.ctx.storage.sql.exec("SELECT count(*) AS n, total(length(v)) AS size FROM b").one()
         return {"rows": n["n"], "bytes": int(n["size"]), "node": NODE}
 
-    async def restore(self):
-        # Refused in cluster mode (the restore would not be in the replicated log); says so.
-        try:
-            await self.ctx.storage.onNextSessionRestoreBookmark(await self.ctx.storage.getCurrentBookmark())
-        except Exception as e:
-            return {"refused": str(e), "node": NODE}
-        return {"refused": None, "node": NODE}
+    async def note(self):
+        # A row in a table of its own (its own pages): a restore that drops it must be in the log,
+        # later commits to the counter do not rewrite its pages.
+        self.ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS notes (i INTEGER PRIMARY KEY, node TEXT)")
+        self.ctx.storage.sql.exec("INSERT INTO notes (node) VALUES (?)", NODE)
+        return {"notes": self._notes(), "node": NODE}
+
+    def _notes(self):
+        if not self.ctx.storage.sql.exec("SELECT 1 FROM sqlite_master WHERE name = 'notes'").to_array():
+            return 0
+        return self.ctx.storage.sql.exec("SELECT count(*) AS n FROM notes").one()["n"]
+
+    async def bookmark(self):
+        return {"bookmark": await self.ctx.storage.getCurrentBookmark(), "stored": self._stored(), "node": NODE}
+
+    async def bookmark_at(self, ms):
+        return {"bookmark": await self.ctx.storage.getBookmarkForTime(ms), "node": NODE}
+
+    async def restore(self, bookmark):
+        # Point-in-time recovery as Cloudflare's docs show it: schedule, then restart the object.
+        undo = await self.ctx.storage.onNextSessionRestoreBookmark(bookmark)
+        return {"undo": undo, "node": NODE}
+
+    async def abort(self):
+        self.ctx.abort("restart to restore")
 
     async def facet(self):
         try:
@@ -60,7 +78,8 @@ class Counter(DurableObject):
     async def get(self):
         self.ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS f (k TEXT PRIMARY KEY, node TEXT)")
         by = self.ctx.storage.sql.exec("SELECT node FROM f WHERE k = 'by'").to_array()
-        return {"stored": self._stored(), "node": NODE, "fired_by": by[0]["node"] if by else None}
+        return {"stored": self._stored(), "node": NODE, "fired_by": by[0]["node"] if by else None,
+                "notes": self._notes()}
 
     async def alarm_in(self, ms):
         import time
@@ -90,8 +109,20 @@ class Default(WorkerEntrypoint):
                 out = await stub.alarm_in(int(parts[5]))
             elif verb == "blob":
                 out = await stub.blob(int(parts[5]))
-            elif verb in ("restore", "facet"):
-                out = await getattr(stub, verb)()
+            elif verb == "facet":
+                out = await stub.facet()
+            elif verb == "note":
+                out = await stub.note()
+            elif verb == "bookmark":
+                out = await stub.bookmark()
+            elif verb == "bookmark_at":
+                out = await stub.bookmark_at(int(parts[5]))
+            elif verb == "restore":
+                out = await stub.restore(parts[5])
+                try:
+                    await stub.abort()
+                except Exception as e:  # the abort's own error: the object restarts (and restores)
+                    out["aborted"] = type(e).__name__
             elif verb == "get":
                 out = await stub.get()
             elif verb == "fetch":
