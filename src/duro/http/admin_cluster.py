@@ -81,6 +81,7 @@ async def objects(runtime: Any, args: dict[str, Any]) -> dict[str, Any]:
     """The cluster's objects of one namespace (or all) whose name or ID contains ``q``, newest
     write first; at most ``limit`` (module doc)."""
     from ..cluster.router import REMOTE
+    from ..runtime.router import PeerGone
 
     router = runtime.router
     q, limit, keys = admin_views.listing_args(runtime, args)
@@ -98,7 +99,9 @@ async def objects(runtime: Any, args: dict[str, Any]) -> dict[str, Any]:
             try:
                 raw = await router.call(REMOTE + hex_id, "admin", "", hex_id, None, "owned_objects", body)
                 answer = json.loads(raw)
-            except Exception as e:  # noqa: BLE001 - it let the object go, or does not answer: the next one
+            except PeerGone as e:  # it did not answer within the call timeout: not asked again
+                return owner, None, str(e)
+            except Exception as e:  # noqa: BLE001 - it let the object go meanwhile: the next one
                 why = str(e) or type(e).__name__
                 continue
             if answer.get("status") == 200:
