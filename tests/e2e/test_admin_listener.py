@@ -3,6 +3,7 @@ admin API, /metrics and the dashboard answer only there and only with the token;
 answers none of them; ``--no-admin`` turns it all off; a fixed port in use is a clear error at
 start; ``import`` reads only files inside the folder the operator allowed."""
 
+import json
 import pathlib
 import sqlite3
 import subprocess
@@ -120,3 +121,26 @@ def test_import_reads_only_the_allowed_folder(serve, tmp_path):
     good = _sqlite(allowed / "good.sqlite")
     assert _import(srv, good, "imported").status_code == 200
     assert httpx.get(srv.url + "/counters/imported", timeout=30).json()["value"] == 41
+
+
+def test_the_reading_commands_ask_the_server_with_server(serve, tmp_path):
+    srv = serve(COUNTER)
+    for _ in range(3):
+        assert httpx.post(srv.url + "/counters/read", timeout=30).status_code == 200
+    where = ["--project", str(COUNTER), "--data", srv.data_dir, "--server", srv.admin_url]
+    listed = duro("objects", "list", "--json", *where)
+    assert listed.returncode == 0, listed.stderr
+    (row,) = [r for r in json.loads(listed.stdout) if r["name"] == "read"]
+    assert row["id"] == KEY.id_from_name("read").to_string() and row["size"] > 0 and "owner" not in row
+    shown = duro("objects", "show", "read", *where)
+    assert shown.returncode == 0 and "counter" in shown.stdout and srv.admin_url in shown.stdout, shown.stderr
+    got = duro("objects", "sql", "read", "SELECT v FROM counter WHERE k = ?", "--param", "n", "--json", *where)
+    assert got.returncode == 0 and '"v": 3' in got.stdout, got.stdout + got.stderr
+    out = tmp_path / "read.sqlite"
+    exported = duro("objects", "export", "read", str(out), *where)
+    assert exported.returncode == 0, exported.stderr
+    with sqlite3.connect(out) as db:
+        assert db.execute("SELECT v FROM counter").fetchall() == [(3,)]
+    assert not list((pathlib.Path(srv.data_dir) / "admin-exports").iterdir())
+    missing = duro("objects", "show", "nobody", *where)
+    assert missing.returncode == 3, missing.stdout + missing.stderr

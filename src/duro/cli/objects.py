@@ -1,7 +1,9 @@
 """``duro objects``: look at and repair the objects stored in a data directory.
 
 Reading commands (``list``, ``show``, ``sql`` without ``--write``, ``export``) open databases
-read-only and work whether or not a server is running. Writing commands (``sql --write``,
+read-only and work whether or not a server is running; with ``--server URL`` they ask the running
+server instead (its admin API's reads), which on a cluster node answers for the whole cluster:
+every object, each read on the node that owns it. Writing commands (``sql --write``,
 ``import``, ``restore``, ``branch``) run offline while holding the data directory's lock, or, with
 ``--server URL``, through the running server's admin listener (found through the data directory,
 cli/_admin.py; http/admin.py); with a server
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import pathlib
 import re
 import sys
@@ -27,12 +30,13 @@ from ..errors import ConfigError, DuroError, InvalidInputError, StorageError
 from ..storage import maintenance
 from .check import add_check_parser
 from ._admin import AdminUnavailable, admin_address
-from ._data import DataContext, ServerRunning, Target, UnknownObject, load_context
+from ._data import _HEX64, DataContext, Namespace, ServerRunning, Target, UnknownObject, load_context
 from ._output import Progress, cell, format_ms, format_size, jsonable, parse_time, print_json, print_table
 
 __all__ = ["add_objects_parser"]
 
 ADMIN_PREFIX = "/__duro/admin/"
+_SERVER_LIST_LIMIT = 500  # the most objects a server's listing answers (admin_views.MAX_OBJECTS)
 
 OVERVIEW = """\
 Look at the Durable Objects stored in a data directory, query them with SQL, copy them out and
@@ -84,12 +88,19 @@ def _common(p: argparse.ArgumentParser, *, namespace: bool = True) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
-def _server_arg(p: argparse.ArgumentParser) -> None:
+def _server_arg(p: argparse.ArgumentParser, *, read: bool = False) -> None:
+    where = ("The request goes to the server's admin listener, whose address the server writes to "
+             "DATA/admin.url; URL is used only when that file is absent")
+    if read:
+        p.add_argument("--server", metavar="URL", default=None,
+                       help="ask the running server instead of reading the files here. On a cluster node "
+                            "(duro serve --cluster) this covers the whole cluster: every object, each read "
+                            "on the node that owns it now. " + where)
+        return
     p.add_argument("--server", metavar="URL", default=None,
                    help="make the change through the running server (e.g. --server http://127.0.0.1:8787), "
                         "which resets the object first; needed while a server uses the data directory. "
-                        "The request goes to the server's admin listener, whose address the server "
-                        "writes to DATA/admin.url; URL is used only when that file is absent")
+                        "Not on a cluster node yet (it answers 501). " + where)
 
 
 def _sub(sub: Any, name: str, help: str, description: str, examples: str) -> argparse.ArgumentParser:
@@ -112,8 +123,11 @@ def add_objects_parser(sub: Any) -> argparse.ArgumentParser:
              "List the objects that have stored data. The name shows once the object has been written "
              "to after being reached by name.",
              "  duro objects list\n  duro objects list --namespace COUNTER --json\n"
-             "  duro objects list --data /var/lib/myapp/.duro\n")
+             "  duro objects list --data /var/lib/myapp/.duro\n"
+             "  duro objects list --server http://127.0.0.1:8787   (a cluster node: every node's objects,\n"
+             "                                                     with the node that owns each)\n")
     _common(s)
+    _server_arg(s, read=True)
     s.set_defaults(func=cmd_list)
 
     s = _sub(osub, "show", "one object: tables, row counts, KV keys, alarm, bookmark range",
@@ -122,6 +136,7 @@ def add_objects_parser(sub: Any) -> argparse.ArgumentParser:
              "  duro objects show apples\n"
              "  duro objects show 6f1c...e2 --json            (by its 64-hex ID)\n")
     _common(s)
+    _server_arg(s, read=True)
     s.add_argument("object", metavar="ID_OR_NAME", help="the object's 64-hex ID or its name")
     s.set_defaults(func=cmd_show)
 
@@ -140,14 +155,22 @@ def add_objects_parser(sub: Any) -> argparse.ArgumentParser:
                    help="a value for the next ? placeholder (read as JSON when it parses, e.g. 42, "
                         "null, \"42\"; else as text); repeatable")
     s.add_argument("--write", action="store_true", help="allow the SQL to change data")
-    _server_arg(s)
+    s.add_argument("--server", metavar="URL", default=None,
+                   help="run the SQL through the running server: read-only SQL is answered by the server "
+                        "(on a cluster node: by the node that owns the object, with its current data; at "
+                        "most 1000 rows); with --write the server resets the object first and makes the "
+                        "change (not on a cluster node yet: 501). The request goes to the server's admin "
+                        "listener, whose address the server writes to DATA/admin.url; URL is used only "
+                        "when that file is absent")
     s.set_defaults(func=cmd_sql)
 
     s = _sub(osub, "export", "copy one object into a standalone SQLite file",
              "Copy one object's database, consistent as of one moment, into FILE: a standalone SQLite "
              "database any sqlite3 tool can open. Works while the server runs.",
-             "  duro objects export apples apples.sqlite\n  sqlite3 apples.sqlite .tables\n")
+             "  duro objects export apples apples.sqlite\n  sqlite3 apples.sqlite .tables\n"
+             "  duro objects export apples apples.sqlite --server http://127.0.0.1:8787\n")
     _common(s)
+    _server_arg(s, read=True)
     s.add_argument("object", metavar="ID_OR_NAME", help="the object's 64-hex ID or its name")
     s.add_argument("file", metavar="FILE", help="where to write the copy")
     s.add_argument("--force", action="store_true", help="replace FILE if it exists")
@@ -253,6 +276,8 @@ def _row(t: Target, s: maintenance.ObjectSummary) -> dict[str, Any]:
 def cmd_list(args: argparse.Namespace) -> int:
     """``duro objects list``."""
     ctx = _context(args)
+    if args.server:
+        return _list_remote(ctx, args)
     targets = ctx.objects(args.namespace)
     rows = []
     with Progress("reading objects", unit="objects") as progress:
@@ -289,11 +314,25 @@ def _bookmarks(path: pathlib.Path) -> dict[str, Any]:
 def cmd_show(args: argparse.Namespace) -> int:
     """``duro objects show``."""
     ctx = _context(args)
-    t = ctx.resolve(args.object, args.namespace)
-    s = maintenance.summarize(t.path, detail=True)
-    info = _row(t, s)
-    info.update(database_size=s.database_size, kv_keys=s.kv_keys,
-                tables=[{"name": n, "rows": c} for n, c in s.tables], bookmarks=_bookmarks(t.path))
+    if args.server:
+        t = _remote_target(ctx, args)
+        o = _admin(ctx, args.server, "object", {"namespace": t.namespace.unique_key, "id": t.id})
+        info = {"namespace": t.namespace.label, "unique_key": t.namespace.unique_key, "id": t.id,
+                "name": o.get("name") if o.get("name") is not None else t.name, "size": o["size"],
+                "last_write": format_ms(o["last_write_ms"]), "last_write_ms": o["last_write_ms"],
+                "alarm": format_ms(o["alarm_ms"]) or None, "alarm_ms": o["alarm_ms"],
+                "database_size": o["database_size"], "kv_keys": o["kv_count"], "tables": o["tables"],
+                "bookmarks": {k: v for k, v in o["bookmarks"].items() if k in ("available", "first", "last", "reason")}}
+        if "owner" in o:
+            info["owner"] = o["owner"]
+        where = ("owner", o["owner"]) if "owner" in o else ("server", args.server)
+    else:
+        t = ctx.resolve(args.object, args.namespace)
+        s = maintenance.summarize(t.path, detail=True)
+        info = _row(t, s)
+        info.update(database_size=s.database_size, kv_keys=s.kv_keys,
+                    tables=[{"name": n, "rows": c} for n, c in s.tables], bookmarks=_bookmarks(t.path))
+        where = ("file", str(t.path))
     if args.json:
         print_json(info)
         return 0
@@ -304,19 +343,19 @@ def cmd_show(args: argparse.Namespace) -> int:
         ("namespace", ns.label + (f" (class {ns.class_name}, key {ns.unique_key})" if ns.binding else "")),
         ("id", t.id),
         ("name", info["name"] or "- (not recorded)"),
-        ("file", str(t.path)),
-        ("size", f"{format_size(s.size)} on disk, database {format_size(s.database_size)}"),
+        where,
+        ("size", f"{format_size(info['size'])} on disk, database {format_size(info['database_size'])}"),
         ("last write", info["last_write"] + " UTC"),
         ("alarm", (info["alarm"] + " UTC") if info["alarm"] else "none"),
-        ("kv keys", str(s.kv_keys)),
+        ("kv keys", str(info["kv_keys"])),
         ("bookmarks", bookmarks),
     ]
     width = max(len(k) for k, _ in pairs)
     for k, v in pairs:
         print(f"{k.ljust(width)}  {v}")
     print()
-    if s.tables:
-        print_table(["TABLE", "ROWS"], [[n, c] for n, c in s.tables], right=(1,))
+    if info["tables"]:
+        print_table(["TABLE", "ROWS"], [[x["name"], x["rows"]] for x in info["tables"]], right=(1,))
     else:
         print("no SQL tables")
     return 0
@@ -353,12 +392,21 @@ def _unblob(v: Any) -> Any:
 def cmd_sql(args: argparse.Namespace) -> int:
     """``duro objects sql``."""
     ctx = _context(args)
-    t = ctx.resolve(args.object, args.namespace)
+    t = _remote_target(ctx, args) if args.server else ctx.resolve(args.object, args.namespace)
     params = [_param(p) for p in args.param]
     if args.write and args.server:
         res = _admin(ctx, args.server, "sql", {"namespace": t.namespace.unique_key, "id": t.id, "name": t.name,
                                                "sql": args.sql, "bindings": params})
         _print_sql(args, res["columns"], [[_unblob(v) for v in r] for r in res["rows"]], res["changes"])
+        return 0
+    if args.server:  # read-only, answered by the server (on a cluster: the object's owner)
+        got = _admin(ctx, args.server, "query", {"namespace": t.namespace.unique_key, "id": t.id,
+                                                 "sql": args.sql, "bindings": params})
+        shown = [[v if args.json else _unblob(v) for v in r] for r in got["rows"]]
+        _print_sql(args, got["columns"], shown, 0)
+        if got.get("truncated"):
+            print(f"duro objects sql: note: the server answered the first {len(shown)} of {got['total']} rows",
+                  file=sys.stderr)
         return 0
     if args.write:
         with ctx.exclusive(f"write to {t.describe()}"):
@@ -376,20 +424,125 @@ def cmd_sql(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """``duro objects export``."""
     ctx = _context(args)
-    t = ctx.resolve(args.object, args.namespace)
+    t = _remote_target(ctx, args) if args.server else ctx.resolve(args.object, args.namespace)
     out = pathlib.Path(args.file)
     if out.exists() and not args.force:
         raise InvalidInputError(f"{out} already exists; pass --force to replace it")
     if out.is_dir():
         raise InvalidInputError(f"{out} is a directory; give a file name")
-    with Progress("exporting", unit="pages") as progress:
-        size = maintenance.export_database(t.path, out, progress=progress.update)
+    if args.server:
+        size = _export_remote(ctx, args.server, t, out)
+    else:
+        with Progress("exporting", unit="pages") as progress:
+            size = maintenance.export_database(t.path, out, progress=progress.update)
     if args.json:
         print_json({"namespace": t.namespace.label, "id": t.id, "name": t.name, "file": str(out.absolute()),
                     "size": size})
     else:
         print(f"exported {t.describe()} to {out} ({format_size(size)})")
     return 0
+
+
+# ---- reading through a server ---------------------------------------------------------------------
+
+
+def _remote_target(ctx: DataContext, args: argparse.Namespace) -> Target:
+    """The object ``args.object`` names, for the server to read: found here when its file is here,
+    else its ID as its namespace mints it (the server says whether it exists; a name that could be
+    in several namespaces is looked up in each)."""
+    try:
+        return ctx.resolve(args.object, args.namespace)
+    except UnknownObject:
+        pass
+    text = args.object
+    spaces = ctx.selected(args.namespace)
+    if _HEX64.fullmatch(text):  # (resolve refused an ID no namespace mints)
+        ns = next(n for n in spaces if n.key().is_valid(text.lower()))
+        return Target(ns, text.lower(), None, ctx.path(ns, text.lower()))
+    candidates = [Target(ns, ns.key().id_from_name(text).to_string(), text, pathlib.Path())
+                  for ns in spaces]
+    if len(candidates) == 1:
+        return candidates[0]
+    hits = []
+    for t in candidates:
+        try:
+            _admin(ctx, args.server, "object", {"namespace": t.namespace.unique_key, "id": t.id})
+            hits.append(t)
+        except ServerError as e:
+            if e.status != 404:
+                raise
+    if len(hits) == 1:
+        return hits[0]
+    if hits:
+        raise InvalidInputError(f"an object named {text!r} exists in several namespaces "
+                                f"({', '.join(t.namespace.label for t in hits)}); pass --namespace")
+    raise UnknownObject(f"no object named {text!r} on the server (`duro objects list --server ...` shows them)")
+
+
+def _list_remote(ctx: DataContext, args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"limit": _SERVER_LIST_LIMIT}
+    if args.namespace:
+        body["namespace"] = ctx.namespace(args.namespace).unique_key
+    res = _admin(ctx, args.server, "objects", body)
+    labels = {ns.unique_key: ns.label for ns in ctx.namespaces}
+    rows = []
+    for r in res["objects"]:
+        row = {"namespace": labels.get(r["namespace"], r["namespace"]), "unique_key": r["namespace"], "id": r["id"],
+               "name": r["name"], "size": r["size"],
+               "last_write": format_ms(r["last_write_ms"]) if r["last_write_ms"] is not None else None,
+               "last_write_ms": r["last_write_ms"], "alarm": format_ms(r["alarm_ms"]) or None,
+               "alarm_ms": r["alarm_ms"]}
+        if res.get("cluster"):
+            row.update(owner=r.get("owner"), source=r.get("source"))
+        rows.append(row)
+    for gone in res.get("unreachable") or ():
+        print(f"duro objects list: warning: node {gone['node']} did not answer ({gone['error']}); its objects "
+              "are listed from this node's copies", file=sys.stderr)
+    if res.get("truncated"):
+        print(f"duro objects list: note: {res['total']} objects; the server answered the {len(rows)} written last",
+              file=sys.stderr)
+    if args.json:
+        print_json(rows)
+        return 0
+    if not rows:
+        where = f" in namespace {args.namespace}" if args.namespace else ""
+        print(f"no objects with stored data{where} on {args.server}")
+        return 0
+    heads = ["NAMESPACE", "ID", "NAME", "SIZE", "LAST WRITE", "ALARM"]
+    table = [[r["namespace"], r["id"], r["name"] or "-", format_size(r["size"]) if r["size"] is not None else "-",
+              r["last_write"] or "-", r["alarm"] or "-"] for r in rows]
+    if res.get("cluster"):
+        heads.append("OWNER")
+        for line, r in zip(table, rows):
+            line.append((r["owner"] or "-") + ("" if r["source"] in ("owner", None) else f" ({r['source']})"))
+    print_table(heads, table, right=(3,))
+    return 0
+
+
+def _export_remote(ctx: DataContext, server: str, t: Target, out: pathlib.Path) -> int:
+    """Export through the server: it copies the object (on a cluster: its owner does), then hands
+    the copy over in chunks, written to ``out`` once complete."""
+    where = {"namespace": t.namespace.unique_key, "id": t.id}
+    begin = _admin(ctx, server, "export_begin", where)
+    part = out.with_name(out.name + ".part")
+    done = 0
+    try:
+        with open(part, "wb") as f, Progress("exporting", unit="bytes") as progress:
+            while True:
+                chunk = _admin(ctx, server, "export_read", {**where, "token": begin["token"], "offset": done})
+                data = base64.b64decode(chunk["data"])
+                f.write(data)
+                done += len(data)
+                progress.update(done, begin["size"])
+                if chunk["eof"]:
+                    break
+                if not data:
+                    raise ServerError(f"the server at {server} sent an export that ends early", 502)
+        os.replace(part, out)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    return done
 
 
 # ---- writing commands ----------------------------------------------------------------------------

@@ -10,6 +10,9 @@
   **fencing token** (the lease's ``epoch``): the journal puts it in every record it appends.
 - A graceful :meth:`Leases.release` deletes the key at the lease's revision: the next claim wins at
   once, with no TTL to wait out.
+- Every object claimed is also recorded, once, in ``duro_objects.<key>`` (its namespace and ID;
+  never deleted): a released lease forgets which object it was, and ``duro objects list`` against
+  a cluster lists every object from there (:meth:`Leases.directory`).
 
 The lease is the fast path, not the guarantee: a stale owner's appends are refused by the stream
 itself (:mod:`.journal`), whatever the clocks say. Never: treat a lease as valid after
@@ -42,6 +45,7 @@ log = logging.getLogger("duro.cluster")
 
 NODES_BUCKET = "duro_nodes"
 OWNERS_BUCKET = "duro_owners"
+OBJECTS_BUCKET = "duro_objects"  # key -> {"ns", "id"}: every object ever claimed (module doc)
 _WRONG_LAST = (10071, 10164)
 NO_PEERS_YET = 10005  # "no suitable peers for placement": too few servers known (yet) for the replication
 
@@ -148,6 +152,22 @@ async def _bucket(js: Any, name: str, options: LeaseOptions) -> Any:
                 raise ClusterUnavailableError(f"cannot open the key-value bucket {name!r}: JetStream did not "
                                               "answer within 15 s; is JetStream enabled on the servers?") from None
             await asyncio.sleep(0.1)
+
+
+async def _read_bucket(kv: Any, timeout: float = 5.0) -> dict[str, bytes]:
+    """Every key of a bucket with its value (deleted keys left out)."""
+    watcher = await kv.watchall(ignore_deletes=True)
+    out: dict[str, bytes] = {}
+    try:
+        while True:
+            entry = await watcher.updates(timeout=timeout)
+            if entry is None:
+                return out  # the end of the values stored now
+            if entry.operation is None and entry.value is not None:
+                out[entry.key] = entry.value
+    finally:
+        with contextlib.suppress(Exception):
+            await watcher.stop()
 
 
 async def _leader_get(js: Any, bucket: str, key: str) -> tuple[int, bytes | None]:
@@ -326,9 +346,13 @@ class Leases:
     def __init__(self, registry: NodeRegistry) -> None:
         self.registry = registry
         self._kv: Any = None
+        self._objects: Any = None  # the bucket OBJECTS_BUCKET
+        self._recorded: set[str] = set()  # keys this process knows are in it
+        self._recording: set[asyncio.Task[None]] = set()
 
     async def open(self) -> "Leases":
         self._kv = await _bucket(self.registry.js, OWNERS_BUCKET, self.registry.options)
+        self._objects = await _bucket(self.registry.js, OBJECTS_BUCKET, self.registry.options)
         return self
 
     async def claim(self, key: str, about: dict[str, str] | None = None) -> Lease:
@@ -346,6 +370,7 @@ class Leases:
                 # The node may have stopped being writable while the claim was on its way: such a
                 # lease is not used (the object moves on once the registration expires).
                 self.registry.check()
+                self._record(key, about)
                 return lease
             except TRANSIENT_ERRORS as e:
                 if time.monotonic() > deadline:
@@ -377,6 +402,61 @@ class Leases:
             return Lease(key, reg.node, await self._kv.update(key, mine, last=last))
         except nats.js.errors.KeyWrongLastSequenceError:
             raise LeaseHeldError(key, "another node (it claimed the object first)") from None
+
+    def _record(self, key: str, about: dict[str, str] | None) -> None:
+        """Record the object in OBJECTS_BUCKET if this process has not yet: in the background (a
+        claim never waits for it); one that fails is tried again at the object's next claim."""
+        if key in self._recorded or self._objects is None or not about or not about.get("ns") \
+                or not about.get("id"):
+            return
+        if len(self._recorded) > 100_000:
+            self._recorded.clear()  # bounded: a key recorded already costs one refused create
+        self._recorded.add(key)
+        value = json.dumps({"ns": about["ns"], "id": about["id"]}).encode()
+        task = asyncio.get_running_loop().create_task(self._record_now(key, value), name="duro-record-object")
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
+
+    async def _record_now(self, key: str, value: bytes) -> None:
+        try:
+            await self._objects.create(key, value)
+        except nats.js.errors.KeyWrongLastSequenceError:
+            pass  # recorded before
+        except Exception as e:  # noqa: BLE001 - only the listing misses it; the next claim retries
+            self._recorded.discard(key)
+            log.info("object %s not recorded in %s yet: %s", key, OBJECTS_BUCKET, e)
+
+    async def directory(self) -> list[dict[str, str]]:
+        """Every object of the cluster as {"key", "ns", "id", "node"}: those recorded in
+        OBJECTS_BUCKET and those whose lease says which object it is, with ``node`` the live node
+        that holds its lease now ("" for none: released, handed over, or its owner is gone).
+        Reads three buckets whole (one ordered consumer each), not from their leaders: a listing."""
+        js, opts = self.registry.js, self.registry.options
+        objects = await _read_bucket(self._objects)
+        owners = await _read_bucket(self._kv)
+        nodes = await _read_bucket(await _bucket(js, NODES_BUCKET, opts))
+        live: dict[str, str] = {}
+        for name, raw in nodes.items():
+            with contextlib.suppress(ValueError, AttributeError):
+                live[name] = json.loads(raw).get("incarnation", "")
+        out: dict[str, dict[str, str]] = {}
+        for key, raw in [*objects.items(), *owners.items()]:
+            try:
+                about = json.loads(raw)
+            except ValueError:
+                continue
+            if not isinstance(about, dict) or not about.get("ns") or not about.get("id"):
+                continue
+            out.setdefault(key, {"key": key, "ns": about["ns"], "id": about["id"], "node": ""})
+        for key, raw in owners.items():
+            if key not in out:
+                continue
+            with contextlib.suppress(ValueError, AttributeError):
+                held = json.loads(raw)
+                node = held.get("node", "")
+                if node and live.get(node) == held.get("incarnation", ""):
+                    out[key]["node"] = node
+        return list(out.values())
 
     async def release(self, lease: Lease) -> bool:
         """Hand the object over at once (a graceful stop or eviction). False if the lease was no

@@ -53,8 +53,8 @@ import nats.errors
 from ..errors import DuroError
 from ..runtime.router import BYE, Handler, Link, OneWay, PeerGone, TakenHere, _Failed
 from ..runtime.sockets import CLOSED
-from .leases import OWNERS_BUCKET, TRANSIENT_ERRORS, ClusterUnavailableError, LeaseHeldError, SelfFencedError, \
-    _leader_get, object_key
+from .leases import OBJECTS_BUCKET, OWNERS_BUCKET, TRANSIENT_ERRORS, ClusterUnavailableError, LeaseHeldError, \
+    SelfFencedError, _leader_get, object_key
 from .changes import log_outside_change, own_for_change
 from .node import ClusterNode
 
@@ -185,6 +185,28 @@ class ClusterRouter:
     async def log_change(self, namespace: str, hex_id: str) -> None:
         """After an admin change of an owned object: append it to the object's log (cluster/changes.py)."""
         await log_outside_change(self.node, namespace, hex_id)
+
+    def remote(self, hex_id: str) -> str:
+        """The owner :meth:`call` takes for object ``hex_id`` wherever it lives (its owner node)."""
+        return REMOTE + hex_id
+
+    def remote_id(self, owner: str) -> str:
+        """The object ID of an owner :meth:`owner` or :meth:`remote` gave."""
+        return owner[len(REMOTE):] if owner.startswith(REMOTE) else owner
+
+    async def stored(self, hex_id: str) -> bool:
+        """Whether the cluster knows object ``hex_id``: a lease, an entry in the object directory,
+        or records in the journal. True when NATS cannot tell (a call then finds out)."""
+        key = object_key(hex_id)
+        node = self.node
+        try:
+            if await node.leases.owner(key) is not None:  # type: ignore[union-attr]
+                return True
+            if (await _leader_get(node.js, OBJECTS_BUCKET, key))[1] is not None:
+                return True
+            return bool((await node.journal.tail(key))[0])  # type: ignore[union-attr]
+        except Exception:  # noqa: BLE001 - NATS busy: let the call find out
+            return True
 
     def metrics(self) -> list[Any]:
         """This node's ``duro_cluster_*`` metrics, for ``/metrics`` (``cluster/metrics.py``)."""

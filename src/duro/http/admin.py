@@ -1,7 +1,15 @@
 """The server's admin API, ``POST /__duro/admin/<operation>`` on the admin listener
 (``adminfront.py``; never on the serving port), used by ``duro objects`` to change an object's data
 while the server runs (``sql --write``, ``import``, ``restore``, ``branch``) and by the dashboard
-to read (``namespaces``, ``objects``, ``object``, ``query``, ``sockets``: ``admin_views.py``).
+to read (``namespaces``, ``objects``, ``object``, ``query``, ``sockets``: ``admin_views.py``), and
+by ``duro objects export --server`` (``export_begin`` copies the object to a file, consistent as of
+one moment; ``export_read`` hands it over in chunks of EXPORT_CHUNK bytes and removes it after the
+last).
+
+An operation on one object runs where the object is: with worker processes on the worker that
+owns it; on a cluster node on the node that owns it (forwarded over the cluster router; an object
+no live node owns is taken over by the node asked, as a request to it would be). ``objects`` and
+``namespaces`` on a cluster node answer for the whole cluster (``admin_cluster.py``).
 
 ``import`` reads only files inside the folder the operator allowed (``admin.import_dir``); with
 none set the server imports nothing (``duro objects import`` without ``--server`` still works on
@@ -19,12 +27,14 @@ to a namespace this server serves. Answers are JSON: the result, or ``{"error": 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hmac
 import json
 import logging
 import os
 import pathlib
 import secrets
+import time
 from typing import Any
 
 from ..api import Response
@@ -32,7 +42,7 @@ from ..core.lifecycle import DeactivationReason
 from ..errors import DuroError, ObjectResetError
 from ..storage import maintenance
 from ..storage.database import wait_closed
-from . import admin_views
+from . import admin_cluster, admin_views
 from .observe import METRICS_CONTENT_TYPE, render_metrics
 
 __all__ = ["AdminEndpoint", "ADMIN_PREFIX", "TOKEN_FILE", "TOKEN_ENV", "write_token"]
@@ -41,16 +51,27 @@ ADMIN_PREFIX = "/__duro/admin/"
 TOKEN_FILE = "admin.token"
 TOKEN_ENV = "DURO_ADMIN_TOKEN"  # the supervisor's token, for its worker processes
 log = logging.getLogger("duro.admin")
-_READS = frozenset({"ping", "namespaces", "objects", "object", "query", "sockets", "id"})
+_READS = frozenset({"ping", "namespaces", "objects", "object", "query", "sockets", "id", "owned_objects",
+                    "export_begin", "export_read"})
 # Reads of database files through their own read-only connections: on a worker thread, so that a
 # search over many objects or a slow query does not stall the serving port. (The writing
 # operations stay on the loop: running there is what keeps requests away from the object.)
-_OFF_LOOP = frozenset({"namespaces", "objects", "object", "query"})
+_OFF_LOOP = frozenset({"namespaces", "objects", "object", "query", "owned_objects", "export_begin", "export_read"})
+# Operations that are about no one object: run by the process (or node) asked.
+_HERE = frozenset({"ping", "namespaces", "objects", "owned_objects", "sockets", "id"})
+EXPORT_CHUNK = 256 * 1024  # bytes of an export per export_read (its answer crosses NATS on a cluster)
+EXPORT_DIR = "admin-exports"  # DATA/admin-exports/<token>.sqlite: exports being read
+EXPORT_MAX_AGE = 600.0  # seconds an export nobody finished reading is kept
 
 
 # Operations that write an object's file outside its journal: on a cluster node they run on the
 # object's owner and are appended to its replicated log before they are answered (cluster/changes.py).
 _CLUSTER_WRITES = frozenset({"sql", "import", "restore", "branch"})
+
+
+def runtime_has_file(runtime: Any, namespace: str, hex_id: str) -> bool:
+    """Whether this server has a file of object ``hex_id`` of ``namespace``."""
+    return namespace in runtime.classes and runtime.db_path(namespace, hex_id).is_file()
 
 
 class _Refused(Exception):
@@ -131,6 +152,8 @@ class AdminEndpoint:
             return Response.json({"error": f"unknown admin operation {scope.get('method')} {op!r}"}, status=404)
         if op in _CLUSTER_WRITES and self._cluster() is not None:
             return await self._cluster_write(op, handler, body)
+        if op in ("objects", "namespaces") and self._cluster() is not None:
+            return await self._run(op, getattr(self, f"_cluster_{op}"), body)  # the whole cluster's
         owner = self._owner(op, body)
         if owner is not None:
             return await self._on_worker(owner, op, body)
@@ -143,7 +166,7 @@ class AdminEndpoint:
             args = json.loads(body or b"{}")
             if not isinstance(args, dict):
                 raise ValueError("the body must be a JSON object")
-            if op in _OFF_LOOP:
+            if op in _OFF_LOOP and not asyncio.iscoroutinefunction(handler):
                 result = await asyncio.to_thread(handler, args)
             else:
                 result = handler(args)
@@ -169,24 +192,59 @@ class AdminEndpoint:
 
     # ---- worker processes -----------------------------------------------------------------------
 
-    def _owner(self, op: str, body: bytes) -> int | None:
-        """The worker that must run ``op`` (the one that owns its object, so that no other process
-        has the object's files open), or None for this one. A branch runs on the worker of the
-        new object; the source's own worker resets it first (``_op_reset_for_branch``)."""
+    def _cluster(self) -> Any:
+        """The cluster router when this server is a cluster node, else None."""
         router = getattr(self.app.runtime, "router", None)
-        if router is None or op == "ping" or getattr(router, "crosses_nodes", False):
-            return None  # (a cluster node answers for itself: its writes are refused above)
+        return router if getattr(router, "crosses_nodes", False) else None
+
+    def _owner(self, op: str, body: bytes) -> Any:
+        """Where ``op`` must run: the worker (or cluster node) that owns its object, so that no
+        other process has the object's files open and a cluster node reads its current data; None
+        for this one. A branch runs on the owner of the new object; the source's own worker resets
+        it first (``_op_reset_for_branch``)."""
+        router = getattr(self.app.runtime, "router", None)
+        if router is None or op in _HERE:
+            return None
         try:
             args = json.loads(body or b"{}")
             hex_id = str(args["to_id" if op == "branch" else "id"]).lower()
-        except (ValueError, KeyError, TypeError, AttributeError):
+            if getattr(router, "crosses_nodes", False):
+                # The object's own ID, checked: an object no node owns is taken over by this one.
+                hex_id = self.app.runtime.namespace_key(args["namespace"]).id_from_string(hex_id).to_string()
+        except (ValueError, KeyError, TypeError, AttributeError, DuroError):
             return None  # the operation itself says what is wrong with the request
+        if getattr(router, "crosses_nodes", False) and router.is_local(hex_id):
+            return None
         owner = router.owner(hex_id)
         return None if owner == router.slot.index else owner
 
-    async def _on_worker(self, owner: int, op: str, body: bytes) -> Response:
+    async def _on_worker(self, owner: Any, op: str, body: bytes) -> Response:
         router = self.app.runtime.router
+        if getattr(router, "crosses_nodes", False):
+            return await self._on_node(owner, op, body)
         answer = json.loads(await router.call(owner, "admin", "", "", None, op, body))
+        return Response.json(answer["body"], status=answer["status"])
+
+    async def _on_node(self, owner: Any, op: str, body: bytes) -> Response:
+        """Run ``op`` on the cluster node that owns its object (``_owner``): forwarded over the
+        cluster router with the object's namespace, so that an object no live node owns (released,
+        or its owner died) is taken over here first, as a request to it would be. An object the
+        cluster has never stored is not taken (nothing would come of it but a lease)."""
+        router = self.app.runtime.router
+        args = json.loads(body)
+        namespace = args["namespace"]
+        hex_id = router.remote_id(owner)
+        if not (runtime_has_file(self.app.runtime, namespace, hex_id) or await router.stored(hex_id)):
+            return Response.json({"error": f"object {hex_id} has no stored data in this cluster"}, status=404)
+        try:
+            raw = await router.call(owner, "admin", namespace, hex_id, None, op, body)
+        except Exception as e:  # noqa: BLE001 - the owner did not answer, or failed: say so
+            state = getattr(e, "state", None)
+            message = state.get("message") if isinstance(state, dict) else (str(e) or type(e).__name__)
+            log.warning("admin %s of object %s on its owner failed: %s", op, hex_id, message)
+            return Response.json({"error": f"the node that owns object {hex_id} did not answer {op}: {message}",
+                                  "retryable": True}, status=503)
+        answer = json.loads(raw)
         return Response.json(answer["body"], status=answer["status"])
 
     async def _from_worker(self, namespace: str, hex_id: str, name: str | None, op: str, body: bytes,
@@ -202,12 +260,7 @@ class AdminEndpoint:
             resp = await self._run(op, handler, body)
         return json.dumps({"status": resp.status, "body": json.loads(resp.body)}).encode()
 
-    # ---- cluster nodes --------------------------------------------------------------------------
-
-    def _cluster(self) -> Any:
-        """This server's router between cluster nodes, or None outside cluster mode."""
-        router = getattr(self.app.runtime, "router", None)
-        return router if getattr(router, "crosses_nodes", False) else None
+    # ---- cluster nodes: writes ---------------------------------------------------------------------
 
     async def _cluster_write(self, op: str, handler: Any, body: bytes, *, forwarded: bool = False) -> Response:
         """A write in cluster mode (cluster/changes.py): on the object's owner (a branch: the
@@ -302,6 +355,20 @@ class AdminEndpoint:
     def _op_objects(self, args: dict[str, Any]) -> dict[str, Any]:
         return admin_views.objects(self.app.runtime, args)
 
+    # on a cluster node (handle() picks these): the whole cluster's
+
+    async def _cluster_objects(self, args: dict[str, Any]) -> dict[str, Any]:
+        return await admin_cluster.objects(self.app.runtime, args)
+
+    async def _cluster_namespaces(self, args: dict[str, Any]) -> dict[str, Any]:
+        return await admin_cluster.namespaces(self.app.runtime)
+
+    def _op_owned_objects(self, args: dict[str, Any]) -> dict[str, Any]:
+        """This cluster node's own objects (what another node's listing asks of it)."""
+        if self._cluster() is None:
+            raise _Refused(404, "owned_objects is for cluster nodes; use objects")
+        return admin_cluster.owned_objects(self.app.runtime, args)
+
     def _stored(self, args: dict[str, Any]) -> tuple[str, str, pathlib.Path]:
         uk, hex_id, path = self._target(args)
         if not path.is_file():
@@ -310,11 +377,63 @@ class AdminEndpoint:
 
     def _op_object(self, args: dict[str, Any]) -> dict[str, Any]:
         uk, hex_id, path = self._stored(args)
-        return admin_views.object_detail(path, uk, hex_id)
+        detail = admin_views.object_detail(path, uk, hex_id)
+        router = self._cluster()
+        if router is not None:  # answered by the object's owner (``_owner``): this node
+            detail["owner"] = router.slot.index
+        return detail
 
     def _op_query(self, args: dict[str, Any]) -> dict[str, Any]:
         _, _, path = self._stored(args)
-        return admin_views.query(path, args.get("sql"))
+        bindings = args.get("bindings") or ()
+        if not isinstance(bindings, (list, tuple)):
+            raise _Refused(400, "bindings must be a list")
+        return admin_views.query(path, args.get("sql"), bindings)
+
+    # export through the server (duro objects export --server): a copy, then chunks of it
+
+    def _exports(self) -> pathlib.Path:
+        return pathlib.Path(self.app.runtime.data_dir) / EXPORT_DIR
+
+    def _op_export_begin(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Copy the object, consistent as of one moment, to ``DATA/admin-exports/<token>.sqlite``;
+        ``export_read`` hands the copy over. Copies older than EXPORT_MAX_AGE are removed."""
+        _, hex_id, path = self._stored(args)
+        folder = self._exports()
+        folder.mkdir(mode=0o700, exist_ok=True)
+        now = time.time()
+        for old in folder.iterdir():
+            try:
+                if now - old.stat().st_mtime > EXPORT_MAX_AGE:
+                    old.unlink()
+            except FileNotFoundError:
+                pass
+        token = secrets.token_hex(16)
+        size = maintenance.export_database(path, folder / f"{token}.sqlite")
+        return {"token": token, "size": size, "id": hex_id, "chunk": EXPORT_CHUNK}
+
+    def _op_export_read(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Up to EXPORT_CHUNK bytes of an export from ``offset`` (base64); the copy is removed once
+        its last byte was read."""
+        self._target(args)
+        token, offset = args.get("token"), args.get("offset", 0)
+        if not isinstance(token, str) or len(token) != 32 or not set(token) <= set("0123456789abcdef"):
+            raise _Refused(400, "token must be the one export_begin answered")
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise _Refused(400, "offset must be a whole number >= 0")
+        path = self._exports() / f"{token}.sqlite"
+        try:
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                f.seek(offset)
+                data = f.read(EXPORT_CHUNK)
+        except FileNotFoundError:
+            raise _Refused(404, "no such export (it was read to its end, it expired, or the object moved to "
+                                "another node meanwhile): export again") from None
+        eof = offset + len(data) >= size
+        if eof:
+            path.unlink(missing_ok=True)
+        return {"data": base64.b64encode(data).decode(), "eof": eof, "size": size}
 
     def _op_id(self, args: dict[str, Any]) -> dict[str, Any]:
         """The ID a name maps to in a namespace (the dashboard's branch names its new object)."""

@@ -10,7 +10,7 @@ import base64
 import datetime
 import os
 import pathlib
-from typing import Any
+from typing import Any, Callable
 
 import apsw
 
@@ -63,27 +63,50 @@ def _summary(key: str, hex_id: str, s: Any) -> dict[str, Any]:
             "last_write": _iso(s.last_write_ms), "alarm_ms": s.alarm_ms, "alarm": _iso(s.alarm_ms)}
 
 
-def objects(runtime: Any, args: dict[str, Any]) -> dict[str, Any]:
-    """Stored objects of one namespace (or all), whose name or ID contains ``q``, newest write
-    first; at most ``limit`` (<= MAX_OBJECTS)."""
+def listing_args(runtime: Any, args: dict[str, Any]) -> tuple[str, int, list[str]]:
+    """(q, limit, namespaces) of an ``objects`` search, checked (InvalidInputError)."""
     q = str(args.get("q") or "").strip().lower()
     limit = args.get("limit", 100)
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_OBJECTS:
         raise InvalidInputError(f"limit must be a whole number from 1 to {MAX_OBJECTS}, not {limit!r}")
     keys = [args["namespace"]] if args.get("namespace") else sorted(runtime.classes)
-    rows = []
     for key in keys:
         if key not in runtime.classes:
             raise InvalidInputError(f"this server serves no namespace {key!r}")
-        folder = runtime.objects_dir / key
-        for hex_id in _stored_ids(folder):
-            try:
-                s = maintenance.summarize(folder / f"{hex_id}.sqlite")
-            except StorageError:
-                continue  # deleted while we listed, or being replaced
-            if q and q not in hex_id and q not in (s.name or "").lower():
-                continue
-            rows.append(_summary(key, hex_id, s))
+    return q, limit, keys
+
+
+def stored_ids(runtime: Any, key: str) -> list[str]:
+    """The IDs of namespace ``key`` that have a file here."""
+    return _stored_ids(runtime.objects_dir / key)
+
+
+def summaries(runtime: Any, wanted: list[tuple[str, str]], q: str = "") -> list[dict[str, Any]]:
+    """The summary rows of the objects ``wanted`` (namespace, ID) that have a file here and whose
+    name or ID contains ``q``."""
+    rows = []
+    for key, hex_id in wanted:
+        path = runtime.objects_dir / key / f"{hex_id}.sqlite"
+        if not path.is_file():
+            continue
+        try:
+            s = maintenance.summarize(path)
+        except StorageError:
+            continue  # deleted while we listed, or being replaced
+        if q and q not in hex_id and q not in (s.name or "").lower():
+            continue
+        rows.append(_summary(key, hex_id, s))
+    return rows
+
+
+def objects(runtime: Any, args: dict[str, Any], keep: Callable[[str], bool] | None = None) -> dict[str, Any]:
+    """Stored objects of one namespace (or all), whose name or ID contains ``q``, newest write
+    first; at most ``limit`` (<= MAX_OBJECTS). ``keep``: only the IDs it accepts (a cluster node's
+    own objects)."""
+    q, limit, keys = listing_args(runtime, args)
+    wanted = [(key, hex_id) for key in keys for hex_id in _stored_ids(runtime.objects_dir / key)
+              if keep is None or keep(hex_id)]
+    rows = summaries(runtime, wanted, q)
     rows.sort(key=lambda r: r["last_write_ms"], reverse=True)
     return {"objects": rows[:limit], "total": len(rows), "truncated": len(rows) > limit}
 
@@ -111,12 +134,13 @@ def object_detail(path: pathlib.Path, key: str, hex_id: str) -> dict[str, Any]:
                 bookmarks=_bookmarks(path))
 
 
-def query(path: pathlib.Path, sql: Any) -> dict[str, Any]:
-    """Run ``sql`` read-only (a statement that writes fails, naming that); at most MAX_ROWS rows."""
+def query(path: pathlib.Path, sql: Any, bindings: Any = ()) -> dict[str, Any]:
+    """Run ``sql`` read-only (a statement that writes fails, naming that), with ``bindings`` for
+    its ? placeholders; at most MAX_ROWS rows."""
     if not isinstance(sql, str) or not sql.strip():
         raise InvalidInputError("sql must be a non-empty string")
     try:
-        res = maintenance.run_sql(path, sql)
+        res = maintenance.run_sql(path, sql, tuple(bindings))
     except InvalidInputError as e:
         if isinstance(e.__cause__, apsw.ReadOnlyError):
             raise InvalidInputError("this SQL writes to the database; the console only reads (change data "

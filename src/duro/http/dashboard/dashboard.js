@@ -97,8 +97,12 @@ async function search() {
   const data = await call("objects", args);
   const body = $("#objects tbody");
   body.replaceChildren();
+  // A cluster node lists every node's objects, each with the node that owns it now.
+  $("#owner-head").hidden = !data.cluster;
   for (const o of data.objects) {
-    const tr = row([o.name, o.id.slice(0, 16) + "…", size(o.size), o.last_write, o.alarm], "pick");
+    const cells = [o.name, o.id.slice(0, 16) + "…", size(o.size), o.last_write, o.alarm];
+    if (data.cluster) cells.push(o.owner ? o.owner + (o.source === "owner" ? "" : " (" + (o.source || "no data here") + ")") : "none");
+    const tr = row(cells, "pick");
     tr.children[1].className = "mono";
     tr.children[1].title = o.id;
     tr.dataset.id = o.id;
@@ -120,6 +124,7 @@ async function openObject(namespace, id, name) {
   const add = (k, v) => { facts.appendChild(el("dt", k)); facts.appendChild(el("dd", v === null || v === undefined ? "-" : v)); };
   add("namespace", o.namespace); add("id", o.id); add("name", o.name); add("size on disk", size(o.size));
   add("database size", size(o.database_size)); add("last write", o.last_write); add("alarm", o.alarm);
+  if (o.owner) add("node", o.owner);
   const tables = $("#tables tbody");
   tables.replaceChildren();
   for (const t of o.tables) {
