@@ -12,7 +12,7 @@ from typing import Any
 
 from duro.errors import ConfigError
 
-__all__ = ["AdminConfig", "ClusterConfig", "FILE_MODES", "parse_admin", "parse_cluster", "parse_cluster_urls", "parse_lease_ttl",
+__all__ = ["AdminConfig", "ClusterConfig", "FILE_MODES", "parse_admin", "parse_cluster", "parse_cluster_urls", "parse_lease_ttl", "parse_monitor_urls",
            "parse_file_mode"]
 
 ADMIN_KEYS = ("enabled", "host", "port", "import_dir")
@@ -79,7 +79,7 @@ def parse_file_mode(v: Any, file: str | None, key: str) -> int:
                       file=file, key=key)
 
 
-CLUSTER_KEYS = ("servers", "node", "lease_ttl")
+CLUSTER_KEYS = ("servers", "node", "lease_ttl", "monitor")
 # Seconds a node's registration outlives its last renewal: a dead node's objects move after about
 # this long, and a NATS leader election longer than it makes every node stop writing meanwhile.
 LEASE_TTL_DEFAULT = 3
@@ -94,6 +94,9 @@ class ClusterConfig:
     servers: tuple[str, ...] = ()
     node: str | None = None
     lease_ttl: int = LEASE_TTL_DEFAULT  # whole seconds (parse_lease_ttl)
+    # The servers' monitoring endpoints (http://HOST:PORT), read at start to check that they fsync
+    # before acknowledging; none: each server's host on the default monitoring port (cluster/settings.py).
+    monitor: tuple[str, ...] = ()
 
 
 def parse_cluster_urls(raw: Any, file: str | None, key: str) -> tuple[str, ...]:
@@ -109,6 +112,24 @@ def parse_cluster_urls(raw: Any, file: str | None, key: str) -> tuple[str, ...]:
                 or not 0 < int(port) < 65536:
             raise ConfigError(f"{_show(u)} is not a NATS server address: use nats://HOST:PORT", file=file, key=key)
         out.append(u)
+    return tuple(out)
+
+
+def parse_monitor_urls(raw: Any, file: str | None, key: str) -> tuple[str, ...]:
+    """A list (or a comma-separated string) of ``http://HOST:PORT`` monitoring URLs."""
+    items = [u.strip() for u in raw.split(",")] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not items:
+        raise ConfigError(f"must list the NATS servers' monitoring endpoints as http://HOST:PORT, not {_show(raw)}",
+                          file=file, key=key)
+    out = []
+    for u in items:
+        scheme, sep, rest = u.partition("://") if isinstance(u, str) else ("", "", "")
+        host, colon, port = rest.rstrip("/").rpartition(":")
+        if scheme not in ("http", "https") or not sep or not host or not colon or not port.isdigit() \
+                or not 0 < int(port) < 65536:
+            raise ConfigError(f"{_show(u)} is not a monitoring endpoint: use http://HOST:PORT (nats-server's "
+                              "http setting)", file=file, key=key)
+        out.append(u.rstrip("/"))
     return tuple(out)
 
 
@@ -138,4 +159,5 @@ def parse_cluster(raw: Any, file: str | None, key: str) -> ClusterConfig:
     servers = parse_cluster_urls(raw["servers"], file, f"{key}.servers") if "servers" in raw else ()
     node = parse_cluster_node(raw["node"], file, f"{key}.node") if "node" in raw else None
     ttl = parse_lease_ttl(raw["lease_ttl"], file, f"{key}.lease_ttl") if "lease_ttl" in raw else LEASE_TTL_DEFAULT
-    return ClusterConfig(servers, node, ttl)
+    monitor = parse_monitor_urls(raw["monitor"], file, f"{key}.monitor") if "monitor" in raw else ()
+    return ClusterConfig(servers, node, ttl, monitor)

@@ -21,11 +21,12 @@ class Nodes:
         self.started: list[ServerProcess] = []
 
     def start(self, urls: Sequence[str], *, call_timeout: float, args: Sequence[str] = (),
-              env: dict[str, str] | None = None) -> ServerProcess:
+              env: dict[str, str] | None = None, monitor: Sequence[str] = ()) -> ServerProcess:
         name = f"{self.prefix}{len(self.started)}"
         p = ServerProcess(self.project, self.tmp_path / f"data-{name}", log_path=self.tmp_path / f"{name}.log",
                           env={"DURO_TEST_NODE": name, "DURO_CLUSTER_CALL_TIMEOUT": str(call_timeout), **(env or {})},
-                          args=["--cluster", ",".join(urls), "--node", name, *args])
+                          args=["--cluster", ",".join(urls), "--node", name,
+                                *(["--nats-monitor", ",".join(monitor)] if monitor else []), *args])
         p.name = name  # type: ignore[attr-defined]
         self.started.append(p)
         return p.start()

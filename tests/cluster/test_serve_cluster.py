@@ -41,8 +41,8 @@ def nodes(tmp_path, nats3):
     nodes = Nodes(PROJECT, tmp_path, f"t{int(time.monotonic() * 1000) % 10**8}-")  # unique across the module's tests
 
     def start(n: int, call_timeout: float = 10.0, admin: bool = False) -> list[ServerProcess]:
-        return [nodes.start(nats3.urls, call_timeout=call_timeout, args=[] if admin else ["--no-admin"])
-                for _ in range(n)]
+        return [nodes.start(nats3.urls, call_timeout=call_timeout, args=[] if admin else ["--no-admin"],
+                            monitor=nats3.monitor_urls) for _ in range(n)]
 
     yield start
     nodes.stop_all()
@@ -397,7 +397,34 @@ def test_bad_cluster_settings_are_refused_at_start_saying_why(nodes, tmp_path, n
     assert "--node NAME" in refused("--cluster", ",".join(nats3.urls))
     assert "durability must be fsync" in refused("--cluster", ",".join(nats3.urls), "--node", "osnode",
                                                  "--durability", "os")
+    assert "not a monitoring endpoint" in refused("--cluster", ",".join(nats3.urls), "--node", "m",
+                                                  "--nats-monitor", "127.0.0.1:8222")
+    gone = refused("--cluster", ",".join(nats3.urls), "--node", "m", "--nats-monitor", f"http://127.0.0.1:{free_port()}")
+    assert "cannot read the NATS monitoring endpoint" in gone, gone
     assert add(first, "still")[0] == 200  # the running node was not disturbed
+    assert "fsync before they acknowledge (sync_interval: always)" in first.log()  # checked at its start
+
+    # Servers that acknowledge before they fsync, or run without JetStream: refused, saying what to set.
+    from duro.cluster.testing import NatsServers, nats_server_binary
+    with NatsServers(1, sync_always=False) as lazy:
+        why = refused("--cluster", lazy.urls[0], "--node", "lazy", "--nats-monitor", lazy.monitor_urls[0])
+        assert "not before it acknowledges them" in why and "sync_interval: always" in why, why
+    port = free_port()
+    plain = subprocess.Popen([str(nats_server_binary()), "-a", "127.0.0.1", "-p", str(port)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for(lambda: _listening(port), timeout=20, interval=0.1, what="a nats-server without JetStream")
+        why = refused("--cluster", f"nats://127.0.0.1:{port}", "--node", "nojs")
+        assert "does not offer JetStream" in why, why
+    finally:
+        plain.kill()
+        plain.wait(timeout=10)
+
+
+def _listening(port: int) -> bool:
+    import socket
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def test_the_local_cluster_command_starts_everything_and_stops_it_by_pid(tmp_path):

@@ -11,7 +11,7 @@ import argparse
 import logging
 from typing import Any
 
-from ..config_admin import ClusterConfig, parse_cluster_node, parse_cluster_urls, parse_lease_ttl
+from ..config_admin import ClusterConfig, parse_cluster_node, parse_cluster_urls, parse_lease_ttl, parse_monitor_urls
 from ..errors import ConfigError, DuroError
 
 __all__ = ["cluster_settings", "join_cluster"]
@@ -33,7 +33,9 @@ def cluster_settings(args: argparse.Namespace, cfg: Any) -> ClusterConfig | None
         raise ConfigError("cluster mode needs this node's name: --node NAME (or [tool.duro.cluster] node), "
                           "unique in the cluster")
     ttl = parse_lease_ttl(args.lease_ttl, None, "--lease-ttl") if getattr(args, "lease_ttl", None) else base.lease_ttl
-    return ClusterConfig(servers, node, ttl)
+    monitor = parse_monitor_urls(args.nats_monitor, None, "--nats-monitor") if getattr(args, "nats_monitor", None) \
+        else base.monitor
+    return ClusterConfig(servers, node, ttl, monitor)
 
 
 async def join_cluster(app: Any, settings: ClusterConfig) -> Any:
@@ -54,6 +56,8 @@ async def join_cluster(app: Any, settings: ClusterConfig) -> Any:
     ttl = settings.lease_ttl
     # Renew three times per TTL; stop writing a sixth of it (at least 0.5 s) before it could expire.
     options = LeaseOptions(ttl=float(ttl), renew_every=ttl / 3, margin=max(0.5, ttl / 6))
+    from ..cluster.serversync import check_server_sync
+    await check_server_sync(settings.servers, settings.monitor)  # ConfigError: servers that fsync lazily
     node = ClusterNode(runtime, list(settings.servers), settings.node or "", options=options)
     try:
         await node.start()

@@ -84,6 +84,11 @@ def add_serve_args(p: argparse.ArgumentParser, *, dev: bool) -> None:
                             "JetStream and sync_interval: always)")
         c.add_argument("--node", metavar="NAME", default=None,
                        help="this node's name, unique in the cluster (letters, digits, '-', '_')")
+        c.add_argument("--nats-monitor", metavar="URLS", default=None,
+                       help="the NATS servers' monitoring endpoints, http://HOST:PORT[,...] (nats-server's http "
+                            "setting): read at start, and the node refuses to start on a server that does not "
+                            "fsync before it acknowledges. Default: each server's host on port 8222, where an "
+                            "unanswered check is only a warning")
         c.add_argument("--lease-ttl", metavar="SECONDS", default=None,
                        help="seconds a node's registration outlives its last renewal (default 3): a dead "
                             "node's objects move after about this long; choose it above the NATS servers' "

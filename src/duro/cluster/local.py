@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         with NatsServers(3, folder=folder / "nats") as nats:
             nodes: list[subprocess.Popen[bytes]] = []
             try:
-                _start_nodes(args, folder, ",".join(nats.urls), nodes)
+                _start_nodes(args, folder, ",".join(nats.urls), nodes, ",".join(nats.monitor_urls))
                 while any(p.poll() is None for p in nodes):
                     time.sleep(0.5)
                 print("every node has stopped", flush=True)
@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _start_nodes(args: argparse.Namespace, folder: pathlib.Path, urls: str, nodes: list[subprocess.Popen[bytes]]) -> None:
+def _start_nodes(args: argparse.Namespace, folder: pathlib.Path, urls: str, nodes: list[subprocess.Popen[bytes]],
+                 monitor: str) -> None:
     print(f"nats-servers (JetStream R=3, sync_interval: always): {urls}", flush=True)
     for i in range(args.nodes):
         port = args.port + i
@@ -85,7 +86,8 @@ def _start_nodes(args: argparse.Namespace, folder: pathlib.Path, urls: str, node
         with open(log, "ab") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "duro", "serve", args.project, "--port", str(port), "--data",
-                 str(folder / f"node-{i}"), "--no-admin", "--cluster", urls, "--node", f"node-{i}"],
+                 str(folder / f"node-{i}"), "--no-admin", "--cluster", urls, "--node", f"node-{i}",
+                 "--nats-monitor", monitor],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         nodes.append(proc)
         _wait_listening(port, proc, log)

@@ -78,17 +78,24 @@ class _Server:
 @dataclass
 class NatsServers:
     """``size`` nats-servers (1, or 3 for a cluster) under ``folder`` (a new temporary one by default).
-    ``start()`` returns once every server reports JetStream healthy; ``stop()`` ends them by PID."""
+    ``start()`` returns once every server reports JetStream healthy; ``stop()`` ends them by PID.
+    ``sync_always=False`` leaves JetStream's lazy default fsync (only to show that a node refuses it)."""
 
     size: int = 3
     folder: pathlib.Path | None = None
     ready_timeout: float = 30.0
+    sync_always: bool = True
     servers: list[_Server] = field(default_factory=list)
     _own_folder: bool = False
 
     @property
     def urls(self) -> list[str]:
         return [s.url for s in self.servers]
+
+    @property
+    def monitor_urls(self) -> list[str]:
+        """Each server's monitoring endpoint (``duro serve --nats-monitor``)."""
+        return [f"http://127.0.0.1:{s.http}" for s in self.servers]
 
     @property
     def replicas(self) -> int:
@@ -119,7 +126,8 @@ class NatsServers:
     def _config(self, s: _Server) -> str:
         store = self.folder / s.name / "js"  # type: ignore[operator]
         lines = [f"server_name: {s.name}", f"listen: 127.0.0.1:{s.port}", f"http: 127.0.0.1:{s.http}",
-                 "jetstream {", f"  store_dir: {json.dumps(str(store))}", "  sync_interval: always", "}"]
+                 "jetstream {", f"  store_dir: {json.dumps(str(store))}",
+                 *(["  sync_interval: always"] if self.sync_always else []), "}"]
         if self.size > 1:
             routes = ", ".join(f"nats-route://127.0.0.1:{o.route}" for o in self.servers if o is not s)
             # no_advertise: a client uses the addresses it was given and no others (a test that puts
