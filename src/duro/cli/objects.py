@@ -18,25 +18,20 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import os
 import pathlib
 import re
 import sys
-import urllib.error
-import urllib.request
 from typing import Any, Callable
 
 from ..errors import ConfigError, DuroError, InvalidInputError, StorageError
 from ..storage import maintenance
 from .check import add_check_parser
-from ._admin import AdminUnavailable, admin_address
-from ._data import _HEX64, DataContext, Namespace, ServerRunning, Target, UnknownObject, load_context
+from ._objects_server import ServerError, admin_call, export_remote, list_remote, print_listing, remote_target
+from ._data import DataContext, ServerRunning, Target, UnknownObject, load_context
 from ._output import Progress, cell, format_ms, format_size, jsonable, parse_time, print_json, print_table
 
 __all__ = ["add_objects_parser"]
 
-ADMIN_PREFIX = "/__duro/admin/"
-_SERVER_LIST_LIMIT = 500  # the most objects a server's listing answers (admin_views.MAX_OBJECTS)
 
 OVERVIEW = """\
 Look at the Durable Objects stored in a data directory, query them with SQL, copy them out and
@@ -62,14 +57,6 @@ _EXIT_BAD_INPUT = 2
 _NEGATIVE = re.compile(r"^-\d+$|^-\d*\.\d+$|^-(\d+(\.\d+)?[smhd])+$")
 _EXIT_UNKNOWN = 3
 _EXIT_SERVER_RUNNING = 4
-
-
-class ServerError(DuroError):
-    """The running server refused or failed an admin request."""
-
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 # ---- the parser ----------------------------------------------------------------------------------
@@ -277,7 +264,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     """``duro objects list``."""
     ctx = _context(args)
     if args.server:
-        return _list_remote(ctx, args)
+        return list_remote(ctx, args)
     targets = ctx.objects(args.namespace)
     rows = []
     with Progress("reading objects", unit="objects") as progress:
@@ -288,16 +275,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 if t.path.exists():  # a file deleted while we listed is simply gone
                     print(f"duro objects list: warning: {e}", file=sys.stderr)
             progress.update(i + 1, len(targets))
-    if args.json:
-        print_json(rows)
-        return 0
-    if not rows:
-        where = f" in namespace {args.namespace}" if args.namespace else ""
-        print(f"no objects with stored data{where} in {ctx.data_dir}")
-        return 0
-    print_table(["NAMESPACE", "ID", "NAME", "SIZE", "LAST WRITE", "ALARM"],
-                [[r["namespace"], r["id"], r["name"] or "-", format_size(r["size"]), r["last_write"],
-                  r["alarm"] or "-"] for r in rows], right=(3,))
+    print_listing(args, rows, f"in {ctx.data_dir}")
     return 0
 
 
@@ -315,8 +293,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     """``duro objects show``."""
     ctx = _context(args)
     if args.server:
-        t = _remote_target(ctx, args)
-        o = _admin(ctx, args.server, "object", {"namespace": t.namespace.unique_key, "id": t.id})
+        t = remote_target(ctx, args)
+        o = admin_call(ctx, args.server, "object", {"namespace": t.namespace.unique_key, "id": t.id})
         info = {"namespace": t.namespace.label, "unique_key": t.namespace.unique_key, "id": t.id,
                 "name": o.get("name") if o.get("name") is not None else t.name, "size": o["size"],
                 "last_write": format_ms(o["last_write_ms"]), "last_write_ms": o["last_write_ms"],
@@ -392,15 +370,15 @@ def _unblob(v: Any) -> Any:
 def cmd_sql(args: argparse.Namespace) -> int:
     """``duro objects sql``."""
     ctx = _context(args)
-    t = _remote_target(ctx, args) if args.server else ctx.resolve(args.object, args.namespace)
+    t = remote_target(ctx, args) if args.server else ctx.resolve(args.object, args.namespace)
     params = [_param(p) for p in args.param]
     if args.write and args.server:
-        res = _admin(ctx, args.server, "sql", {"namespace": t.namespace.unique_key, "id": t.id, "name": t.name,
+        res = admin_call(ctx, args.server, "sql", {"namespace": t.namespace.unique_key, "id": t.id, "name": t.name,
                                                "sql": args.sql, "bindings": params})
         _print_sql(args, res["columns"], [[_unblob(v) for v in r] for r in res["rows"]], res["changes"])
         return 0
     if args.server:  # read-only, answered by the server (on a cluster: the object's owner)
-        got = _admin(ctx, args.server, "query", {"namespace": t.namespace.unique_key, "id": t.id,
+        got = admin_call(ctx, args.server, "query", {"namespace": t.namespace.unique_key, "id": t.id,
                                                  "sql": args.sql, "bindings": params})
         shown = [[v if args.json else _unblob(v) for v in r] for r in got["rows"]]
         _print_sql(args, got["columns"], shown, 0)
@@ -424,14 +402,14 @@ def cmd_sql(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """``duro objects export``."""
     ctx = _context(args)
-    t = _remote_target(ctx, args) if args.server else ctx.resolve(args.object, args.namespace)
+    t = remote_target(ctx, args) if args.server else ctx.resolve(args.object, args.namespace)
     out = pathlib.Path(args.file)
     if out.exists() and not args.force:
         raise InvalidInputError(f"{out} already exists; pass --force to replace it")
     if out.is_dir():
         raise InvalidInputError(f"{out} is a directory; give a file name")
     if args.server:
-        size = _export_remote(ctx, args.server, t, out)
+        size = export_remote(ctx, args.server, t, out)
     else:
         with Progress("exporting", unit="pages") as progress:
             size = maintenance.export_database(t.path, out, progress=progress.update)
@@ -443,133 +421,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---- reading through a server ---------------------------------------------------------------------
-
-
-def _remote_target(ctx: DataContext, args: argparse.Namespace) -> Target:
-    """The object ``args.object`` names, for the server to read: found here when its file is here,
-    else its ID as its namespace mints it (the server says whether it exists; a name that could be
-    in several namespaces is looked up in each)."""
-    try:
-        return ctx.resolve(args.object, args.namespace)
-    except UnknownObject:
-        pass
-    text = args.object
-    spaces = ctx.selected(args.namespace)
-    if _HEX64.fullmatch(text):  # (resolve refused an ID no namespace mints)
-        ns = next(n for n in spaces if n.key().is_valid(text.lower()))
-        return Target(ns, text.lower(), None, ctx.path(ns, text.lower()))
-    candidates = [Target(ns, ns.key().id_from_name(text).to_string(), text, pathlib.Path())
-                  for ns in spaces]
-    if len(candidates) == 1:
-        return candidates[0]
-    hits = []
-    for t in candidates:
-        try:
-            _admin(ctx, args.server, "object", {"namespace": t.namespace.unique_key, "id": t.id})
-            hits.append(t)
-        except ServerError as e:
-            if e.status != 404:
-                raise
-    if len(hits) == 1:
-        return hits[0]
-    if hits:
-        raise InvalidInputError(f"an object named {text!r} exists in several namespaces "
-                                f"({', '.join(t.namespace.label for t in hits)}); pass --namespace")
-    raise UnknownObject(f"no object named {text!r} on the server (`duro objects list --server ...` shows them)")
-
-
-def _list_remote(ctx: DataContext, args: argparse.Namespace) -> int:
-    body: dict[str, Any] = {"limit": _SERVER_LIST_LIMIT}
-    if args.namespace:
-        body["namespace"] = ctx.namespace(args.namespace).unique_key
-    res = _admin(ctx, args.server, "objects", body)
-    labels = {ns.unique_key: ns.label for ns in ctx.namespaces}
-    rows = []
-    for r in res["objects"]:
-        row = {"namespace": labels.get(r["namespace"], r["namespace"]), "unique_key": r["namespace"], "id": r["id"],
-               "name": r["name"], "size": r["size"],
-               "last_write": format_ms(r["last_write_ms"]) if r["last_write_ms"] is not None else None,
-               "last_write_ms": r["last_write_ms"], "alarm": format_ms(r["alarm_ms"]) or None,
-               "alarm_ms": r["alarm_ms"]}
-        if res.get("cluster"):
-            row.update(owner=r.get("owner"), source=r.get("source"))
-        rows.append(row)
-    for gone in res.get("unreachable") or ():
-        print(f"duro objects list: warning: node {gone['node']} did not answer ({gone['error']}); its objects "
-              "are listed from this node's copies", file=sys.stderr)
-    if res.get("truncated"):
-        print(f"duro objects list: note: {res['total']} objects; the server answered the {len(rows)} written last",
-              file=sys.stderr)
-    if args.json:
-        print_json(rows)
-        return 0
-    if not rows:
-        where = f" in namespace {args.namespace}" if args.namespace else ""
-        print(f"no objects with stored data{where} on {args.server}")
-        return 0
-    heads = ["NAMESPACE", "ID", "NAME", "SIZE", "LAST WRITE", "ALARM"]
-    table = [[r["namespace"], r["id"], r["name"] or "-", format_size(r["size"]) if r["size"] is not None else "-",
-              r["last_write"] or "-", r["alarm"] or "-"] for r in rows]
-    if res.get("cluster"):
-        heads.append("OWNER")
-        for line, r in zip(table, rows):
-            line.append((r["owner"] or "-") + ("" if r["source"] in ("owner", None) else f" ({r['source']})"))
-    print_table(heads, table, right=(3,))
-    return 0
-
-
-def _export_remote(ctx: DataContext, server: str, t: Target, out: pathlib.Path) -> int:
-    """Export through the server: it copies the object (on a cluster: its owner does), then hands
-    the copy over in chunks, written to ``out`` once complete."""
-    where = {"namespace": t.namespace.unique_key, "id": t.id}
-    begin = _admin(ctx, server, "export_begin", where)
-    part = out.with_name(out.name + ".part")
-    done = 0
-    try:
-        with open(part, "wb") as f, Progress("exporting", unit="bytes") as progress:
-            while True:
-                chunk = _admin(ctx, server, "export_read", {**where, "token": begin["token"], "offset": done})
-                data = base64.b64decode(chunk["data"])
-                f.write(data)
-                done += len(data)
-                progress.update(done, begin["size"])
-                if chunk["eof"]:
-                    break
-                if not data:
-                    raise ServerError(f"the server at {server} sent an export that ends early", 502)
-        os.replace(part, out)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
-    return done
-
-
 # ---- writing commands ----------------------------------------------------------------------------
-
-
-def _admin(ctx: DataContext, url: str, op: str, body: dict[str, Any]) -> dict[str, Any]:
-    """POST to the server's admin listener (its address and token from the data directory)."""
-    try:
-        base, token = admin_address(ctx.data_dir, url)
-    except AdminUnavailable as e:
-        raise ServerError(f"{e}. Nothing was changed.", 403) from None
-    url = base
-    req = urllib.request.Request(base + ADMIN_PREFIX + op, data=json.dumps(body).encode(),
-                                 method="POST", headers={"authorization": f"Bearer {token}",
-                                                         "content-type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=600) as resp:
-            return json.loads(resp.read())
-    except urllib.error.HTTPError as e:
-        try:
-            message = json.loads(e.read()).get("error") or e.reason
-        except ValueError:
-            message = str(e.reason)
-        raise ServerError(f"the server at {url} answered {e.code}: {message}", e.code) from None
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise ServerError(f"cannot reach the server at {url}: {reason}. Nothing was changed.", 503) from None
 
 
 def _index_alarm(ctx: DataContext, t: Target) -> None:
@@ -598,7 +450,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     what = f"import into {t.describe()}"
     _refuse_if_running(ctx, what, args.server)
     if args.server:
-        _admin(ctx, args.server, "import", {"namespace": t.namespace.unique_key, "id": t.id, "name": t.name,
+        admin_call(ctx, args.server, "import", {"namespace": t.namespace.unique_key, "id": t.id, "name": t.name,
                                             "file": str(src), "force": bool(args.force)})
     else:
         with ctx.exclusive(what), Progress("importing", unit="pages") as progress:
@@ -628,7 +480,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     _refuse_if_running(ctx, what, args.server)
     maintenance.check_point(bookmark, at_ms, _options(ctx))
     if args.server:
-        result = _admin(ctx, args.server, "restore", {"namespace": t.namespace.unique_key, "id": t.id,
+        result = admin_call(ctx, args.server, "restore", {"namespace": t.namespace.unique_key, "id": t.id,
                                                       "name": t.name, "bookmark": bookmark, "at_ms": at_ms})
     else:
         with ctx.exclusive(what):
@@ -658,7 +510,7 @@ def cmd_branch(args: argparse.Namespace) -> int:
     if dst.path.exists():
         raise InvalidInputError(f"{dst.describe()} already exists; branch into a new name. Nothing was changed.")
     if args.server:
-        result = _admin(ctx, args.server, "branch", {"namespace": src.namespace.unique_key, "id": src.id,
+        result = admin_call(ctx, args.server, "branch", {"namespace": src.namespace.unique_key, "id": src.id,
                                                      "to_id": dst.id, "to_name": dst.name,
                                                      "bookmark": bookmark, "at_ms": at_ms})
     else:

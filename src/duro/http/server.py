@@ -25,7 +25,7 @@ from time import perf_counter
 from typing import Any, Awaitable, Callable
 
 from ..api import App, Request, Response
-from ..runtime.activation import WriteNote, note_writes
+from ..runtime.writenote import WriteNote, note_writes
 from ..runtime.tasks import stop_task
 from ..config_admin import AdminConfig
 from .admin import AdminEndpoint

@@ -21,7 +21,7 @@ import logging
 import os
 import time
 from time import perf_counter, thread_time
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
 
 from ..core.lifecycle import ActivationState, DeactivationReason, check_transition
 from ..core.limits import (
@@ -30,16 +30,14 @@ from ..core.limits import (
 from ..errors import DurableObjectAbort, ObjectResetError, OverloadedError, mark_remote
 from ..ids import DurableObjectId
 from ..storage import ObjectDatabase
-from ..storage.durability import Barrier
-from ..storage.journal import HistoryOptions
 from . import cpulimit, portal
 from .restores import apply_pending_restore
 from .gates import InputGate, OutputGate
 from .tasks import drain_tasks, log_failure
+from .host import ActivationHost
+from .writenote import WriteNote, _noted, note_writes
 
 if TYPE_CHECKING:
-    from .nodejournal import NodeJournal
-    from .alarms import AlarmScheduler
     from .events import EventHub
 
 __all__ = ["Activation", "ActivationHost", "WriteNote", "current_activation", "note_writes"]
@@ -58,69 +56,9 @@ def current_activation() -> "Activation | None":
     return _current.get()
 
 
-class WriteNote:
-    """Whether any object may have written on behalf of one request (``note_writes``)."""
-
-    __slots__ = ("wrote",)
-
-    def __init__(self) -> None:
-        self.wrote = False
-
-
-_writes: contextvars.ContextVar["WriteNote | None"] = contextvars.ContextVar("duro_writes", default=None)
-
-
-def note_writes() -> WriteNote:
-    """From now on in this task (and the events it runs in objects, which run in it), note any
-    storage write. The front uses it so that a request refused for overload after an earlier call
-    of it wrote is not told it changed nothing."""
-    note = WriteNote()
-    _writes.set(note)
-    return note
-
-
-def _noted() -> None:
-    note = _writes.get()
-    if note is not None:
-        note.wrote = True
-
-
 def _retrieve(fut: asyncio.Future[Any]) -> None:
     if not fut.cancelled():
         fut.exception()
-
-
-class _Limits(Protocol):
-    @property
-    def max_queued_events(self) -> int: ...
-    @property
-    def max_queued_bytes(self) -> int: ...
-    @property
-    def max_queue_age(self) -> float: ...
-    @property
-    def cpu_ms(self) -> int: ...
-    @property
-    def io_keepalive(self) -> float: ...
-
-
-class ActivationHost(Protocol):
-    """What an activation needs from the runtime that hosts it (``catalog.Runtime`` is one): its
-    limits, the durability barrier its commits go to, the alarm scheduler (a restored alarm is set
-    again through it), the history settings and the maintenance thread its database uses, and a
-    way to drop it from the catalog once it is reset."""
-
-    @property
-    def limits(self) -> _Limits: ...
-    @property
-    def barrier(self) -> Barrier: ...
-    @property
-    def journal(self) -> "NodeJournal | None": ...
-    @property
-    def alarms(self) -> "AlarmScheduler": ...
-    @property
-    def history(self) -> HistoryOptions | None: ...
-    def offload(self, job: Callable[[], None]) -> None: ...
-    def forget(self, act: "Activation") -> None: ...
 
 
 class Activation:
