@@ -87,7 +87,8 @@ def _server_arg(p: argparse.ArgumentParser, *, read: bool = False) -> None:
     p.add_argument("--server", metavar="URL", default=None,
                    help="make the change through the running server (e.g. --server http://127.0.0.1:8787), "
                         "which resets the object first; needed while a server uses the data directory. "
-                        "Not on a cluster node yet (it answers 501). " + where)
+                        "On a cluster node the change is made by the node that owns the object and is "
+                        "in the object's replicated log before the command answers. " + where)
 
 
 def _sub(sub: Any, name: str, help: str, description: str, examples: str) -> argparse.ArgumentParser:
@@ -146,7 +147,8 @@ def add_objects_parser(sub: Any) -> argparse.ArgumentParser:
                    help="run the SQL through the running server: read-only SQL is answered by the server "
                         "(on a cluster node: by the node that owns the object, with its current data; at "
                         "most 1000 rows); with --write the server resets the object first and makes the "
-                        "change (not on a cluster node yet: 501). The request goes to the server's admin "
+                        "change (on a cluster node: the owner, into the object's log). The request goes to "
+                        "the server's admin "
                         "listener, whose address the server writes to DATA/admin.url; URL is used only "
                         "when that file is absent")
     s.set_defaults(func=cmd_sql)
