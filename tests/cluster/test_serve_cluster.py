@@ -385,8 +385,11 @@ def test_bad_cluster_settings_are_refused_at_start_saying_why(nodes, tmp_path, n
         tag = free_port()
         p = ServerProcess(PROJECT, tmp_path / f"bad{tag}", args=[*args, "--no-admin"],
                           log_path=tmp_path / f"bad{tag}.log")
-        with pytest.raises(RuntimeError) as info:
-            p.start(timeout=30)
+        try:
+            with pytest.raises(RuntimeError) as info:
+                p.start(timeout=30)
+        finally:
+            p.stop(timeout=20)  # (one that started after all is stopped, by PID)
         return str(info.value)
 
     taken = refused("--cluster", ",".join(nats3.urls), "--node", name)
