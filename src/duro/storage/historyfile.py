@@ -152,7 +152,7 @@ class HistoryFile:
     def open(cls, path: str | os.PathLike[str], *, create: bool = False) -> "HistoryFile | None":
         """Open ``path``; a torn last record (crash mid-append) is cut off. With ``create`` a
         missing file is created empty (header only); otherwise a missing file gives None."""
-        path = pathlib.Path(path)
+        path = as_path(path)  # a Path as it is: opened at every wake, parsing it again is not free
         try:
             if create:
                 make_dirs_durably(path.parent)
