@@ -298,9 +298,11 @@ class ObjectHistory(_OpenHistory):
             # A brand-new file: the state is empty. A history that says otherwise (its database
             # was removed from outside, or a power loss kept the unlink but not the record) gets
             # an empty record; a missing history is created at the first commit.
-            if hf is not None and hf.last is not None and hf.last.db_pages:
-                hf.append(hf.last.seq + 1, self.now_ms(), 0, {}, flags=BASE | HEAL)
-                self._unsynced = True
+            if hf is not None:
+                hf.drop_read_cache()
+                if hf.last is not None and hf.last.db_pages:
+                    hf.append(hf.last.seq + 1, self.now_ms(), 0, {}, flags=BASE | HEAL)
+                    self._unsynced = True
             return
         try:
             wal_empty = os.stat(self.wal_path).st_size == 0  # as a clean close leaves it
@@ -315,10 +317,16 @@ class ObjectHistory(_OpenHistory):
             assert hf is not None
         last = hf.last
         marked = run("PRAGMA user_version")[0][0]
-        if (last is not None and last.db_pages and not marked
-                and (in_wal is None or in_wal == last.ident)
-                and run("PRAGMA page_count")[0][0] == last.db_pages
-                and (last.is_base or self._holds(hf, last))):
+        try:
+            # _holds reads the last record's pages: HistoryFile.open has just read and checked
+            # that record (a small one is read from memory; the cache is dropped here either way).
+            holds = (last is not None and last.db_pages and not marked
+                     and (in_wal is None or in_wal == last.ident)
+                     and run("PRAGMA page_count")[0][0] == last.db_pages
+                     and (last.is_base or self._holds(hf, last)))
+        finally:
+            hf.drop_read_cache()
+        if holds:
             return
         # The history missed commits, or never had this database: snapshot it as a new base.
         if marked:
