@@ -122,7 +122,16 @@ class WalTail:
                     return None
                 self._own = True
         fd = self._fd
-        head = os.pread(fd, _WAL_HEADER, 0)
+        frame = _FRAME_HEADER + PAGE_SIZE
+        want = 4  # frames per read: small commits are 1-3 frames; a WAL past a restart holds stale ones
+        first: bytes | None = None
+        if self._offset <= _WAL_HEADER:
+            # The commit's frames start right after the header (the first commit since the open,
+            # or since a restart seen): one read for both.
+            first = os.pread(fd, _WAL_HEADER + frame * want, 0)
+            head, first = first[:_WAL_HEADER], first[_WAL_HEADER:]
+        else:
+            head = os.pread(fd, _WAL_HEADER, 0)
         if len(head) < _WAL_HEADER:
             return None  # truncated by a checkpoint, and nothing written since
         magic, _, page_size = struct.unpack_from(">III", head)
@@ -132,12 +141,13 @@ class WalTail:
         if salt != self._salt or self._offset < _WAL_HEADER:
             self._salt = salt
             self._offset = _WAL_HEADER
-        frame = _FRAME_HEADER + PAGE_SIZE
         pos = self._offset
         pages: dict[int, bytes] = {}
-        want = 4  # frames per read: small commits are 1-3 frames; a WAL past a restart holds stale ones
         while True:
-            chunk = os.pread(fd, frame * want, pos)
+            if first is not None:
+                chunk, first = first, None  # pos is _WAL_HEADER: read with the header
+            else:
+                chunk = os.pread(fd, frame * want, pos)
             for at in range(0, len(chunk) - frame + 1, frame):
                 if chunk[at + 8:at + 16] != salt:
                     return None  # a frame of an earlier WAL generation: this commit wrote nothing
