@@ -251,6 +251,52 @@ def test_history_heals_after_missed_commits(path, opts):
     assert state(path) == {"kv": {"a": 2, "b": 1}}
 
 
+def test_the_last_record_read_at_open_is_reused_once_and_never_stale(path, opts):
+    """HistoryFile.open keeps the small last record it read and checked, for one read_body of that
+    record (an object's wake compares its pages with the database); any write drops it."""
+    db = ObjectDatabase(path, history=opts)
+    put(db, a=1)
+    put(db, a=2)
+    db.close()
+    hf = HistoryFile.open(history_path(path))
+    try:
+        last = hf.last
+        from_memory = hf.read_body(last)
+        assert hf._tail_blob is None  # used once
+        assert hf.read_body(last) == from_memory  # the same bytes, read from the file
+        hf.close()
+        hf = HistoryFile.open(history_path(path))
+        other = hf.record(0)
+        assert hf.read_body(other) != from_memory and hf._tail_blob is None  # another record: dropped
+        hf.close()
+        hf = HistoryFile.open(history_path(path))
+        rec = hf.append(hf.last.seq + 1, hf.last.ms, hf.last.db_pages, {1: bytes(4096)})
+        assert hf._tail_blob is None  # a write drops it
+        assert list(hf.iter_pages(rec)) == [(1, bytes(4096))]
+    finally:
+        hf.close()
+
+
+def test_a_last_record_the_database_lacks_is_still_found_at_open(path, opts, tmp_path):
+    """The page comparison at open (_holds) still reads the last record's pages: a history ahead
+    of its database (the commit's WAL frames lost) is healed, not taken as in step."""
+    db = ObjectDatabase(path, history=opts)
+    put(db, a=1)
+    db.close()
+    before = path.read_bytes()
+    db = ObjectDatabase(path, history=opts)
+    b2 = put(db, a=2)
+    db.close()
+    path.write_bytes(before)  # the database without the last commit, its history with it
+    pathlib.Path(str(path) + "-wal").unlink(missing_ok=True)
+    db = ObjectDatabase(path, history=opts)
+    assert db.kv_get("a") == 1
+    healed = db.attached_history().current().bookmark
+    db.close()
+    assert healed > b2  # a new base (HEAL) records the state the database really has
+    assert state(path)["kv"] == {"a": 1}
+
+
 def _crash_image(path, to):
     """The object's files as a crash would leave them: database and WAL as they are on disk now
     (the connection still open, nothing checkpointed), the history as given."""

@@ -80,6 +80,7 @@ class NodeJournal:
                  segment_bytes: int = SEGMENT_BYTES, folder: str | None = None,
                  owns: Callable[[str], bool] | None = None) -> None:
         self.data_dir = pathlib.Path(data_dir).resolve()
+        self._dir_prefix = os.path.join(str(self.data_dir), "")  # "<data dir>/", for key_of
         # One process: ``journal/``; worker k of several: ``journal/w<k>`` (it holds only the
         # records of the objects that worker owns; ``owns`` says which those are).
         self.folder = self.data_dir / "journal" / folder if folder else self.data_dir / "journal"
@@ -193,6 +194,14 @@ class NodeJournal:
 
     # ------------------------------------------------------------------ appending (event loop)
     def key_of(self, db_path: str | os.PathLike[str]) -> str:
+        # Every wake asks (``link``): a path object below the data directory is cut as a string
+        # (its text is already normalized), which PurePath.relative_to would do at several times
+        # the cost; anything else takes the general way.
+        if isinstance(db_path, pathlib.PurePath):
+            text = str(db_path)
+            prefix = self._dir_prefix
+            if text.startswith(prefix) and len(text) > len(prefix):
+                return text[len(prefix):]
         return str(pathlib.Path(db_path).relative_to(self.data_dir))
 
     def link(self, db_path: str | os.PathLike[str]) -> "_Link":

@@ -47,6 +47,7 @@ _FILE_HEADER = struct.Struct("<8sII16x")
 _PREFIX = struct.Struct("<QI")  # body length, crc32(body)
 _SUFFIX = struct.Struct("<Q")  # body length again: lets the last record be found from the end
 _BODY = struct.Struct("<QQIIII16s")  # seq, ms, tag, db pages, flags, n, WAL commit frame identity
+_TAIL_CACHE_BYTES = 64 * 1024  # the largest last record HistoryFile.open keeps for one read_body
 BASE = 1  # every page of the state, pages 1..n, no pgno list
 RESTORE = 2  # written by a restore (informational)
 HEAL = 4  # a snapshot taken because the history had missed commits (informational)
@@ -146,13 +147,18 @@ class HistoryFile:
         self.end = end
         self._idx: dict[str, array] | None = None
         self._last: Record | None = None
+        # (offset, prefix + body) of the last record as ``open`` read and checked it, when small:
+        # the next ``read_body`` of that record takes it instead of reading it again (an object's
+        # wake compares the last record's pages with its database). Dropped by that read, by any
+        # write and by :meth:`drop_read_cache`.
+        self._tail_blob: tuple[int, bytes] | None = None
 
     # -- opening
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, create: bool = False) -> "HistoryFile | None":
         """Open ``path``; a torn last record (crash mid-append) is cut off. With ``create`` a
         missing file is created empty (header only); otherwise a missing file gives None."""
-        path = pathlib.Path(path)
+        path = as_path(path)  # a Path as it is: opened at every wake, parsing it again is not free
         try:
             if create:
                 make_dirs_durably(path.parent)
@@ -216,6 +222,8 @@ class HistoryFile:
             return None
         rec = Record(-1, start, *_BODY.unpack_from(blob, _PREFIX.size))
         self._last = rec
+        if length <= _TAIL_CACHE_BYTES:
+            self._tail_blob = (start, blob)
         return rec
 
     def _scan(self) -> dict[str, array]:
@@ -243,6 +251,7 @@ class HistoryFile:
         return idx
 
     def _repair(self) -> None:
+        self._tail_blob = None
         idx = self._scan()
         try:
             os.ftruncate(self._fd, self.end)
@@ -293,7 +302,15 @@ class HistoryFile:
         i = bisect.bisect_right(self.index["ms"], ms) - 1
         return i if i >= 0 else None
 
+    def drop_read_cache(self) -> None:
+        self._tail_blob = None
+
     def read_body(self, rec: Record) -> bytes:
+        cached = self._tail_blob
+        if cached is not None:
+            self._tail_blob = None
+            if cached[0] == rec.offset:
+                return cached[1][_PREFIX.size:]  # whole, and its checksum checked, by _read_last
         try:
             (length, crc) = _PREFIX.unpack(os.pread(self._fd, _PREFIX.size, rec.offset))
             body = os.pread(self._fd, length, rec.offset + _PREFIX.size)
@@ -387,6 +404,7 @@ class HistoryFile:
         """Append one record. A delta gives ``pages``; a base gives ``flags=BASE`` and either
         ``pages`` (all of them) or ``source(i)`` returning ``_CHUNK_PAGES`` pages starting at page
         ``i`` (1-based). Returns the record."""
+        self._tail_blob = None
         last = self.last
         if last is not None and seq <= last.seq:
             raise StorageError(f"history append out of order: seq {seq} after {last.seq}")
@@ -488,6 +506,7 @@ class HistoryFile:
 
     def copy_records_from(self, other: "HistoryFile", start_index: int) -> None:
         """Append the raw bytes of ``other``'s records from ``start_index`` on (pruning)."""
+        self._tail_blob = None
         if start_index >= len(other):
             return
         off = other.record(start_index).offset

@@ -122,7 +122,16 @@ class WalTail:
                     return None
                 self._own = True
         fd = self._fd
-        head = os.pread(fd, _WAL_HEADER, 0)
+        frame = _FRAME_HEADER + PAGE_SIZE
+        want = 4  # frames per read: small commits are 1-3 frames; a WAL past a restart holds stale ones
+        first: bytes | None = None
+        if self._offset <= _WAL_HEADER:
+            # The commit's frames start right after the header (the first commit since the open,
+            # or since a restart seen): one read for both.
+            first = os.pread(fd, _WAL_HEADER + frame * want, 0)
+            head, first = first[:_WAL_HEADER], first[_WAL_HEADER:]
+        else:
+            head = os.pread(fd, _WAL_HEADER, 0)
         if len(head) < _WAL_HEADER:
             return None  # truncated by a checkpoint, and nothing written since
         magic, _, page_size = struct.unpack_from(">III", head)
@@ -132,12 +141,13 @@ class WalTail:
         if salt != self._salt or self._offset < _WAL_HEADER:
             self._salt = salt
             self._offset = _WAL_HEADER
-        frame = _FRAME_HEADER + PAGE_SIZE
         pos = self._offset
         pages: dict[int, bytes] = {}
-        want = 4  # frames per read: small commits are 1-3 frames; a WAL past a restart holds stale ones
         while True:
-            chunk = os.pread(fd, frame * want, pos)
+            if first is not None:
+                chunk, first = first, None  # pos is _WAL_HEADER: read with the header
+            else:
+                chunk = os.pread(fd, frame * want, pos)
             for at in range(0, len(chunk) - frame + 1, frame):
                 if chunk[at + 8:at + 16] != salt:
                     return None  # a frame of an earlier WAL generation: this commit wrote nothing
@@ -298,9 +308,11 @@ class ObjectHistory(_OpenHistory):
             # A brand-new file: the state is empty. A history that says otherwise (its database
             # was removed from outside, or a power loss kept the unlink but not the record) gets
             # an empty record; a missing history is created at the first commit.
-            if hf is not None and hf.last is not None and hf.last.db_pages:
-                hf.append(hf.last.seq + 1, self.now_ms(), 0, {}, flags=BASE | HEAL)
-                self._unsynced = True
+            if hf is not None:
+                hf.drop_read_cache()
+                if hf.last is not None and hf.last.db_pages:
+                    hf.append(hf.last.seq + 1, self.now_ms(), 0, {}, flags=BASE | HEAL)
+                    self._unsynced = True
             return
         try:
             wal_empty = os.stat(self.wal_path).st_size == 0  # as a clean close leaves it
@@ -315,10 +327,16 @@ class ObjectHistory(_OpenHistory):
             assert hf is not None
         last = hf.last
         marked = run("PRAGMA user_version")[0][0]
-        if (last is not None and last.db_pages and not marked
-                and (in_wal is None or in_wal == last.ident)
-                and run("PRAGMA page_count")[0][0] == last.db_pages
-                and (last.is_base or self._holds(hf, last))):
+        try:
+            # _holds reads the last record's pages: HistoryFile.open has just read and checked
+            # that record (a small one is read from memory; the cache is dropped here either way).
+            holds = (last is not None and last.db_pages and not marked
+                     and (in_wal is None or in_wal == last.ident)
+                     and run("PRAGMA page_count")[0][0] == last.db_pages
+                     and (last.is_base or self._holds(hf, last)))
+        finally:
+            hf.drop_read_cache()
+        if holds:
             return
         # The history missed commits, or never had this database: snapshot it as a new base.
         if marked:
