@@ -184,16 +184,13 @@ class DatabaseConnection(Savepoints):
         history = self.history
         if history is not None and not history.restore_checked:
             history.restore_checked = True  # once per instance: a restore waits for the next session
-            # One stat for the usual case, no marker (apply_pending_restore would find none: it
-            # reads the marker, and a missing one costs it a raised FileNotFoundError per wake).
-            if marker_path(self.path).exists():
+            self.restored = None
+            if marker_path(self.path).exists():  # (one stat: a missing marker is the usual case)
                 if journal is not None:
                     # The restore rewrites the file: the journal must first know, durably, that
                     # none of its older records is to be redone over it.
                     journal.synced(journal.position(), durable=True)
                 self.restored = apply_pending_restore(self.path, history.options)
-            else:
-                self.restored = None
         existed = self.path.exists()
         self._mark_changed = history is None and existed and history_path(self.path).exists()
         if not existed:

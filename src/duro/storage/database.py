@@ -32,7 +32,7 @@ import apsw
 from duro.errors import StorageError
 from duro.storage.connection import CHECKPOINT_PAGES, DatabaseConnection, wait_closed
 from duro.storage.durability import History, JournalLink
-from duro.storage.historyfile import materialize_index
+from duro.storage.historyread import materialize_index
 from duro.storage.journal import HistoryOptions, ObjectHistory, as_path
 from duro.storage.kv import KV_TABLE, KvStore, SyncKv
 from duro.storage.opening import MAX_DATABASE_BYTES, PAGE_SIZE

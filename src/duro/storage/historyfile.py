@@ -38,7 +38,7 @@ from duro.errors import InvalidInputError, StorageError
 from duro.storage.paths import as_path, file_mode, fsync_dir, history_path, make_dirs_durably, marker_path  # noqa: F401 - re-exported
 
 __all__ = ["HistoryFile", "Record", "format_bookmark", "parse_bookmark", "history_path", "marker_path", "as_path",
-           "fsync_dir", "materialize_index", "page_hole", "read_bookmark_range", "PAGE_SIZE", "BASE", "RESTORE", "HEAL", "ZLIB"]
+           "fsync_dir", "page_hole", "PAGE_SIZE", "BASE", "RESTORE", "HEAL", "ZLIB"]
 
 PAGE_SIZE = 4096
 MAGIC = b"DUROHIS1"
@@ -519,100 +519,3 @@ class HistoryFile:
         self.end = pos
         self._idx = None
         self._last = None
-
-
-# ---- materialising a state ------------------------------------------------------------------------
-
-
-def materialize_index(hf: HistoryFile, i: int, out: pathlib.Path) -> int:
-    """Write the database as of record ``i`` to ``out`` (created or replaced in place, not
-    synced). Returns its size in pages; 0 means the empty state (``out`` is left empty).
-
-    Walks back from ``i`` to the last base and takes each page from the newest record that holds
-    it, so restoring one hour back reads only that hour's page lists plus one base."""
-    target = hf.record(i)
-    size = target.db_pages
-    b = i
-    while not hf.record(b).is_base:
-        b -= 1
-        if b < 0:
-            raise StorageError(f"history file {str(hf.path)!r} has no base before seq {target.seq}")
-    owner: dict[int, int] = {}
-    for j in range(i, b, -1):
-        for p in hf.pgnos(hf.record(j)):
-            if p <= size and p not in owner:
-                owner[p] = j
-    by_record: dict[int, set[int]] = {}
-    for p, j in owner.items():
-        by_record.setdefault(j, set()).add(p)
-    base = hf.record(b)
-    fd = os.open(out, os.O_RDWR | os.O_CREAT | os.O_TRUNC, file_mode())
-    try:
-        if size and base.n:
-            batch: list[bytes] = []
-            first = 1
-            for pgno, page in hf.iter_pages(base):
-                if pgno > size:
-                    break
-                batch.append(page)
-                if len(batch) == _CHUNK_PAGES:
-                    os.pwrite(fd, b"".join(batch), (first - 1) * PAGE_SIZE)
-                    first += len(batch)
-                    batch = []
-            if batch:
-                os.pwrite(fd, b"".join(batch), (first - 1) * PAGE_SIZE)
-        for j, wanted in by_record.items():
-            for pgno, page in hf.iter_pages(hf.record(j)):
-                if pgno in wanted:
-                    os.pwrite(fd, page, (pgno - 1) * PAGE_SIZE)
-        missing = size - min(size, base.n)
-        if missing:
-            covered = sum(1 for p in owner if p > base.n)
-            if covered != missing:
-                raise StorageError(f"history file {str(hf.path)!r} is incomplete: seq {target.seq} needs "
-                                   f"pages up to {size}, {missing - covered} of them are in no record")
-        os.ftruncate(fd, size * PAGE_SIZE)
-    finally:
-        os.close(fd)
-    return size
-
-
-def read_bookmark_range(hpath: pathlib.Path) -> tuple[str, str] | None:
-    """(first, last) bookmark of the history file at ``hpath``, read without opening it as a
-    HistoryFile (no lock, no index, nothing changed); None when there is no such file or it holds no
-    record. A last record that is being appended right now (a torn tail) is skipped."""
-    try:
-        f = open(hpath, "rb")
-    except FileNotFoundError:
-        return None
-    with f:
-        header, prefix, suffix, body = _FILE_HEADER, _PREFIX, _SUFFIX, _BODY
-        head = f.read(header.size)
-        if len(head) < header.size or header.unpack(head)[0] != MAGIC:
-            raise StorageError(f"{hpath} is not a duro history file")
-        end = f.seek(0, os.SEEK_END)
-
-        def bookmark_at(start: int) -> str | None:
-            f.seek(start)
-            blob = f.read(prefix.size + body.size)
-            if len(blob) < prefix.size + body.size:
-                return None
-            seq, ms, tag = body.unpack_from(blob, prefix.size)[:3]
-            return format_bookmark(seq, ms, tag)
-
-        first = bookmark_at(header.size)
-        if first is None:
-            return None
-        last = None
-        pos = end
-        while pos > header.size and last is None:  # skip a torn tail
-            f.seek(pos - suffix.size)
-            (length,) = suffix.unpack(f.read(suffix.size))
-            start = pos - suffix.size - length - prefix.size
-            if start < header.size:
-                break
-            f.seek(start)
-            if prefix.unpack(f.read(prefix.size))[0] != length:
-                break
-            last = bookmark_at(start)
-        return first, (last or first)

@@ -13,7 +13,8 @@ import urllib.parse
 
 import apsw
 
-from duro.storage.historyfile import HistoryFile, materialize_index
+from duro.storage.historyfile import HistoryFile
+from duro.storage.historyread import materialize_index
 
 __all__ = ["check_file", "run_check", "latest_intact_index", "MAX_REPORTED"]
 

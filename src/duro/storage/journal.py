@@ -23,7 +23,8 @@ from duro.errors import InvalidInputError, StorageError
 from duro.storage.durability import History, Run
 from duro.storage.historyfile import (  # noqa: F401 - re-exported: tools read the format from here
     BASE, HEAL, MAGIC, PAGE_SIZE, RESTORE, ZLIB, HistoryFile, Record,
-    as_path, format_bookmark, fsync_dir, history_path, marker_path, materialize_index, parse_bookmark, read_bookmark_range)
+    as_path, format_bookmark, fsync_dir, history_path, marker_path, parse_bookmark)
+from duro.storage.historyread import materialize_index, read_bookmark_range  # noqa: F401 - re-exported
 from duro.storage.journalfile import Capture
 
 __all__ = ["capture_commit", "DetachedHistory", "HistoryOptions", "HistoryFile", "ObjectHistory", "Record", "WalTail", "format_bookmark",
