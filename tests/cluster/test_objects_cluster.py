@@ -7,6 +7,7 @@ SIGKILL test runs last: it kills the module's third node."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -150,7 +151,7 @@ def test_the_cli_against_one_node_lists_shows_queries_and_exports_the_cluster(cl
     out = tmp_path / "cli-c.sqlite"
     p = cli(a, "export", "cli-c", str(out))
     assert p.returncode == 0, p.stderr
-    with sqlite3.connect(out) as db:
+    with contextlib.closing(sqlite3.connect(out)) as db:
         assert db.execute("SELECT v FROM t WHERE k = 'n'").fetchall() == [(stored,)]
     assert not list((pathlib.Path(c.data_dir) / "admin-exports").glob("*"))  # read to its end: removed
     p = cli(a, "show", "no-such-object")

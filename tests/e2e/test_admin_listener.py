@@ -3,6 +3,7 @@ admin API, /metrics and the dashboard answer only there and only with the token;
 answers none of them; ``--no-admin`` turns it all off; a fixed port in use is a clear error at
 start; ``import`` reads only files inside the folder the operator allowed."""
 
+import contextlib
 import json
 import pathlib
 import sqlite3
@@ -139,7 +140,7 @@ def test_the_reading_commands_ask_the_server_with_server(serve, tmp_path):
     out = tmp_path / "read.sqlite"
     exported = duro("objects", "export", "read", str(out), *where)
     assert exported.returncode == 0, exported.stderr
-    with sqlite3.connect(out) as db:
+    with contextlib.closing(sqlite3.connect(out)) as db:
         assert db.execute("SELECT v FROM counter").fetchall() == [(3,)]
     assert not list((pathlib.Path(srv.data_dir) / "admin-exports").iterdir())
     missing = duro("objects", "show", "nobody", *where)

@@ -25,6 +25,7 @@ from time import perf_counter
 from typing import Any, Awaitable, Callable
 
 from ..api import App, Request, Response
+from ..runtime.router import PeerGone
 from ..runtime.writenote import WriteNote, note_writes
 from ..runtime.tasks import stop_task
 from ..config_admin import AdminConfig
@@ -254,6 +255,10 @@ class AsgiFront:
                                     "earlier call it made wrote to storage. It is not safe to retry "
                                     "as is.", status=503)
                 return self._unavailable(str(e))
+            if self.guard.stopping and isinstance(e, PeerGone):
+                # The worker that owns an object this request called stopped first (its drain
+                # ended before this one's): the stop cut the request short, as at the end of a drain.
+                return self._cut_short(writes.wrote)
             self.errors += 1
             log.error("unhandled exception in %s %s:\n%s", request.method, request.url,
                       "".join(traceback.format_exception(e)))
