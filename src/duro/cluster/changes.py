@@ -17,7 +17,6 @@ Never: answer a change as done before the log acknowledged it.
 from __future__ import annotations
 
 import asyncio
-
 import pathlib
 
 from ..clock import now_ms
@@ -28,13 +27,7 @@ from ..storage.paths import history_path
 from .leases import object_key
 from .node import ClusterNode
 
-__all__ = ["own_for_change", "log_outside_change", "change_capture"]
-
-
-async def own_for_change(node: ClusterNode, namespace: str, hex_id: str) -> None:
-    """Make this node the object's owner (a no-op if it is). LeaseHeldError when another live node
-    owns it: the change must be made there."""
-    await node.acquire(namespace, hex_id)
+__all__ = ["log_outside_change", "change_capture"]
 
 
 def change_capture(path: pathlib.Path) -> Capture:
@@ -73,4 +66,3 @@ async def log_outside_change(node: ClusterNode, namespace: str, hex_id: str) -> 
         await node.drop(key, e)
         raise StorageError(f"object {hex_id}: the change was not made: the object's replicated log did not take "
                            f"it ({e}); the object is as it was before: retry") from e
-

@@ -125,4 +125,3 @@ async def take_snapshot(node: "ClusterNode", own: "Owned") -> bool:
     log.info("node %s: snapshot of object %s at %d (%d bytes, %s)", node.node, own.hex_id, seq,
              len(data) + len(history or b""), "copied from its connection" if live else "its files")
     return True
-
