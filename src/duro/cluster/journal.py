@@ -156,8 +156,17 @@ class JetStreamJournal:
                 try:
                     self._snaps = await self.js.object_store(SNAP_BUCKET)
                 except nats.js.errors.BucketNotFoundError:
-                    self._snaps = await self.js.create_object_store(
-                        SNAP_BUCKET, ObjectStoreConfig(storage=StorageType.FILE, replicas=self.replicas))
+                    try:
+                        self._snaps = await self.js.create_object_store(
+                            SNAP_BUCKET, ObjectStoreConfig(storage=StorageType.FILE, replicas=self.replicas))
+                    except nats.js.errors.APIError as e:
+                        if isinstance(e, TRANSIENT_ERRORS):
+                            raise
+                        if e.err_code == NO_PEERS_YET and time.monotonic() < deadline:
+                            await asyncio.sleep(0.2)  # the stream found its peers; the bucket not yet
+                            continue
+                        raise StorageError(f"cannot create the snapshot bucket {SNAP_BUCKET!r} ({self.replicas} "
+                                           f"replicas): {e.description or e}") from e
                 return self
             except TRANSIENT_ERRORS:
                 if time.monotonic() > deadline:
