@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import pathlib
 import random
+import shutil
 import sqlite3
 import threading
 import time
@@ -29,6 +30,8 @@ import httpx
 import pytest
 
 from duro.testing import ServerProcess
+
+from .diagnose import describe
 
 pytestmark = pytest.mark.powercut
 
@@ -70,6 +73,13 @@ def _check(url, round_, acks) -> None:
         if hot_acked:
             assert c.get("/r/hot").json()["value"] >= max(hot_acked)
             assert len(set(hot_acked)) == len(hot_acked)
+
+
+def _tail(log: pathlib.Path, n: int = 30) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-n:])
+    except OSError as e:
+        return f"<{e}>"
 
 
 def _integrity(data: pathlib.Path) -> int:
@@ -117,11 +127,20 @@ def test_acknowledged_writes_survive_power_loss(powercut, tmp_path):
         acked_total += acked
         assert acked >= 30, f"too few acknowledged writes before the cut: {acked}"
 
-        # The power comes back: a server on what the disk kept.
+        # The power comes back: a server on what the disk kept. (The journal as the cut left it
+        # is copied aside first: the server's recovery deletes it, and a failure reads it.)
+        kept = tmp_path / "journal-at-cut"
+        shutil.rmtree(kept, ignore_errors=True)
+        if (powercut.backing / "data" / "journal").is_dir():  # none with durability = "os"
+            shutil.copytree(powercut.backing / "data" / "journal", kept)
         back = ServerProcess(PROJECT, powercut.backing / "data", args=args,
                              log_path=tmp_path / f"after{round_}.log").start()
         try:
             _check(back.url, round_, acks)
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{describe(kept, powercut.backing / 'data')}\n"
+                                 f"server log, last lines:\n{_tail(tmp_path / f'server{round_}.log')}\n"
+                                 f"after the cut:\n{_tail(tmp_path / f'after{round_}.log')}") from e
         finally:
             back.stop()
         checked += _integrity(powercut.backing / "data")

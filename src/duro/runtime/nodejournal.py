@@ -24,6 +24,7 @@ checkpoint calls once per ~1,000 WAL pages), or hand a caller a bare ``OSError``
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import pathlib
@@ -56,6 +57,16 @@ class _Segment:
     size: int = 0
     keys: dict[str, int] = field(default_factory=dict)  # key -> its last COMMIT lsn in here
     frozen: bool = False  # kept from before the start (an object in it could not be recovered)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write every byte of ``data`` (a write may take fewer than asked: a full disk part-way)."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        if n <= 0:
+            raise OSError(errno.ENOSPC, "no byte written")
+        view = view[n:]
 
 
 def _new_segment(folder: pathlib.Path, first_lsn: int) -> _Segment:
@@ -342,7 +353,7 @@ class NodeJournal:
                 if seg.size and seg.size + len(data) > self.segment_bytes:
                     seg = self._rotate()
                 t0 = time.perf_counter()
-                os.write(seg.fd, data)
+                _write_all(seg.fd, data)
                 os.fdatasync(seg.fd)
                 self.fsync_seconds.observe(time.perf_counter() - t0)
                 self.batch_commits.observe(len(keys))
