@@ -79,3 +79,30 @@ def test_without_a_lent_descriptor_the_reader_uses_its_own_and_gives_it_back(tmp
     db.close()
     assert _fds_on(wal) == 0
     assert isinstance(tail, WalTail)
+
+
+def test_a_commit_whose_frames_cannot_be_read_back_is_refused_not_acknowledged(tmp_path):
+    """With the node journal a commit is durable only through its record: a commit that wrote WAL
+    frames the reader then did not find (a fault) fails, instead of passing with no record."""
+    import pytest
+
+    from duro.errors import StorageError
+    from duro.runtime.nodejournal import NodeJournal
+
+    path = tmp_path / "do" / "o.sqlite"
+    path.parent.mkdir()
+    journal = NodeJournal(tmp_path)
+    db = ObjectDatabase(path, history=HistoryOptions(), journal=journal.link(path))
+    try:
+        db.kv_put("a", 1)
+        assert db.commit() is True
+        assert db.port.captured is not None and db.port.captured.pages  # read back: the journal gets it
+        db.port._tail.read_commit = lambda: None  # the reader finds nothing where SQLite wrote frames
+        # A transaction that changed no page writes no frame: nothing to read, nothing refused.
+        db.kv_delete("missing")
+        db.commit()
+        db.kv_put("b", 2)
+        with pytest.raises(StorageError, match="could not be read back"):
+            db.commit()
+    finally:
+        db.close()

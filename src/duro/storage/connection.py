@@ -94,6 +94,7 @@ class DatabaseConnection(Savepoints):
         self.offload = offload
         self._on_transaction_open = on_transaction_open
         self._wal_pages = 0
+        self._wal_commits = 0
         self._ckpt_idle = threading.Event()
         self._ckpt_idle.set()
         self._mark_changed = False  # history off, but a history exists: tell it we write (commit())
@@ -214,6 +215,7 @@ class DatabaseConnection(Savepoints):
             conn.set_progress_handler(self._interrupt, PROGRESS_STEPS)
         # The hook replaces SQLite's auto-checkpoint, which would fsync inside COMMIT on the loop.
         self._wal_pages = 0
+        self._wal_commits = 0  # commits that wrote WAL frames (SQLite's WAL hook counts them)
         conn.set_wal_hook(self._wal_hook)
         self._conn = conn
         if self._tail is not None:
@@ -503,6 +505,7 @@ class DatabaseConnection(Savepoints):
                     # Writes made with history off: the history must snapshot when it is next used.
                     self.run_internal_uncached("PRAGMA user_version = 1")
                     self._mark_changed = False
+            framed = self._wal_commits
             self.run_internal("COMMIT", rows=False)
         except StorageError:
             # The error raised here is the report of the loss, if SQLite rolled back by itself.
@@ -517,6 +520,11 @@ class DatabaseConnection(Savepoints):
             tail = self._tail
             if tail is not None:
                 self.captured = capture_commit(tail, self.history, self.journal is not None)
+                if self.captured is None and self.journal is not None and self._wal_commits != framed:
+                    # SQLite wrote this commit's frames but they could not be read back: never
+                    # acknowledge it without its journal record (the object resets instead).
+                    raise StorageError(f"the commit's pages could not be read back from {str(tail.path)!r} "
+                                       "for the journal; the object resets to its last durable commit")
             if self._wal_pages >= CHECKPOINT_PAGES and self.journal is None:
                 self._periodic_checkpoint()
         return wrote
@@ -582,6 +590,7 @@ class DatabaseConnection(Savepoints):
 
     def _wal_hook(self, conn: apsw.Connection, name: str, pages: int) -> int:
         self._wal_pages = pages
+        self._wal_commits += 1
         return apsw.SQLITE_OK
 
     def _periodic_checkpoint(self) -> None:
