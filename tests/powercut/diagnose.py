@@ -11,8 +11,13 @@ from __future__ import annotations
 import pathlib
 import sqlite3
 import tempfile
+from collections.abc import Iterable
 
+from duro.ids import NamespaceKey
 from duro.storage.journalfile import COMMIT, SYNCED, pending_redo, redo, scan_segments, segment_paths
+
+_NAMESPACE = "powercut-ledger-Ledger"  # tests/powercut/project's class Ledger
+_KEY = NamespaceKey(_NAMESPACE)
 
 
 def _counter(db: pathlib.Path) -> object:
@@ -27,9 +32,11 @@ def _counter(db: pathlib.Path) -> object:
     return rows[0][0] if rows else 0
 
 
-def describe(journal: pathlib.Path, data: pathlib.Path) -> str:
+def describe(journal: pathlib.Path, data: pathlib.Path, names: Iterable[str] = ()) -> str:
     """One line per object with journal records: records, SYNCED through, what they redo to, and
-    what the recovered file holds."""
+    what the recovered file holds (objects of the power-cut project's class named by ``names``
+    are shown by name)."""
+    ids = {f"do/{_NAMESPACE}/{_KEY.id_from_name(n)}.sqlite": n for n in names}
     if not journal.is_dir():
         return f"no journal at {journal}"
     scan = scan_segments(segment_paths(journal))
@@ -47,7 +54,7 @@ def describe(journal: pathlib.Path, data: pathlib.Path) -> str:
         for key in sorted(counts):
             recs = [r for r in scan.records if r.kind == COMMIT and r.key == key]
             redo(pathlib.Path(tmp), key, recs, history=False)  # every record, as if nothing was synced
-            lines.append(f"{key}: {counts[key]} records (lsn {recs[0].lsn}..{recs[-1].lsn}, seq "
+            lines.append(f"{ids.get(key, key)}: {counts[key]} records (lsn {recs[0].lsn}..{recs[-1].lsn}, seq "
                          f"{recs[-1].capture().seq}), synced through {synced.get(key, 0)}, to redo "
                          f"{len(todo.get(key, []))}; records give {_counter(pathlib.Path(tmp) / key)}, "
                          f"file has {_counter(data / key)}")

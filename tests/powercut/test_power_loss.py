@@ -138,7 +138,10 @@ def test_acknowledged_writes_survive_power_loss(powercut, tmp_path):
         try:
             _check(back.url, round_, acks)
         except AssertionError as e:
-            raise AssertionError(f"{e}\n{describe(kept, powercut.backing / 'data')}\n"
+            told = {f"r{round_}-c{i}": sum(t != "hot" for t, _, _ in a) for i, a in acks.items()}
+            told["hot"] = max((v for a in acks.values() for t, v, _ in a if t == "hot"), default=0)
+            raise AssertionError(f"{e}\nacknowledged (hot: the highest value): {told}\n"
+                                 f"{describe(kept, powercut.backing / 'data', names=told)}\n"
                                  f"server log, last lines:\n{_tail(tmp_path / f'server{round_}.log')}\n"
                                  f"after the cut:\n{_tail(tmp_path / f'after{round_}.log')}") from e
         finally:
