@@ -97,12 +97,36 @@ def test_a_commit_whose_frames_cannot_be_read_back_is_refused_not_acknowledged(t
         db.kv_put("a", 1)
         assert db.commit() is True
         assert db.port.captured is not None and db.port.captured.pages  # read back: the journal gets it
-        db.port._tail.read_commit = lambda: None  # the reader finds nothing where SQLite wrote frames
+        db.port._tail.read_commit = lambda upto=0: None  # the reader finds nothing where SQLite wrote frames
         # A transaction that changed no page writes no frame: nothing to read, nothing refused.
         db.kv_delete("missing")
         db.commit()
         db.kv_put("b", 2)
         with pytest.raises(StorageError, match="could not be read back"):
             db.commit()
+    finally:
+        db.close()
+
+
+def test_a_reader_reset_while_the_wal_holds_commits_still_captures_the_last_one(tmp_path):
+    """The reader starts over from the WAL's first frame when it is reset (a new descriptor lent);
+    SQLite's WAL hook says where the WAL ends, so the capture is the last commit's state, not the
+    first commit it meets: the history's last record restores with every write in it."""
+    path = tmp_path / "o.sqlite"
+    db = ObjectDatabase(path, history=HistoryOptions())
+    db.kv_put("a", 1)
+    assert db.commit() is True
+    db.kv_put("b", 2)
+    assert db.commit() is True
+    db.port._tail.lend(lambda: -1)  # reset: the WAL still holds both commits
+    db.kv_put("c", 3)
+    assert db.commit() is True
+    assert db.port._tail.frames == db.port._wal_pages
+    bookmark = db.attached_history().current().bookmark
+    db.close()
+    H.restore(path, bookmark)
+    db = ObjectDatabase(path, history=HistoryOptions())
+    try:
+        assert sorted(db.kv_list()) == ["a", "b", "c"]
     finally:
         db.close()

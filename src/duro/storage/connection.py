@@ -519,12 +519,17 @@ class DatabaseConnection(Savepoints):
             self.commit_count += 1
             tail = self._tail
             if tail is not None:
-                self.captured = capture_commit(tail, self.history, self.journal is not None)
-                if self.captured is None and self.journal is not None and self._wal_commits != framed:
-                    # SQLite wrote this commit's frames but they could not be read back: never
-                    # acknowledge it without its journal record (the object resets instead).
+                hooked = self._wal_commits != framed  # SQLite's WAL hook ran: this commit wrote frames
+                self.captured = capture_commit(tail, self.history, self.journal is not None,
+                                               self._wal_pages if hooked else 0)
+                if hooked and tail.frames != self._wal_pages:
+                    # SQLite wrote this commit's frames (its WAL hook says the WAL now ends at
+                    # frame _wal_pages) but the reader did not end there: never acknowledge a
+                    # commit whose journal record (or history) may lack its pages; the object
+                    # resets to its last durable commit instead.
                     raise StorageError(f"the commit's pages could not be read back from {str(tail.path)!r} "
-                                       "for the journal; the object resets to its last durable commit")
+                                       f"(the WAL ends at frame {self._wal_pages}, the reader at "
+                                       f"{tail.frames}); the object resets to its last durable commit")
             if self._wal_pages >= CHECKPOINT_PAGES and self.journal is None:
                 self._periodic_checkpoint()
         return wrote

@@ -108,10 +108,14 @@ class WalTail:
         """Frames in the WAL up to the end of the last commit read."""
         return max(0, (self._offset - _WAL_HEADER) // (_FRAME_HEADER + PAGE_SIZE))
 
-    def read_commit(self) -> tuple[int, dict[int, bytes], bytes] | None:
+    def read_commit(self, upto: int = 0) -> tuple[int, dict[int, bytes], bytes] | None:
         """(db size in pages after the commit, {pgno: page image}, the commit frame's identity:
         salts + checksum) of the last commit, or None if it wrote no frame (a write transaction
-        that changed no page, e.g. a DELETE that matched nothing)."""
+        that changed no page, e.g. a DELETE that matched nothing). ``upto``: the frame the WAL
+        ends at now (SQLite's WAL hook says), when known: the read goes on to the commit frame
+        there, taking the frames of any earlier commit it meets on the way too (this reader was
+        reset while the WAL held commits it had read: their pages are taken again, later images
+        winning, which is still exactly the state after the last commit)."""
         if self._fd < 0:
             fd = self._borrow() if self._borrow is not None else -1
             if fd >= 0:
@@ -154,7 +158,7 @@ class WalTail:
                     return None  # a frame of an earlier WAL generation: this commit wrote nothing
                 pgno, size = struct.unpack_from(">II", chunk, at)
                 pages[pgno] = chunk[at + _FRAME_HEADER:at + frame]  # a later image of a page wins
-                if size:
+                if size and (not upto or (pos + at - _WAL_HEADER) // frame + 1 >= upto):
                     # One commit per call (we are called after each one): its commit frame ends it.
                     self._offset = pos + at + frame
                     return size, pages, chunk[at + 8:at + 24]
@@ -164,11 +168,12 @@ class WalTail:
             want = 64
 
 
-def capture_commit(tail: WalTail, history: History | None, journaled: bool) -> Capture | None:
-    """After a write commit: read the pages it appended to the WAL, once, for the history and the
-    node journal. The journal's capture (None without a journal, or when it changed no page)."""
+def capture_commit(tail: WalTail, history: History | None, journaled: bool, upto: int = 0) -> Capture | None:
+    """After a write commit: read the pages it appended to the WAL (up to frame ``upto``, where
+    SQLite says the WAL now ends, when known), once, for the history and the node journal. The
+    journal's capture (None without a journal, or when it changed no page)."""
     try:
-        got = tail.read_commit()
+        got = tail.read_commit(upto)
     except OSError as e:
         raise StorageError(f"the commit succeeded but its pages could not be read from "
                            f"{str(tail.path)!r}: {e.strerror or e}") from e
