@@ -28,7 +28,8 @@ class PowerCut:
     """A mounted lazy filesystem: write through ``mount``; ``cut()`` loses what was not synced and
     leaves the surviving files in ``backing``."""
 
-    def __init__(self, base: pathlib.Path) -> None:
+    def __init__(self, base: pathlib.Path, read_delay: float = 0.0) -> None:
+        self.read_delay = read_delay  # seconds each read waits after the power check (lazyfs.read)
         self.backing = base / "disk"
         self.mount = base / "mnt"
         self.backing.mkdir()
@@ -44,7 +45,7 @@ class PowerCut:
     def _start(self) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.powercut.lazyfs", str(self.backing), str(self.mount)],
-            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            cwd=ROOT, env={**os.environ, "POWERCUT_READ_DELAY": str(self.read_delay)}, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 20
         while not os.path.ismount(self.mount):
             if self.proc.poll() is not None:
@@ -98,15 +99,26 @@ class PowerCut:
             subprocess.run(["fusermount3", "-u", "-z", str(self.mount)], check=False)
 
 
-@pytest.fixture
-def powercut(tmp_path):
+def _mount(tmp_path: pathlib.Path, read_delay: float = 0.0):
     missing = _fuse_missing()
     if missing:
         if os.environ.get("CI"):  # .ci/run installs fuse3: there, a missing FUSE is a failure
             pytest.fail(f"the power-cut tests need FUSE: {missing}")
         pytest.skip(missing)
-    pc = PowerCut(tmp_path)
+    pc = PowerCut(tmp_path, read_delay)
     try:
         yield pc
     finally:
         pc.close()
+
+
+@pytest.fixture
+def powercut(tmp_path):
+    yield from _mount(tmp_path)
+
+
+@pytest.fixture
+def slow_read_powercut(tmp_path):
+    """The same filesystem, where every read waits 3 ms after its power check: reads that straddle
+    the cut (and see the files as the cut left them) become common."""
+    yield from _mount(tmp_path, read_delay=0.003)

@@ -14,7 +14,8 @@ of how to undo it:
 Writing ``cut`` (or ``cut tear``: the newest unsynced write of each file then half reaches the
 disk) on standard input cuts the power: under the lock that every operation takes, all
 undo records are applied newest first, every later operation fails with EIO, and the mount is
-taken down. BACKING then holds exactly what a machine would find after the power came back; a test
+taken down. (Reads take no lock: a read under way as the power goes may see the files as the cut
+left them; ``POWERCUT_READ_DELAY`` = seconds widens that window.) BACKING then holds exactly what a machine would find after the power came back; a test
 starts the program again directly on BACKING. ``cut`` is answered with ``cut N`` (the number of
 changes lost) on standard output; ``stats`` with the pending counts; ``full`` makes the disk full
 (a write that needs a new block fails with ENOSPC; see ``PowerCutFS.full``) and ``room`` frees it.
@@ -36,6 +37,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from typing import Any
 
 from mfusepy import FUSE, FuseOSError, Operations
@@ -61,6 +63,7 @@ class PowerCutFS(Operations):  # type: ignore[misc]
         self.ino_fd: dict[int, int] = {}
         self.serial = 0
         self.stats = {"writes": 0, "fsyncs": 0, "fsyncdirs": 0}
+        self.read_delay = float(os.environ.get("POWERCUT_READ_DELAY", "0"))  # seconds (see read)
         # "full": the disk has no free block. Bytes a file already has can be rewritten; a write or
         # truncate that would need a new block (past the size the file had when the disk filled,
         # or any byte of a file made since) fails with ENOSPC. None: there is room.
@@ -214,7 +217,13 @@ class PowerCutFS(Operations):  # type: ignore[misc]
             return fh
 
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
+        # Reads take no lock: one that passed this check as the power went may return the file as
+        # the cut left it (shorter, or older bytes). A process cannot tell that from a reader that
+        # finds less than was written; the server must never acknowledge on the strength of such a
+        # read. ``read_delay`` widens that window, to show it (tests/powercut/test_power_loss.py).
         self._check_power()
+        if self.read_delay:
+            time.sleep(self.read_delay)
         return os.pread(fh, size, offset)
 
     def _check_room(self, fh: int, end: int) -> None:

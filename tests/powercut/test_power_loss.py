@@ -97,11 +97,25 @@ def _integrity(data: pathlib.Path) -> int:
 
 @pytest.mark.timeout(1200)  # 50 cuts: about 2-3 minutes, more on a loaded machine
 def test_acknowledged_writes_survive_power_loss(powercut, tmp_path):
+    _cut_rounds(powercut, tmp_path, ROUNDS)
+
+
+@pytest.mark.timeout(600)
+def test_a_read_straddling_the_cut_never_gets_a_write_acknowledged(slow_read_powercut, tmp_path):
+    """Reads that straddle the cut see the WAL as the cut left it. The server read a commit's pages
+    back from its WAL, found none there, took it for a commit that wrote nothing and acknowledged
+    it with no journal record: lost at the cut (1 cut in about 1,000 in the test above; at round 0
+    here). Now it checks the read ends where SQLite's WAL hook says the WAL ends, and refuses the
+    write when it does not."""
+    _cut_rounds(slow_read_powercut, tmp_path, min(ROUNDS, 12))
+
+
+def _cut_rounds(powercut, tmp_path, rounds: int) -> None:
     lost_total = 0
     acked_total = 0
     checked = 0
     args = ["--durability", DURABILITY]
-    for round_ in range(ROUNDS):
+    for round_ in range(rounds):
         data = powercut.mount / "data"
         srv = ServerProcess(PROJECT, data, args=args, log_path=tmp_path / f"server{round_}.log").start()
         stop = threading.Event()
@@ -147,7 +161,7 @@ def test_acknowledged_writes_survive_power_loss(powercut, tmp_path):
         finally:
             back.stop()
         checked += _integrity(powercut.backing / "data")
-        if round_ + 1 < ROUNDS:
+        if round_ + 1 < rounds:
             powercut.remount()
     assert lost_total > 0, "no unsynced change was ever lost: the cut did not test anything"
     assert checked > 0
