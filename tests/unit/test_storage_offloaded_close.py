@@ -110,3 +110,38 @@ def test_the_same_instance_reopens_after_its_offloaded_close(tmp_path):
         off.run_on_thread(delay=0.05)
         assert db.kv_get("n") == i  # reopens once the close is done
     db.close()
+
+
+def test_a_close_says_whether_every_wal_frame_reached_the_database_file(tmp_path):
+    """SQLite's checkpoint on close fails silently; with the node journal a close that did not move
+    every frame must not tell the journal the file holds the object's records (they would be
+    dropped while only the WAL, which recovery removes, holds them). Real SQLite files: a reader
+    on another connection keeps the checkpoint from finishing."""
+    import apsw
+
+    from duro.storage.closing import close_quietly
+
+    path = tmp_path / "o.sqlite"
+    wal = tmp_path / "o.sqlite-wal"
+    shm = tmp_path / "o.sqlite-shm"
+
+    def writer():
+        conn = apsw.Connection(str(path))
+        conn.execute("PRAGMA journal_mode=WAL; CREATE TABLE IF NOT EXISTS t(a); INSERT INTO t VALUES (1)").fetchall()
+        return conn
+
+    conn = writer()
+    reader = apsw.Connection(str(path))
+    reader.execute("BEGIN; SELECT count(*) FROM t").fetchall()  # holds a snapshot of the WAL
+    conn.execute("INSERT INTO t VALUES (2)")  # a frame the reader's snapshot does not let go
+    assert close_quietly(conn, shm) is False
+    assert wal.stat().st_size > 0  # kept: the frames are still there
+    reader.execute("COMMIT")
+    reader.close()
+
+    conn = writer()
+    assert close_quietly(conn, shm) is True
+    assert not wal.exists() or wal.stat().st_size == 0
+    check = apsw.Connection(str(path))
+    assert check.execute("SELECT count(*) FROM t").fetchall() == [(3,)]
+    check.close()

@@ -106,6 +106,7 @@ def _finish_close(conn: apsw.Connection, history: DetachedHistory | None,
         conn.close()
         journal.recover()
         return
+    removed = False
     try:
         if history is not None and journal is None:
             try:
@@ -119,31 +120,45 @@ def _finish_close(conn: apsw.Connection, history: DetachedHistory | None,
             conn.close()
             for p in files:
                 p.unlink(missing_ok=True)
+            removed = True
             if history is not None:
                 history.discarded()
     finally:
-        close_quietly(conn, files[2])
+        whole = close_quietly(conn, files[2]) or removed
         if history is not None:
             history.close()
-    if journal is not None:
-        journal.written(lsn)
+    if journal is not None and whole:
+        journal.written(lsn)  # (not whole: the records stay in the journal; the next open redoes them)
 
 
-def close_quietly(conn: apsw.Connection, shm: pathlib.Path) -> None:
-    """Close an object's connection: SQLite checkpoints and leaves an empty ``-wal``; the ``-shm``
-    file (32 KiB, rebuilt at every open anyway) is removed."""
+def close_quietly(conn: apsw.Connection, shm: pathlib.Path) -> bool:
+    """Close an object's connection: checkpoint (leaving an empty ``-wal``), close; the ``-shm``
+    file (32 KiB, rebuilt at every open anyway) is removed. True only when the checkpoint is known
+    to have moved every WAL frame into the database file: SQLite's own checkpoint on close says
+    nothing when it fails, so it is run, and checked, first. (With the node journal only then may
+    the journal be told the file holds the object's records.)"""
+    whole = False
     try:
         conn.authorizer = None  # duro's own statement (the user's authorizer refuses this PRAGMA)
         conn.execute(_BEFORE_CLOSE)
+        if conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, -1):
+            conn.close()  # the WAL must stay as it is (its commits are not durable elsewhere yet)
+            return False
+        log, done = conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE)  # BusyError if it cannot run
+        whole = log == done
+        if not whole:
+            _log.warning("closing %s: the checkpoint moved %d of %d WAL frames", shm.with_name(shm.name[:-4]),
+                         done, log)
     except apsw.ConnectionClosedError:
         pass
-    except apsw.Error as e:  # unusable (a damaged file): the -wal keeps what it holds
+    except apsw.Error as e:  # unusable (a damaged file, a failing disk): the -wal keeps what it holds
         _log.warning("closing %s: %s", shm.with_name(shm.name[:-4]), e)
     conn.close()
     try:
         shm.unlink(missing_ok=True)
     except OSError:
         pass
+    return whole
 
 
 def checkpoint_on_worker(path: pathlib.Path, sync_history: Callable[[], None] | None, idle: threading.Event,

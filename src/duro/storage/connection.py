@@ -250,8 +250,7 @@ class DatabaseConnection(Savepoints):
             self.history.close()
         self._forget_connection()
         if conn is not None:
-            close_quietly(conn, self.shm_path)
-            if journal is not None:
+            if close_quietly(conn, self.shm_path) and journal is not None:
                 journal.written(lsn)
 
     def _close_unjournaled(self, conn: apsw.Connection) -> None:
@@ -322,7 +321,7 @@ class DatabaseConnection(Savepoints):
             if self.history is not None:
                 self.history.close()
             self._forget_connection()
-            close_quietly(conn, self.shm_path)
+            close_quietly(conn, self.shm_path)  # checkpointed above (TRUNCATE): the files go now
         self.remove_files()
         if self.history is not None:
             self.history.after_discard()
