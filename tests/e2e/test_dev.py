@@ -39,6 +39,7 @@ def test_ctrl_c_stops_dev_at_once_and_closes_the_app(tmp_path):
     (databases closed) and both exit, instead of the second forcing an exit mid-shutdown."""
     import os
     import signal
+    import subprocess
     import time
 
     proj = tmp_path / "proj"
@@ -49,7 +50,11 @@ def test_ctrl_c_stops_dev_at_once_and_closes_the_app(tmp_path):
         assert httpx.post(url + "/counters/a").json()["value"] == 1
         t0 = time.monotonic()
         os.killpg(proc.pid, signal.SIGINT)
-        assert proc.wait(15) == 0
+        try:
+            code = proc.wait(15)
+        except subprocess.TimeoutExpired:  # say where it was: the reloader, the server, or both
+            raise AssertionError(f"duro dev still running 15 s after Ctrl-C; its output:\n{log.read_text()}") from None
+        assert code == 0
         took = time.monotonic() - t0
     text = log.read_text()
     assert "Application shutdown complete" in text, text
