@@ -431,20 +431,18 @@ def _listening(port: int) -> bool:
 
 
 def test_the_local_cluster_command_starts_everything_and_stops_it_by_pid(tmp_path):
-    from duro.testing import free_port
-
-    port = free_port()
     out = tmp_path / "local.out"
-    with open(out, "wb") as f:
+    with open(out, "wb") as f:  # --port 0: free ports (port + 1 may be a nats-server's, started first)
         proc = subprocess.Popen([sys.executable, "-m", "duro.cluster.local", str(PROJECT), "--nodes", "2",
-                                 "--port", str(port)], stdout=f, stderr=subprocess.STDOUT)
+                                 "--port", "0"], stdout=f, stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: "ready." in out.read_text() or proc.poll() is not None, timeout=60, what="the local cluster")
         text = out.read_text()
         assert "ready." in text, text
         pids = [int(line.split(" pid ")[1].split()[0]) for line in text.splitlines() if line.startswith("node-")]
         assert len(pids) == 2, text
-        r = httpx.get(f"http://127.0.0.1:{port + 1}/add/local", timeout=30)
+        second = next(line.split()[1] for line in text.splitlines() if line.startswith("node-1:"))
+        r = httpx.get(f"{second}/add/local", timeout=30)
         assert r.status_code == 200 and r.json()["stored"] == 1, r.text
     finally:
         proc.send_signal(signal.SIGTERM)

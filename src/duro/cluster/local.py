@@ -4,7 +4,7 @@
 
 starts 3 nats-servers (JetStream R=3, ``sync_interval: always``, on free 127.0.0.1 ports) and
 ``--nodes`` duro nodes (``duro serve PROJECT --cluster ... --node node-<i>`` on ports ``--port``,
-``--port + 1``, ...; data in a temporary folder), prints their addresses and PIDs, and runs until
+``--port + 1``, ..., or any free ones with ``--port 0``; data in a temporary folder), prints their addresses and PIDs, and runs until
 Ctrl-C or SIGTERM, then stops every process it started by PID. Needs the test extra (the
 nats-server binary). For experiments only: everything runs on one machine.
 
@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m duro.cluster.local", description=__doc__.split("\n\n")[0])
     ap.add_argument("project", help="the project folder (pyproject.toml [tool.duro] or a wrangler file)")
     ap.add_argument("--nodes", type=int, default=3, help="duro nodes to start (default 3)")
-    ap.add_argument("--port", type=int, default=8787, help="port of the first node (default 8787)")
+    ap.add_argument("--port", type=int, default=8787,
+                    help="port of the first node, the next ones follow (default 8787); 0: any free ports")
     args = ap.parse_args(argv)
     if not 1 <= args.nodes <= 16:
         print("duro: --nodes must be 1 to 16", file=sys.stderr)
@@ -81,7 +82,7 @@ def _start_nodes(args: argparse.Namespace, folder: pathlib.Path, urls: str, node
                  monitor: str) -> None:
     print(f"nats-servers (JetStream R=3, sync_interval: always): {urls}", flush=True)
     for i in range(args.nodes):
-        port = args.port + i
+        port = args.port + i if args.port else _free_port()
         log = folder / f"node-{i}.log"
         with open(log, "ab") as out:
             proc = subprocess.Popen(
@@ -94,6 +95,12 @@ def _start_nodes(args: argparse.Namespace, folder: pathlib.Path, urls: str, node
         print(f"node-{i}: http://127.0.0.1:{port}  pid {proc.pid}  log {log}", flush=True)
     print("ready. Send requests to any node; `kill -9 <pid>` a node and its objects move to the others after "
           "its lease (3 s); `kill <pid>` hands them over at once. Ctrl-C stops everything.", flush=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _stop_nodes(nodes: list[subprocess.Popen[bytes]]) -> None:
