@@ -141,14 +141,13 @@ def close_quietly(conn: apsw.Connection, shm: pathlib.Path) -> bool:
     try:
         conn.authorizer = None  # duro's own statement (the user's authorizer refuses this PRAGMA)
         conn.execute(_BEFORE_CLOSE)
-        if conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, -1):
-            conn.close()  # the WAL must stay as it is (its commits are not durable elsewhere yet)
-            return False
-        log, done = conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE)  # BusyError if it cannot run
-        whole = log == done
-        if not whole:
-            _log.warning("closing %s: the checkpoint moved %d of %d WAL frames", shm.with_name(shm.name[:-4]),
-                         done, log)
+        # Not when the WAL must stay as it is (its commits are not durable elsewhere yet).
+        if not conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, -1):
+            log, done = conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE)  # BusyError if it cannot run
+            whole = log == done
+            if not whole:
+                _log.warning("closing %s: the checkpoint moved %d of %d WAL frames",
+                             shm.with_name(shm.name[:-4]), done, log)
     except apsw.ConnectionClosedError:
         pass
     except apsw.Error as e:  # unusable (a damaged file, a failing disk): the -wal keeps what it holds
