@@ -24,7 +24,6 @@ import sys
 import tempfile
 import time
 
-from ..testing import free_port
 from .testing import NatsServers
 
 __all__ = ["main"]
@@ -83,7 +82,7 @@ def _start_nodes(args: argparse.Namespace, folder: pathlib.Path, urls: str, node
                  monitor: str) -> None:
     print(f"nats-servers (JetStream R=3, sync_interval: always): {urls}", flush=True)
     for i in range(args.nodes):
-        port = args.port + i if args.port else free_port()
+        port = args.port + i if args.port else _free_port()
         log = folder / f"node-{i}.log"
         with open(log, "ab") as out:
             proc = subprocess.Popen(
@@ -96,6 +95,12 @@ def _start_nodes(args: argparse.Namespace, folder: pathlib.Path, urls: str, node
         print(f"node-{i}: http://127.0.0.1:{port}  pid {proc.pid}  log {log}", flush=True)
     print("ready. Send requests to any node; `kill -9 <pid>` a node and its objects move to the others after "
           "its lease (3 s); `kill <pid>` hands them over at once. Ctrl-C stops everything.", flush=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _stop_nodes(nodes: list[subprocess.Popen[bytes]]) -> None:
