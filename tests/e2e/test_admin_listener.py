@@ -86,6 +86,12 @@ def test_a_fixed_admin_port_and_one_already_taken(serve, tmp_path):
     else:
         other.stop()
         raise AssertionError("a second server took an admin port already in use")
+    # The admin listener never shares the serving port: one process, and workers.
+    same = free_port()
+    for workers in ("1", "2"):
+        clash = duro("serve", str(COUNTER), "--port", str(same), "--admin-port", str(same), "--workers", workers,
+                     "--data", str(tmp_path / f"clash{workers}"))
+        assert clash.returncode == 2 and f"the admin listener cannot use the serving port {same}" in clash.stderr
     bad = duro("serve", str(COUNTER), "--admin-port", "70000", "--data", str(tmp_path / "bad"))
     assert bad.returncode == 2 and "port: must be a port number 0..65535" in bad.stderr
 

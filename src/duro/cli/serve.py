@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
 import logging
 import os
@@ -15,7 +16,7 @@ from ..errors import ConfigError, StorageError
 from .reload import Retirement, ignore_reload_signal
 from .stopping import INFLIGHT_SHARE, StopWatch
 from .worker import WorkerProcess
-from .workers import parse_size, run_supervisor
+from .workers import bind, parse_size, run_supervisor
 
 log = logging.getLogger("duro.cli")
 
@@ -100,11 +101,7 @@ def _setup_logging(level: str) -> None:
 
 
 async def _run(args: argparse.Namespace) -> None:
-    from ..compat import load_app
     from ..config import apply_overrides, load_project
-    from ..http import AsgiFront, serve
-    from ..http.guard import FrontLimits
-    from ..http.websocket import websocket_handler
 
     cfg = load_project(args.project)
     overrides: dict[str, Any] = {}
@@ -131,11 +128,37 @@ async def _run(args: argparse.Namespace) -> None:
         overrides["admin"] = admin
     if overrides:
         cfg = apply_overrides(cfg, **overrides)
+    _check_admin_port(cfg.admin, args.host, args.port)
     slot = getattr(args, "worker_slot", None)
     worker = None
     if slot is not None:
         worker = WorkerProcess.from_arg(slot, getattr(args, "memory_limit_bytes", 0))
         worker.begin()
+    # One process holds its port before it starts anything: uvicorn binds only after the app's
+    # start, and the admin listener started there on port 0 could otherwise be given this port.
+    own = bind(args.host, args.port, listen=False) if worker is None else None
+    try:
+        await _serve_app(args, cfg, worker, own)
+    finally:
+        if own is not None:
+            own.close()
+
+
+def _check_admin_port(admin: Any, host: str, port: int) -> None:
+    """The admin listener never shares the serving port (on one address, or on every address)."""
+    wild = ("0.0.0.0", "::", "")
+    if (admin.enabled and port and admin.port == port
+            and (admin.host == host or admin.host in wild or host in wild)):
+        raise ConfigError(f"the admin listener cannot use the serving port {port}: give --admin-port "
+                          "(or [tool.duro.admin] port) another port, or 0 for a free one")
+
+
+async def _serve_app(args: argparse.Namespace, cfg: Any, worker: Any, own: Any) -> None:
+    from ..compat import load_app
+    from ..http import AsgiFront, serve
+    from ..http.guard import FrontLimits
+    from ..http.websocket import websocket_handler
+
     cluster = None
     if not getattr(args, "dev", False):
         from .cluster import cluster_settings
@@ -152,7 +175,8 @@ async def _run(args: argparse.Namespace) -> None:
         from .scheduled import ScheduledEndpoint
         front = ScheduledEndpoint(front)  # GET /__scheduled?cron=... fires scheduled() by hand
     if worker is None:
-        log.info("duro serving %s on http://%s:%d (data: %s, durability: %s%s)", cfg.root, args.host, args.port,
+        log.info("duro serving %s on http://%s:%d (data: %s, durability: %s%s)", cfg.root, args.host,
+                 own.getsockname()[1],
                  app.runtime.data_dir, app.runtime.durability,
                  f", cluster node {cluster.node}" if cluster is not None else "")
     tune_gc()
@@ -172,7 +196,7 @@ async def _run(args: argparse.Namespace) -> None:
     try:
         await serve(front, host=args.host, port=args.port, log_level=args.log_level,
                     drain_timeout=cfg.limits.drain_timeout * INFLIGHT_SHARE, on_started=started,
-                    sock=worker.socket() if worker is not None else None,
+                    sock=worker.socket() if worker is not None else own,
                     on_server=(lambda server: setattr(retire, "server", server)) if retire is not None else None)
     finally:
         if retire is not None:
@@ -306,6 +330,10 @@ def _supervise(args: argparse.Namespace, count: int) -> int:
     data = data.resolve()
     argv = ["serve", str(cfg.root), "--data", str(data), *_worker_options(args)]
     try:
+        _check_admin_port(dataclasses.replace(
+            cfg.admin, enabled=cfg.admin.enabled and not args.no_admin,
+            host=args.admin_host if args.admin_host is not None else cfg.admin.host,
+            port=args.admin_port if args.admin_port is not None else cfg.admin.port), args.host, args.port)
         from ..storage import migrate
         return run_supervisor(argv, count, data, args.host, args.port, cpu_ms=cfg.limits.cpu_ms,
                               memory_limit=args.memory_limit_bytes, drain_timeout=cfg.limits.drain_timeout,

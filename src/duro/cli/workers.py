@@ -424,9 +424,12 @@ def recover_all(data_dir: pathlib.Path, history: bool) -> list[str]:
     return held
 
 
-def bind(host: str, port: int, wait: float = 5.0) -> socket.socket:
+def bind(host: str, port: int, wait: float = 5.0, *, listen: bool = True) -> socket.socket:
     """The listening socket every worker inherits. The workers of a server killed a moment ago may
-    still hold the address while they exit: an address in use is retried for ``wait`` seconds."""
+    still hold the address while they exit: an address in use is retried for ``wait`` seconds.
+    ``listen=False``: bound only, so the port is held but connections are refused until the server
+    listens on it (one process binds before it starts the app, so no listener it starts first, the
+    admin's on port 0, can be given the same port)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     deadline = time.monotonic() + wait
     while True:
@@ -443,8 +446,9 @@ def bind(host: str, port: int, wait: float = 5.0) -> socket.socket:
                 raise ConfigError(f"cannot listen on {host}:{port}: the address is in use (another server?); "
                                   "choose another --port") from None
             raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror}") from None
-        sock.listen(2048)
-        sock.set_inheritable(True)
+        if listen:
+            sock.listen(2048)
+            sock.set_inheritable(True)
         return sock
 
 
