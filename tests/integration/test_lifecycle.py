@@ -20,6 +20,32 @@ async def test_open_databases_are_bounded(tmp_path):
         assert values == [1] * 30
 
 
+async def test_a_burst_of_objects_used_once_does_not_push_out_the_working_set(tmp_path):
+    # Ten objects in use, then 60 new ones used once each (new users, alarms waking closed
+    # objects): the bound of 20 closes the new ones, not the ten, which never open again.
+    limits = RuntimeLimits(max_open_databases=20)
+    async with LocalApp(PROJECTS / "gates", tmp_path / "d", limits=limits) as app:
+        ns = app.env.PROBE
+        working = [f"w{i}" for i in range(10)]
+        for _ in range(3):
+            for name in working:
+                await ns.get_by_name(name).rmw()
+        before = {name: app.runtime.find(ns.unique_key, str(ns.idFromName(name))) for name in working}
+        for i in range(60):
+            assert await ns.get_by_name(f"new{i}").rmw() == 1
+        assert app.runtime.statistics()["open_databases"] <= 21
+        for name in working:
+            assert app.runtime.find(ns.unique_key, str(ns.idFromName(name))) is before[name], name
+            assert before[name].db.is_open, name
+        assert [await ns.get_by_name(name).get_n() for name in working] == [3] * 10
+        # Objects used again are bounded too: 40 of them, each used twice, past the bound.
+        for i in range(40):
+            await ns.get_by_name(f"new{i}").get_n()
+            await ns.get_by_name(f"new{i}").get_n()
+            assert app.runtime.statistics()["open_databases"] <= 21
+        assert [await ns.get_by_name(f"new{i}").get_n() for i in range(60)] == [1] * 60
+
+
 async def test_a_database_past_the_bound_is_refused_while_all_open_ones_are_busy(tmp_path):
     # The bound is what keeps descriptors for storage: past it, an object that would need a new
     # database is refused as overloaded (the front answers 503) instead of opening one.

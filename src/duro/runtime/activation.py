@@ -85,6 +85,7 @@ class Activation:
         self.inflight_bytes = 0  # the payload bytes (request bodies, RPC arguments) of those events
         self.waiting = 0
         self.last_used = time.monotonic()
+        self.uses = 0  # events delivered: the eviction keeps objects used again before those used once
         self.constructions = 0
         self.in_gate = InputGate()
         self.out_gate = OutputGate(self.in_gate)
@@ -268,6 +269,7 @@ class Activation:
             self.inflight -= 1
             self.inflight_bytes -= size
             self.last_used = time.monotonic()
+            self.uses += 1
 
     def _construct(self) -> None:
         self._set_state(ActivationState.CONSTRUCTING)

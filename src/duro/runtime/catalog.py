@@ -6,8 +6,8 @@ directory keeps a second process from opening the same objects. With worker proc
 worker serves only the objects it owns (:meth:`Runtime.owns`) and reaches the others through its
 :class:`~duro.runtime.router.Router`. Idle activations are evicted
 after ``limits.idle_timeout`` (in-memory state is lost, storage is not); the number of open
-databases is bounded by ``limits.max_open_databases`` (when over it, the least recently used idle
-activations are evicted first).
+databases is bounded by ``limits.max_open_databases`` (when over it, idle activations are evicted,
+least recently used first, those used only once before those used again).
 """
 
 from __future__ import annotations
@@ -395,8 +395,7 @@ class Runtime:
         # activations, not on every one (a burst of alarms waking evicted objects).
         excess = len(open_acts) - self.max_open_databases * 9 // 10
         remaining = len(open_acts)
-        open_acts.sort(key=lambda a: a.last_used)
-        for act in open_acts:
+        for act in self._eviction_order(open_acts):
             if excess <= 0:
                 break
             if act.is_idle:
@@ -405,6 +404,17 @@ class Runtime:
                 excess -= 1
                 remaining -= 1
         return remaining
+
+    def _eviction_order(self, acts: list[Activation]) -> list[Activation]:
+        """Which open objects to close first: least recently used, but objects used only once (a
+        burst of new objects, alarms waking closed ones, a scan over many names) go before objects
+        used again, so such a burst does not push the working set out and make every one of its
+        objects open again. Objects used again may hold 80 % of the bound; the least recently used
+        of those past that share go first."""
+        acts.sort(key=lambda a: a.last_used)
+        again = [a for a in acts if a.uses > 1]
+        past_share = max(0, len(again) - self.max_open_databases * 4 // 5)
+        return again[:past_share] + [a for a in acts if a.uses <= 1] + again[past_share:]
 
     def sweep(self, now: float | None = None) -> int:
         """Evict activations idle for longer than the idle timeout. Returns how many."""
