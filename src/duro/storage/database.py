@@ -298,7 +298,7 @@ class ObjectDatabase(KvStore):
         """Create ``_cf_METADATA`` if this connection has not seen it (inside the open transaction)."""
         memo = self.port.memo
         if not memo.get(_META_TABLE):
-            self.port.run_internal(_META_CREATE)
+            self.port.run_internal(_META_CREATE, cache=False)  # once per connection: not cached
             memo[_META_TABLE] = True
 
     # ---- whole-database operations -----------------------------------------------------------
@@ -353,7 +353,7 @@ class ObjectDatabase(KvStore):
     def _has_data(self) -> bool:
         """Whether the open database holds any user schema, KV row or alarm."""
         port = self.port
-        if port.run_internal(_ANY_USER_SCHEMA):
+        if port.run_internal(_ANY_USER_SCHEMA, cache=False):
             return True
         if port.table_exists(KV_TABLE) and port.run_internal(_ANY_KV):
             return True
@@ -364,13 +364,13 @@ class ObjectDatabase(KvStore):
         turning a read into a write), and only if the object holds data (not after deleteAll).
         The port calls it from :meth:`commit`."""
         port = self.port
-        if port.table_exists(_META_TABLE) and port.run_internal(_NAME_KNOWN):
+        if port.table_exists(_META_TABLE) and port.run_internal(_NAME_KNOWN, cache=False):
             self._name_recorded = True  # the usual case after the first session: one query
             return
         if not self._has_data():
             return
         self.create_meta_table()
-        port.run_internal(_NAME_SET, (self.name,))
+        port.run_internal(_NAME_SET, (self.name,), cache=False)
         self._name_recorded = True
 
     @property

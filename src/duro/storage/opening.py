@@ -110,8 +110,9 @@ def _set_up(conn: apsw.Connection, *, journaled: bool, exclusive: bool = False) 
     for limit, value in _LIMITS:
         conn.limit(limit, value)
     if exclusive:
-        conn.execute("PRAGMA locking_mode=EXCLUSIVE").fetchall()
-    conn.execute(_SETUP_JOURNALED if journaled else _SETUP).fetchall()
+        conn.execute("PRAGMA locking_mode=EXCLUSIVE", can_cache=False).fetchall()
+    # Once per open: kept out of the statement cache, whose statements each object keeps in memory.
+    conn.execute(_SETUP_JOURNALED if journaled else _SETUP, can_cache=False).fetchall()
 
 
 def connect(path: pathlib.Path, *, create: bool, journaled: bool) -> apsw.Connection | None:

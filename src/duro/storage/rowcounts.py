@@ -197,12 +197,12 @@ class RowCounter:
         return info
 
     def _read_table(self, table: str) -> _Table:
-        rows = self._run("SELECT wr FROM pragma_table_list WHERE name = ?", (table,))
+        rows = self._run("SELECT wr FROM pragma_table_list WHERE name = ?", (table,), cache=False)
         without_rowid = bool(rows and rows[0][0])
         indexes: list[frozenset[int] | None] = []
         pk: frozenset[int] = frozenset()
-        for name, origin in self._run("SELECT name, origin FROM pragma_index_list(?)", (table,)):
-            cids = [r[0] for r in self._run("SELECT cid FROM pragma_index_info(?)", (name,))]
+        for name, origin in self._run("SELECT name, origin FROM pragma_index_list(?)", (table,), cache=False):
+            cids = [r[0] for r in self._run("SELECT cid FROM pragma_index_info(?)", (name,), cache=False)]
             if without_rowid and origin == "pk":  # the primary key is the row itself
                 pk = frozenset(cids)
                 continue
@@ -215,7 +215,7 @@ class RowCounter:
         seeks = sorts = False
         if keyword not in ("CREATE", "DROP", "ALTER", "PRAGMA"):
             try:
-                details = [row[3] for row in self._run("EXPLAIN QUERY PLAN " + sql, bindings or None)]
+                details = [row[3] for row in self._run("EXPLAIN QUERY PLAN " + sql, bindings or None, cache=False)]
             except Exception:  # noqa: BLE001 - a plan is only for counting; none means no reads
                 details = []
             for d in details:
