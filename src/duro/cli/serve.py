@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import gc
 import logging
 import os
@@ -115,15 +114,7 @@ async def _run(args: argparse.Namespace) -> None:
     if args.max_connections is not None:
         limits["max_connections"] = args.max_connections
     overrides.update(limits)  # Limits field names replace single limits
-    admin: dict[str, Any] = {}
-    if args.no_admin:
-        admin["enabled"] = False
-    if args.admin_host is not None:
-        admin["host"] = args.admin_host
-    if args.admin_port is not None:
-        admin["port"] = args.admin_port
-    if args.admin_import_dir is not None:
-        admin["import_dir"] = str(pathlib.Path(args.admin_import_dir).absolute())
+    admin = _admin_flags(args)
     if admin:
         overrides["admin"] = admin
     if overrides:
@@ -142,6 +133,20 @@ async def _run(args: argparse.Namespace) -> None:
     finally:
         if own is not None:
             own.close()
+
+
+def _admin_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The admin listener's settings given as flags (they replace the config's)."""
+    admin: dict[str, Any] = {}
+    if args.no_admin:
+        admin["enabled"] = False
+    if args.admin_host is not None:
+        admin["host"] = args.admin_host
+    if args.admin_port is not None:
+        admin["port"] = args.admin_port
+    if args.admin_import_dir is not None:
+        admin["import_dir"] = str(pathlib.Path(args.admin_import_dir).absolute())
+    return admin
 
 
 def _check_admin_port(admin: Any, host: str, port: int) -> None:
@@ -319,7 +324,7 @@ def _worker_options(args: argparse.Namespace) -> list[str]:
 
 def _supervise(args: argparse.Namespace, count: int) -> int:
     """The supervisor of ``count`` workers (each runs this command again, told its slot)."""
-    from ..config import load_project
+    from ..config import apply_overrides, load_project
     _setup_logging(args.log_level)
     try:
         cfg = load_project(args.project)  # a bad config fails here, once, not in N workers
@@ -330,10 +335,8 @@ def _supervise(args: argparse.Namespace, count: int) -> int:
     data = data.resolve()
     argv = ["serve", str(cfg.root), "--data", str(data), *_worker_options(args)]
     try:
-        _check_admin_port(dataclasses.replace(
-            cfg.admin, enabled=cfg.admin.enabled and not args.no_admin,
-            host=args.admin_host if args.admin_host is not None else cfg.admin.host,
-            port=args.admin_port if args.admin_port is not None else cfg.admin.port), args.host, args.port)
+        flags = _admin_flags(args)
+        _check_admin_port(apply_overrides(cfg, admin=flags).admin if flags else cfg.admin, args.host, args.port)
         from ..storage import migrate
         return run_supervisor(argv, count, data, args.host, args.port, cpu_ms=cfg.limits.cpu_ms,
                               memory_limit=args.memory_limit_bytes, drain_timeout=cfg.limits.drain_timeout,

@@ -408,7 +408,7 @@ class Runtime:
         # all at once held the loop for 40-55 ms (200 closes, each touching memory idle for a
         # while); only what the bound needs now is closed here.
         excess = len(open_acts) - self.max_open_databases * 9 // 10
-        now = len(open_acts) - self.max_open_databases + 1
+        needed = len(open_acts) - self.max_open_databases + 1  # closed now: the new one fits
         remaining = len(open_acts)
         self._evict_queue.clear()
         for act in self._eviction_order(open_acts):
@@ -416,10 +416,10 @@ class Runtime:
                 break
             if act.is_idle:
                 excess -= 1
-                if now > 0:
+                if needed > 0:
                     act.close(DeactivationReason.IDLE)
                     self.forget(act)
-                    now -= 1
+                    needed -= 1
                     remaining -= 1
                 else:
                     self._evict_queue.append((act, act.last_used))
