@@ -154,17 +154,49 @@ async def _bucket(js: Any, name: str, options: LeaseOptions) -> Any:
             await asyncio.sleep(0.1)
 
 
-async def _read_bucket(kv: Any, timeout: float = 5.0) -> dict[str, bytes]:
-    """Every key of a bucket with its value (deleted keys left out)."""
-    watcher = await kv.watchall(ignore_deletes=True)
+async def _read_bucket(kv: Any, timeout: float = 5.0, tries: int = 3) -> dict[str, bytes]:
+    """Every key of a bucket with its value (deleted keys left out). Read until the entry the
+    server delivered with nothing pending after it, not until the watcher's first "no more"
+    marker: nats-py puts that marker first when the server had delivered every entry before the
+    consumer's info came back but none had been handled yet, and a read that stopped there saw an
+    empty bucket (every node looked dead to a listing; tests/cluster/test_leases.py). A read that
+    saw fewer keys than the bucket held when it began (history 1: one message per key, deleted or
+    not) lost one to a concurrent update, and is read again (at most ``tries`` times)."""
     out: dict[str, bytes] = {}
+    for _ in range(tries):
+        held = (await kv.status()).values
+        if held == 0:
+            return {}
+        out, seen = await _read_bucket_once(kv, timeout)
+        if seen >= held:
+            break
+    return out
+
+
+async def _read_bucket_once(kv: Any, timeout: float) -> tuple[dict[str, bytes], int]:
+    """(values, the number of keys seen, deleted ones counted) of one read (_read_bucket)."""
+    watcher = await kv.watchall()
+    out: dict[str, bytes] = {}
+    seen: set[str] = set()
+    marked = False  # the watcher said "no more": a quiet spell ends the read
     try:
         while True:
-            entry = await watcher.updates(timeout=timeout)
+            try:
+                entry = await watcher.updates(timeout=timeout)
+            except nats.errors.TimeoutError:
+                if marked:
+                    return out, len(seen)  # what the bucket held is gone (expired or purged) since
+                raise
             if entry is None:
-                return out  # the end of the values stored now
+                marked = True
+                continue
+            seen.add(entry.key)
             if entry.operation is None and entry.value is not None:
                 out[entry.key] = entry.value
+            else:
+                out.pop(entry.key, None)
+            if entry.delta == 0:
+                return out, len(seen)  # the last entry stored when it was sent
     finally:
         with contextlib.suppress(Exception):
             await watcher.stop()
@@ -490,10 +522,7 @@ class Leases:
     async def orphans(self) -> list[tuple[str, dict[str, str]]]:
         """The leases whose owner is gone (its registration expired, or it handed the object over
         with something left to do), as (key, value): what a survivor may adopt. Reads every lease."""
-        try:
-            keys = await self._kv.keys()
-        except nats.js.errors.NoKeysError:
-            return []
+        keys = await _read_bucket(self._kv)
         out: list[tuple[str, dict[str, str]]] = []
         live: dict[tuple[str, str], bool] = {}
         for key in keys:
@@ -515,11 +544,7 @@ class Leases:
 
     async def live_nodes(self) -> list[str]:
         """The names of the nodes registered now."""
-        kv = await _bucket(self.registry.js, NODES_BUCKET, self.registry.options)
-        try:
-            return sorted(await kv.keys())
-        except nats.js.errors.NoKeysError:
-            return []
+        return sorted(await _read_bucket(await _bucket(self.registry.js, NODES_BUCKET, self.registry.options)))
 
     async def owner(self, key: str) -> tuple[str, int] | None:
         """(node, epoch) of the object's current lease record, or None when unowned."""
