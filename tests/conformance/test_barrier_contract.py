@@ -9,6 +9,7 @@ import asyncio
 import errno
 import os
 import pathlib
+from collections import Counter
 
 import pytest
 
@@ -96,7 +97,11 @@ async def test_concurrent_submits_share_flushes(barrier, disk: DiskLog, tmp_path
     assert stats["commits"] == 45
     assert stats["flushes"] < 45, "no group commit: one flush per submit"
     if barrier.mode == "fsync":
-        assert sorted(disk.datasynced) == sorted(map(real, paths)), "every file synced, and once"
+        # A path submitted again after a flush took it is synced again (the next test): a writer
+        # thread may take a batch while the submits go on, so "once" is not the contract.
+        synced, submitted = Counter(disk.datasynced), Counter(map(real, paths + paths[:5]))
+        assert set(synced) == set(submitted), "every file synced"
+        assert all(synced[p] <= submitted[p] for p in synced), ("a file synced more often than submitted", synced)
 
 
 async def test_a_submit_during_a_flush_rides_the_next_one(barrier, disk: DiskLog, tmp_path) -> None:
